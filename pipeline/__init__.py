@@ -1,0 +1,1 @@
+"""pipeline: manifest -> audio -> Whisper encoder -> HDF5 cache of pooled hidden states."""

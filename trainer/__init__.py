@@ -1,0 +1,1 @@
+"""trainer: B-GRPO, baselines and the evaluation protocol over cached embeddings."""
