@@ -1,1 +1,36 @@
-"""data_manifests: corpus adapters that turn a corpus in its native layout into a manifest table."""
+"""data_manifests: corpus adapters that turn a corpus in its native layout into a manifest table.
+
+`prepare("ravdess", root)` -> validated DataFrame with MANIFEST_COLUMNS (paths relative to root,
+speaker-independent 0-based `fold`, or `split` where the corpus has an official one);
+`write_manifest` / `read_manifest` store it as CSV; `summarize` describes it.
+"""
+from __future__ import annotations
+
+import inspect
+
+import pandas as pd
+
+from .adapters import ADAPTERS
+from .audio_files import check_root
+from .schema import CANONICAL_LABELS, MANIFEST_COLUMNS, ManifestError
+from .storage import read_manifest, write_manifest
+from .summary import summarize
+
+
+def prepare(corpus: str, root, **options) -> pd.DataFrame:
+    """Run the named adapter on root; options not given (None) fall back to the adapter's defaults."""
+    adapter = ADAPTERS.get(corpus)
+    if adapter is None:
+        raise ManifestError(f"unknown corpus {corpus!r}; choose one of {', '.join(sorted(ADAPTERS))}.")
+    root = check_root(root)
+    accepted = inspect.signature(adapter.prepare).parameters
+    options = {name: value for name, value in options.items() if value is not None}
+    unexpected = sorted(set(options) - set(accepted))
+    if unexpected:
+        allowed = [name for name in accepted if name != "root"]
+        raise ManifestError(f"corpus {corpus!r} does not take option(s) {unexpected}; it takes {allowed or 'none'}.")
+    return adapter.prepare(root, **options)
+
+
+__all__ = ["ADAPTERS", "CANONICAL_LABELS", "MANIFEST_COLUMNS", "ManifestError", "prepare",
+           "read_manifest", "summarize", "write_manifest"]

@@ -1,0 +1,44 @@
+"""RAVDESS (Livingstone & Russo, 2018): `Actor_XX/MM-VV-EE-II-SS-RR-AA.wav|flac`.
+
+Fields: modality, vocal channel (01 speech, 02 song), emotion (01..08), intensity (01 normal,
+02 strong), statement, repetition, actor (01..24; odd = male). Folds are the standard 6 groups of
+4 actors (1-4 -> fold 0, ..., 21-24 -> fold 5), so speech and song of one actor share a fold.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from ..audio_files import find_audio, raise_unmatched
+from ..build import build_manifest
+
+EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+            "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised"}
+NAME = re.compile(r"^0[1-3]-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-"
+                  r"(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>[01]\d|2[0-4])$")
+SCHEME = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (seven two-digit fields, actor 01-24)"
+
+
+def prepare(root, include_song: bool = False) -> pd.DataFrame:
+    """Manifest of RAVDESS speech (and song, flagged in `vocal_channel`, when include_song)."""
+    rows, unmatched = [], []
+    for rel in find_audio(root, "ravdess"):
+        match = NAME.match(rel.stem)
+        if match is None or match["actor"] == "00":
+            unmatched.append(rel)
+            continue
+        channel = "speech" if match["channel"] == "01" else "song"
+        if channel == "song" and not include_song:
+            continue
+        actor = int(match["actor"])
+        rows.append({
+            "utt_id": rel.stem, "path": rel.as_posix(), "speaker": f"Actor_{actor:02d}",
+            "gender": "male" if actor % 2 else "female", "language": "en",
+            "label": EMOTIONS[match["emotion"]], "raw_label": match["emotion"],
+            "fold": (actor - 1) // 4, "split": "",
+            "vocal_channel": channel, "intensity": "normal" if match["intensity"] == "01" else "strong",
+            "statement": match["statement"], "repetition": match["repetition"],
+        })
+    raise_unmatched(unmatched, "ravdess", SCHEME, root)
+    return build_manifest(pd.DataFrame(rows), root, "ravdess")

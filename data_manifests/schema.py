@@ -1,0 +1,155 @@
+"""The manifest contract every adapter fills: column names, dtypes, the label vocabulary and validation.
+
+One table shape for every corpus lets the extraction and training stages ignore where the audio came
+from. Validation runs on every adapter's output so a bad corpus fails here, with the files named, and
+not hours later in training.
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+CANONICAL_LABELS: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
+    "boredom", "contempt", "excited", "frustrated", "other",
+)
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "utt_id", "path", "speaker", "gender", "language", "label", "raw_label",
+    "fold", "split", "duration", "corpus", "sample_rate", "channels",
+)
+
+TEXT_COLUMNS = ("utt_id", "path", "speaker", "gender", "language", "label", "raw_label", "split", "corpus")
+SPLITS = ("train", "valid", "test")
+
+# Common spellings of the canonical labels across corpora and user folder names (lower case).
+LABEL_SYNONYMS: dict[str, str] = {
+    **{label: label for label in CANONICAL_LABELS},
+    "neu": "neutral", "neutrality": "neutral", "normal": "neutral",
+    "calmness": "calm",
+    "happiness": "happy", "hap": "happy", "joy": "happy", "joyful": "happy",
+    "sadness": "sad", "sadd": "sad",
+    "anger": "angry", "ang": "angry", "mad": "angry",
+    "fear": "fearful", "fea": "fearful", "afraid": "fearful", "scared": "fearful",
+    "disgusted": "disgust", "dis": "disgust",
+    "surprise": "surprised", "sur": "surprised", "ps": "surprised",
+    "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
+    "bored": "boredom", "boring": "boredom",
+    "contemptuous": "contempt",
+    "excitement": "excited", "exc": "excited",
+    "frustration": "frustrated", "fru": "frustrated",
+    "oth": "other", "others": "other",
+}
+
+
+class ManifestError(Exception):
+    """A corpus or manifest problem the user can fix; the message names the files and what to do."""
+
+
+def _key(raw: str) -> str:
+    return re.sub(r"[\s\-]+", "_", str(raw).strip().lower())
+
+
+def parse_label_map(text: str | dict[str, str] | None) -> dict[str, str]:
+    """`a=b,c=d` (or a dict) -> {normalised raw: canonical}; targets must be canonical labels."""
+    if not text:
+        return {}
+    pairs = text.items() if isinstance(text, dict) else (
+        item.split("=", 1) if "=" in item else (item, "") for item in str(text).split(",") if item.strip())
+    mapping = {}
+    for raw, target in pairs:
+        target_key = _key(target)
+        canonical = LABEL_SYNONYMS.get(target_key)
+        if not raw.strip() or canonical is None:
+            raise ManifestError(
+                f"label map entry {raw!r}={target!r} is not of the form raw=label with label one of "
+                f"{', '.join(CANONICAL_LABELS)}; fix --label-map (e.g. 'anxious=fearful,joy=happy').")
+        mapping[_key(raw)] = canonical
+    return mapping
+
+
+def canonical_label(raw: str, label_map: dict[str, str] | None = None) -> str | None:
+    """Map a corpus or folder label onto the vocabulary (user map first, then synonyms); None if unknown."""
+    key = _key(raw)
+    if label_map and key in label_map:
+        return label_map[key]
+    return LABEL_SYNONYMS.get(key)
+
+
+def _listing(items, limit: int = 10) -> str:
+    items = list(items)
+    shown = "\n  ".join(str(item) for item in items[:limit])
+    more = f"\n  ... and {len(items) - limit} more" if len(items) > limit else ""
+    return f"\n  {shown}{more}"
+
+
+def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """Core columns in their fixed dtypes (text without NaN, fold Int64), core columns first."""
+    df = df.copy()
+    for column in TEXT_COLUMNS:
+        df[column] = df[column].fillna("").astype(str)
+    df["fold"] = pd.to_numeric(df["fold"].replace("", pd.NA)).astype("Int64")
+    df["duration"] = df["duration"].astype("float64")
+    df["sample_rate"] = df["sample_rate"].astype("int64")
+    df["channels"] = df["channels"].astype("int64")
+    extras = [column for column in df.columns if column not in MANIFEST_COLUMNS]
+    for column in extras:
+        df[column] = df[column].fillna("").astype(str)
+    return df[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
+
+
+def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
+    """Check the contract and return the table with canonical dtypes; raise ManifestError otherwise."""
+    missing = [column for column in MANIFEST_COLUMNS if column not in df.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing columns {missing}; a manifest needs {list(MANIFEST_COLUMNS)}.")
+    if df.empty:
+        raise ManifestError(f"{source}: no utterances; check --root and the corpus layout.")
+    df = coerce_dtypes(df)
+
+    empty_ids = df.index[df["utt_id"] == ""]
+    if len(empty_ids):
+        raise ManifestError(f"{source}: {len(empty_ids)} rows without utt_id (paths:{_listing(df.loc[empty_ids, 'path'])}).")
+    duplicated = df[df["utt_id"].duplicated(keep=False)].sort_values("utt_id")
+    if len(duplicated):
+        pairs = [f"{row.utt_id}: {row.path}" for row in duplicated.itertuples()]
+        raise ManifestError(
+            f"{source}: {duplicated['utt_id'].nunique()} duplicate utt_ids (the same utterance twice, e.g. a "
+            f"re-pack with the corpus copied into two folders):{_listing(pairs)}\n"
+            "Point --root at one copy or remove the duplicates.")
+
+    unknown = df[~df["label"].isin(CANONICAL_LABELS)]
+    if len(unknown):
+        pairs = [f"{row.path}: {row.label!r}" for row in unknown.itertuples()]
+        raise ManifestError(
+            f"{source}: {len(unknown)} rows with labels outside the vocabulary ({', '.join(CANONICAL_LABELS)}):"
+            f"{_listing(pairs)}\nMap them with --label-map raw=label.")
+
+    has_fold = df["fold"].notna()
+    bad_split = ~df["split"].isin(SPLITS + ("",))
+    no_assignment = ~has_fold & ~df["split"].isin(SPLITS)
+    if bad_split.any() or no_assignment.any():
+        rows = df[bad_split | no_assignment]
+        pairs = [f"{row.path}: fold={row.fold} split={row.split!r}" for row in rows.itertuples()]
+        raise ManifestError(
+            f"{source}: {len(rows)} rows without a fold or a split in {SPLITS}:{_listing(pairs)}\n"
+            "Give every row an integer fold or a train/valid/test split.")
+    if (df.loc[has_fold, "fold"] < 0).any():
+        raise ManifestError(f"{source}: negative fold numbers; folds are 0-based integers.")
+
+    with_speaker = df[has_fold & (df["speaker"] != "")]
+    folds_per_speaker = with_speaker.groupby("speaker")["fold"].nunique()
+    leaking = folds_per_speaker[folds_per_speaker > 1]
+    if len(leaking):
+        pairs = [f"{speaker}: folds {sorted(with_speaker.loc[with_speaker['speaker'] == speaker, 'fold'].unique().tolist())}"
+                 for speaker in leaking.index]
+        raise ManifestError(
+            f"{source}: {len(leaking)} speakers appear in more than one fold, so folds are not speaker-"
+            f"independent:{_listing(pairs)}\nFix the fold column (or drop it to let folds be made by speaker).")
+
+    bad_audio = df[(df["duration"] <= 0) | (df["sample_rate"] <= 0) | (df["channels"] <= 0)]
+    if len(bad_audio):
+        raise ManifestError(f"{source}: {len(bad_audio)} files with empty audio or a bad header:"
+                            f"{_listing(bad_audio['path'])}\nRemove or re-encode them.")
+    return df
