@@ -27,8 +27,10 @@ def prepare(corpus: str, root, **options) -> pd.DataFrame:
     options = {name: value for name, value in options.items() if value is not None}
     unexpected = sorted(set(options) - set(accepted))
     if unexpected:
+        def flags(names):
+            return ", ".join(f"--{name.replace('_', '-')}" for name in names) or "none"
         allowed = [name for name in accepted if name != "root"]
-        raise ManifestError(f"corpus {corpus!r} does not take option(s) {unexpected}; it takes {allowed or 'none'}.")
+        raise ManifestError(f"corpus {corpus!r} does not take {flags(unexpected)}; it takes {flags(allowed)}.")
     return adapter.prepare(root, **options)
 
 

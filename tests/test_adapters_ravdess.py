@@ -54,7 +54,7 @@ def test_duplicate_copies_in_a_repack_are_refused(tmp_path):
 
 def test_unknown_option_is_a_clear_error(tmp_path):
     write_tree(tmp_path, [_name(1)])
-    with pytest.raises(ManifestError, match="does not take option"):
+    with pytest.raises(ManifestError, match="does not take --speaker-regex; it takes --include-song"):
         prepare("ravdess", tmp_path, speaker_regex="x")
 
 
