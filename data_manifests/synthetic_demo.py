@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
 import shutil
 from dataclasses import asdict, astuple, dataclass
@@ -54,9 +55,10 @@ JITTER = Prosody(rate=12, pitch=6, range=10, volume=14)  # per-utterance std
 SPEAKER_SPREAD = Prosody(rate=14, pitch=9, range=0, volume=0)  # per-speaker offset, uniform +-
 PARAM_LOW, PARAM_HIGH = Prosody(80, 0, 0, 5), Prosody(450, 100, 100, 200)  # eSpeak's valid ranges
 
-# Voices and variants of the wheel's English voices: different timbres, accents and genders.
-VOICES = ("en+m1", "en-us+f2", "en-gb-scotland+m3", "en-029+f4",
-          "en-gb-x-rp+m7", "en-us+f5", "en+m2", "en-us-nyc+f1")
+# English voices + variants of the wheel: different timbres, accents and genders. Variants with
+# "breath" noise (f2, f3, f5, ...) are left out: eSpeak draws that noise from an unseeded rand().
+VOICES = ("en+m1", "en-us+f1", "en-gb-scotland+m3", "en-029+f4",
+          "en-gb-x-rp+m7", "en-us+steph", "en+m2", "en-gb-x-rp+linda")
 SENTENCES = (
     "Kids are talking by the door.",
     "Dogs are sitting by the door.",
@@ -99,11 +101,9 @@ class ESpeak:
     """
 
     def __init__(self):
-        try:
-            import espeakng_loader
-        except ImportError as e:
-            raise DemoDependencyError(
-                "the demo corpus needs eSpeak NG: pip install -e '.[demo]' (package espeakng-loader)") from e
+        require_espeak()
+        import espeakng_loader
+
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._lib.espeak_Initialize.restype = ctypes.c_int
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
@@ -188,6 +188,20 @@ def corpus_plan(seed: int = 0, n_speakers: int = 8, n_sentences: int = 4, n_take
 
 
 # --- writing --------------------------------------------------------------------------------
+def require_espeak() -> None:
+    """Fail early, in the caller's process, with the install hint."""
+    try:
+        import espeakng_loader  # noqa: F401
+    except ImportError as e:
+        raise DemoDependencyError(
+            "the demo corpus needs eSpeak NG: pip install -e '.[demo]' (package espeakng-loader)") from e
+
+
+def _write_utterance(job) -> None:
+    row, path = job
+    sf.write(path, render(row, espeak_engine()), SAMPLE_RATE, subtype="PCM_16")
+
+
 def render(row, engine: ESpeak) -> np.ndarray:
     """The 16 kHz int16 waveform of one plan row: synthesis, soxr resampling, a noise floor."""
     wav = engine.synthesize(row["text"], row["voice"],
@@ -219,13 +233,20 @@ def generate(root, seed: int = 0, n_speakers: int = 8, n_sentences: int = 4, n_t
         if json.loads(marker.read_text()) == json.loads(json.dumps(meta)) and \
                 all((root / p).exists() for p in plan["path"]):
             return plan
-    engine = espeak_engine()
+    require_espeak()
     tmp = root.with_name(root.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)  # a crashed earlier run of ours
     for label in plan["label"].unique():
         (tmp / label).mkdir(parents=True)
-    for row in tqdm(plan.to_dict(orient="records"), desc="demo corpus", unit="utt", disable=not progress):
-        sf.write(tmp / row["path"], render(row, engine), SAMPLE_RATE, subtype="PCM_16")
+    # eSpeak NG carries state from one utterance to the next (pitch flutter phase, etc.) that
+    # espeak_Terminate does not reset, so a file would depend on what was spoken before it in
+    # the process. One fresh spawned worker speaking the plan in order makes the corpus a
+    # function of the seed alone, whatever the caller synthesised earlier.
+    jobs = [(row, str(tmp / row["path"])) for row in plan.to_dict(orient="records")]
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        for _ in tqdm(pool.imap(_write_utterance, jobs), total=len(jobs), desc="demo corpus",
+                      unit="utt", disable=not progress):
+            pass
     (tmp / MARKER).write_text(json.dumps(meta, indent=1))
     if root.exists():
         old = root.with_name(root.name + ".old")
