@@ -1,0 +1,396 @@
+"""Encode a corpus once into an HDF5 cache: resumable, crash-safe, shardable.
+
+How a run is kept safe: the utterances are cut into a fixed plan of length-sorted batches
+(stored in `<cache>.partial/plan.json`); each finished batch is written atomically as one .npz
+in that folder, so `kill -9` loses at most the batch in flight and the same command skips the
+finished batches.  Because the batches are the same, the finished cache holds exactly the
+vectors of an uninterrupted run.  At the end the batches are streamed into the HDF5 cache
+(temp file + rename) and the folder is removed.  A `<cache>.lock` (flock, released by the
+kernel even on kill -9) keeps a second writer out.
+
+Pooling: every hidden state is averaged over the encoder frames of real audio (ceil(mel/2),
+about 50 per second), never over padding.  Clips over 30 s are cut into 30 s windows and their
+window means are combined weighted by frame count, i.e. the mean over all the clip's frames.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
+from pipeline.cache import read_table, write_cache
+from pipeline.encoder import Encoder, load_encoder, pooled_hidden_states, resolve_model
+
+WINDOWS = ("full", "trim")
+IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256", "frames")
+MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus")
+
+
+class CacheMismatch(ValueError):
+    """An existing cache or partial run made with another encoder, window or manifest."""
+
+
+class CacheLocked(RuntimeError):
+    """Another extraction is writing the same cache."""
+
+
+@dataclass
+class ExtractResult:
+    path: Path
+    total: int
+    failed: dict = field(default_factory=dict)  # utt_id -> reason
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    already_complete: bool = False
+    encoded: int = 0  # utterances encoded by this call (0 for a no-op)
+
+    def final_line(self) -> str:
+        rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
+        return (f"{self.encoded} utterances encoded ({len(self.failed)} failed of {self.total}), "
+                f"{self.audio_seconds / 3600:.3f} h audio in {self.wall_seconds:.1f} s wall, "
+                f"real-time factor {rtf:.4f} ({1 / rtf if rtf else float('nan'):.1f}x real time)")
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("bgrpo-ser")
+    except Exception:  # not pip-installed: running from the checkout
+        return "0.1.0+checkout"
+
+
+def cache_path(cache_dir, corpus: str, tag: str, window: str) -> Path:
+    """`<cache-dir>/<corpus>/<encoder-tag>-<window>.h5`, e.g. cache/ravdess/whisper-base-full.h5."""
+    return Path(cache_dir) / corpus / f"{tag}-{window}.h5"
+
+
+def part_path(path: Path, shard: tuple[int, int]) -> Path:
+    i, n = shard
+    return path if n == 1 else path.with_name(f"{path.stem}.part-{i}-of-{n}.h5")
+
+
+def manifest_sha256(table: pd.DataFrame) -> str:
+    """Digest of what the cache depends on in the manifest (ids, paths, labels, folds...)."""
+    cols = [c for c in MANIFEST_KEYS if c in table]
+    return hashlib.sha256(table[cols].astype(str).to_csv(index=False).encode()).hexdigest()
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n); None -> RANK/WORLD_SIZE under torchrun, else (0, 1)."""
+    if text is None:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        return 0, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def plan_batches(durations: np.ndarray, shard: tuple[int, int], batch_size: int) -> list[list[int]]:
+    """Deterministic length-sorted batches (longest first) of this shard's rows.
+
+    Sorting by length keeps padding small in trim mode; shard i takes every n-th row of the
+    sorted order, so shards get similar amounts of audio.
+    """
+    order = np.argsort(-np.nan_to_num(np.asarray(durations, np.float64), nan=0.0), kind="stable")
+    mine = order[shard[0]::shard[1]].tolist()
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+
+
+def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
+    """One collated batch -> per item (pooled [L+1, D] float32, encoder frames, last-layer frames).
+
+    Windows of one clip (> 30 s) are combined weighted by their frame counts.
+    """
+    items, mel, num_mel, owner = batch
+    good = [it for it in items if not it.error]
+    out = {}
+    if mel is None:
+        return out
+    pooled, frames = pooled_hidden_states(enc, mel, num_mel, window, keep_frames)
+    n_enc = ((num_mel + 1) // 2).to(torch.float32)
+    total = torch.zeros(len(good)).index_add_(0, owner, n_enc)
+    combined = torch.zeros(len(good), *pooled.shape[1:]).index_add_(0, owner, pooled * n_enc[:, None, None])
+    combined = (combined / total[:, None, None]).numpy()
+    for k, it in enumerate(good):
+        fr = None
+        if keep_frames:
+            fr = np.concatenate([frames[j] for j in np.flatnonzero(owner.numpy() == k)])
+        out[it.index] = (combined[k], int(total[k]), fr)
+    return out
+
+
+def _lock(path: Path):
+    fh = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise CacheLocked(f"{path} is being written by another extraction (lock {fh.name}); "
+                          "wait for it to finish") from None
+    return fh
+
+
+def _identity_of_file(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {k: (f.attrs[k].item() if hasattr(f.attrs[k], "item") else f.attrs[k])
+                for k in list(IDENTITY_KEYS) + ["complete"] if k in f.attrs}
+
+
+def _mismatch(found: dict, wanted: dict) -> list[str]:
+    return [f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
+            for k in IDENTITY_KEYS if str(found.get(k, "")) != str(wanted[k])]
+
+
+def _atomic_write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _prepare_workdir(work: Path, identity: dict, plan: list, overwrite: bool) -> list:
+    """Create or reuse `<cache>.partial/`; returns the batch plan to follow (the stored one on resume)."""
+    plan_file = work / "plan.json"
+    if work.exists() and plan_file.exists() and not overwrite:
+        stored = json.loads(plan_file.read_text())
+        problems = _mismatch(stored["identity"], identity)
+        if problems:
+            raise CacheMismatch(f"{work} holds an unfinished extraction with another setup ("
+                                + "; ".join(problems) + "): re-run it as it was, or pass --overwrite")
+        return stored["plan"]
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    _atomic_write_json(plan_file, {"identity": identity, "plan": plan})
+    return plan
+
+
+def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations: dict) -> None:
+    """One finished batch -> batch-<b>.npz, written to a temp name and renamed (atomic)."""
+    rows = list(rows)
+    ok = [r for r in rows if r in results]
+    d = {"rows": np.asarray(rows, np.int64),
+         "ok": np.asarray([r in results for r in rows]),
+         "error": np.asarray([errors.get(r, "") for r in rows], dtype=str),
+         "duration": np.asarray([durations.get(r, 0.0) for r in rows], np.float32),
+         "num_frames": np.asarray([results[r][1] if r in results else 0 for r in rows], np.int32)}
+    if ok:
+        d["embeddings"] = np.stack([results[r][0] for r in ok]).astype(np.float16)
+        if results[ok[0]][2] is not None:
+            d["frames"] = np.concatenate([results[r][2] for r in ok]).astype(np.float16)
+    tmp = work / f"batch-{b:06d}.tmp.npz"
+    np.savez(tmp, **d)
+    os.replace(tmp, work / f"batch-{b:06d}.npz")
+
+
+def _load_batch(path: Path) -> dict:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def extract(table: pd.DataFrame, root, out_path, model: str | None = None, window: str = "full",
+            device: str = "auto", batch_size: int | None = None, workers: int | None = None,
+            frames: str | None = None, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
+            progress: bool = True, log=print) -> ExtractResult:
+    """Encode every row of a manifest table into `out_path` (or its shard part file)."""
+    if window not in WINDOWS:
+        raise ValueError(f"--window {window!r}: choose full or trim")
+    if frames not in (None, "", "last"):
+        raise ValueError(f"--frames {frames!r}: only 'last' is supported")
+    keep_frames = frames == "last"
+    t0 = time.time()
+    out_path = Path(out_path)
+    target = part_path(out_path, shard)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = _lock(target)
+    try:
+        encoder_id, _, _ = resolve_model(model)
+        enc = load_encoder(model, device)
+        identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
+                    "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table),
+                    "frames": "last" if keep_frames else ""}
+        if target.exists() and not overwrite:
+            found = _identity_of_file(target)
+            problems = _mismatch(found, identity)
+            if problems:
+                raise CacheMismatch(f"{target} was made with another setup (" + "; ".join(problems)
+                                    + "): use another --cache-dir, or pass --overwrite to replace it")
+            if found.get("complete"):
+                with h5py.File(target, "r") as f:
+                    t = read_table(f)
+                    secs = float(f.attrs.get("audio_seconds", t["duration"].sum()))
+                failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
+                log(f"{target} is already complete ({len(t)} utterances): nothing to do")
+                return ExtractResult(target, len(t), failed, secs, time.time() - t0, True)
+        if batch_size is None:
+            batch_size = 16 if window == "trim" or enc.device.type == "cuda" else 4
+        durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
+        work = target.with_name(target.name + ".partial")
+        plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
+        done = {int(p.stem.split("-")[1]) for p in work.glob("batch-*.npz") if ".tmp" not in p.name}
+        todo = [b for b in range(len(plan)) if b not in done]
+        rows_all = [r for batch in plan for r in batch]
+        paths = [str(Path(root) / p) for p in table["path"]]
+        if done:
+            log(f"resuming {target}: {len(done)} of {len(plan)} batches already done")
+        dataset = AudioDataset(paths, enc.feature_extractor, window)
+        if workers is None:
+            workers = 4 if enc.device.type == "cuda" else 1
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
+            pin_memory=enc.device.type == "cuda", prefetch_factor=4 if workers else None)
+        n_todo = sum(len(plan[b]) for b in todo)
+        secs, encoded = 0.0, 0
+        with tqdm(total=n_todo, unit="utt", disable=not progress, file=sys.stderr,
+                  desc=f"{target.stem}") as bar:
+            for b, batch in zip(todo, loader):
+                results = encode_batch(enc, batch, window, keep_frames)
+                items = batch[0]
+                errors = {it.index: it.error for it in items if it.error}
+                for it in items:
+                    if it.error:
+                        warnings.warn(f"skipping {paths[it.index]}: {it.error}", stacklevel=1)
+                        bar.write(f"warning: skipping {paths[it.index]}: {it.error}")
+                _save_batch(work, b, plan[b], results, errors, {it.index: it.seconds for it in items})
+                secs += sum(it.seconds for it in items)
+                encoded += len(results)
+                bar.update(len(items))
+                bar.set_postfix(audio_h=f"{secs / 3600:.2f}")
+        result = _finalize(table, work, target, plan, rows_all, identity, shard, enc, keep_frames)
+        result.wall_seconds, result.encoded = time.time() - t0, encoded
+        result.audio_seconds = secs if encoded else result.audio_seconds
+    finally:
+        lock.close()
+    if shard[1] > 1:
+        parts = [part_path(out_path, (i, shard[1])) for i in range(shard[1])]
+        if all(p.exists() and _identity_of_file(p).get("complete") for p in parts):
+            log(f"all {shard[1]} shards done: merging into {out_path}")
+            merge(parts, out_path)
+    return result
+
+
+def _finalize(table, work: Path, target: Path, plan, rows_all, identity, shard, enc, keep_frames):
+    """Stream the finished batches into the HDF5 cache (rows in manifest order), drop the work dir."""
+    batches = sorted(work.glob("batch-*.npz"))
+    if len(batches) != len(plan):
+        raise RuntimeError(f"{work}: {len(batches)} of {len(plan)} batches present; re-run to finish")
+    rows_all = np.sort(np.asarray(rows_all, np.int64))
+    position = np.full(len(table), -1, np.int64)
+    position[rows_all] = np.arange(len(rows_all))
+    sub = table.iloc[rows_all].reset_index(drop=True).copy()
+    sub["row"] = rows_all
+    sub["ok"], sub["error"] = True, ""
+    sub["num_frames"], sub["duration"] = 0, 0.0
+    if "fold" in sub:
+        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
+    for p in batches:
+        z = _load_batch(p)
+        pos = position[z["rows"]]
+        sub.loc[pos, "ok"], sub.loc[pos, "error"] = z["ok"], z["error"]
+        sub.loc[pos, "num_frames"], sub.loc[pos, "duration"] = z["num_frames"], z["duration"]
+    failed = dict(zip(sub.loc[~sub["ok"], "utt_id"], sub.loc[~sub["ok"], "error"]))
+    audio_seconds = float(sub["duration"].sum())
+    attrs = dict(identity, package_version=package_version(), num_failed=len(failed),
+                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 audio_seconds=audio_seconds, shard=f"{shard[0]}/{shard[1]}")
+
+    def blocks():
+        for p in batches:
+            z = _load_batch(p)
+            ok_rows = z["rows"][z["ok"]]
+            if not len(ok_rows):
+                continue
+            fr = None
+            if keep_frames:
+                cuts = np.cumsum(z["num_frames"][z["ok"]])[:-1]
+                fr = np.split(z["frames"], cuts)
+            yield position[ok_rows], z["embeddings"], fr
+
+    write_cache(target, sub, attrs, (enc.num_hidden_states, enc.hidden_size), blocks(),
+                frame_lengths=sub["num_frames"].to_numpy() if keep_frames else None)
+    shutil.rmtree(work)
+    return ExtractResult(target, len(sub), failed, audio_seconds)
+
+
+def merge(parts, out_path) -> Path:
+    """Join shard part files (same encoder/window/manifest) into one cache in manifest order."""
+    parts = [Path(p) for p in parts]
+    idents = [_identity_of_file(p) for p in parts]
+    for p, ident in zip(parts, idents):
+        if not ident.get("complete"):
+            raise ValueError(f"{p} is incomplete: finish that shard first")
+        problems = _mismatch(ident, idents[0])
+        if problems:
+            raise CacheMismatch(f"{p} does not belong with {parts[0]}: " + "; ".join(problems))
+    tables, shapes, has_frames = [], set(), set()
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            tables.append(read_table(f))
+            shapes.add(f["embeddings"].shape[1:])
+            has_frames.add("frames" in f)
+            attrs = dict(f.attrs)
+    rows = np.concatenate([t["row"].to_numpy() for t in tables])
+    if len(shapes) != 1 or np.unique(rows).size != rows.size or set(rows) != set(range(rows.size)):
+        raise ValueError("parts do not form one cache: they overlap, miss rows, or differ in shape")
+    table = pd.concat(tables, ignore_index=True).sort_values("row", kind="stable").reset_index(drop=True)
+    position = np.empty(rows.size, np.int64)
+    position[table["row"].to_numpy()] = np.arange(rows.size)
+    keep_frames = has_frames == {True}
+
+    def blocks():
+        for p, t in zip(parts, tables):
+            with h5py.File(p, "r") as f:
+                fr = None
+                if keep_frames:
+                    off = f["frame_offsets"][...]
+                    data = f["frames"][...]
+                    fr = [data[off[i]:off[i + 1]] for i in range(len(t))]
+                yield position[t["row"].to_numpy()], f["embeddings"][...], fr
+
+    attrs = {k: v for k, v in attrs.items() if k not in ("fingerprint", "complete")}
+    attrs.update(shard="merged", num_failed=int((~table["ok"]).sum()),
+                 audio_seconds=float(table["duration"].sum()))
+    write_cache(out_path, table, attrs, next(iter(shapes)), blocks(),
+                frame_lengths=table["num_frames"].to_numpy() if keep_frames else None)
+    return Path(out_path)
+
+
+def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
+                batch_size: int = 8, encoder: Encoder | None = None) -> np.ndarray:
+    """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
+
+    `model` takes a cache's `encoder_id` attribute. Raises BadAudio naming the file.
+    """
+    enc = encoder or load_encoder(model, device)
+    out = []
+    for start in range(0, len(paths), batch_size):
+        items = []
+        for i, p in enumerate(paths[start:start + batch_size]):
+            try:
+                audio = load_audio(p)
+            except BadAudio as exc:
+                raise BadAudio(f"{p}: {exc}") from exc
+            mels, counts = log_mel_windows(audio, enc.feature_extractor, window)
+            items.append(Item(i, mels, counts, len(audio) / SAMPLE_RATE))
+        res = encode_batch(enc, collate(items), window)
+        out.extend(res[i][0] for i in range(len(items)))
+    hidden = (enc.num_hidden_states, enc.hidden_size)
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, *hidden), np.float32)
