@@ -41,6 +41,82 @@ def manifest(
 
 
 # --- extract / info / merge (pipeline) -----------------------------------------------------
+@app.command()
+def extract(
+    corpus: str = typer.Option(None, help="Corpus adapter name (ravdess, ...); with --manifest it only names the cache folder."),
+    root: str = typer.Option(None, help="Audio root: the corpus folder (with --manifest: paths in the CSV are relative to it; default the CSV's folder)."),
+    manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
+    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
+    window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames."),
+    cache_dir: str = typer.Option("cache", help="Caches go to <cache-dir>/<corpus>/<encoder-tag>-<window>.h5."),
+    out: str = typer.Option(None, help="Exact output path (overrides --cache-dir)."),
+    device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
+    batch_size: int = typer.Option(None, help="Utterances per batch (default: 16 for trim or GPU, 4 for full on CPU)."),
+    workers: int = typer.Option(None, help="DataLoader workers for decode/resample/log-mel (default: 1 on CPU, 4 on GPU)."),
+    frames: str = typer.Option(None, help="'last': also keep the frame-level last-layer states."),
+    shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
+) -> None:
+    """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable)."""
+    import os
+    from pathlib import Path
+
+    from data_manifests import ManifestError, prepare, read_manifest
+    from pipeline.encoder import EncoderError, resolve_model
+    from pipeline.extract import CacheLocked, CacheMismatch, cache_path, extract as run, parse_shard
+
+    try:
+        if manifest:
+            table = read_manifest(manifest)
+            root = root or str(Path(manifest).resolve().parent)
+            corpus = corpus or str(table["corpus"].iloc[0])
+        elif corpus and root:
+            table = prepare(corpus, root)
+        else:
+            raise ManifestError("give --corpus NAME --root DIR, or --manifest FILE.csv [--root DIR]")
+        where = parse_shard(shard)
+        if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
+            device = f"cuda:{os.environ['LOCAL_RANK']}"
+        _, _, tag = resolve_model(model)
+        path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
+        result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
+                     workers=workers, frames=frames, shard=where, overwrite=overwrite, log=typer.echo)
+    except (ManifestError, EncoderError, CacheMismatch, CacheLocked, ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from error
+    typer.echo(f"wrote {result.path}" if not result.already_complete else f"cache {result.path}")
+    for utt, reason in list(result.failed.items())[:20]:
+        typer.echo(f"  failed {utt}: {reason}")
+    typer.echo(result.final_line())
+    raise typer.Exit(code=1 if result.failed else 0)
+
+
+@app.command()
+def info(cache: str = typer.Argument(..., help="A cache .h5 written by `extract`.")) -> None:
+    """Print what a cache holds: shape, encoder/window/manifest identity, labels, failures."""
+    from pipeline.cache import describe
+
+    try:
+        typer.echo(describe(cache))
+    except (OSError, KeyError) as error:
+        typer.echo(f"error: {cache}: not a readable cache ({error})", err=True)
+        raise typer.Exit(code=2) from error
+
+
+@app.command()
+def merge(
+    parts: list[str] = typer.Argument(..., help="Shard part files (<tag>.part-i-of-n.h5)."),
+    out: str = typer.Option(..., help="The merged cache path."),
+) -> None:
+    """Join the part files of `extract --shard i/n` into one cache (manifest order)."""
+    from pipeline.extract import CacheMismatch, merge as run
+
+    try:
+        typer.echo(f"wrote {run(parts, out)}")
+    except (CacheMismatch, ValueError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from error
+
 
 
 # --- train / ablate / predict (trainer) ----------------------------------------------------
