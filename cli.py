@@ -23,12 +23,14 @@ def manifest(
     four_class: bool = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all."),
     merge_excited: bool = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge)."),
     allow_missing: bool = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping."),
+    language: str = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en)."),
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
     from data_manifests import ManifestError, prepare, summarize, write_manifest
 
     options = dict(include_song=include_song, n_folds=n_folds, speaker_regex=speaker_regex, label_map=label_map,
-                   four_class=four_class, merge_excited=merge_excited, allow_missing=allow_missing)
+                   four_class=four_class, merge_excited=merge_excited, allow_missing=allow_missing,
+                   language=language)
     try:
         table = prepare(corpus, root, **options)
         path = write_manifest(table, out or f"manifests/{corpus}.csv")

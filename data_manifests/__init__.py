@@ -11,7 +11,6 @@ import inspect
 import pandas as pd
 
 from .adapters import ADAPTERS
-from .audio_files import check_root
 from .schema import CANONICAL_LABELS, MANIFEST_COLUMNS, ManifestError
 from .storage import read_manifest, write_manifest
 from .summary import summarize
@@ -22,7 +21,6 @@ def prepare(corpus: str, root, **options) -> pd.DataFrame:
     adapter = ADAPTERS.get(corpus)
     if adapter is None:
         raise ManifestError(f"unknown corpus {corpus!r}; choose one of {', '.join(sorted(ADAPTERS))}.")
-    root = check_root(root)
     accepted = inspect.signature(adapter.prepare).parameters
     options = {name: value for name, value in options.items() if value is not None}
     unexpected = sorted(set(options) - set(accepted))

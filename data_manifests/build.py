@@ -1,15 +1,39 @@
-"""Turning an adapter's parsed rows into a validated manifest (headers read, corpus column set)."""
+"""Turning an adapter's parsed rows into a validated manifest: labels mapped, folds made, headers read."""
 from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
-from .audio_files import read_headers
-from .schema import ManifestError, _listing, canonical_label, validate_manifest
+from .audio_files import find_audio, raise_unmatched, read_headers
+from .folds import speaker_folds
+from .schema import ManifestError, _listing, canonical_label, parse_label_map, validate_manifest
 
 
-def map_labels(rows: pd.DataFrame, corpus: str, label_map: dict | None = None) -> pd.Series:
+def parse_files(root, corpus: str, pattern: re.Pattern, scheme: str,
+                parse: Callable[[Path, re.Match], dict | None | bool], on_path: bool = False) -> pd.DataFrame:
+    """Rows for corpora whose labels are coded in file names: `pattern` is searched in each audio file's
+    stem (or its relative path when on_path) and `parse` turns the match into a row (None = skip the
+    file, False = it does not fit the scheme after all). Audio files that do not fit stop the run,
+    listed, so nothing is silently mislabelled."""
+    rows, unmatched = [], []
+    for rel in find_audio(root, corpus):
+        match = pattern.search(rel.as_posix() if on_path else rel.stem)
+        row = False if match is None else parse(rel, match)
+        if row is False:
+            unmatched.append(rel.as_posix())
+        elif row is not None:
+            rows.append({"path": rel.as_posix(), **row})
+    raise_unmatched(unmatched, corpus, scheme, root)
+    return pd.DataFrame(rows)
+
+
+def map_labels(rows: pd.DataFrame, corpus: str, label_map=None) -> pd.Series:
     """Canonical label per row from raw_label; unknown raw labels raise ManifestError naming the files."""
-    labels = rows["raw_label"].map(lambda raw: canonical_label(raw, label_map))
+    mapping = parse_label_map(label_map)
+    labels = rows["raw_label"].map(lambda raw: canonical_label(raw, mapping))
     unknown = rows[labels.isna()]
     if len(unknown):
         pairs = [f"{row.path}: {row.raw_label!r}" for row in unknown.itertuples()]
@@ -20,15 +44,35 @@ def map_labels(rows: pd.DataFrame, corpus: str, label_map: dict | None = None) -
     return labels
 
 
-def build_manifest(rows: pd.DataFrame, root, corpus: str) -> pd.DataFrame:
-    """Add duration/sample_rate/channels from the headers, fill defaults, validate."""
+def missing_audio(rows: pd.DataFrame, root, corpus: str, allow_missing: bool) -> pd.DataFrame:
+    """Rows whose `path` is not a file under root: an error naming them, or dropped when allow_missing."""
+    root = Path(root)
+    absent = ~rows["path"].map(lambda path: (root / path).is_file())
+    if absent.any() and not allow_missing:
+        raise ManifestError(
+            f"{corpus}: {int(absent.sum())} annotated utterances have no audio under {root}:"
+            f"{_listing(rows.loc[absent, 'path'])}\nRestore the files, or pass --allow-missing to drop them.")
+    return rows[~absent]
+
+
+def build_manifest(rows: pd.DataFrame, root, corpus: str, language: str | None = None,
+                   label_map=None, n_folds: int | None = None) -> pd.DataFrame:
+    """Map labels (unless given), add speaker folds (when n_folds), read headers, fill defaults, validate."""
+    if rows.empty:
+        raise ManifestError(f"{corpus}: no utterances selected under {root}; check --root and the options.")
     rows = rows.reset_index(drop=True)
+    if "label" not in rows.columns:
+        rows["label"] = map_labels(rows, corpus, label_map)
+    if language is not None:
+        rows["language"] = language
+    if n_folds is not None:
+        if int(n_folds) < 2:
+            raise ManifestError(f"{corpus}: --n-folds must be at least 2, got {n_folds}.")
+        rows["fold"] = speaker_folds(rows["speaker"], int(n_folds))
     headers = read_headers(root, rows["path"].tolist())
     df = pd.concat([rows.drop(columns=[c for c in headers.columns if c in rows.columns]), headers], axis=1)
     df["corpus"] = corpus
-    for column, default in (("gender", ""), ("split", ""), ("fold", pd.NA), ("speaker", "")):
+    for column, default in (("gender", ""), ("split", ""), ("fold", pd.NA), ("speaker", ""), ("language", "")):
         if column not in df.columns:
             df[column] = default
-    df["path"] = df["path"].map(lambda path: str(path).replace("\\", "/"))
     return validate_manifest(df, source=corpus)
-

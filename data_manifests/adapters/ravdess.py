@@ -10,35 +10,26 @@ import re
 
 import pandas as pd
 
-from ..audio_files import find_audio, raise_unmatched
-from ..build import build_manifest
+from ..build import build_manifest, parse_files
 
 EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad",
             "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised"}
 NAME = re.compile(r"^0[1-3]-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-"
-                  r"(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>[01]\d|2[0-4])$")
+                  r"(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>0[1-9]|1\d|2[0-4])$")
 SCHEME = "Actor_XX/MM-VV-EE-II-SS-RR-AA.wav (seven two-digit fields, actor 01-24)"
 
 
 def prepare(root, include_song: bool = False) -> pd.DataFrame:
     """Manifest of RAVDESS speech (and song, flagged in `vocal_channel`, when include_song)."""
-    rows, unmatched = [], []
-    for rel in find_audio(root, "ravdess"):
-        match = NAME.match(rel.stem)
-        if match is None or match["actor"] == "00":
-            unmatched.append(rel)
-            continue
+    def parse(rel, match):
         channel = "speech" if match["channel"] == "01" else "song"
         if channel == "song" and not include_song:
-            continue
+            return None
         actor = int(match["actor"])
-        rows.append({
-            "utt_id": rel.stem, "path": rel.as_posix(), "speaker": f"Actor_{actor:02d}",
-            "gender": "male" if actor % 2 else "female", "language": "en",
-            "label": EMOTIONS[match["emotion"]], "raw_label": match["emotion"],
-            "fold": (actor - 1) // 4, "split": "",
-            "vocal_channel": channel, "intensity": "normal" if match["intensity"] == "01" else "strong",
-            "statement": match["statement"], "repetition": match["repetition"],
-        })
-    raise_unmatched(unmatched, "ravdess", SCHEME, root)
-    return build_manifest(pd.DataFrame(rows), root, "ravdess")
+        return {"utt_id": rel.stem, "speaker": f"Actor_{actor:02d}", "gender": "male" if actor % 2 else "female",
+                "label": EMOTIONS[match["emotion"]], "raw_label": match["emotion"], "fold": (actor - 1) // 4,
+                "vocal_channel": channel, "intensity": "normal" if match["intensity"] == "01" else "strong",
+                "statement": match["statement"], "repetition": match["repetition"]}
+
+    rows = parse_files(root, "ravdess", NAME, SCHEME, parse)
+    return build_manifest(rows, root, "ravdess", language="en")
