@@ -122,6 +122,67 @@ def merge(
 
 
 # --- train / ablate / predict (trainer) ----------------------------------------------------
+from trainer.config import TrainConfig as _D  # noqa: E402  (defaults of the train flags live in one place)
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=2) from error
+
+
+@app.command()
+def train(
+    cache: str = typer.Option(..., help="HDF5 cache from `extract`."),
+    method: str = typer.Option(",".join(_D.methods), help="Comma list of bgrpo, supervised, pseudo-label, dino, topline."),
+    reward: str = typer.Option(_D.reward, help="self | teacher | self+teacher | '+'-joined r1..r5, assign."),
+    action: str = typer.Option(_D.action, help="E1 actions: sample | greedy | balanced (Sinkhorn to the labelled class prior)."),
+    balance_scope: str = typer.Option(_D.balance_scope, help="Group of the balanced assignment: pool | batch | speaker."),
+    teacher: str = typer.Option(_D.teacher, help="ema | frozen | cache:OTHER.h5 (same utterances, another encoder)."),
+    tau: float = typer.Option(_D.tau, help="EMA teacher decay."),
+    adv_std: bool = typer.Option(_D.adv_std, "--adv-std/--no-adv-std", help="E5: divide r - mean by the batch std."),
+    mu: int = typer.Option(_D.mu, help="Inner steps per batch."),
+    eps: float = typer.Option(_D.eps, help="E8 ratio clip."),
+    beta: float = typer.Option(_D.beta, help="E8 weight of the exact KL to the warm-up policy."),
+    lr: float = typer.Option(_D.lr, help="B-GRPO (and DINO) Adam learning rate."),
+    batch_size: int = typer.Option(_D.batch_size, help="Batch = group size G."),
+    epochs: int = typer.Option(_D.epochs, help="B-GRPO / DINO passes over the unlabelled pool."),
+    ce_weight: float = typer.Option(_D.ce_weight, help="Weight of labelled cross-entropy added to the B-GRPO loss."),
+    warmup_epochs: int = typer.Option(_D.warmup_epochs, help="Supervised warm-up (and topline) epochs."),
+    warmup_lr: float = typer.Option(_D.warmup_lr, help="Supervised warm-up (and topline) learning rate."),
+    head: str = typer.Option(_D.head, help="mlp | linear."),
+    hidden: int = typer.Option(_D.hidden, help="MLP hidden units."),
+    dropout: float = typer.Option(_D.dropout, help="Dropout of the head (supervised training only)."),
+    weight_decay: float = typer.Option(_D.weight_decay, help="Adam weight decay of supervised training and DINO."),
+    layer: str = typer.Option(_D.layer, help="Hidden-state index, 'weighted' (softmax layer weights) or 'concat'."),
+    speaker_norm: bool = typer.Option(_D.speaker_norm, "--speaker-norm/--no-speaker-norm", help="Subtract each speaker's mean embedding (label-free)."),
+    labeled_fraction: float = typer.Option(_D.labeled_fraction, help="Stratified labelled share of each training fold."),
+    val_fraction: float = typer.Option(_D.val_fraction, help="Share of the labelled subset held out to choose epochs (0 = fixed epochs)."),
+    folds: str = typer.Option(None, help="Comma list of folds (default: all folds of the cache)."),
+    seeds: str = typer.Option(",".join(map(str, _D.seeds)), help="Comma list of seeds."),
+    transductive: bool = typer.Option(_D.transductive, "--transductive/--inductive", help="Also put the test fold's audio (no labels) into the pool."),
+    unlabeled_cache: str = typer.Option(_D.unlabeled_cache, help="Another cache whose utterances join the pool (labels never used)."),
+    pl_threshold: float = typer.Option(_D.pl_threshold, help="Pseudo-label confidence threshold."),
+    pl_rounds: int = typer.Option(_D.pl_rounds, help="Pseudo-label rounds."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    workers: int = typer.Option(_D.workers, help="Parallel processes over folds x seeds."),
+    threads: int = typer.Option(_D.threads, help="Torch threads per process (0 = cores / workers)."),
+    out: str = typer.Option(None, help="Run directory (default runs/train-<time>)."),
+) -> None:
+    """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir."""
+    import time
+
+    from trainer.run import format_table, resolve_device, train as run
+
+    options = {k: v for k, v in locals().items() if k not in ("cache", "out", "method", "folds", "seeds", "time", "run", "format_table", "resolve_device")}
+    try:
+        cfg = _D(methods=method.split(","), folds=folds.split(",") if folds else None,
+                 seeds=[int(s) for s in seeds.split(",")], **{**options, "device": resolve_device(device)})
+        out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary = run(cfg, cache, out_dir)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(error)
+    typer.echo(format_table(summary))
+    typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
 
 # --- demo ----------------------------------------------------------------------------------

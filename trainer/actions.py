@@ -1,0 +1,45 @@
+"""Actions of B-GRPO (E1): sampled, greedy, or distribution-aligned ("balanced", SPEC 8).
+
+Balanced actions come from a Sinkhorn assignment of pi_old's probabilities to the class prior of
+the labelled subset: within each group (the whole pool, each batch, or each speaker) the plan's
+column masses match n_group x prior, so the actions cannot pile onto the classes the warm-up
+already favours. Groups are handled in one vectorised pass with scatter sums.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | None = None,
+             iters: int = 50) -> torch.Tensor:
+    """Plan Q [N, C] with rows summing to 1 and, per group g, column sums ~= n_g * prior.
+
+    probs: [N, C] >= 0; prior: [C] summing to 1; groups: [N] int64 group ids (None = one group).
+    Ends with the row step, so each row is a distribution over classes (the sample's assignment).
+    """
+    n, c = probs.shape
+    groups = torch.zeros(n, dtype=torch.long, device=probs.device) if groups is None else groups
+    _, gid = torch.unique(groups, return_inverse=True)
+    n_groups = int(gid.max()) + 1
+    sizes = torch.bincount(gid, minlength=n_groups).to(probs.dtype)  # [Gr]
+    target = sizes[:, None] * prior[None, :].to(probs.dtype)  # [Gr, C]
+    q = probs.clamp_min(1e-12)
+    for _ in range(iters):
+        col = torch.zeros(n_groups, c, dtype=q.dtype, device=q.device).index_add_(0, gid, q)
+        q = q * (target / col)[gid]
+        q = q / q.sum(1, keepdim=True)
+    return q
+
+
+def select_actions(p_old: torch.Tensor, mode: str, generator: torch.Generator | None = None,
+                   plan: torch.Tensor | None = None) -> torch.Tensor:
+    """E1: a_i ~ pi_old (sample), argmax pi_old (greedy), or argmax of the Sinkhorn plan (balanced)."""
+    if mode == "sample":
+        return torch.multinomial(p_old, 1, generator=generator).squeeze(1)
+    if mode == "greedy":
+        return p_old.argmax(1)
+    if mode == "balanced":
+        if plan is None:
+            raise ValueError("balanced actions need the Sinkhorn plan")
+        return plan.argmax(1)
+    raise ValueError(f"unknown action mode {mode!r}")

@@ -1,0 +1,75 @@
+"""The comparison methods of SPEC 6 besides the warm-up: pseudo-labelling and DINO."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainer.fold_data import FoldData
+from trainer.monitor import Monitor
+from trainer.policy import Policy
+from trainer.supervised import fit_supervised, new_policy
+from trainer.teachers import EMATeacher
+
+
+def train_pseudo_label(warm: Policy, data: FoldData, cfg, x_fit: torch.Tensor, seed: int,
+                       generator: torch.Generator, monitor: Monitor) -> Policy:
+    """Self-training: each round, pool samples whose max probability exceeds --pl-threshold join
+    the labelled set with their predicted label, and a fresh head is trained on the union."""
+    model = warm
+    for rnd in range(cfg.pl_rounds):
+        p = model.probs(data.x_unl)
+        conf, pseudo = p.max(1)
+        sel = conf > cfg.pl_threshold
+        hidden = data.y_unl_hidden[sel]
+        known = hidden >= 0
+        model = fit_supervised(new_policy(cfg, x_fit, data.n_classes, seed + 1000 * (rnd + 1)),
+                               torch.cat([data.x_lab, data.x_unl[sel]]), torch.cat([data.y_lab, pseudo[sel]]),
+                               cfg, generator)
+        monitor.end_epoch(model, rnd, selection_rate=float(sel.float().mean()),
+                          selection_precision=float((pseudo[sel][known] == hidden[known]).float().mean()) if known.any() else float("nan"))
+    monitor.finish(model)
+    return model
+
+
+def augment(x: torch.Tensor, policy: Policy, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """Feature-level view: dims dropped to their training mean (p = noise) plus Gaussian noise of
+    `noise` training standard deviations; with several layers each layer is also rescaled at random
+    (a perturbation of the layer mix)."""
+    g = dict(generator=generator)
+    dev = x.device
+    keep = (torch.rand(x.shape, **g) >= noise).to(dev, x.dtype)
+    layer_scale = (1 + noise * torch.randn(x.shape[0], x.shape[1], 1, **g)).to(dev, x.dtype)
+    centred = (x - policy.feat_mean) * keep * layer_scale
+    return policy.feat_mean + centred + noise * policy.feat_std * torch.randn(x.shape, **g).to(dev, x.dtype)
+
+
+def train_dino(warm: Policy, data: FoldData, cfg, generator: torch.Generator, monitor: Monitor) -> Policy:
+    """Self-distillation on the pool (student vs EMA teacher on two views, teacher centred and
+    sharpened) plus labelled cross-entropy; same epochs, batch size and lr as B-GRPO."""
+    student = warm.frozen_copy()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    student.train()
+    teacher = EMATeacher(warm, cfg.tau)
+    center = torch.zeros(data.n_classes, device=data.x_unl.device)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n_u, dev = len(data.x_unl), data.x_unl.device
+    for epoch in range(cfg.epochs):
+        for idx in torch.randperm(n_u, generator=generator).to(dev).split(cfg.batch_size):
+            views = [augment(data.x_unl[idx], student, cfg.dino_noise, generator) for _ in range(2)]
+            with torch.no_grad():
+                t_logits = [teacher.model(v) for v in views]
+                t_probs = [F.softmax((t - center) / cfg.dino_teacher_temp, 1) for t in t_logits]
+            s_logp = [F.log_softmax(student(v) / cfg.dino_student_temp, 1) for v in views]
+            distill = -((t_probs[0] * s_logp[1]).sum(1).mean() + (t_probs[1] * s_logp[0]).sum(1).mean()) / 2
+            lab = torch.randint(len(data.x_lab), (min(cfg.batch_size, len(data.x_lab)),), generator=generator).to(dev)
+            loss = distill + F.cross_entropy(student(data.x_lab[lab]), data.y_lab[lab])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            teacher.update(student)
+            with torch.no_grad():
+                center = cfg.dino_center_momentum * center + (1 - cfg.dino_center_momentum) * torch.cat(t_logits).mean(0)
+        monitor.end_epoch(student, epoch)
+    monitor.finish(student)
+    return student.eval()

@@ -1,0 +1,55 @@
+"""Policy inputs from cached hidden states (SPEC 3): layer selection, optional per-speaker mean
+subtraction (label-free, SPEC 8), and standardisation fitted on training rows only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
+    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D])."""
+    raw = np.asarray(raw)
+    if layer == "weighted":
+        out = raw
+    elif layer == "concat":
+        out = raw.reshape(raw.shape[0], 1, -1)
+    else:
+        i = int(layer)
+        if not -raw.shape[1] <= i < raw.shape[1]:
+            raise ValueError(f"--layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
+        out = raw[:, [i], :]
+    return out.astype(np.float32)
+
+
+def speaker_center(x: np.ndarray, speakers) -> np.ndarray:
+    """Subtract each speaker's mean vector (over all that speaker's rows, no labels involved).
+
+    Removes speaker identity, the dominant non-emotion factor in utterance embeddings; needs
+    several utterances per speaker, also at test time.
+    """
+    _, inv = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
+    flat = x.reshape(len(x), -1)
+    sums = np.zeros((inv.max() + 1, flat.shape[1]), dtype=np.float64)
+    np.add.at(sums, inv, flat)
+    means = sums / np.bincount(inv)[:, None]
+    return (flat - means[inv]).astype(np.float32).reshape(x.shape)
+
+
+class Standardizer:
+    """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in."""
+
+    def fit(self, x: np.ndarray) -> "Standardizer":
+        if len(x) < 2:
+            raise ValueError("standardisation needs at least 2 training rows")
+        self.mean_ = x.mean(0, dtype=np.float64).astype(np.float32)
+        self.std_ = np.maximum(x.std(0, dtype=np.float64), 1e-5).astype(np.float32)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean_) / self.std_).astype(np.float32)
+
+
+def prepare(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> np.ndarray:
+    """Layer selection then (optionally) speaker centring; standardisation comes per fold."""
+    x = select_layers(raw, layer)
+    return speaker_center(x, speakers) if speaker_norm else x

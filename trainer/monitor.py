@@ -1,0 +1,60 @@
+"""Per-epoch diagnostics and validation-based epoch selection for every training loop.
+
+Test scores are recorded per epoch for the curves only; the epoch that is kept is chosen on the
+labelled validation part (when --val-fraction > 0) or is simply the last one.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from trainer.fold_data import FoldData
+from trainer.metrics import fast_macro_f1, histogram_entropy
+
+
+class Monitor:
+    def __init__(self, data: FoldData, method: str, curves: list):
+        self.data, self.method, self.curves = data, method, curves
+        self.best_val, self.best_state, self.best_epoch = -1.0, None, None
+
+    def end_epoch(self, policy, epoch: int, **diag) -> None:
+        d = self.data
+        row = {"method": self.method, "epoch": epoch}
+        pred_test = policy.probs(d.x_test).argmax(1).cpu().numpy()
+        row["test_macro_f1"] = fast_macro_f1(d.y_test.cpu().numpy(), pred_test, d.n_classes)
+        if len(d.x_unl):
+            pred_unl = policy.probs(d.x_unl).argmax(1).cpu().numpy()
+            row["pool_pred_entropy"] = histogram_entropy(pred_unl, d.n_classes)
+        if len(d.x_val):
+            val_f1 = fast_macro_f1(d.y_val.cpu().numpy(), policy.probs(d.x_val).argmax(1).cpu().numpy(), d.n_classes)
+            row["val_macro_f1"] = val_f1
+            if val_f1 > self.best_val:
+                self.best_val, self.best_epoch = val_f1, epoch
+                self.best_state = copy.deepcopy(policy.state_dict())
+        row.update(diag)
+        self.curves.append(row)
+
+    def finish(self, policy) -> int | None:
+        """Restore the best-validation epoch (if a validation part exists); return the kept epoch."""
+        if self.best_state is not None:
+            policy.load_state_dict(self.best_state)
+            return self.best_epoch
+        return None
+
+
+def selection_diagnostics(actions: torch.Tensor, adv: torch.Tensor, reward: torch.Tensor,
+                          hidden: torch.Tensor, p_old: torch.Tensor, n_classes: int) -> dict:
+    """Epoch aggregates of E1/E5: selection rate, precision of selected actions vs hidden labels
+    (reported, never used), mean reward, mean prediction entropy, action histogram."""
+    sel = adv > 0
+    known = sel & (hidden >= 0)
+    ent = -(p_old * torch.log(p_old.clamp_min(1e-12))).sum(1) / np.log(n_classes)
+    hist = torch.bincount(actions, minlength=n_classes).cpu().numpy()
+    return {"selection_rate": float(sel.float().mean()),
+            "selection_precision": float((actions[known] == hidden[known]).float().mean()) if known.any() else float("nan"),
+            "mean_reward": float(reward.mean()),
+            "mean_pred_entropy": float(ent.mean()),
+            "action_entropy": histogram_entropy(actions.cpu().numpy(), n_classes),
+            "action_hist": "|".join(str(int(h)) for h in hist)}

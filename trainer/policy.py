@@ -1,0 +1,88 @@
+"""The policy pi_theta(c|x): standardisation buffers, SUPERB-style softmax layer weights (when
+several layers come in), then a linear or small MLP head. Saved with safetensors.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class Policy(nn.Module):
+    def __init__(self, n_layers: int, dim: int, n_classes: int, head: str = "mlp", hidden: int = 256,
+                 dropout: float = 0.2):
+        super().__init__()
+        self.arch = dict(n_layers=n_layers, dim=dim, n_classes=n_classes, head=head, hidden=hidden, dropout=dropout)
+        self.register_buffer("feat_mean", torch.zeros(n_layers, dim))
+        self.register_buffer("feat_std", torch.ones(n_layers, dim))
+        self.layer_logits = nn.Parameter(torch.zeros(n_layers)) if n_layers > 1 else None
+        if head == "linear":
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_classes))
+        else:
+            self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def set_standardizer(self, mean, std) -> None:
+        self.feat_mean.copy_(torch.as_tensor(mean))
+        self.feat_std.copy_(torch.as_tensor(std))
+
+    def layer_weights(self) -> torch.Tensor:
+        if self.layer_logits is None:
+            return torch.ones(1, device=self.feat_mean.device)
+        return torch.softmax(self.layer_logits, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, L, D] prepared features -> logits [N, C]."""
+        z = (x - self.feat_mean) / self.feat_std
+        z = torch.einsum("nld,l->nd", z, self.layer_weights()) if self.layer_logits is not None else z[:, 0]
+        return self.head(z)
+
+    @torch.no_grad()
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Class probabilities with dropout off (pi_old, pi_ref, teachers, evaluation)."""
+        was = self.training
+        self.eval()
+        p = torch.softmax(self(x), 1)
+        self.train(was)
+        return p
+
+    def frozen_copy(self) -> "Policy":
+        twin = copy.deepcopy(self).eval()
+        for p in twin.parameters():
+            p.requires_grad_(False)
+        return twin
+
+
+def save_policies(path, policies: dict[str, Policy], meta: dict) -> Path:
+    """Several policies (e.g. one per fold x seed) in one safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}/{k}": v.detach().cpu().contiguous() for name, pol in policies.items()
+               for k, v in pol.state_dict().items()}
+    arch = {name: pol.arch for name, pol in policies.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
+    tmp.replace(path)
+    return path
+
+
+def load_policies(path) -> tuple[dict[str, Policy], dict]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: train with `python cli.py train ... --out DIR` first")
+    with safe_open(str(path), framework="pt") as f:
+        md = f.metadata()
+        arch = json.loads(md["arch"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    policies = {}
+    for name, a in arch.items():
+        pol = Policy(**a)
+        pol.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == name})
+        policies[name] = pol.eval()
+    return policies, json.loads(md["meta"])

@@ -1,0 +1,94 @@
+"""The evaluation protocol (SPEC 2): speaker-independent folds, and per fold x seed a stratified
+labelled subset, a validation part carved from it, and the unlabelled pool.
+
+Only training-fold labels are read when splitting; test rows are chosen by fold membership alone,
+so the test labels cannot influence any decision.
+"""
+from __future__ import annotations
+
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Split:
+    """Row indices into the cache table (and, for `external`, into the unlabelled cache)."""
+
+    fold: str
+    seed: int
+    labeled: np.ndarray
+    val: np.ndarray
+    unlabeled: np.ndarray  # training-fold rows without labels (+ test rows when transductive)
+    test: np.ndarray
+    train: np.ndarray  # the whole training fold (labels used only by `topline`)
+    speaker_overlap: int  # speakers present in both train and test (0 for proper folds)
+
+
+def fold_names(table: pd.DataFrame) -> list[str]:
+    """Fold ids of the cache: its `fold` column (>= 0), or one fold 'split' from train/test splits."""
+    folds = sorted(int(f) for f in np.unique(table["fold"]) if int(f) >= 0)
+    if folds:
+        return [str(f) for f in folds]
+    split = table.get("split", pd.Series([""] * len(table))).astype(str)
+    if (split == "test").any() and split.isin(["train", "valid", "validation", "dev"]).any():
+        return ["split"]
+    raise ValueError("the cache has neither speaker folds (fold >= 0) nor a train/test split: "
+                     "rebuild its manifest with folds (see `python cli.py manifest --help`)")
+
+
+def fold_masks(table: pd.DataFrame, fold: str) -> tuple[np.ndarray, np.ndarray]:
+    """(train_mask, test_mask) of one fold; official-split corpora train on train+valid."""
+    if fold == "split":
+        split = table["split"].astype(str).to_numpy()
+        return split != "test", split == "test"
+    f = table["fold"].to_numpy().astype(int)
+    test = f == int(fold)
+    return (f >= 0) & ~test, test
+
+
+def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator, min_per_class: int = 1) -> np.ndarray:
+    """Positions (into `labels`) of a stratified subset: round(fraction * n_c), at least min_per_class."""
+    picked = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        k = min(len(pos), max(min_per_class, int(round(fraction * len(pos)))))
+        picked.append(rng.choice(pos, size=k, replace=False))
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int)
+
+
+def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: float,
+               val_fraction: float = 0.0, transductive: bool = False) -> Split:
+    train_mask, test_mask = fold_masks(table, fold)
+    train = np.flatnonzero(train_mask)
+    test = np.flatnonzero(test_mask)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"fold {fold}: {len(train)} training and {len(test)} test rows; a fold needs both")
+    overlap = len(set(table["speaker"].iloc[train]) & set(table["speaker"].iloc[test]))
+    if overlap:
+        warnings.warn(f"fold {fold}: {overlap} speaker(s) appear in both train and test (official split?)")
+    # A seed's subset must not depend on which other folds run: derive the stream from (seed, fold).
+    rng = np.random.default_rng([seed, zlib.crc32(str(fold).encode())])
+    train_labels = table["label"].to_numpy()[train]
+    lab_pos = stratified_pick(train_labels, labeled_fraction, rng)
+    labeled = train[lab_pos]
+    val = np.zeros(0, dtype=int)
+    if val_fraction > 0:
+        lab_labels = train_labels[lab_pos]
+        val_pos = []
+        for c in np.unique(lab_labels):
+            pos = np.flatnonzero(lab_labels == c)
+            k = min(len(pos) - 1, int(round(val_fraction * len(pos))))  # keep >= 1 per class for training
+            if k > 0:
+                val_pos.append(rng.choice(pos, size=k, replace=False))
+        if val_pos:
+            val = np.sort(labeled[np.concatenate(val_pos)])
+            labeled = np.setdiff1d(labeled, val)
+    unlabeled = np.setdiff1d(train, np.concatenate([labeled, val]))
+    if transductive:
+        unlabeled = np.concatenate([unlabeled, test])
+    return Split(fold=str(fold), seed=int(seed), labeled=labeled, val=val, unlabeled=unlabeled,
+                 test=test, train=train, speaker_overlap=overlap)

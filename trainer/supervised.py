@@ -1,0 +1,40 @@
+"""Supervised training of the policy: the warm-up (= `supervised`, pi_ref and B-GRPO's start,
+SPEC 5) and, on all training labels, the `topline` (SPEC 6).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainer.features import Standardizer
+from trainer.monitor import Monitor
+from trainer.policy import Policy
+
+
+def new_policy(cfg, x_fit: torch.Tensor, n_classes: int, seed: int) -> Policy:
+    """A fresh head with standardisation fitted on `x_fit` (training rows only), seeded init."""
+    torch.manual_seed(seed)
+    pol = Policy(x_fit.shape[1], x_fit.shape[2], n_classes, cfg.head, cfg.hidden, cfg.dropout).to(x_fit.device)
+    st = Standardizer().fit(x_fit.cpu().numpy())
+    pol.set_standardizer(st.mean_, st.std_)
+    return pol
+
+
+def fit_supervised(policy: Policy, x: torch.Tensor, y: torch.Tensor, cfg, generator: torch.Generator,
+                   monitor: Monitor | None = None, sample_weight: torch.Tensor | None = None) -> Policy:
+    """Adam on (weighted) cross-entropy, mini-batches of --batch-size, --warmup-epochs passes."""
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay)
+    w = torch.ones(len(x), device=x.device) if sample_weight is None else sample_weight
+    policy.train()
+    for epoch in range(cfg.warmup_epochs):
+        perm = torch.randperm(len(x), generator=generator).to(x.device)
+        for idx in perm.split(cfg.batch_size):
+            loss = (F.cross_entropy(policy(x[idx]), y[idx], reduction="none") * w[idx]).sum() / w[idx].sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if monitor is not None:
+            monitor.end_epoch(policy, epoch)
+    if monitor is not None:
+        monitor.finish(policy)
+    return policy.eval()

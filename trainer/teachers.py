@@ -1,0 +1,78 @@
+"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4): an EMA of the policy (default,
+tau 0.99), the frozen warm-up, or a classifier trained on another encoder's cache of the same
+utterances (a second view, e.g. Whisper tiny.en vs base).
+"""
+from __future__ import annotations
+
+import torch
+
+from trainer.policy import Policy
+
+
+class EMATeacher:
+    """theta_T <- tau theta_T + (1 - tau) theta after every policy step."""
+
+    def __init__(self, policy: Policy, tau: float):
+        self.model, self.tau = policy.frozen_copy(), tau
+
+    def probs(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
+        return self.model.probs(x)
+
+    @torch.no_grad()
+    def update(self, policy: Policy) -> None:
+        for t, s in zip(self.model.parameters(), policy.parameters()):
+            t.lerp_(s, 1.0 - self.tau)
+
+
+class FrozenTeacher(EMATeacher):
+    """The warm-up model, never updated (EMA with tau = 1)."""
+
+    def __init__(self, policy: Policy):
+        super().__init__(policy, 1.0)
+
+    def update(self, policy: Policy) -> None:
+        pass
+
+
+class FixedProbsTeacher:
+    """Probabilities precomputed for every pool row (a classifier on another cache)."""
+
+    def __init__(self, pool_probs: torch.Tensor):
+        self.pool_probs = pool_probs
+
+    def probs(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
+        return self.pool_probs[pool_idx]
+
+    def update(self, policy: Policy) -> None:
+        pass
+
+
+def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor | None = None):
+    if spec == "ema":
+        return EMATeacher(warm, tau)
+    if spec == "frozen":
+        return FrozenTeacher(warm)
+    if cache_probs is None:
+        raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
+    return FixedProbsTeacher(cache_probs)
+
+
+def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes: int, seed: int, device) -> torch.Tensor:
+    """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
+    probabilities for the pool's utterances (matched by utt_id)."""
+    from trainer.run import prepared_cache  # late import: run builds on this module
+    from trainer.supervised import fit_supervised, new_policy
+
+    x, table = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)[:2]
+    pos = {u: i for i, u in enumerate(table["utt_id"])}
+    missing = [u for u in list(utt_lab) + list(utt_pool) if u not in pos]
+    if missing:
+        raise ValueError(f"teacher cache {teacher_cache} lacks {len(missing)} utterance(s) of this run "
+                         f"(e.g. {missing[0]}): extract the same manifest with the teacher's encoder")
+    rows_lab = [pos[u] for u in utt_lab]
+    rows_pool = [pos[u] for u in utt_pool]
+    xt = torch.as_tensor(x, device=device)
+    model = new_policy(cfg, xt[rows_lab + rows_pool], n_classes, seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = fit_supervised(model, xt[rows_lab], torch.as_tensor(y_lab, device=device), cfg, gen)
+    return model.probs(xt[rows_pool])
