@@ -137,6 +137,8 @@ def train(
     reward: str = typer.Option(_D.reward, help="self | teacher | self+teacher | '+'-joined r1..r5, assign."),
     action: str = typer.Option(_D.action, help="E1 actions: sample | greedy | balanced (Sinkhorn to the labelled class prior)."),
     balance_scope: str = typer.Option(_D.balance_scope, help="Group of the balanced assignment: pool | batch | speaker."),
+    sinkhorn_temp: float = typer.Option(_D.sinkhorn_temp, help="Balanced actions: the plan starts from p^(1/temp)."),
+    sinkhorn_iters: int = typer.Option(_D.sinkhorn_iters, help="Balanced actions: Sinkhorn iterations."),
     teacher: str = typer.Option(_D.teacher, help="ema | frozen | cache:OTHER.h5 (same utterances, another encoder)."),
     tau: float = typer.Option(_D.tau, help="EMA teacher decay."),
     adv_std: bool = typer.Option(_D.adv_std, "--adv-std/--no-adv-std", help="E5: divide r - mean by the batch std."),

@@ -11,11 +11,12 @@ import torch
 
 
 def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | None = None,
-             iters: int = 50) -> torch.Tensor:
+             iters: int = 50, temp: float = 1.0) -> torch.Tensor:
     """Plan Q [N, C] with rows summing to 1 and, per group g, column sums ~= n_g * prior.
 
     probs: [N, C] >= 0; prior: [C] summing to 1; groups: [N] int64 group ids (None = one group).
-    Ends with the row step, so each row is a distribution over classes (the sample's assignment).
+    Starts from probs^(1/temp) (temp < 1 makes the plan closer to a hard assignment, so that its
+    argmax follows the prior). Ends with the row step: each row is the sample's assignment.
     """
     n, c = probs.shape
     groups = torch.zeros(n, dtype=torch.long, device=probs.device) if groups is None else groups
@@ -23,7 +24,8 @@ def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | No
     n_groups = int(gid.max()) + 1
     sizes = torch.bincount(gid, minlength=n_groups).to(probs.dtype)  # [Gr]
     target = sizes[:, None] * prior[None, :].to(probs.dtype)  # [Gr, C]
-    q = probs.clamp_min(1e-12)
+    logq = torch.log(probs.clamp_min(1e-12)) / temp
+    q = torch.softmax(logq, 1)
     for _ in range(iters):
         col = torch.zeros(n_groups, c, dtype=q.dtype, device=q.device).index_add_(0, gid, q)
         q = q * (target / col)[gid]

@@ -55,11 +55,11 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
                 plan = None
                 if needs_plan and cfg.balance_scope == "batch":
                     p_old = policy.probs(x)
-                    plan = sinkhorn(p_old, data.prior, None, cfg.sinkhorn_iters)
+                    plan = sinkhorn(p_old, data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
                 elif needs_plan:  # the assignment over the whole pool (or each speaker in it)
                     p_pool = policy.probs(x_u)
                     groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-                    plan, p_old = sinkhorn(p_pool, data.prior, groups, cfg.sinkhorn_iters)[idx], p_pool[idx]
+                    plan, p_old = sinkhorn(p_pool, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)[idx], p_pool[idx]
                 else:
                     p_old = policy.probs(x)
                 actions = select_actions(p_old, cfg.action, generator if dev.type == "cpu" else None, plan)

@@ -39,6 +39,7 @@ class TrainConfig:
     action: str = "sample"
     balance_scope: str = "pool"
     sinkhorn_iters: int = 50
+    sinkhorn_temp: float = 0.1  # plan starts from p^(1/temp): near-hard assignment whose argmax follows the prior
     teacher: str = "ema"  # ema | frozen | cache:FILE.h5
     tau: float = 0.99
     adv_std: bool = False
@@ -96,7 +97,8 @@ class TrainConfig:
         need(self.epochs >= 0 and self.warmup_epochs >= 1, "epochs must be >= 0 (warm-up >= 1)")
         need(self.hidden >= 1 and 0 <= self.dropout < 1 and self.weight_decay >= 0, "head sizes/regularisers out of range")
         need(0 < self.pl_threshold <= 1 and self.pl_rounds >= 1, "--pl-threshold in (0, 1], --pl-rounds >= 1")
-        need(self.workers >= 1 and self.threads >= 0 and self.sinkhorn_iters >= 1, "workers/threads/sinkhorn_iters out of range")
+        need(self.workers >= 1 and self.threads >= 0 and self.sinkhorn_iters >= 1 and self.sinkhorn_temp > 0,
+             "workers/threads/sinkhorn_iters/sinkhorn_temp out of range")
         from trainer.rewards import parse_reward  # late import: rewards imports nothing from here
         parse_reward(self.reward)
 

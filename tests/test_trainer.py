@@ -1,0 +1,131 @@
+"""End to end: the train command's run directory, determinism, metrics, saved policies, errors."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import f1_score
+
+from trainer.config import TrainConfig
+from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
+from trainer.policy import load_policies
+from trainer.run import train
+from trainer.synthetic import synthetic_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return synthetic_cache(tmp_path_factory.mktemp("t") / "syn.h5", n_classes=4, n_speakers=6, per_class=8, n_folds=3)
+
+
+def small(**kw):
+    return TrainConfig(**{"methods": ALL, "seeds": (0, 1), "epochs": 3, "warmup_epochs": 15, "folds": ("0", "2"), **kw})
+
+
+@pytest.fixture(scope="module")
+def run_dir(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(small(), cache, out)
+    return out
+
+
+def test_run_directory_has_every_file_and_the_schema(run_dir):
+    for name in ("results.json", "results.csv", "curves.csv", "predictions.csv", "config.json",
+                 "models.safetensors", "curves.png", "confusion.png"):
+        assert (run_dir / name).stat().st_size > 0, name
+    res = json.loads((run_dir / "results.json").read_text())
+    assert set(res["methods"]) == set(ALL)
+    for m, d in res["methods"].items():
+        for s in ("macro_f1", "ua", "wa"):
+            assert set(d[s]) == {"mean", "std", "n"} and d[s]["n"] == 4 and 0 <= d[s]["mean"] <= 100
+        assert "rel_macro_f1_vs_supervised" in d and "gap_recovered" in d
+        assert np.asarray(d["confusion"]).sum() == 2 * 2 * 64  # seeds x test folds x (2 speakers x 32)
+    assert res["methods"]["supervised"]["rel_macro_f1_vs_supervised"] == 0
+    assert res["methods"]["topline"]["gap_recovered"] == pytest.approx(1.0)
+    assert len(res["cache"]["fingerprint"]) == 64 and res["config"]["reward"] == "self+teacher"
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert TrainConfig.from_dict(cfg["config"]) == small() and cfg["git_revision"]
+    rows = pd.read_csv(run_dir / "results.csv")
+    assert len(rows) == 5 * 2 * 2 and set(rows.method) == set(ALL)
+    means = rows.groupby("method").macro_f1.mean()
+    assert means["bgrpo"] == pytest.approx(res["methods"]["bgrpo"]["macro_f1"]["mean"])
+    curves = pd.read_csv(run_dir / "curves.csv")
+    bg = curves[curves.method == "bgrpo"]
+    assert len(bg) == 3 * 4 and {"selection_rate", "selection_precision", "mean_reward", "mean_pred_entropy",
+                                  "action_hist", "test_macro_f1"} <= set(bg.columns)
+
+
+def test_same_command_and_seed_give_identical_numbers(cache, run_dir, tmp_path):
+    again = train(small(), cache, tmp_path)
+    first = json.loads((run_dir / "results.json").read_text())
+    assert again["methods"] == first["methods"]
+    assert pd.read_csv(run_dir / "predictions.csv").equals(pd.read_csv(tmp_path / "predictions.csv"))
+
+
+def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
+    from trainer.run import prepared_cache
+
+    policies, meta = load_policies(run_dir / "models.safetensors")
+    assert sorted(policies) == ["bgrpo_f0_s0", "bgrpo_f0_s1", "bgrpo_f2_s0", "bgrpo_f2_s1"]
+    x, table = prepared_cache(str(cache), meta["layer"], meta["speaker_norm"])[:2]
+    test = np.flatnonzero(table.fold.to_numpy() == 2)
+    pred = policies["bgrpo_f2_s1"].probs(torch.as_tensor(x[test])).argmax(1).numpy()
+    saved = pd.read_csv(run_dir / "predictions.csv").query("method == 'bgrpo' and fold == 2 and seed == 1")
+    assert [meta["classes"][i] for i in pred] == saved.pred.tolist()
+
+
+def test_fast_macro_f1_equals_scikit_learn():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 5, 200), rng.integers(0, 4, 200)
+    assert fast_macro_f1(y, p, 5) == pytest.approx(100 * f1_score(y, p, average="macro"))
+    assert relative_gain(60.0, 50.0) == pytest.approx(20.0) and gap_recovered(60, 50, 70) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("layer", ["1", "concat"])
+def test_layer_modes_and_options_run(cache, tmp_path, layer):
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), layer=layer, head="linear", speaker_norm=True,
+                      action="balanced", balance_scope="speaker", reward="r1+assign", adv_std=True, mu=2,
+                      ce_weight=0.5, teacher="frozen", val_fraction=0.3), cache, tmp_path)
+    assert 0 <= res["methods"]["bgrpo"]["macro_f1"]["mean"] <= 100
+
+
+def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path):
+    ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5)
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self"),
+                cache, tmp_path / "a")
+    assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
+    rows = pd.read_csv(tmp_path / "a" / "results.csv")
+    assert rows.n_unlabeled.iloc[0] == (4 * 8 * 4 - rows.n_labeled.iloc[0]) + 40
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), teacher=f"cache:{cache}", reward="r4"),
+                cache, tmp_path / "b")
+    assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
+
+
+@pytest.mark.parametrize("bad,msg", [({"methods": ("bgrpo", "magic")}, "--method"), ({"labeled_fraction": 0}, "labeled"),
+                                     ({"layer": "top"}, "--layer"), ({"action": "random"}, "--action"),
+                                     ({"teacher": "big"}, "--teacher"), ({"batch_size": 1}, "batch")])
+def test_config_validation_names_the_flag(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig(**bad)
+    with pytest.raises(ValueError, match="unknown field"):
+        TrainConfig.from_dict({"betaa": 1})
+
+
+def test_cli_train_prints_the_table_and_fails_cleanly(cache, tmp_path):
+    cmd = [sys.executable, str(ROOT / "cli.py"), "train", "--cache", str(cache), "--seeds", "0", "--folds", "0",
+           "--epochs", "2", "--warmup-epochs", "5", "--out", str(tmp_path / "r")]
+    ok = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert "macro-F1" in ok.stdout and "bgrpo" in ok.stdout and (tmp_path / "r" / "results.json").exists()
+    for extra, msg in ((["--folds", "9"], "folds"), (["--reward", "r7"], "--reward")):
+        bad = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "bad")] + extra, capture_output=True, text=True, cwd=ROOT)
+        assert bad.returncode == 2 and msg in bad.stderr and not (tmp_path / "bad").exists()
+    missing = subprocess.run(cmd[:3] + ["--cache", str(tmp_path / "none.h5")], capture_output=True, text=True, cwd=ROOT)
+    assert missing.returncode == 2 and "none.h5" in missing.stderr
