@@ -20,7 +20,6 @@ import argparse
 import json
 import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
+from bench.measure import peak_rss_mb, run_child  # noqa: E402
 DEFAULT_ROOT = REPO.parent / "shared" / "corpora" / "ravdess"
 AUDIO_EXT = (".wav", ".flac")
 FP16_RTOL, FP16_ATOL = 2.0**-10, 1e-4  # one float16 ulp relative, plus fp32 summation noise
@@ -159,10 +159,9 @@ def child(variant: str, method: str, dtype: str, files_json: Path, work: Path, d
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     np.save(work / f"{variant}.npy", vectors)
-    usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     result = {"name": variant, "dtype": dtype, "device": str(enc.device), "n": len(paths),
               "audio_s": spec["audio_s"], "wall_s": wall, "utt_per_s": len(paths) / wall,
-              "rtf": wall / spec["audio_s"], "peak_rss_mb": usage / 1024, "rss_after_load_mb": rss_loaded,
+              "rtf": wall / spec["audio_s"], "peak_rss_mb": peak_rss_mb(), "rss_after_load_mb": rss_loaded,
               "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if enc.device.type == "cuda" else None,
               "torch_threads": torch.get_num_threads()}
     (work / f"{variant}.json").write_text(json.dumps(result))
@@ -201,9 +200,8 @@ def main(argv=None) -> int:
         for name, method, dtype in variants_for(cuda):
             print(f"running {name} ({dtype}, {device}) on {len(paths)} files, {audio_s:.1f} s of audio ...",
                   file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, __file__, "--device", device, "--child", name, method, dtype,
-                            str(files_json), str(work)], check=True)
-            runs.append(json.loads((work / f"{name}.json").read_text()))
+            runs.append(run_child(__file__, ["--device", device, "--child", name, method, dtype, files_json, work],
+                                  work / f"{name}.json"))
             vectors[name] = np.load(work / f"{name}.npy")
     rows = summarize(runs, vectors)
     cpu = platform.processor() or platform.machine()

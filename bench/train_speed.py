@@ -1,0 +1,209 @@
+"""Training speed from caches: seconds per B-GRPO epoch, the whole RAVDESS protocol, scaling.
+
+  * RAVDESS (the real cache `cache/ravdess/whisper-base-trim.h5`, else `-full.h5`, or `--cache`):
+    the whole protocol with the trainer's defaults - 6 folds x 3 seeds, `supervised` + `bgrpo`;
+    and seconds per B-GRPO epoch from one fold x seed with `--epochs` E: (T_bgrpo - T_supervised) / E
+    of the trainer's own per-method timing, so loading, warm-up and writing cancel out.
+  * Scaling: synthetic caches of 1k, 10k and 100k utterances (Whisper base shape: 7 hidden
+    states x 512, float16; written with `pipeline.cache.write_cache_arrays` into a temp dir), the
+    same per-epoch measure on one fold x seed.
+Each measurement runs in a fresh child process (peak memory = that run's; `bench/measure.py`).
+
+    python bench/train_speed.py [--cache FILE.h5] [--sizes 1000,10000,100000] [--epochs 3] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+from bench.measure import peak_rss_mb, run_child  # noqa: E402
+
+RAVDESS_CACHES = [REPO / "cache" / "ravdess" / f"whisper-base-{w}.h5" for w in ("trim", "full")]
+SHAPE = (7, 512)  # Whisper base: conv output + 6 layers, 512 wide
+
+
+# --- pure helpers ----------------------------------------------------------------------------
+def per_epoch_seconds(t_with: float, t_without: float, epochs: int) -> float:
+    """Seconds per epoch from the time with `epochs` epochs and the time of the rest alone."""
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    return max(t_with - t_without, 0.0) / epochs
+
+
+def synthetic_table(n: int, n_classes: int = 4, n_speakers: int = 50, n_folds: int = 5, seed: int = 0):
+    """Rows of a synthetic cache: balanced labels, speakers round-robin into speaker folds."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    speaker = rng.integers(0, n_speakers, n)
+    label = rng.integers(0, n_classes, n)
+    return pd.DataFrame({"utt_id": [f"u{i:07d}" for i in range(n)], "label": [f"class{c}" for c in label],
+                         "speaker": [f"spk{s:03d}" for s in speaker], "fold": speaker % n_folds,
+                         "corpus": "synthetic", "duration": 3.0, "num_frames": 150})
+
+
+def synthetic_embeddings(table, shape=SHAPE, seed: int = 0, chunk: int = 8192) -> np.ndarray:
+    """[N, L, D] float16: class mean + speaker offset + noise, generated in vectorised chunks."""
+    rng = np.random.default_rng(seed)
+    n_layers, dim = shape
+    labels = table["label"].astype("category").cat.codes.to_numpy()
+    speakers = table["speaker"].astype("category").cat.codes.to_numpy()
+    class_means = rng.normal(size=(labels.max() + 1, 1, dim)) * 0.5
+    offsets = rng.normal(size=(speakers.max() + 1, 1, dim)) * 0.5
+    out = np.empty((len(table), n_layers, dim), np.float16)
+    for start in range(0, len(table), chunk):
+        sl = slice(start, start + chunk)
+        noise = rng.standard_normal((len(labels[sl]), n_layers, dim), dtype=np.float32)
+        out[sl] = class_means[labels[sl]] + offsets[speakers[sl]] + noise
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    head = (f"{'measurement':<44}{'utts':>8}{'pool':>7}{'wall s':>9}{'warm-up s':>10}{'s/epoch':>9}"
+            f"{'us/utt/ep':>10}{'peak RSS MB':>12}")
+    lines = [head, "-" * len(head)]
+
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+    for r in rows:
+        if r.get("timeout"):
+            lines.append(f"{r['name']:<44}{r['utterances']:>8}{cell(r.get('pool'), 'd'):>7}"
+                         f"  timed out after {r['timeout']} s")
+            continue
+        lines.append(f"{r['name']:<44}{r['utterances']:>8}{cell(r.get('pool'), 'd'):>7}{r['wall_s']:>9.2f}"
+                     f"{cell(r.get('warmup_s'), '.2f'):>10}{cell(r.get('s_per_epoch'), '.3f'):>9}"
+                     f"{cell(r.get('us_per_utt_epoch'), '.1f'):>10}{r['peak_rss_mb']:>12.0f}")
+    return "\n".join(lines)
+
+
+# --- one training run (in a child process) ---------------------------------------------------
+def child(spec_path: Path) -> None:
+    """Train with the config overrides in the spec; record wall time and peak memory."""
+    import pandas as pd
+    import torch
+
+    from trainer.config import TrainConfig
+    from trainer.run import train
+
+    spec = json.loads(spec_path.read_text())
+    cfg = TrainConfig().replace(**spec["overrides"])
+    cuda = cfg.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    summary = train(cfg, spec["cache"], spec["out"])
+    wall = time.perf_counter() - t0
+    f1 = {m: d["macro_f1"]["mean"] for m, d in summary["methods"].items()}
+    # the trainer's own per-job timing (warm-up + method), free of loading, plotting and writing
+    seconds = pd.read_csv(Path(spec["out"]) / "results.csv").groupby("method")["seconds"].sum()
+    Path(spec["result"]).write_text(json.dumps({
+        "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "macro_f1": f1, "method_seconds": seconds.to_dict(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}))
+
+
+def measure(work: Path, name: str, cache: Path, overrides: dict, timeout: float) -> dict | None:
+    """One training run in a child process; None when it ran past `timeout` seconds."""
+    spec = work / f"{name}.spec.json"
+    result = work / f"{name}.result.json"
+    spec.write_text(json.dumps({"cache": str(cache), "out": str(work / f"run-{name}"), "result": str(result),
+                                "overrides": overrides}))
+    print(f"running {name}: {overrides}", file=sys.stderr, flush=True)
+    return run_child(__file__, ["--child", spec], result, timeout)
+
+
+def epoch_row(work: Path, name: str, cache: Path, epochs: int, base: dict, n_utts: int, pool: int,
+              timeout: float) -> dict:
+    """One fold x seed, `supervised` + `bgrpo` with `epochs` B-GRPO epochs, in one process.
+
+    The trainer times each method per job from the start of the shared warm-up, so
+    bgrpo - supervised is the B-GRPO loop alone (the warm-up and the process noise cancel).
+    """
+    row = {"name": name, "utterances": n_utts, "pool": pool}
+    r = measure(work, name.replace(" ", "_"), cache, dict(base, methods=["supervised", "bgrpo"], epochs=epochs), timeout)
+    if r is None:
+        return dict(row, timeout=timeout)
+    sec = r["method_seconds"]
+    s = per_epoch_seconds(sec["bgrpo"], sec["supervised"], epochs)
+    return dict(row, wall_s=r["wall_s"], warmup_s=sec["supervised"], s_per_epoch=s,
+                us_per_utt_epoch=1e6 * s / pool if pool else None, peak_rss_mb=r["peak_rss_mb"])
+
+
+def pool_size(table, fold, labeled_fraction: float) -> int:
+    """Unlabelled pool of one training fold: its utterances minus the labelled share."""
+    n_train = int((table["fold"].astype(str) != str(fold)).sum())
+    return n_train - int(round(n_train * labeled_fraction))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", type=Path, help="RAVDESS cache (default: cache/ravdess/whisper-base-trim.h5 or -full.h5)")
+    ap.add_argument("--sizes", default="1000,10000,100000", help="synthetic cache sizes (utterances)")
+    ap.add_argument("--epochs", type=int, default=5, help="B-GRPO epochs of the per-epoch runs")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (the trainer's --device)")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
+    ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
+    ap.add_argument("--json", type=Path, help="also save the table as JSON here")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return 0
+
+    from pipeline.cache import load_cache, write_cache_arrays
+    from trainer.config import TrainConfig
+    from trainer.protocol import fold_names
+
+    defaults = TrainConfig()
+    rows, notes = [], []
+    cache = args.cache or next((p for p in RAVDESS_CACHES if p.exists()), None)
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = Path(tmp)
+        if cache is None or not Path(cache).exists():
+            notes.append(f"no RAVDESS cache at {cache or RAVDESS_CACHES[0]}: run `python cli.py extract --corpus "
+                         "ravdess --root ../shared/corpora/ravdess --window trim` first; RAVDESS rows skipped")
+        else:
+            table = load_cache(cache).table
+            n, folds = len(table), fold_names(table)
+            notes.append(f"RAVDESS cache: {cache} ({n} utterances, folds {','.join(folds)})")
+            if not args.skip_protocol:
+                name = f"RAVDESS {len(folds)} folds x {len(defaults.seeds)} seeds, sup+bgrpo"
+                r = measure(work, "ravdess-protocol", cache, {"methods": ["supervised", "bgrpo"], "device": args.device},
+                            args.timeout)
+                rows.append({"name": name, "utterances": n, "timeout": args.timeout} if r is None else
+                            {"name": name, "utterances": n, "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]})
+                if r is not None:
+                    notes.append("RAVDESS protocol macro-F1 %: " + ", ".join(f"{m} {v:.1f}" for m, v in r["macro_f1"].items()))
+            base = {"folds": [folds[0]], "seeds": [0], "device": args.device}
+            rows.append(epoch_row(work, f"RAVDESS fold {folds[0]} x 1 seed, {args.epochs} ep", cache, args.epochs, base,
+                                  n, pool_size(table, folds[0], defaults.labeled_fraction), args.timeout))
+        for size in [int(s) for s in args.sizes.split(",") if s]:
+            table = synthetic_table(size)
+            path = write_cache_arrays(work / f"synthetic-{size}.h5", synthetic_embeddings(table), table,
+                                      {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000})
+            base = {"folds": ["0"], "seeds": [0], "device": args.device}
+            rows.append(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep", path,
+                                  args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction), args.timeout))
+            path.unlink()
+    print(f"\nTraining speed (trainer defaults: warm-up {defaults.warmup_epochs} epochs, B-GRPO batch "
+          f"{defaults.batch_size}, labelled fraction {defaults.labeled_fraction}; device {args.device})")
+    print(format_table(rows))
+    for note in notes:
+        print("note:", note)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1))
+        print(f"saved {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
