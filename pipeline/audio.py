@@ -6,6 +6,7 @@ never an exception: one file must not kill a corpus-sized run.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,8 @@ class BadAudio(ValueError):
 
 def load_audio(path) -> np.ndarray:
     """Mono float32 at 16 kHz; raises BadAudio with the reason."""
+    if not os.path.exists(path):
+        raise BadAudio("missing: no such file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)

@@ -13,7 +13,7 @@ Layout (row i = utterance i, in manifest order; failed rows keep their place, ok
   attrs: encoder_id, weights_sha256, window, sample_rate, manifest_sha256, package_version,
          created, num_hidden_states, hidden_size, complete, fingerprint (+ frames, shard,
          num_failed, audio_seconds where `extract` wrote the file)
-`fingerprint` = sha256 of the identity attributes (all but created/package_version/fingerprint),
+`fingerprint` = sha256 of the identity attributes (all but the VOLATILE_ATTRS bookkeeping),
 the utterance ids and the vectors: equal vectors from equal inputs give equal fingerprints.
 """
 from __future__ import annotations
@@ -30,7 +30,9 @@ import pandas as pd
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
                    "row": np.int32}
-VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete")
+# bookkeeping, not identity: two caches with equal vectors from equal inputs share a fingerprint
+VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shard", "num_failed",
+                  "audio_seconds")
 CHUNK_ROWS = 256
 STR = h5py.string_dtype("utf-8")
 

@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -267,7 +266,6 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
                 errors = {it.index: it.error for it in items if it.error}
                 for it in items:
                     if it.error:
-                        warnings.warn(f"skipping {paths[it.index]}: {it.error}", stacklevel=1)
                         bar.write(f"warning: skipping {paths[it.index]}: {it.error}")
                 _save_batch(work, b, plan[b], results, errors, {it.index: it.seconds for it in items})
                 secs += sum(it.seconds for it in items)
