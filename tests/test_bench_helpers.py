@@ -1,0 +1,97 @@
+"""The benchmarks' own logic: file picking, frame counts, vector agreement, ratios, per-epoch
+arithmetic, synthetic caches - and one tiny real per-epoch measurement through a child process."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import extract_speed as es
+from bench import train_speed as ts
+
+
+def test_pick_files_spreads_and_is_deterministic():
+    paths = [f"Actor_{a:02d}/f{i}.flac" for a in range(1, 25) for i in range(60)]
+    picked = es.pick_files(reversed(paths), 4)
+    # sorted positions round(linspace(0, 1439, 4)) = 0, 480, 959, 1439 (f-numbers sort as text)
+    assert picked == ["Actor_01/f0.flac", "Actor_09/f0.flac", "Actor_16/f9.flac", "Actor_24/f9.flac"]
+    assert picked == es.pick_files(paths, 4)
+    assert len(set(p.split("/")[0] for p in es.pick_files(paths, 24))) >= 20
+    assert es.pick_files(paths[:3], 10) == sorted(paths[:3])
+    with pytest.raises(ValueError):
+        es.pick_files([], 3)
+
+
+@pytest.mark.parametrize("samples, frames", [(16000, 50), (161, 1), (320, 1), (321, 2), (16000 * 40, 1500)])
+def test_real_frames(samples, frames):
+    # 160-sample hop -> ceil(samples/160) mel frames (max 3000), conv2 stride 2 -> ceil(mel/2)
+    assert es.real_frames(samples) == frames
+
+
+def test_compare_measures_fp16_agreement():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(5, 7, 16)).astype(np.float32) * 10
+    same = es.compare(a, a.copy())
+    assert same["max_abs_diff"] == 0 and same["within_fp16"] and same["last_layer_mean_cos"] == pytest.approx(1)
+    rounded = es.compare(a, a.astype(np.float16).astype(np.float32))  # what a float16 cache does
+    assert rounded["within_fp16"] and rounded["max_abs_diff"] == pytest.approx(rounded["fp16_rounding_max_abs"])
+    off = a.copy()
+    off[2, 3, 4] += 0.05 * abs(off[2, 3, 4]) + 0.01  # 5% off: far beyond one fp16 ulp
+    worse = es.compare(a, off)
+    assert not worse["within_fp16"] and worse["max_abs_diff"] == pytest.approx(0.05 * abs(a[2, 3, 4]) + 0.01, rel=1e-4)
+
+
+def test_summarize_ratios_and_table():
+    vec = np.ones((2, 3, 4), np.float32)
+    runs = [{"name": "usual", "dtype": "float32", "utt_per_s": 2.0, "rtf": 0.5, "peak_rss_mb": 900.0},
+            {"name": "ours-full", "dtype": "float32", "utt_per_s": 3.0, "rtf": 0.3, "peak_rss_mb": 950.0},
+            {"name": "ours-trim", "dtype": "float32", "utt_per_s": 16.0, "rtf": 0.06, "peak_rss_mb": 800.0}]
+    rows = es.summarize(runs, {"usual": vec, "ours-full": vec, "ours-trim": vec * 1.5})
+    assert [r["ratio_vs_usual"] for r in rows] == [1.0, 1.5, 8.0]
+    assert rows[1]["within_fp16"] and not rows[2]["within_fp16"]
+    table = es.format_table(rows)
+    assert "ours-trim" in table and "8.00" in table
+
+
+def test_variants_cover_dtypes_on_gpu_only():
+    assert [v[0] for v in es.variants_for(False)] == ["usual", "ours-full", "ours-trim"]
+    gpu = es.variants_for(True)
+    assert len(gpu) == 7 and {d for _, m, d in gpu if m == "trim"} == {"float16", "bfloat16", "float32"}
+    assert gpu[0] == ("usual", "usual", "float32")
+
+
+def test_per_epoch_seconds():
+    assert ts.per_epoch_seconds(12.0, 2.0, 5) == 2.0
+    assert ts.per_epoch_seconds(1.0, 1.2, 2) == 0.0  # timing noise never gives negative time
+    with pytest.raises(ValueError):
+        ts.per_epoch_seconds(1.0, 0.5, 0)
+
+
+def test_synthetic_cache_content():
+    table = ts.synthetic_table(2000, n_speakers=20, n_folds=5)
+    assert table["utt_id"].is_unique and len(table) == 2000
+    assert table.groupby("speaker")["fold"].nunique().max() == 1  # speaker-independent folds
+    assert set(table["fold"]) == set(range(5))
+    emb = ts.synthetic_embeddings(table, shape=(3, 8), chunk=300)
+    assert emb.shape == (2000, 3, 8) and emb.dtype == np.float16
+    np.testing.assert_array_equal(emb, ts.synthetic_embeddings(table, shape=(3, 8), chunk=700))
+    means = [emb[(table["label"] == c).to_numpy()].astype(np.float32).mean(0) for c in sorted(set(table["label"]))]
+    assert np.abs(means[0] - means[1]).max() > 0.2  # classes carry signal
+
+
+def test_pool_size():
+    table = ts.synthetic_table(100, n_speakers=10, n_folds=5)
+    n_train = int((table["fold"] != 1).sum())
+    assert ts.pool_size(table, 1, 0.1) == n_train - round(0.1 * n_train)
+
+
+def test_epoch_row_on_a_tiny_cache(tmp_path):
+    from pipeline.cache import write_cache_arrays
+
+    table = ts.synthetic_table(400, n_speakers=8, n_folds=4)
+    cache = write_cache_arrays(tmp_path / "tiny.h5", ts.synthetic_embeddings(table, shape=(2, 16)), table,
+                               {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000})
+    base = {"folds": ["0"], "seeds": [0], "device": "cpu", "warmup_epochs": 3, "hidden": 16}
+    row = ts.epoch_row(tmp_path, "tiny", cache, 2, base, 400, ts.pool_size(table, 0, 0.1), timeout=240)
+    assert row["wall_s"] > row["warmup_s"] > 0
+    assert row["s_per_epoch"] >= 0 and row["peak_rss_mb"] > 50
+    assert "tiny" in ts.format_table([row, {"name": "slow", "utterances": 1, "timeout": 5}])
