@@ -43,13 +43,13 @@ class Prosody:
     volume: float
 
 
-# Class means, loosely after acted-emotion prosody (sad: slow, low, flat, quiet; angry: fast, loud;
-# happy: high and lively). Neighbouring classes differ by about 1-3 jitter std per cue.
+# Class means, loosely after acted-emotion prosody (sad: slow, low, flat, quiet; angry: fast, loud,
+# tense; happy: high and lively). Neighbouring classes differ by about 1-4 jitter std per cue.
 CLASS_PROSODY = {
     "neutral": Prosody(rate=160, pitch=45, range=35, volume=100),
-    "happy": Prosody(rate=185, pitch=64, range=72, volume=115),
+    "happy": Prosody(rate=182, pitch=70, range=85, volume=108),
     "sad": Prosody(rate=128, pitch=36, range=14, volume=72),
-    "angry": Prosody(rate=198, pitch=54, range=55, volume=160),
+    "angry": Prosody(rate=205, pitch=50, range=45, volume=170),
 }
 JITTER = Prosody(rate=12, pitch=6, range=10, volume=14)  # per-utterance std
 SPEAKER_SPREAD = Prosody(rate=14, pitch=9, range=0, volume=0)  # per-speaker offset, uniform +-
