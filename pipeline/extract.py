@@ -57,12 +57,15 @@ class ExtractResult:
     wall_seconds: float = 0.0
     already_complete: bool = False
     encoded: int = 0  # utterances encoded by this call (0 for a no-op)
+    encode_seconds: float = 0.0  # the decode + encode loop alone (no model load, no final write)
 
     def final_line(self) -> str:
         rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
+        rate = self.encoded / self.encode_seconds if self.encode_seconds else float("nan")
         return (f"{self.encoded} utterances encoded ({len(self.failed)} failed of {self.total}), "
-                f"{self.audio_seconds / 3600:.3f} h audio in {self.wall_seconds:.1f} s wall, "
-                f"real-time factor {rtf:.4f} ({1 / rtf if rtf else float('nan'):.1f}x real time)")
+                f"{self.audio_seconds / 3600:.3f} h audio in {self.wall_seconds:.1f} s wall "
+                f"({rate:.2f} utt/s while encoding), real-time factor {rtf:.4f} "
+                f"({1 / rtf if rtf else float('nan'):.1f}x real time)")
 
 
 def package_version() -> str:
@@ -257,7 +260,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             dataset, batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
             pin_memory=enc.device.type == "cuda", prefetch_factor=4 if workers else None)
         n_todo = sum(len(plan[b]) for b in todo)
-        secs, encoded = 0.0, 0
+        secs, encoded, t_loop = 0.0, 0, time.time()
         with tqdm(total=n_todo, unit="utt", disable=not progress, file=sys.stderr,
                   desc=f"{target.stem}") as bar:
             for b, batch in zip(todo, loader):
@@ -272,8 +275,9 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
                 encoded += len(results)
                 bar.update(len(items))
                 bar.set_postfix(audio_h=f"{secs / 3600:.2f}")
+        t_loop = time.time() - t_loop
         result = _finalize(table, work, target, plan, rows_all, identity, shard, enc, keep_frames)
-        result.wall_seconds, result.encoded = time.time() - t0, encoded
+        result.wall_seconds, result.encoded, result.encode_seconds = time.time() - t0, encoded, t_loop
         result.audio_seconds = secs if encoded else result.audio_seconds
     finally:
         lock.close()
