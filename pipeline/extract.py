@@ -203,6 +203,11 @@ def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations
     os.replace(tmp, work / f"batch-{b:06d}.npz")
 
 
+def _done_batches(work: Path) -> dict[int, Path]:
+    """Finished batches by number (a kill during a write leaves only a .tmp file, ignored)."""
+    return {int(p.name[6:12]): p for p in work.glob("batch-*.npz") if ".tmp" not in p.name}
+
+
 def _load_batch(path: Path) -> dict:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
@@ -212,12 +217,14 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             device: str = "auto", batch_size: int | None = None, workers: int | None = None,
             frames: str | None = None, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
             progress: bool = True, log=print) -> ExtractResult:
-    """Encode every row of a manifest table into `out_path` (or its shard part file)."""
+    """Encode every row of a manifest table into `out_path` (or its shard part file).
+
+    The last shard to finish merges all part files into `out_path`.
+    """
     if window not in WINDOWS:
         raise ValueError(f"--window {window!r}: choose full or trim")
     if frames not in (None, "", "last"):
         raise ValueError(f"--frames {frames!r}: only 'last' is supported")
-    keep_frames = frames == "last"
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
@@ -228,57 +235,23 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
                     "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table),
-                    "frames": "last" if keep_frames else ""}
-        if target.exists() and not overwrite:
-            found = _identity_of_file(target)
-            problems = _mismatch(found, identity)
-            if problems:
-                raise CacheMismatch(f"{target} was made with another setup (" + "; ".join(problems)
-                                    + "): use another --cache-dir, or pass --overwrite to replace it")
-            if found.get("complete"):
-                with h5py.File(target, "r") as f:
-                    t = read_table(f)
-                    secs = float(f.attrs.get("audio_seconds", t["duration"].sum()))
-                failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
-                log(f"{target} is already complete ({len(t)} utterances): nothing to do")
-                return ExtractResult(target, len(t), failed, secs, time.time() - t0, True)
-        if batch_size is None:
-            batch_size = 16 if window == "trim" or enc.device.type == "cuda" else 4
-        durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
-        work = target.with_name(target.name + ".partial")
-        plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
-        done = {int(p.stem.split("-")[1]) for p in work.glob("batch-*.npz") if ".tmp" not in p.name}
-        todo = [b for b in range(len(plan)) if b not in done]
-        rows_all = [r for batch in plan for r in batch]
-        paths = [str(Path(root) / p) for p in table["path"]]
-        if done:
-            log(f"resuming {target}: {len(done)} of {len(plan)} batches already done")
-        dataset = AudioDataset(paths, enc.feature_extractor, window)
-        if workers is None:
-            workers = 4 if enc.device.type == "cuda" else 1
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
-            pin_memory=enc.device.type == "cuda", prefetch_factor=4 if workers else None)
-        n_todo = sum(len(plan[b]) for b in todo)
-        secs, encoded, t_loop = 0.0, 0, time.time()
-        with tqdm(total=n_todo, unit="utt", disable=not progress, file=sys.stderr,
-                  desc=f"{target.stem}") as bar:
-            for b, batch in zip(todo, loader):
-                results = encode_batch(enc, batch, window, keep_frames)
-                items = batch[0]
-                errors = {it.index: it.error for it in items if it.error}
-                for it in items:
-                    if it.error:
-                        bar.write(f"warning: skipping {paths[it.index]}: {it.error}")
-                _save_batch(work, b, plan[b], results, errors, {it.index: it.seconds for it in items})
-                secs += sum(it.seconds for it in items)
-                encoded += len(results)
-                bar.update(len(items))
-                bar.set_postfix(audio_h=f"{secs / 3600:.2f}")
-        t_loop = time.time() - t_loop
-        result = _finalize(table, work, target, plan, rows_all, identity, shard, enc, keep_frames)
-        result.wall_seconds, result.encoded, result.encode_seconds = time.time() - t0, encoded, t_loop
-        result.audio_seconds = secs if encoded else result.audio_seconds
+                    "frames": "last" if frames == "last" else ""}
+        result = None if overwrite else _finished(target, identity, log)
+        if result is None:
+            if batch_size is None:
+                batch_size = 16 if window == "trim" or enc.device.type == "cuda" else 4
+            if workers is None:
+                workers = 4 if enc.device.type == "cuda" else 1
+            durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
+            work = target.with_name(target.name + ".partial")
+            plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
+            paths = [str(Path(root) / p) for p in table["path"]]
+            secs, encoded, t_loop = _encode_plan(enc, paths, work, plan, window, frames == "last", workers,
+                                                 progress, target.stem, log)
+            result = _finalize(table, work, target, plan, identity, shard, enc, frames == "last")
+            result.encoded, result.encode_seconds = encoded, t_loop
+            result.audio_seconds = secs if encoded else result.audio_seconds
+        result.wall_seconds = time.time() - t0
     finally:
         lock.close()
     if shard[1] > 1:
@@ -289,12 +262,59 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     return result
 
 
-def _finalize(table, work: Path, target: Path, plan, rows_all, identity, shard, enc, keep_frames):
+def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
+    """The result of an earlier complete run with the same identity; refuses a different one."""
+    if not target.exists():
+        return None
+    found = _identity_of_file(target)
+    problems = _mismatch(found, identity)
+    if problems:
+        raise CacheMismatch(f"{target} was made with another setup (" + "; ".join(problems)
+                            + "): use another --cache-dir, or pass --overwrite to replace it")
+    if not found.get("complete"):
+        return None
+    with h5py.File(target, "r") as f:
+        t = read_table(f)
+        secs = float(f.attrs.get("audio_seconds", t["duration"].sum()))
+    log(f"{target} is already complete ({len(t)} utterances): nothing to do")
+    failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
+    return ExtractResult(target, len(t), failed, secs, already_complete=True)
+
+
+def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, progress, name, log):
+    """Run the batches of `plan` not yet in `work`; returns (audio seconds, utterances, loop seconds)."""
+    done = _done_batches(work)
+    todo = [b for b in range(len(plan)) if b not in done]
+    if done:
+        log(f"resuming: {len(done)} of {len(plan)} batches already done")
+    loader = torch.utils.data.DataLoader(
+        AudioDataset(paths, enc.feature_extractor, window), batch_sampler=[plan[b] for b in todo],
+        collate_fn=collate, num_workers=workers, pin_memory=enc.device.type == "cuda",
+        prefetch_factor=4 if workers else None)
+    secs, encoded, t_loop = 0.0, 0, time.time()
+    with tqdm(total=sum(len(plan[b]) for b in todo), unit="utt", disable=not progress, file=sys.stderr,
+              desc=name) as bar:
+        for b, batch in zip(todo, loader):
+            results = encode_batch(enc, batch, window, keep_frames)
+            items = batch[0]
+            for it in items:
+                if it.error:
+                    bar.write(f"warning: skipping {paths[it.index]}: {it.error}")
+            _save_batch(work, b, plan[b], results, {it.index: it.error for it in items if it.error},
+                        {it.index: it.seconds for it in items})
+            secs += sum(it.seconds for it in items)
+            encoded += len(results)
+            bar.update(len(items))
+            bar.set_postfix(audio_h=f"{secs / 3600:.2f}")
+    return secs, encoded, time.time() - t_loop
+
+
+def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, keep_frames):
     """Stream the finished batches into the HDF5 cache (rows in manifest order), drop the work dir."""
-    batches = sorted(work.glob("batch-*.npz"))
+    batches = [p for _, p in sorted(_done_batches(work).items())]
     if len(batches) != len(plan):
         raise RuntimeError(f"{work}: {len(batches)} of {len(plan)} batches present; re-run to finish")
-    rows_all = np.sort(np.asarray(rows_all, np.int64))
+    rows_all = np.sort(np.asarray([r for batch in plan for r in batch], np.int64))
     position = np.full(len(table), -1, np.int64)
     position[rows_all] = np.arange(len(rows_all))
     sub = table.iloc[rows_all].reset_index(drop=True).copy()

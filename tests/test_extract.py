@@ -56,11 +56,14 @@ def make_corpus(root: Path, n: int, seed: int = 0, lengths=(1.0, 2.5)) -> Path:
 
 
 def run_cli(*args, check_rc=None):
-    proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    """The CLI in-process (typer's runner): exit code + output, without a fresh interpreter."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    result = CliRunner().invoke(app, [str(a) for a in args])
     if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stdout + proc.stderr
-    return proc
+        assert result.exit_code == check_rc, result.output
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +133,8 @@ def test_bad_files_are_recorded_not_fatal(tmp_path):
     write_manifest(table, csv)
     out = tmp_path / "c.h5"
     proc = run_cli("extract", "--manifest", str(csv), "--model", "tiny.en", "--window", "trim", "--out", str(out))
-    assert proc.returncode == 1, proc.stderr  # finished, but says something failed
-    assert "4 failed of 5" in proc.stdout
+    assert proc.exit_code == 1, proc.output  # finished, but says something failed
+    assert "4 failed of 5" in proc.output
     with h5py.File(out, "r") as f:
         ok, err = f["ok"][...], f["error"].asstr()[...]
         assert f["embeddings"].shape == (5, 5, 384)
@@ -164,7 +167,7 @@ def test_kill_and_resume_gives_identical_cache(tmp_path, tiny):
     done = len(list(work.glob("batch-*.npz")))
     assert 1 <= done < 4 and not out.exists(), "killed too late to test resuming"
     resumed = run_cli(*args, check_rc=0)
-    assert f"{done} of 4 batches already done" in resumed.stdout
+    assert f"{done} of 4 batches already done" in resumed.output
     a, b = load_cache(ref.path), load_cache(out)
     assert np.array_equal(a.features, b.features) and a.fingerprint == b.fingerprint
     assert a.table["utt_id"].tolist() == b.table["utt_id"].tolist() == [f"u{i:03d}" for i in range(8)]
@@ -213,3 +216,18 @@ def test_shards_merge_into_the_unsharded_cache(tmp_path, tiny):
     extract(table, tmp_path, out, shard=(0, 2), **kw)  # the last shard merges
     a, b = load_cache(whole.path), load_cache(out)
     assert np.array_equal(a.features, b.features) and a.fingerprint == b.fingerprint
+
+
+@pytest.mark.slow
+def test_ravdess_files_through_the_default_encoder(tmp_path):
+    root = Path(__file__).resolve().parents[2] / "shared/corpora/ravdess"
+    if not root.is_dir():
+        pytest.skip(f"{root} not present")
+    from data_manifests import prepare
+    table = prepare("ravdess", root).iloc[[0, 700]].reset_index(drop=True)
+    res = extract(table, root, tmp_path / "r.h5", window="trim", device="cpu", progress=False, log=lambda *_: None)
+    cache = load_cache(res.path)
+    assert cache.features.shape == (2, 7, 512) and not res.failed
+    np.testing.assert_allclose(cache.table["duration"], table["duration"], atol=1e-3)
+    np.testing.assert_array_equal(cache.table["num_frames"], np.ceil(np.ceil(table["duration"] * 100) / 2))
+    assert cache.table["label"].tolist() == table["label"].tolist()
