@@ -11,7 +11,7 @@ from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import EMATeacher
 
 
-def train_pseudo_label(warm: Policy, data: FoldData, cfg, x_fit: torch.Tensor, seed: int,
+def train_pseudo_label(warm: Policy, data: FoldData, cfg, seed: int,
                        generator: torch.Generator, monitor: Monitor) -> Policy:
     """Self-training: each round, pool samples whose max probability exceeds --pl-threshold join
     the labelled set with their predicted label, and a fresh head is trained on the union."""
@@ -22,7 +22,7 @@ def train_pseudo_label(warm: Policy, data: FoldData, cfg, x_fit: torch.Tensor, s
         sel = conf > cfg.pl_threshold
         hidden = data.y_unl_hidden[sel]
         known = hidden >= 0
-        model = fit_supervised(new_policy(cfg, x_fit, data.n_classes, seed + 1000 * (rnd + 1)),
+        model = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 1000 * (rnd + 1), data.x_lab.device),
                                torch.cat([data.x_lab, data.x_unl[sel]]), torch.cat([data.y_lab, pseudo[sel]]),
                                cfg, generator)
         monitor.end_epoch(model, rnd, selection_rate=float(sel.float().mean()),
@@ -31,16 +31,14 @@ def train_pseudo_label(warm: Policy, data: FoldData, cfg, x_fit: torch.Tensor, s
     return model
 
 
-def augment(x: torch.Tensor, policy: Policy, noise: float, generator: torch.Generator) -> torch.Tensor:
-    """Feature-level view: dims dropped to their training mean (p = noise) plus Gaussian noise of
-    `noise` training standard deviations; with several layers each layer is also rescaled at random
-    (a perturbation of the layer mix)."""
+def augment(z: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """Feature-level view of standardised features: dims dropped to the training mean (p = noise),
+    Gaussian noise of `noise` training standard deviations, and with several layers each layer
+    rescaled at random (a perturbation of the layer mix)."""
     g = dict(generator=generator)
-    dev = x.device
-    keep = (torch.rand(x.shape, **g) >= noise).to(dev, x.dtype)
-    layer_scale = (1 + noise * torch.randn(x.shape[0], x.shape[1], 1, **g)).to(dev, x.dtype)
-    centred = (x - policy.feat_mean) * keep * layer_scale
-    return policy.feat_mean + centred + noise * policy.feat_std * torch.randn(x.shape, **g).to(dev, x.dtype)
+    keep = (torch.rand(z.shape, **g) >= noise).to(z.device, z.dtype)
+    layer_scale = (1 + noise * torch.randn(z.shape[0], z.shape[1], 1, **g)).to(z.device, z.dtype)
+    return z * keep * layer_scale + noise * torch.randn(z.shape, **g).to(z.device, z.dtype)
 
 
 def train_dino(warm: Policy, data: FoldData, cfg, generator: torch.Generator, monitor: Monitor) -> Policy:
@@ -52,11 +50,11 @@ def train_dino(warm: Policy, data: FoldData, cfg, generator: torch.Generator, mo
     student.train()
     teacher = EMATeacher(warm, cfg.tau)
     center = torch.zeros(data.n_classes, device=data.x_unl.device)
-    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, fused=True)
     n_u, dev = len(data.x_unl), data.x_unl.device
     for epoch in range(cfg.epochs):
         for idx in torch.randperm(n_u, generator=generator).to(dev).split(cfg.batch_size):
-            views = [augment(data.x_unl[idx], student, cfg.dino_noise, generator) for _ in range(2)]
+            views = [augment(data.x_unl[idx], cfg.dino_noise, generator) for _ in range(2)]
             with torch.no_grad():
                 t_logits = [teacher.model(v) for v in views]
                 t_probs = [F.softmax((t - center) / cfg.dino_teacher_temp, 1) for t in t_logits]

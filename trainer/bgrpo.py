@@ -43,7 +43,7 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
     for p in policy.parameters():
         p.requires_grad_(True)
     ref = warm.frozen_copy()
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=False, fused=True)
     terms = parse_reward(cfg.reward)
     needs_plan = cfg.action == "balanced" or "assign" in terms
     x_u, n_u, dev = data.x_unl, len(data.x_unl), data.x_unl.device

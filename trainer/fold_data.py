@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainer.features import Standardizer
+
 
 @dataclass
 class FoldData:
@@ -22,6 +24,7 @@ class FoldData:
     y_test: torch.Tensor  # used only to score; never by any training decision
     prior: torch.Tensor  # [C] class distribution of the labelled subset (labelled + val)
     n_classes: int
+    standardizer: Standardizer  # fitted on the rows the learner sees (labelled, val, pool); every x_* is z-scored
 
     @classmethod
     def build(cls, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, split, n_classes: int, device,
@@ -39,6 +42,8 @@ class FoldData:
             y_unl = y_unl.copy()
             y_unl[: len(in_test)][in_test] = -1
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
+        st = Standardizer().fit(np.concatenate([x[split.labeled], x[split.val], x_unl]))
+        x, x_unl = st.transform(x), st.transform(x_unl)
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)
         return cls(x_lab=t(x[split.labeled]), y_lab=t(y[split.labeled], torch.long),
@@ -46,4 +51,4 @@ class FoldData:
                    x_unl=t(x_unl), y_unl_hidden=t(y_unl, torch.long), group_speaker=t(spk_ids, torch.long),
                    x_train_all=t(x[split.train]), y_train_all=t(y[split.train], torch.long),
                    x_test=t(x[split.test]), y_test=t(y[split.test], torch.long),
-                   prior=t(prior / prior.sum()), n_classes=n_classes)
+                   prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)

@@ -15,12 +15,22 @@ from trainer.metrics import fast_macro_f1, histogram_entropy
 
 
 class Monitor:
-    def __init__(self, data: FoldData, method: str, curves: list):
+    """Validation every epoch (cheap); test/pool diagnostics on about `points` evenly spaced epochs."""
+
+    def __init__(self, data: FoldData, method: str, curves: list, n_epochs: int, points: int = 25):
         self.data, self.method, self.curves = data, method, curves
+        self.every, self.last = max(1, n_epochs // points), n_epochs - 1
         self.best_val, self.best_state, self.best_epoch = -1.0, None, None
 
     def end_epoch(self, policy, epoch: int, **diag) -> None:
         d = self.data
+        if len(d.x_val):
+            val_f1 = fast_macro_f1(d.y_val.cpu().numpy(), policy.probs(d.x_val).argmax(1).cpu().numpy(), d.n_classes)
+            if val_f1 > self.best_val:
+                self.best_val, self.best_epoch = val_f1, epoch
+                self.best_state = copy.deepcopy(policy.state_dict())
+        if epoch % self.every and epoch != self.last:
+            return
         row = {"method": self.method, "epoch": epoch}
         pred_test = policy.probs(d.x_test).argmax(1).cpu().numpy()
         row["test_macro_f1"] = fast_macro_f1(d.y_test.cpu().numpy(), pred_test, d.n_classes)
@@ -28,11 +38,7 @@ class Monitor:
             pred_unl = policy.probs(d.x_unl).argmax(1).cpu().numpy()
             row["pool_pred_entropy"] = histogram_entropy(pred_unl, d.n_classes)
         if len(d.x_val):
-            val_f1 = fast_macro_f1(d.y_val.cpu().numpy(), policy.probs(d.x_val).argmax(1).cpu().numpy(), d.n_classes)
             row["val_macro_f1"] = val_f1
-            if val_f1 > self.best_val:
-                self.best_val, self.best_epoch = val_f1, epoch
-                self.best_state = copy.deepcopy(policy.state_dict())
         row.update(diag)
         self.curves.append(row)
 

@@ -14,6 +14,7 @@ from torch import nn
 class Policy(nn.Module):
     def __init__(self, n_layers: int, dim: int, n_classes: int, head: str = "mlp", hidden: int = 256,
                  dropout: float = 0.2):
+        """The standardisation statistics are buffers so that a saved policy is self-contained."""
         super().__init__()
         self.arch = dict(n_layers=n_layers, dim=dim, n_classes=n_classes, head=head, hidden=hidden, dropout=dropout)
         self.register_buffer("feat_mean", torch.zeros(n_layers, dim))
@@ -33,10 +34,13 @@ class Policy(nn.Module):
             return torch.ones(1, device=self.feat_mean.device)
         return torch.softmax(self.layer_logits, 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, L, D] prepared features -> logits [N, C]."""
-        z = (x - self.feat_mean) / self.feat_std
-        z = torch.einsum("nld,l->nd", z, self.layer_weights()) if self.layer_logits is not None else z[:, 0]
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepared features -> the policy's input (training-fold z-scores); done once per fold in training."""
+        return (x - self.feat_mean) / self.feat_std
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: [N, L, D] standardised features -> logits [N, C]."""
+        z = torch.matmul(self.layer_weights(), z) if self.layer_logits is not None else z[:, 0]
         return self.head(z)
 
     @torch.no_grad()

@@ -69,7 +69,6 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
                              f"this cache {x.shape[1:]}: extract it with the same encoder and --layer")
         spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
     data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), dev, x_ext, spk_ext)
-    x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
     rows, curves, preds, models = [], [], {}, {}
 
     def gen(salt):
@@ -92,15 +91,15 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     warm = None
     if set(cfg.methods) - {"topline"}:
         t0 = time.perf_counter()
-        mon = Monitor(data, "supervised", curves)
-        warm = fit_supervised(new_policy(cfg, x_fit, len(classes), job_seed(fold, seed, "init")),
+        mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
+        warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), dev),
                               data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)
     for method in [m for m in METHOD_ORDER if m in cfg.methods and m != "supervised"]:
         t0 = time.perf_counter() - (t_warm if method != "topline" else 0.0)
-        mon = Monitor(data, method, curves)
+        mon = Monitor(data, method, curves, {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs}.get(method, cfg.epochs))
         if method == "bgrpo":
             teacher = None
             if needs_teacher(parse_reward(cfg.reward)):
@@ -115,11 +114,11 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
                 teacher = build_teacher(cfg.teacher, warm, cfg.tau, probs)
             model = train_bgrpo(warm, data, cfg, teacher, gen("bgrpo"), mon)
         elif method == "pseudo-label":
-            model = train_pseudo_label(warm, data, cfg, x_fit, job_seed(fold, seed, "pl"), gen("pseudo-label"), mon)
+            model = train_pseudo_label(warm, data, cfg, job_seed(fold, seed, "pl"), gen("pseudo-label"), mon)
         elif method == "dino":
             model = train_dino(warm, data, cfg, gen("dino"), mon)
         else:  # topline: the same head and recipe on every training label
-            model = fit_supervised(new_policy(cfg, x_fit, len(classes), job_seed(fold, seed, "init")),
+            model = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), dev),
                                    data.x_train_all, data.y_train_all, cfg, gen("topline"), mon)
         finish(method, model, t0, mon.best_epoch)
     for c in curves:

@@ -11,19 +11,19 @@ from trainer.monitor import Monitor
 from trainer.policy import Policy
 
 
-def new_policy(cfg, x_fit: torch.Tensor, n_classes: int, seed: int) -> Policy:
-    """A fresh head with standardisation fitted on `x_fit` (training rows only), seeded init."""
+def new_policy(cfg, standardizer: Standardizer, n_classes: int, seed: int, device) -> Policy:
+    """A fresh head (seeded init) carrying the fold's standardisation statistics."""
     torch.manual_seed(seed)
-    pol = Policy(x_fit.shape[1], x_fit.shape[2], n_classes, cfg.head, cfg.hidden, cfg.dropout).to(x_fit.device)
-    st = Standardizer().fit(x_fit.cpu().numpy())
-    pol.set_standardizer(st.mean_, st.std_)
-    return pol
+    n_layers, dim = standardizer.mean_.shape
+    pol = Policy(n_layers, dim, n_classes, cfg.head, cfg.hidden, cfg.dropout)
+    pol.set_standardizer(standardizer.mean_, standardizer.std_)
+    return pol.to(device)
 
 
 def fit_supervised(policy: Policy, x: torch.Tensor, y: torch.Tensor, cfg, generator: torch.Generator,
                    monitor: Monitor | None = None, sample_weight: torch.Tensor | None = None) -> Policy:
     """Adam on (weighted) cross-entropy, mini-batches of --batch-size, --warmup-epochs passes."""
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay, foreach=False, fused=True)
     w = torch.ones(len(x), device=x.device) if sample_weight is None else sample_weight
     policy.train()
     for epoch in range(cfg.warmup_epochs):

@@ -61,6 +61,7 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
     """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
     probabilities for the pool's utterances (matched by utt_id)."""
     from trainer.run import prepared_cache  # late import: run builds on this module
+    from trainer.features import Standardizer
     from trainer.supervised import fit_supervised, new_policy
 
     x, table = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)[:2]
@@ -71,8 +72,9 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
                          f"(e.g. {missing[0]}): extract the same manifest with the teacher's encoder")
     rows_lab = [pos[u] for u in utt_lab]
     rows_pool = [pos[u] for u in utt_pool]
-    xt = torch.as_tensor(x, device=device)
-    model = new_policy(cfg, xt[rows_lab + rows_pool], n_classes, seed)
+    st = Standardizer().fit(x[rows_lab + rows_pool])
+    xt = torch.as_tensor(st.transform(x), device=device)
+    model = new_policy(cfg, st, n_classes, seed, device)
     gen = torch.Generator().manual_seed(seed)
     model = fit_supervised(model, xt[rows_lab], torch.as_tensor(y_lab, device=device), cfg, gen)
     return model.probs(xt[rows_pool])
