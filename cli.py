@@ -187,6 +187,54 @@ def train(
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
 
+@app.command()
+def ablate(
+    cache: str = typer.Option(..., help="HDF5 cache from `extract` (audio is never read)."),
+    grid: str = typer.Option(..., help="grid.toml: [base] fixed config fields, [grid] field = [values, ...]."),
+    workers: int = typer.Option(2, help="Parallel processes over settings x folds x seeds."),
+    out: str = typer.Option(None, help="Output directory (default runs/ablate-<time>)."),
+) -> None:
+    """Run a grid of any train settings x folds x seeds; write ablation.csv / ablation.md."""
+    import time
+    from pathlib import Path
+
+    from trainer.ablate import ablate as run
+
+    out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        run(cache, grid, out_dir, workers)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(error)
+    typer.echo((Path(out_dir) / "ablation.md").read_text())
+    typer.echo(f"wrote {out_dir}/ablation.csv, ablation.md, all_runs.csv")
+
+
+@app.command()
+def predict(
+    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads)."),
+    run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    csv: str = typer.Option(None, help="Also write the table to this CSV."),
+) -> None:
+    """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
+    from trainer.predict import predict as run_predict
+
+    try:
+        table = run_predict(run, audio, device)
+    except (ValueError, FileNotFoundError, OSError, KeyError) as error:
+        _fail(error)
+    classes = [c for c in table.columns if c not in ("path", "label")]
+    for _, row in table.iterrows():
+        probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
+        typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
+    if csv:
+        from pathlib import Path
+
+        from trainer.run import write_atomic
+
+        write_atomic(Path(csv), table.to_csv(index=False))
+
+
 # --- demo ----------------------------------------------------------------------------------
 @app.command()
 def demo(

@@ -130,3 +130,28 @@ def test_cli_train_prints_the_table_and_fails_cleanly(cache, tmp_path):
         assert bad.returncode == 2 and msg in bad.stderr and not (tmp_path / "bad").exists()
     missing = subprocess.run(cmd[:3] + ["--cache", str(tmp_path / "none.h5")], capture_output=True, text=True, cwd=ROOT)
     assert missing.returncode == 2 and "none.h5" in missing.stderr
+
+
+def test_ablate_grid_writes_one_combined_table(cache, tmp_path):
+    from trainer.ablate import ablate
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[base]\nmethods = ["supervised", "bgrpo"]\nseeds = [0]\nfolds = ["0", "1"]\nepochs = 2\n'
+                    'warmup_epochs = 5\n[grid]\nreward = ["self", "teacher"]\nbeta = [0.0, 0.04]\n')
+    table = ablate(cache, grid, tmp_path / "out", workers=1)
+    assert len(table) == 2 * 2 * 2 and set(table.method) == {"supervised", "bgrpo"}
+    assert {"reward", "beta", "macro_f1_mean", "macro_f1_std", "rel_vs_supervised", "runs"} <= set(table.columns)
+    assert (table.runs == 2).all()
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    assert md.count("\n") == 2 + 8 and "| teacher | 0.04 | bgrpo |" in md
+    assert len(pd.read_csv(tmp_path / "out" / "all_runs.csv")) == 4 * 2 * 2
+
+
+def test_ablate_rejects_unknown_fields(cache, tmp_path):
+    from trainer.ablate import ablate
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[grid]\nrewardz = ["self"]\n')
+    with pytest.raises(ValueError, match="unknown field 'rewardz'"):
+        ablate(cache, grid, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

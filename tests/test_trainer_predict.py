@@ -1,0 +1,76 @@
+"""`predict` end to end on generated audio: encode a two-class tone corpus with the embedded
+Whisper base, train a run on its cache, then label new files through the CLI."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from pipeline.cache import write_cache_arrays
+from trainer.config import TrainConfig
+from trainer.run import train
+
+extract = pytest.importorskip("pipeline.extract")
+if not hasattr(extract, "embed_files"):
+    pytest.skip("pipeline.extract.embed_files is not available yet", allow_module_level=True)
+
+SR = 16000
+
+
+def tone(path, freq, amp, seconds=0.5):
+    t = np.arange(int(seconds * SR)) / SR
+    sf.write(path, amp * np.sin(2 * np.pi * freq * t) * np.hanning(len(t)), SR)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tone_run(tmp_path_factory):
+    """Classes 'low' (150-300 Hz) and 'high' (2.5-4 kHz); a 'speaker' is a loudness level."""
+    from pipeline.encoder import EncoderError, load_encoder
+
+    try:
+        enc = load_encoder("base", "cpu")
+    except EncoderError as error:
+        pytest.skip(f"embedded Whisper base not installed: {error}")
+    d = tmp_path_factory.mktemp("tones")
+    rng = np.random.default_rng(0)
+    rows, paths = [], []
+    for s, amp in enumerate([0.1, 0.2, 0.3, 0.5]):
+        for label, (lo, hi) in {"low": (150, 300), "high": (2500, 4000)}.items():
+            for k in range(4):
+                paths.append(tone(d / f"s{s}_{label}{k}.wav", rng.uniform(lo, hi), amp))
+                rows.append({"utt_id": f"s{s}_{label}{k}", "label": label, "speaker": f"s{s}", "fold": s % 2})
+    feats = extract.embed_files(paths, model="base", window="trim", encoder=enc)
+    cache = write_cache_arrays(d / "tones.h5", feats, pd.DataFrame(rows), {"encoder_id": "base", "window": "trim"})
+    cfg = TrainConfig(methods=("bgrpo", "supervised"), seeds=(0,), labeled_fraction=0.5, epochs=2, warmup_epochs=30)
+    train(cfg, cache, d / "run")
+    return d
+
+
+def test_predict_labels_new_generated_files(tone_run):
+    from cli import app
+
+    files = [tone(tone_run / "new_low.wav", 220, 0.25), tone(tone_run / "new_high.wav", 3300, 0.4)]
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
+                                      "--csv", str(tone_run / "pred.csv"), *files])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tone_run / "pred.csv")
+    assert table.label.tolist() == ["low", "high"]
+    assert np.allclose(table[["high", "low"]].sum(axis=1), 1.0, atol=1e-5)
+    assert "new_low.wav\tlow\thigh=" in result.output
+
+
+def test_predict_names_a_missing_file(tone_run):
+    from cli import app
+
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), str(tone_run / "nope.wav")])
+    assert result.exit_code == 2 and "nope.wav" in result.output
+
+
+def test_predict_without_a_trained_run_fails_cleanly(tmp_path):
+    from cli import app
+
+    result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path), str(Path(__file__))])
+    assert result.exit_code == 2 and "models.safetensors" in result.output

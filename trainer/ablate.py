@@ -1,0 +1,103 @@
+"""Ablation grids from cached embeddings (never audio): the cartesian product of any config fields
+x folds x seeds, all jobs in one pool of processes, one combined table (CSV + Markdown).
+
+grid.toml:
+    [base]                      # fixed fields for every run (any TrainConfig field)
+    methods = ["supervised", "bgrpo"]
+    seeds = [0, 1, 2]
+    [grid]                      # each key lists values; one run per combination
+    reward = ["self", "teacher", "self+teacher"]
+    labeled_fraction = [0.05, 0.1]
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+
+from trainer.config import TrainConfig, field_names
+from trainer.run import collect, class_names, jobs_for, prepared_cache, run_jobs, summarise, write_atomic
+
+
+def read_grid(path) -> tuple[dict, dict]:
+    """(base overrides, {field: [values]}) from grid.toml, with unknown fields named."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"grid file {path} not found (see `python cli.py ablate --help` for its format)")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML ({error})") from error
+    base, grid = dict(spec.get("base", {})), dict(spec.get("grid", {}))
+    stray = sorted(set(spec) - {"base", "grid"})
+    if stray:
+        raise ValueError(f"{path}: unknown table/key {stray[0]!r}; use [base] and [grid]")
+    known = set(field_names())
+    for key in list(base) + list(grid):
+        if key not in known:
+            raise ValueError(f"{path}: unknown field {key!r}; known: {', '.join(sorted(known))}")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: [grid] {key} must be a non-empty list")
+    return base, grid
+
+
+def combinations(base: dict, grid: dict, overrides: dict) -> list[tuple[dict, TrainConfig]]:
+    """Every combination as (its grid values, validated config); overrides (CLI) apply last."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+        point = dict(zip(keys, values))
+        out.append((point, TrainConfig.from_dict({**base, **point, **overrides, "save_models": False})))
+    return out
+
+
+def ablate(cache_path, grid_path, out_dir, workers: int = 1) -> pd.DataFrame:
+    """Run the grid; write ablation.csv, ablation.md, all_runs.csv, grid.json; return the table."""
+    t0 = time.perf_counter()
+    base, grid = read_grid(grid_path)
+    combos = combinations(base, grid, {"workers": workers})
+    jobs, owner = [], []
+    for i, (_, cfg) in enumerate(combos):
+        for job in jobs_for(cfg, cache_path):
+            jobs.append(job)
+            owner.append(i)
+    results = run_jobs(jobs, workers, desc=f"{len(combos)} settings x folds x seeds")
+    _, table, _, fingerprint = prepared_cache(str(cache_path), combos[0][1].layer, combos[0][1].speaker_norm)
+    classes = class_names(table)
+    lines, all_rows = [], []
+    for i, (point, cfg) in enumerate(combos):
+        rows = collect([r for r, o in zip(results, owner) if o == i], classes)[0]
+        all_rows.append(rows.assign(**{k: json.dumps(v) if isinstance(v, list) else v for k, v in point.items()}))
+        for method, d in summarise(rows, len(classes)).items():
+            lines.append({**point, "method": method,
+                          **{f"{s}_{k}": d[s][k] for s in ("macro_f1", "ua", "wa") for k in ("mean", "std")},
+                          "rel_vs_supervised": d.get("rel_macro_f1_vs_supervised"), "gap_recovered": d.get("gap_recovered"),
+                          "collapsed": d["collapsed_runs"], "runs": d["macro_f1"]["n"]})
+    summary = pd.DataFrame(lines)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(out_dir / "ablation.csv", summary.to_csv(index=False))
+    write_atomic(out_dir / "ablation.md", markdown_table(summary, list(grid)))
+    write_atomic(out_dir / "all_runs.csv", pd.concat(all_rows, ignore_index=True).to_csv(index=False))
+    write_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "cache": str(cache_path),
+                                                    "fingerprint": fingerprint,
+                                                    "wall_seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+    return summary
+
+
+def markdown_table(summary: pd.DataFrame, keys: list[str]) -> str:
+    head = keys + ["method", "macro-F1", "UA", "WA", "rel vs sup", "G", "collapsed"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    fmt = lambda v: "" if v is None or pd.isna(v) else v  # noqa: E731
+    for _, r in summary.iterrows():
+        cells = [str(r[k]) for k in keys] + [r["method"]]
+        cells += [f"{r[f'{s}_mean']:.1f} ± {r[f'{s}_std']:.1f}" for s in ("macro_f1", "ua", "wa")]
+        rel, g = fmt(r["rel_vs_supervised"]), fmt(r["gap_recovered"])
+        cells += [f"{rel:+.1f}%" if rel != "" else "", f"{g:.2f}" if g != "" else "", f"{r['collapsed']}/{r['runs']}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"

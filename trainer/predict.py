@@ -1,0 +1,44 @@
+"""Inference with a trained run: encode audio files with the run's encoder and window, then average
+the class probabilities of the run's saved policies (one per fold x seed: an ensemble)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainer.features import prepare
+from trainer.policy import load_policies
+
+
+def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None) -> np.ndarray:
+    """Mean probabilities [n, C] of all policies for pooled hidden states [n, L+1, D].
+
+    Features go through float16 as in a cache, so a file scores exactly like its cached vector.
+    With --speaker-norm runs, `speakers` groups the files (default: all files are one speaker).
+    """
+    feats = np.asarray(feats, dtype=np.float16)
+    speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
+    x = torch.as_tensor(prepare(feats, speakers, meta["layer"], meta["speaker_norm"]))
+    probs = [pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu() for pol in policies.values()]
+    return torch.stack(probs).mean(0).numpy()
+
+
+def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.DataFrame:
+    """One row per file: path, predicted label, probability of every class."""
+    from pipeline.extract import embed_files
+
+    policies, meta = load_policies(Path(run_dir) / "models.safetensors")
+    missing = [p for p in audio_paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"audio file {missing[0]} not found")
+    if meta["speaker_norm"] and speakers is None and len(audio_paths) < 8:
+        print(f"warning: run {run_dir} used --speaker-norm; {len(audio_paths)} file(s) are treated as one speaker, "
+              "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
+    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)
+    probs = predict_features(policies, meta, feats, speakers)
+    classes = meta["classes"]
+    out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
+    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1)
