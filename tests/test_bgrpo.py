@@ -21,6 +21,12 @@ def test_advantage_std_normalisation_uses_the_batch_std():
     assert advantage(r, adv_std=True).tolist() == pytest.approx([0.0, 0.0, 0.4 / (std + 1e-6)])
 
 
+def test_class_baseline_compares_samples_with_the_same_action():
+    r = torch.tensor([0.2, 0.4, 0.9, 0.5], dtype=torch.float64)
+    a = advantage(r, adv_std=False, actions=torch.tensor([0, 0, 1, 1]), n_classes=3)
+    assert a.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.0])  # baselines 0.3 (class 0) and 0.7 (class 1)
+
+
 def test_equal_rewards_select_nothing():
     assert advantage(torch.full((4,), 0.7), adv_std=True).eq(0).all()
 

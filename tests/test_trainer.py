@@ -97,6 +97,17 @@ def test_layer_modes_and_options_run(cache, tmp_path, layer):
     assert 0 <= res["methods"]["bgrpo"]["macro_f1"]["mean"] <= 100
 
 
+def test_refit_update_with_balanced_actions(cache, tmp_path):
+    cfg = small(methods=("bgrpo",), seeds=(0,), folds=("0",), update="refit", refit_rounds=2, action="balanced",
+                reward="assign", baseline="class", adv_std=True)
+    res = train(cfg, cache, tmp_path)
+    curves = pd.read_csv(tmp_path / "curves.csv").query("method == 'bgrpo'")
+    assert curves.epoch.tolist() == [0, 1] and (curves.selection_rate > 0).all()
+    hist = [list(map(int, h.split("|"))) for h in curves.action_hist]
+    assert all(max(h) - min(h) <= 2 for h in hist)  # balanced actions follow the (uniform) labelled prior
+    assert 0 <= res["methods"]["bgrpo"]["macro_f1"]["mean"] <= 100
+
+
 def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path):
     ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5)
     res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self"),

@@ -16,9 +16,18 @@ from trainer.policy import Policy
 from trainer.rewards import compute_reward, parse_reward
 
 
-def advantage(r: torch.Tensor, adv_std: bool) -> torch.Tensor:
-    """E4 b = mean_j r_j; E5 A_i = max(r_i - b, 0), optionally divided by std_j r_j + 1e-6."""
-    a = r - r.mean()
+def advantage(r: torch.Tensor, adv_std: bool, actions: torch.Tensor | None = None, n_classes: int = 0) -> torch.Tensor:
+    """E4 b = mean_j r_j; E5 A_i = max(r_i - b, 0), optionally divided by std_j r_j + 1e-6.
+
+    With `actions` (--baseline class) b_i is the mean reward of the batch samples that took the
+    same action, so every class competes only with itself (a class-balanced selection).
+    """
+    if actions is None:
+        b = r.mean()
+    else:
+        sums = torch.zeros(n_classes, dtype=r.dtype, device=r.device).index_add_(0, actions, r)
+        b = (sums / torch.bincount(actions, minlength=n_classes).clamp_min(1).to(r.dtype))[actions]
+    a = r - b
     if adv_std:
         a = a / (r.std(unbiased=False) + 1e-6)
     return a.clamp_min(0.0)
@@ -36,40 +45,66 @@ def bgrpo_loss(logp, logp_old, logp_ref, actions, adv, eps: float, beta: float) 
     return -(surrogate - beta * exact_kl(logp, logp_ref)).mean()
 
 
+def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms, teacher,
+                   generator: torch.Generator):
+    """E1-E5 for one group (pool rows idx) under pi_old = the current policy: probabilities,
+    actions, rewards and advantages."""
+    x = data.x_unl[idx]
+    plan = None
+    if cfg.action == "balanced" or "assign" in terms:
+        if cfg.balance_scope == "batch":
+            p_old = policy.probs(x)
+            plan = sinkhorn(p_old, data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+        else:  # the assignment over the whole pool (or each speaker in it), rows of this group kept
+            p_pool = policy.probs(data.x_unl)
+            groups = data.group_speaker if cfg.balance_scope == "speaker" else None
+            plan, p_old = sinkhorn(p_pool, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)[idx], p_pool[idx]
+    else:
+        p_old = policy.probs(x)
+    actions = select_actions(p_old, cfg.action, generator if x.device.type == "cpu" else None, plan)
+    conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
+    p_teacher = teacher.probs(x, idx) if teacher is not None else None
+    r = compute_reward(terms, p_old, actions, p_teacher, conf)
+    adv = advantage(r, cfg.adv_std, actions if cfg.baseline == "class" else None, data.n_classes)
+    return p_old, actions, r, adv
+
+
+class EpochLog:
+    """Collects one epoch's groups for the selection diagnostics."""
+
+    def __init__(self, data: FoldData):
+        self.data, self.parts = data, []
+
+    def add(self, idx, p_old, actions, r, adv) -> None:
+        self.parts.append((idx, p_old, actions, r, adv))
+
+    def cat(self) -> tuple[torch.Tensor, ...]:
+        """(idx, p_old, actions, r, adv) of the whole epoch."""
+        return tuple(torch.cat(v) for v in zip(*self.parts))
+
+    def diagnostics(self) -> dict:
+        idx, p_old, actions, r, adv = self.cat()
+        return selection_diagnostics(actions, adv, r, self.data.y_unl_hidden[idx], p_old, self.data.n_classes)
+
+
 def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
                 monitor: Monitor) -> Policy:
-    """Run --epochs passes over the unlabelled pool in batches (groups) of --batch-size."""
+    """--update grpo: --epochs passes over the pool in groups of --batch-size, mu clipped steps each."""
     policy = warm.frozen_copy()
     for p in policy.parameters():
         p.requires_grad_(True)
-    ref = warm.frozen_copy()
+    logp_ref_pool = F.log_softmax(warm.frozen_copy()(data.x_unl), 1).detach()  # pi_ref is frozen: once
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=False, fused=True)
     terms = parse_reward(cfg.reward)
-    needs_plan = cfg.action == "balanced" or "assign" in terms
-    x_u, n_u, dev = data.x_unl, len(data.x_unl), data.x_unl.device
+    dev = data.x_unl.device
     for epoch in range(cfg.epochs):
-        log = {k: [] for k in ("actions", "adv", "reward", "hidden", "p_old")}
-        for idx in torch.randperm(n_u, generator=generator).to(dev).split(cfg.batch_size):
-            x = x_u[idx]
+        log = EpochLog(data)
+        for idx in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
             with torch.no_grad():
-                plan = None
-                if needs_plan and cfg.balance_scope == "batch":
-                    p_old = policy.probs(x)
-                    plan = sinkhorn(p_old, data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-                elif needs_plan:  # the assignment over the whole pool (or each speaker in it)
-                    p_pool = policy.probs(x_u)
-                    groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-                    plan, p_old = sinkhorn(p_pool, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)[idx], p_pool[idx]
-                else:
-                    p_old = policy.probs(x)
-                actions = select_actions(p_old, cfg.action, generator if dev.type == "cpu" else None, plan)
-                conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
-                p_teacher = teacher.probs(x, idx) if teacher is not None else None
-                r = compute_reward(terms, p_old, actions, p_teacher, conf)
-                adv = advantage(r, cfg.adv_std)
-                logp_old, logp_ref = torch.log(p_old.clamp_min(1e-12)), F.log_softmax(ref(x), 1)
+                p_old, actions, r, adv = act_and_reward(policy, data, idx, cfg, terms, teacher, generator)
+            x, logp_old = data.x_unl[idx], torch.log(p_old.clamp_min(1e-12))
             for _ in range(cfg.mu):
-                loss = bgrpo_loss(F.log_softmax(policy(x), 1), logp_old, logp_ref, actions, adv, cfg.eps, cfg.beta)
+                loss = bgrpo_loss(F.log_softmax(policy(x), 1), logp_old, logp_ref_pool[idx], actions, adv, cfg.eps, cfg.beta)
                 if cfg.ce_weight > 0:
                     lab = torch.randint(len(data.x_lab), (min(cfg.batch_size, len(data.x_lab)),), generator=generator).to(dev)
                     loss = loss + cfg.ce_weight * F.cross_entropy(policy(data.x_lab[lab]), data.y_lab[lab])
@@ -78,10 +113,32 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
                 opt.step()
                 if teacher is not None:
                     teacher.update(policy)
-            for k, v in zip(log, (actions, adv, r, data.y_unl_hidden[idx], p_old)):
-                log[k].append(v)
-        cat = {k: torch.cat(v) for k, v in log.items()}
-        monitor.end_epoch(policy, epoch, **selection_diagnostics(
-            cat["actions"], cat["adv"], cat["reward"], cat["hidden"], cat["p_old"], data.n_classes))
+            log.add(idx, p_old, actions, r, adv)
+        monitor.end_epoch(policy, epoch, **log.diagnostics())
     monitor.finish(policy)
     return policy.eval()
+
+
+def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
+                      monitor: Monitor, seed: int) -> Policy:
+    """--update refit (SPEC 8, prototype form): each round, E1-E5 over the pool's groups under the
+    current policy; selected samples (A > 0) join the labelled set with their action as label,
+    weighted by A / mean(A of the selected), and a fresh head is trained on the union."""
+    from trainer.supervised import fit_supervised, new_policy  # late import: supervised imports monitor
+
+    terms = parse_reward(cfg.reward)
+    policy, dev = warm, data.x_unl.device
+    for rnd in range(cfg.refit_rounds):
+        log = EpochLog(data)
+        for idx in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
+            log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
+        idx, _, actions, _, adv = log.cat()
+        keep = adv > 0
+        weights = torch.cat([torch.ones(len(data.x_lab), device=dev), adv[keep] / adv[keep].mean()]) if keep.any() \
+            else torch.ones(len(data.x_lab), device=dev)
+        policy = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev),
+                                torch.cat([data.x_lab, data.x_unl[idx[keep]]]),
+                                torch.cat([data.y_lab, actions[keep]]), cfg, generator, sample_weight=weights)
+        monitor.end_epoch(policy, rnd, **log.diagnostics())
+    monitor.finish(policy)
+    return policy

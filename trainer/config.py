@@ -50,6 +50,9 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 30
     ce_weight: float = 0.0
+    baseline: str = "batch"  # E4: batch mean, or "class": mean over the batch samples with the same action
+    update: str = "grpo"  # grpo: E6-E8 gradient steps; refit: selected samples (A>0) join L, fresh head (SPEC 8)
+    refit_rounds: int = 3
     # --- baselines (SPEC 6)
     pl_threshold: float = 0.9
     pl_rounds: int = 3
@@ -89,6 +92,8 @@ class TrainConfig:
         need(self.teacher in ("ema", "frozen") or self.teacher.startswith("cache:"),
              f"--teacher {self.teacher!r}: ema, frozen or cache:FILE.h5")
         need(0 <= self.tau <= 1, "--tau must be in [0, 1]")
+        need(self.baseline in ("batch", "class"), f"--baseline {self.baseline!r}: batch or class")
+        need(self.update in ("grpo", "refit") and self.refit_rounds >= 1, f"--update {self.update!r}: grpo or refit (--refit-rounds >= 1)")
         need(self.mu >= 1, "--mu must be >= 1")
         need(0 <= self.eps < 1, "--eps must be in [0, 1)")
         need(self.beta >= 0 and self.ce_weight >= 0, "--beta and --ce-weight must be >= 0")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.cache import load_cache
 from trainer.baselines import train_dino, train_pseudo_label
-from trainer.bgrpo import train_bgrpo
+from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
 from trainer.fold_data import FoldData
 from trainer.features import prepare
@@ -99,7 +99,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
             finish("supervised", warm, t0, mon.best_epoch)
     for method in [m for m in METHOD_ORDER if m in cfg.methods and m != "supervised"]:
         t0 = time.perf_counter() - (t_warm if method != "topline" else 0.0)
-        mon = Monitor(data, method, curves, {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs}.get(method, cfg.epochs))
+        n_epochs = {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs,
+                    "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
+        mon = Monitor(data, method, curves, n_epochs)
         if method == "bgrpo":
             teacher = None
             if needs_teacher(parse_reward(cfg.reward)):
@@ -112,7 +114,10 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
                     probs = cache_teacher_probs(cfg, cfg.teacher[len("cache:"):], utt[split.labeled], y[split.labeled],
                                                 utt[split.unlabeled], len(classes), job_seed(fold, seed, "teacher"), dev)
                 teacher = build_teacher(cfg.teacher, warm, cfg.tau, probs)
-            model = train_bgrpo(warm, data, cfg, teacher, gen("bgrpo"), mon)
+            if cfg.update == "refit":
+                model = train_bgrpo_refit(warm, data, cfg, teacher, gen("bgrpo"), mon, job_seed(fold, seed, "refit"))
+            else:
+                model = train_bgrpo(warm, data, cfg, teacher, gen("bgrpo"), mon)
         elif method == "pseudo-label":
             model = train_pseudo_label(warm, data, cfg, job_seed(fold, seed, "pl"), gen("pseudo-label"), mon)
         elif method == "dino":
