@@ -280,7 +280,8 @@ def demo(
         result = run_extract(table, base / "corpus", cache, window="trim", log=typer.echo)
         if result.failed:
             raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
-        typer.echo(result.final_line())
+        if not result.already_complete:
+            typer.echo(result.final_line())
         typer.echo("4/4 train: supervised (10% labels), bgrpo, topline (all labels) over speaker folds")
         cfg = _D(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)),
                  device=resolve_device("auto"))
