@@ -1,5 +1,6 @@
 """PNG figures of a run: macro-F1 and selection precision per epoch per method (mean over folds x
-seeds), and the confusion matrix of the best method (highest mean macro-F1)."""
+seeds), and the confusion matrix of the best method (highest mean macro-F1; the all-label topline
+is a reference, not a candidate)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,6 +16,7 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
     import matplotlib.pyplot as plt
 
     written = []
+    colors = {m: f"C{i}" for i, m in enumerate(summary["methods"])}
     if len(curves):
         panels = [c for c in ("test_macro_f1", "selection_precision", "pool_pred_entropy") if c in curves]
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
@@ -22,17 +24,18 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
             for method, g in curves.groupby("method", sort=False):
                 m = g.groupby("epoch")[col].mean()
                 if m.notna().any():
-                    ax.plot(m.index, m.values, label=method)
+                    ax.plot(m.index, m.values, label=method, color=colors.get(method))
             ax.set_xlabel("epoch (pseudo-label: round)")
             ax.set_title(col.replace("_", " ") + (" (diagnostic only)" if col.startswith("test") else ""))
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+            ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(out_dir / "curves.png")
         fig.savefig(written[-1], dpi=110)
         plt.close(fig)
     methods = summary["methods"]
-    best = max(methods, key=lambda m: methods[m]["macro_f1"]["mean"]) if methods else None
+    candidates = [m for m in methods if m != "topline"] or list(methods)
+    best = max(candidates, key=lambda m: methods[m]["macro_f1"]["mean"]) if candidates else None
     if best and "confusion" in methods[best]:
         cm = np.asarray(methods[best]["confusion"], dtype=float)
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)

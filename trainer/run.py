@@ -1,6 +1,23 @@
 """The whole protocol for folds x seeds: every requested method per job, scores, diagnostics,
-summaries and the files of a run directory (results.json/.csv, curves.csv, predictions.csv,
-config.json, models.safetensors, plots).
+summaries and the files of a run directory.
+
+Run directory (scores in percent):
+  results.json  {"methods": {NAME: {"macro_f1"|"ua"|"wa": {"mean", "std", "n"},
+                   "rel_macro_f1_vs_supervised": % (when supervised ran),
+                   "gap_recovered": G (when supervised and topline ran),
+                   "collapsed_runs": int, "per_fold_macro_f1": {fold: mean over seeds},
+                   "confusion": [[...]] (summed over folds x seeds, rows = true, cache.classes order)}},
+                 "config": TrainConfig fields, "cache": {path, fingerprint, encoder_id, window, classes,
+                 n_utterances}, "git_revision": str, "wall_seconds": float}
+  results.csv   one row per method x fold x seed: macro_f1, ua, wa, pool_pred_entropy, collapsed,
+                kept_epoch, n_labeled, n_val, n_unlabeled, n_test, speaker_overlap, seconds
+  curves.csv    per method x fold x seed x epoch (pseudo-label, refit: round): test_macro_f1 (diagnostic
+                only), val_macro_f1, pool_pred_entropy; B-GRPO adds selection_rate, selection_precision
+                (hidden labels, never used), mean_reward, mean_pred_entropy, action_entropy, action_hist
+  predictions.csv  method, fold, seed, utt_id, label, pred for every test utterance
+  config.json   config + cache identity + git revision (enough to re-run)
+  models.safetensors  the first --method's policy per fold x seed (for `predict`)
+  curves.png, confusion.png
 """
 from __future__ import annotations
 
