@@ -266,10 +266,10 @@ def demo(
 
     base = Path(out)
     try:
-        _, _, tag = resolve_model(None)  # the embedded encoder: fail before any work if missing
-        typer.echo("1/4 generating the demo corpus with eSpeak NG")
         if speakers < 4:
             raise ValueError("--speakers must be at least 4: the demo uses 4 speaker-independent folds")
+        _, _, tag = resolve_model(None)  # the embedded encoder: fail before any work if missing
+        typer.echo("1/4 generating the demo corpus with eSpeak NG")
         generate(base / "corpus", seed=seed, n_speakers=speakers, n_sentences=sentences, n_takes=takes)
         typer.echo("2/4 manifest (folders adapter, speaker-grouped folds)")
         table = prepare("folders", base / "corpus", speaker_regex=SPEAKER_REGEX, n_folds=4, language="en")
@@ -282,9 +282,10 @@ def demo(
             raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
         if not result.already_complete:
             typer.echo(result.final_line())
-        typer.echo("4/4 train: supervised (10% labels), bgrpo, topline (all labels) over speaker folds")
         cfg = _D(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)),
                  device=resolve_device("auto"))
+        typer.echo(f"4/4 train: supervised ({cfg.labeled_fraction:.0%} labels), bgrpo, topline (all labels) "
+                   f"over 4 speaker folds x {seeds} seeds")
         summary = run_train(cfg, cache, base / "run")
     except (DemoDependencyError, EncoderError, ManifestError, ValueError, FileExistsError, OSError) as error:
         _fail(error)
