@@ -1,8 +1,5 @@
 """End to end: the train command's run directory, determinism, metrics, saved policies, errors."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,6 @@ from trainer.policy import load_policies
 from trainer.run import train
 from trainer.synthetic import synthetic_cache
 
-ROOT = Path(__file__).resolve().parents[1]
 ALL = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
 
 
@@ -131,16 +127,20 @@ def test_config_validation_names_the_flag(bad, msg):
 
 
 def test_cli_train_prints_the_table_and_fails_cleanly(cache, tmp_path):
-    cmd = [sys.executable, str(ROOT / "cli.py"), "train", "--cache", str(cache), "--seeds", "0", "--folds", "0",
-           "--epochs", "2", "--warmup-epochs", "5", "--out", str(tmp_path / "r")]
-    ok = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    assert ok.returncode == 0, ok.stderr
-    assert "macro-F1" in ok.stdout and "bgrpo" in ok.stdout and (tmp_path / "r" / "results.json").exists()
-    for extra, msg in ((["--folds", "9"], "folds"), (["--reward", "r7"], "--reward")):
-        bad = subprocess.run(cmd[:-2] + ["--out", str(tmp_path / "bad")] + extra, capture_output=True, text=True, cwd=ROOT)
-        assert bad.returncode == 2 and msg in bad.stderr and not (tmp_path / "bad").exists()
-    missing = subprocess.run(cmd[:3] + ["--cache", str(tmp_path / "none.h5")], capture_output=True, text=True, cwd=ROOT)
-    assert missing.returncode == 2 and "none.h5" in missing.stderr
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    args = ["train", "--cache", str(cache), "--seeds", "0", "--folds", "0", "--epochs", "2", "--warmup-epochs", "5"]
+    ok = CliRunner().invoke(app, args + ["--out", str(tmp_path / "r")])
+    assert ok.exit_code == 0, ok.output
+    assert "macro-F1" in ok.output and "bgrpo" in ok.output and (tmp_path / "r" / "results.json").exists()
+    for extra, msg in ((["--folds", "9"], "folds"), (["--reward", "r7"], "--reward"), (["--baseline", "x"], "--baseline")):
+        bad = CliRunner().invoke(app, args + ["--out", str(tmp_path / "bad")] + extra)
+        assert bad.exit_code == 2 and msg in bad.output and not (tmp_path / "bad").exists()
+    missing = CliRunner().invoke(app, ["train", "--cache", str(tmp_path / "none.h5")])
+    assert missing.exit_code == 2 and "none.h5" in missing.output
+
 
 
 def test_ablate_grid_writes_one_combined_table(cache, tmp_path):
