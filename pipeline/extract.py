@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
 from pipeline.cache import read_table, write_cache
-from pipeline.encoder import Encoder, load_encoder, pooled_hidden_states, resolve_model
+from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
 
 WINDOWS = ("full", "trim")
 IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256", "frames")
@@ -60,6 +60,9 @@ class ExtractResult:
     encode_seconds: float = 0.0  # the decode + encode loop alone (no model load, no final write)
 
     def final_line(self) -> str:
+        if self.already_complete:
+            return (f"nothing encoded: the cache was already complete "
+                    f"({self.total} utterances, {len(self.failed)} failed)")
         rtf = self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
         rate = self.encoded / self.encode_seconds if self.encode_seconds else float("nan")
         return (f"{self.encoded} utterances encoded ({len(self.failed)} failed of {self.total}), "
@@ -252,6 +255,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             result.encoded, result.encode_seconds = encoded, t_loop
             result.audio_seconds = secs if encoded else result.audio_seconds
         result.wall_seconds = time.time() - t0
+        Path(lock.name).unlink(missing_ok=True)  # done: a later run only needs the cache itself
     finally:
         lock.close()
     if shard[1] > 1:
@@ -396,12 +400,17 @@ def merge(parts, out_path) -> Path:
 
 
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
-                batch_size: int = 8, encoder: Encoder | None = None) -> np.ndarray:
+                batch_size: int = 8, encoder: Encoder | None = None,
+                weights_sha256: str | None = None) -> np.ndarray:
     """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
 
-    `model` takes a cache's `encoder_id` attribute. Raises BadAudio naming the file.
+    To match a cache: model=attrs["encoder_id"], window=attrs["window"], and
+    weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file.
     """
     enc = encoder or load_encoder(model, device)
+    if weights_sha256 and enc.weights_sha256 != weights_sha256:
+        raise EncoderError(f"encoder {enc.encoder_id!r} has weights {enc.weights_sha256[:12]}..., "
+                           f"the cache was made with {weights_sha256[:12]}...: use the same model files")
     out = []
     for start in range(0, len(paths), batch_size):
         items = []

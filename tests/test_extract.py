@@ -20,7 +20,7 @@ import torch
 from data_manifests import write_manifest
 from pipeline.audio import BadAudio, load_audio
 from pipeline.cache import load_cache, load_frames
-from pipeline.encoder import load_encoder
+from pipeline.encoder import EncoderError, load_encoder
 from pipeline.extract import CacheLocked, CacheMismatch, embed_files, extract
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,10 @@ def test_pooling_is_mean_over_real_frames_only(tmp_path, tiny):
     assert got.shape == (1, 5, 384)
     np.testing.assert_allclose(got[0, -1], ref[:n_enc].mean(0), atol=1e-4)
     assert np.abs(got[0, -1] - ref.mean(0)).max() > 1e-2  # padding frames would change it
+    same = embed_files([clip], encoder=tiny, window="full", weights_sha256=tiny.weights_sha256)
+    np.testing.assert_array_equal(same, got)
+    with pytest.raises(EncoderError, match="weights"):
+        embed_files([clip], encoder=tiny, weights_sha256="0" * 64)
 
 
 def test_batched_equals_one_at_a_time_full_default_encoder(tmp_path):
@@ -160,11 +164,14 @@ def test_kill_and_resume_gives_identical_cache(tmp_path, tiny):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     work = Path(str(out) + ".partial")
     deadline = time.time() + 120
-    while not list(work.glob("batch-*.npz")) and time.time() < deadline and proc.poll() is None:
+    def finished():  # a batch being written is a .tmp.npz until its atomic rename
+        return [p for p in work.glob("batch-*.npz") if ".tmp" not in p.name]
+
+    while not finished() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list(work.glob("batch-*.npz")))
+    done = len(finished())
     assert 1 <= done < 4 and not out.exists(), "killed too late to test resuming"
     resumed = run_cli(*args, check_rc=0)
     assert f"{done} of 4 batches already done" in resumed.output
