@@ -2,7 +2,7 @@
 wrote with `trainer.run.train` (every number on the page comes from one of them).
 
     python bench/results_page.py [--cache-dir cache] [--out docs/RESULTS.md] [--seeds 0,1,2]
-                                 [--workers 2] [--quick] [--render-only]
+                                 [--workers 2] [--quick] [--render-only] [--force]
 
 Runs (all with the TrainConfig defaults of the checkout, except the fields named in PLAN):
   main-fF     every method at labelled fraction F (0.05, 0.1, 0.2), the default reward
@@ -10,7 +10,8 @@ Runs (all with the TrainConfig defaults of the checkout, except the fields named
   window-W    supervised + bgrpo + topline on the full / trim window cache (fraction 0.1)
   layer-L     supervised + bgrpo on the trim cache with --layer L, every hidden state (the default
               layer's row is window-trim)
-A run whose stored results.json has the same config and cache fingerprint is not run again.
+A run whose stored results.json has the same config and cache fingerprint is not run again
+(--force retrains all: the skip does not see code changes that keep the config fields).
 Only small files are kept under docs/results/<run>/ (results.json, results.csv, PNGs of main-f0.1).
 """
 from __future__ import annotations
@@ -73,9 +74,9 @@ def run_config(spec: RunSpec, seeds: list[int], folds: list[str] | None, workers
 
 
 def identity(config: dict) -> dict:
-    """The part of a config that decides the numbers (execution fields dropped, defaults filled)."""
-    d = TrainConfig.from_dict(config).to_dict()
-    return {k: v for k, v in d.items() if k not in EXECUTION_FIELDS}
+    """The part of a config that decides the numbers: every field but the execution ones, as stored
+    (a field added or removed since the run, or a changed default, makes the run stale)."""
+    return {k: v for k, v in config.items() if k not in EXECUTION_FIELDS}
 
 
 def is_current(results_json: Path, cfg: TrainConfig, fingerprint: str) -> bool:
@@ -85,12 +86,12 @@ def is_current(results_json: Path, cfg: TrainConfig, fingerprint: str) -> bool:
     try:
         stored = json.loads(results_json.read_text())
         return stored["cache"]["fingerprint"] == fingerprint and identity(stored["config"]) == identity(cfg.to_dict())
-    except (ValueError, KeyError, TypeError):  # unreadable, or written with config fields that no longer exist
+    except (ValueError, KeyError, TypeError):  # unreadable or not a results.json
         return False
 
 
 def ensure_runs(specs: list[RunSpec], caches: dict[str, Path], results_dir: Path, scratch: Path,
-                seeds: list[int], folds: list[str] | None, workers: int) -> list[str]:
+                seeds: list[int], folds: list[str] | None, workers: int, force: bool = False) -> list[str]:
     """Train each run that is missing or stale; keep its small files; return the names that ran."""
     from pipeline.cache import load_cache
     from trainer.run import train
@@ -102,7 +103,7 @@ def ensure_runs(specs: list[RunSpec], caches: dict[str, Path], results_dir: Path
             continue
         cfg = run_config(spec, seeds, folds, workers)
         keep = results_dir / spec.name
-        if is_current(keep / "results.json", cfg, fingerprints[spec.window]):
+        if not force and is_current(keep / "results.json", cfg, fingerprints[spec.window]):
             print(f"[results-page] {spec.name}: up to date", flush=True)
             continue
         t0 = time.perf_counter()
@@ -319,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="1 seed x 2 folds: a smoke test of the page")
     ap.add_argument("--render-only", action="store_true", help="no training: re-render from stored results.json")
+    ap.add_argument("--force", action="store_true", help="retrain every run, even up-to-date ones (e.g. after a "
+                    "trainer change that kept the config fields)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     results_dir = out.parent / "results"
@@ -341,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = fold_names(trim.table)[:2] if a.quick else None
         specs = plan(int(trim.features.shape[1]))
         t0 = time.perf_counter()
-        ensure_runs(specs, present, results_dir, ROOT / "runs" / "results-page", seeds, folds, a.workers)
+        ensure_runs(specs, present, results_dir, ROOT / "runs" / "results-page", seeds, folds, a.workers, a.force)
         print(f"[results-page] training done in {time.perf_counter() - t0:.0f} s", flush=True)
     results = load_results(results_dir)
     ablation = [(p.stem, p.read_text()) for p in sorted((results_dir / "ablation").glob("*.md"))]

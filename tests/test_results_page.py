@@ -92,7 +92,10 @@ def test_is_current_checks_config_and_fingerprint(tmp_path):
     assert is_current(path, cfg, "fp")  # workers differ: execution only
     assert not is_current(path, cfg, "other")
     assert not is_current(path, run_config(spec, [0, 1], ["1", "2"], workers=2), "fp")
-    stored["config"]["no_such_field"] = 1
+    stored["config"]["no_such_field"] = 1  # a field the trainer no longer has
+    path.write_text(json.dumps(stored))
+    assert not is_current(path, cfg, "fp")
+    del stored["config"]["no_such_field"], stored["config"]["epochs"]  # a field added since the run
     path.write_text(json.dumps(stored))
     assert not is_current(path, cfg, "fp")
     assert identity(cfg.to_dict())["labeled_fraction"] == spec.overrides["labeled_fraction"]
