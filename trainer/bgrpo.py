@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from trainer.actions import select_actions, sinkhorn
 from trainer.fold_data import FoldData
+from trainer.lda_teacher import mix_probs
 from trainer.monitor import Monitor, selection_diagnostics
 from trainer.policy import Policy
 from trainer.rewards import compute_reward, parse_reward
@@ -50,18 +51,25 @@ def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms
     """E1-E5 for one group (pool rows idx) under pi_old = the current policy: probabilities,
     actions, rewards and advantages."""
     x = data.x_unl[idx]
+    mixed = cfg.act_on == "mix"
+
+    def acting(p, rows_x, rows_idx):  # the distribution E1 acts on: pi_old, or sqrt(pi_old * T)
+        return mix_probs(p, teacher.probs(rows_x, rows_idx)) if mixed else p
+
     plan = None
     if cfg.action == "balanced" or "assign" in terms:
         if cfg.balance_scope == "batch":
             p_old = policy.probs(x)
-            plan = sinkhorn(p_old, data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+            plan = sinkhorn(acting(p_old, x, idx), data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
         else:  # the assignment over the whole pool (or each speaker in it), rows of this group kept
             p_pool = policy.probs(data.x_unl)
             groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-            plan, p_old = sinkhorn(p_pool, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)[idx], p_pool[idx]
+            all_rows = torch.arange(len(data.x_unl), device=x.device)
+            plan = sinkhorn(acting(p_pool, data.x_unl, all_rows), data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+            plan, p_old = plan[idx], p_pool[idx]
     else:
         p_old = policy.probs(x)
-    actions = select_actions(p_old, cfg.action, generator if x.device.type == "cpu" else None, plan)
+    actions = select_actions(acting(p_old, x, idx), cfg.action, generator if x.device.type == "cpu" else None, plan)
     conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
     p_teacher = teacher.probs(x, idx) if teacher is not None else None
     r = compute_reward(terms, p_old, actions, p_teacher, conf)
@@ -81,6 +89,16 @@ class EpochLog:
     def cat(self) -> tuple[torch.Tensor, ...]:
         """(idx, p_old, actions, r, adv) of the whole epoch."""
         return tuple(torch.cat(v) for v in zip(*self.parts))
+
+    def labelled_plus_selected(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, weight): the labelled rows (weight 1) and the selected pool rows (A > 0) with their
+        action as label, weighted by A / mean(A of the selected)."""
+        d = self.data
+        idx, _, actions, _, adv = self.cat()
+        keep = adv > 0
+        ones = torch.ones(len(d.x_lab), device=d.x_lab.device)
+        weights = torch.cat([ones, adv[keep] / adv[keep].mean()]) if keep.any() else ones
+        return torch.cat([d.x_lab, d.x_unl[idx[keep]]]), torch.cat([d.y_lab, actions[keep]]), weights
 
     def diagnostics(self) -> dict:
         idx, p_old, actions, r, adv = self.cat()
@@ -114,6 +132,8 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
                 if teacher is not None:
                     teacher.update(policy)
             log.add(idx, p_old, actions, r, adv)
+        if teacher is not None:
+            teacher.end_round(*log.labelled_plus_selected())
         monitor.end_epoch(policy, epoch, **log.diagnostics())
     monitor.finish(policy)
     return policy.eval()
@@ -132,13 +152,11 @@ def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: tor
         log = EpochLog(data)
         for idx in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
             log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
-        idx, _, actions, _, adv = log.cat()
-        keep = adv > 0
-        weights = torch.cat([torch.ones(len(data.x_lab), device=dev), adv[keep] / adv[keep].mean()]) if keep.any() \
-            else torch.ones(len(data.x_lab), device=dev)
+        x_fit, y_fit, weights = log.labelled_plus_selected()
         policy = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev),
-                                torch.cat([data.x_lab, data.x_unl[idx[keep]]]),
-                                torch.cat([data.y_lab, actions[keep]]), cfg, generator, sample_weight=weights)
+                                x_fit, y_fit, cfg, generator, sample_weight=weights)
+        if teacher is not None:
+            teacher.end_round(x_fit, y_fit)
         monitor.end_epoch(policy, rnd, **log.diagnostics())
     monitor.finish(policy)
     return policy

@@ -22,6 +22,7 @@ class TrainConfig:
     folds: tuple | None = None  # None = every fold of the cache
     seeds: tuple = (0, 1, 2)
     transductive: bool = False
+    inner_validation: bool = False  # score on the next fold's speakers, outer test fold dropped (model selection)
     unlabeled_cache: str | None = None
     # --- features (SPEC 3)
     layer: str = "weighted"  # an int as text, "weighted" (SUPERB softmax weights) or "concat"
@@ -34,14 +35,18 @@ class TrainConfig:
     # --- supervised warm-up (= `supervised`, pi_ref, start of B-GRPO; also `topline`)
     warmup_epochs: int = 100
     warmup_lr: float = 1e-3
+    solver: str = "adam"  # adam: mini-batch epochs; lbfgs: full-batch L-BFGS to convergence (calibrated head)
+    l2: float = 10.0  # lbfgs: penalty l2/2 ||W||^2 per unit of sample weight (= 1/C of a logistic regression)
     # --- B-GRPO (SPEC 4-5)
     reward: str = "self+teacher"
     action: str = "sample"
     balance_scope: str = "pool"
     sinkhorn_iters: int = 50
     sinkhorn_temp: float = 0.1  # plan starts from p^(1/temp): near-hard assignment whose argmax follows the prior
-    teacher: str = "ema"  # ema | frozen | cache:FILE.h5
+    teacher: str = "ema"  # ema | frozen | lda | cache:FILE.h5
     tau: float = 0.99
+    lda_components: int = 64  # --teacher lda: PCA dimensions of the shrinkage-LDA teacher
+    act_on: str = "policy"  # E1 acts on pi_old ("policy") or on sqrt(pi_old * T) ("mix", needs a teacher)
     adv_std: bool = False
     mu: int = 1
     eps: float = 0.2
@@ -84,13 +89,16 @@ class TrainConfig:
         need(0 < self.labeled_fraction <= 1, "--labeled-fraction must be in (0, 1]")
         need(0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)")
         need(len(self.seeds) > 0, "--seeds must list at least one seed")
-        need(self.layer in ("weighted", "concat") or self.layer.lstrip("-").isdigit(),
-             f"--layer {self.layer!r}: an integer hidden-state index, 'weighted' or 'concat'")
+        need(self.layer in ("weighted", "concat", "middle") or self.layer.lstrip("-").isdigit(),
+             f"--layer {self.layer!r}: an integer hidden-state index, 'middle', 'weighted' or 'concat'")
         need(self.head in HEADS, f"--head {self.head!r}: choose from {', '.join(HEADS)}")
         need(self.action in ACTIONS, f"--action {self.action!r}: choose from {', '.join(ACTIONS)}")
         need(self.balance_scope in BALANCE_SCOPES, f"--balance-scope {self.balance_scope!r}: choose from {', '.join(BALANCE_SCOPES)}")
-        need(self.teacher in ("ema", "frozen") or self.teacher.startswith("cache:"),
-             f"--teacher {self.teacher!r}: ema, frozen or cache:FILE.h5")
+        need(self.teacher in ("ema", "frozen", "lda") or self.teacher.startswith("cache:"),
+             f"--teacher {self.teacher!r}: ema, frozen, lda or cache:FILE.h5")
+        need(self.act_on in ("policy", "mix"), f"--act-on {self.act_on!r}: policy or mix")
+        need(self.lda_components >= 1, "--lda-components must be >= 1")
+        need(self.solver in ("adam", "lbfgs") and self.l2 >= 0, f"--solver {self.solver!r}: adam or lbfgs (--l2 >= 0)")
         need(0 <= self.tau <= 1, "--tau must be in [0, 1]")
         need(self.baseline in ("batch", "class"), f"--baseline {self.baseline!r}: batch or class")
         need(self.update in ("grpo", "refit") and self.refit_rounds >= 1, f"--update {self.update!r}: grpo or refit (--refit-rounds >= 1)")

@@ -7,8 +7,14 @@ import numpy as np
 
 
 def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D])."""
+    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D]).
+
+    'middle' = hidden state L // 2 (Whisper base: 3 of 0..6): mid-depth encoder layers carry the
+    most paralinguistic information in probing studies, and it names no corpus-specific index.
+    """
     raw = np.asarray(raw)
+    if layer == "middle":
+        layer = str(raw.shape[1] // 2)
     if layer == "weighted":
         out = raw
     elif layer == "concat":

@@ -40,14 +40,26 @@ def fold_names(table: pd.DataFrame) -> list[str]:
                      "rebuild its manifest with folds (see `python cli.py manifest --help`)")
 
 
-def fold_masks(table: pd.DataFrame, fold: str) -> tuple[np.ndarray, np.ndarray]:
-    """(train_mask, test_mask) of one fold; official-split corpora train on train+valid."""
+def fold_masks(table: pd.DataFrame, fold: str, inner: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(train_mask, test_mask) of one fold; official-split corpora train on train+valid.
+
+    inner=True is the model-selection protocol: the outer test fold is dropped entirely and the
+    next fold's speakers (official split: the validation part) are scored instead, so that
+    choosing settings never looks at a test fold's audio or labels.
+    """
     if fold == "split":
         split = table["split"].astype(str).to_numpy()
+        if inner:
+            held = np.isin(split, ["valid", "validation", "dev"])
+            return (split != "test") & ~held, held
         return split != "test", split == "test"
     f = table["fold"].to_numpy().astype(int)
-    test = f == int(fold)
-    return (f >= 0) & ~test, test
+    outer = f == int(fold)
+    if not inner:
+        return (f >= 0) & ~outer, outer
+    names = fold_names(table)
+    held = f == int(names[(names.index(str(fold)) + 1) % len(names)])
+    return (f >= 0) & ~outer & ~held, held
 
 
 def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator, min_per_class: int = 1) -> np.ndarray:
@@ -61,8 +73,8 @@ def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generato
 
 
 def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: float,
-               val_fraction: float = 0.0, transductive: bool = False) -> Split:
-    train_mask, test_mask = fold_masks(table, fold)
+               val_fraction: float = 0.0, transductive: bool = False, inner: bool = False) -> Split:
+    train_mask, test_mask = fold_masks(table, fold, inner)
     train = np.flatnonzero(train_mask)
     test = np.flatnonzero(test_mask)
     if len(train) == 0 or len(test) == 0:

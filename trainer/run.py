@@ -77,7 +77,8 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     x, table, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive)
+    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
+                       cfg.inner_validation)
     x_ext = spk_ext = None
     if cfg.unlabeled_cache:
         x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
@@ -121,7 +122,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         mon = Monitor(data, method, curves, n_epochs)
         if method == "bgrpo":
             teacher = None
-            if needs_teacher(parse_reward(cfg.reward)):
+            if needs_teacher(parse_reward(cfg.reward)) or cfg.act_on == "mix":
                 probs = None
                 if cfg.teacher.startswith("cache:"):
                     utt = table["utt_id"].astype(str).to_numpy()
@@ -130,7 +131,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
                                          "the teacher cache has no vectors for the external corpus")
                     probs = cache_teacher_probs(cfg, cfg.teacher[len("cache:"):], utt[split.labeled], y[split.labeled],
                                                 utt[split.unlabeled], len(classes), job_seed(fold, seed, "teacher"), dev)
-                teacher = build_teacher(cfg.teacher, warm, cfg.tau, probs)
+                teacher = build_teacher(cfg.teacher, warm, cfg.tau, probs, data, cfg, job_seed(fold, seed, "teacher"))
             if cfg.update == "refit":
                 model = train_bgrpo_refit(warm, data, cfg, teacher, gen("bgrpo"), mon, job_seed(fold, seed, "refit"))
             else:

@@ -1,11 +1,16 @@
-"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4): an EMA of the policy (default,
-tau 0.99), the frozen warm-up, or a classifier trained on another encoder's cache of the same
+"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `--act-on mix`: an EMA of the
+policy (tau 0.99), the frozen warm-up, a shrinkage-LDA class model refitted on each round's
+selection (trainer/lda_teacher.py), or a classifier trained on another encoder's cache of the same
 utterances (a second view, e.g. Whisper tiny.en vs base).
+
+Every teacher has probs(x, pool_idx), update(policy) after each policy step, and
+end_round(x, y) after each epoch/round with the labelled rows plus the round's selected actions.
 """
 from __future__ import annotations
 
 import torch
 
+from trainer.lda_teacher import LDATeacher
 from trainer.policy import Policy
 
 
@@ -22,6 +27,9 @@ class EMATeacher:
     def update(self, policy: Policy) -> None:
         for t, s in zip(self.model.parameters(), policy.parameters()):
             t.lerp_(s, 1.0 - self.tau)
+
+    def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
 
 
 class FrozenTeacher(EMATeacher):
@@ -46,12 +54,37 @@ class FixedProbsTeacher:
     def update(self, policy: Policy) -> None:
         pass
 
+    def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        pass
 
-def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor | None = None):
+
+class LDATeacherAdapter:
+    """--teacher lda: the class model follows the selection (refitted in end_round), not the policy."""
+
+    def __init__(self, x_fit: torch.Tensor, x_lab: torch.Tensor, y_lab: torch.Tensor, n_classes: int,
+                 n_components: int, seed: int):
+        self.n_classes = n_classes
+        self.model = LDATeacher(x_fit, n_components, seed).fit(x_lab, y_lab)
+
+    def probs(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
+        return self.model.probs_of(x, self.n_classes)
+
+    def update(self, policy: Policy) -> None:
+        pass
+
+    def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.model.fit(x, y)
+
+
+def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor | None = None,
+                  data=None, cfg=None, seed: int = 0):
     if spec == "ema":
         return EMATeacher(warm, tau)
     if spec == "frozen":
         return FrozenTeacher(warm)
+    if spec == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
+        x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
+        return LDATeacherAdapter(x_fit, data.x_lab, data.y_lab, data.n_classes, cfg.lda_components, seed)
     if cache_probs is None:
         raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
     return FixedProbsTeacher(cache_probs)
