@@ -48,32 +48,35 @@ def bgrpo_loss(logp, logp_old, logp_ref, actions, adv, eps: float, beta: float) 
 
 def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms, teacher,
                    generator: torch.Generator):
-    """E1-E5 for one group (pool rows idx) under pi_old = the current policy: probabilities,
-    actions, rewards and advantages."""
+    """E1-E5 for pool rows idx under pi_old = the current policy: probabilities, actions, rewards
+    and advantages. Consecutive runs of --batch-size rows of idx are the groups (E4)."""
     x = data.x_unl[idx]
     mixed = cfg.act_on == "mix"
 
     def acting(p, rows_x, rows_idx):  # the distribution E1 acts on: pi_old, or sqrt(pi_old * T)
         return mix_probs(p, teacher.probs(rows_x, rows_idx)) if mixed else p
 
+    group = torch.arange(len(idx), device=x.device) // cfg.batch_size
     plan = None
-    if cfg.action == "balanced" or "assign" in terms:
-        if cfg.balance_scope == "batch":
-            p_old = policy.probs(x)
-            plan = sinkhorn(acting(p_old, x, idx), data.prior, None, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-        else:  # the assignment over the whole pool (or each speaker in it), rows of this group kept
-            p_pool = policy.probs(data.x_unl)
-            groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-            all_rows = torch.arange(len(data.x_unl), device=x.device)
-            plan = sinkhorn(acting(p_pool, data.x_unl, all_rows), data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-            plan, p_old = plan[idx], p_pool[idx]
+    if (cfg.action == "balanced" or "assign" in terms) and cfg.balance_scope != "batch":
+        # the assignment over the whole pool (or each speaker in it); this call's rows are kept
+        p_pool = policy.probs(data.x_unl)
+        all_rows = torch.arange(len(data.x_unl), device=x.device)
+        groups = data.group_speaker if cfg.balance_scope == "speaker" else None
+        plan = sinkhorn(acting(p_pool, data.x_unl, all_rows), data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+        plan, p_old = plan[idx], p_pool[idx]
+        p_act = acting(p_old, x, idx)
     else:
         p_old = policy.probs(x)
-    actions = select_actions(acting(p_old, x, idx), cfg.action, generator if x.device.type == "cpu" else None, plan)
+        p_act = acting(p_old, x, idx)
+        if cfg.action == "balanced" or "assign" in terms:  # each group balanced on its own
+            plan = sinkhorn(p_act, data.prior, group, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+    actions = select_actions(p_act, cfg.action, generator if x.device.type == "cpu" else None, plan)
     conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
     p_teacher = teacher.probs(x, idx) if teacher is not None else None
     r = compute_reward(terms, p_old, actions, p_teacher, conf)
-    adv = advantage(r, cfg.adv_std, actions if cfg.baseline == "class" else None, data.n_classes)
+    adv = torch.cat([advantage(r[g], cfg.adv_std, actions[g] if cfg.baseline == "class" else None, data.n_classes)
+                     for g in torch.arange(len(idx), device=x.device).split(cfg.batch_size)])
     return p_old, actions, r, adv
 
 
@@ -133,7 +136,7 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
                     teacher.update(policy)
             log.add(idx, p_old, actions, r, adv)
         if teacher is not None:
-            teacher.end_round(*log.labelled_plus_selected())
+            teacher.end_round(*log.labelled_plus_selected()[:2])
         monitor.end_epoch(policy, epoch, **log.diagnostics())
     monitor.finish(policy)
     return policy.eval()
@@ -149,9 +152,9 @@ def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: tor
     terms = parse_reward(cfg.reward)
     policy, dev = warm, data.x_unl.device
     for rnd in range(cfg.refit_rounds):
-        log = EpochLog(data)
-        for idx in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
-            log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
+        log = EpochLog(data)  # the policy is fixed within a round: every group in one call
+        idx = torch.randperm(len(data.x_unl), generator=generator).to(dev)
+        log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
         x_fit, y_fit, weights = log.labelled_plus_selected()
         policy = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev),
                                 x_fit, y_fit, cfg, generator, sample_weight=weights)
