@@ -194,7 +194,7 @@ def compare_table(results: dict[str, dict], names: list[tuple[str, str]], first_
         out.append(f"| {label} | {cell(m['supervised'], 'macro_f1')} | {cell(b, 'macro_f1') if b else ''} | "
                    f"{cell(m['topline'], 'macro_f1') if 'topline' in m else ''} | "
                    f"{signed(b.get('rel_macro_f1_vs_supervised'), '%')} | {signed(b.get('gap_recovered'), '', 2)} |")
-    return "\n".join(out)
+    return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 
 
 def layer_section(results: dict[str, dict], default_layer: str) -> str:
@@ -220,7 +220,7 @@ def reference_section(results: dict[str, dict]) -> str:
                        ("ours, topline, all training labels", "topline")):
         if key in main:
             d = main[key]
-            ours.append(f"| {label} | Whisper base (74M), trim window, 6 speaker folds | {d['ua']['mean']:.1f} | "
+            ours.append(f"| {label} | Whisper base (74M), trim window, speaker-independent folds | {d['ua']['mean']:.1f} | "
                         f"{d['wa']['mean']:.1f} | {d['macro_f1']['mean']:.1f} |")
     e = EMOBOX_RAVDESS
     paper = ", ".join(f"{k} {v}" for k, v in PAPER["macro_f1"].items())
