@@ -147,9 +147,11 @@ def method_rows(results: dict[str, dict], fraction: float) -> list[tuple[str, di
     for m in ("supervised", "pseudo-label", "dino"):
         if m in main["methods"]:
             rows.append((m, main["methods"][m], main))
+    if "bgrpo" in main["methods"]:
+        rows.append((f"bgrpo-{main['config']['reward']} (default)", main["methods"]["bgrpo"], main))
     for r in REWARDS:
-        run = main if main["config"]["reward"] == r else results.get(f"reward-{r}-f{fraction}")
-        if run and "bgrpo" in run["methods"]:
+        run = results.get(f"reward-{r}-f{fraction}")
+        if r != main["config"]["reward"] and run and "bgrpo" in run["methods"]:
             rows.append((f"bgrpo-{r}", run["methods"]["bgrpo"], run))
     if "topline" in main["methods"]:
         rows.append(("topline (all labels)", main["methods"]["topline"], main))
@@ -276,8 +278,9 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
               "rel = relative macro-F1 vs supervised of the same fraction; G = gap recovered = (F1 - F1_sup) / "
               "(F1_topline - F1_sup); collapsed = runs whose predictions on the pool fell to a few classes.", "",
               main_table(results) or "_No main runs yet._", ""]
-    parts += ["## Full vs trim window", "", f"Labelled fraction {MAIN_FRACTION:.0%}, default layer "
-              f"(`{default.layer}`) and reward (`{default.reward}`).", ""]
+    shown = results.get("window-trim", {}).get("config", default.to_dict())
+    parts += ["## Full vs trim window", "", f"Labelled fraction {MAIN_FRACTION:.0%}, layer "
+              f"`{shown['layer']}` and reward `{shown['reward']}` (the defaults when the runs were made).", ""]
     if missing_full:
         parts += [f"The full-window cache is missing. Make it (about an hour on 2 CPU cores), then re-run the page:", "",
                   f"    {missing_full}", ""]

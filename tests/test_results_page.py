@@ -56,7 +56,7 @@ def test_render_computes_rel_and_g_from_the_same_fraction(results_dir):
                   None, [("research", (results_dir / "ablation/research.md").read_text())], ["results/x/curves.png"])
     lines = page.splitlines()
     default_reward = TrainConfig().reward
-    row = next(line for line in lines if f"| bgrpo-{default_reward} |" in line)
+    row = next(line for line in lines if f"| bgrpo-{default_reward} (default) |" in line)
     # rel = (55 - 50) / 50 = +10.0 %; G = (55 - 50) / (70 - 50) = 0.25
     assert "| 55.0 ± 1.0 | 56.0 ± 1.0 | 57.0 ± 1.0 | +10.0% | +0.25 |" in row
     other = next(r for r in ("self", "teacher", "self+teacher") if r != default_reward)
