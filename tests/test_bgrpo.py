@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trainer.bgrpo import advantage, bgrpo_loss, exact_kl
-from trainer.config import TrainConfig
+from trainer.config import SPEC_FORM, TrainConfig
 from trainer.run import run_job
 from trainer.synthetic import synthetic_cache
 
@@ -72,8 +72,8 @@ def weak_cache(tmp_path_factory):
 
 
 def _bgrpo_run(cache, beta):
-    cfg = TrainConfig(methods=("bgrpo",), seeds=(0,), epochs=40, warmup_epochs=30, beta=beta, lr=1e-2,
-                      reward="r1", batch_size=16, labeled_fraction=0.2, save_models=False)
+    cfg = TrainConfig(**{**SPEC_FORM, "reward": "r1"}, methods=("bgrpo",), seeds=(0,), epochs=40, warmup_epochs=30,
+                      beta=beta, lr=1e-2, batch_size=16, labeled_fraction=0.2, save_models=False)
     return run_job(cfg.to_dict(), cache, "0", 0)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from trainer.config import TrainConfig
+from trainer.config import SPEC_FORM, TrainConfig
 from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
 from trainer.policy import load_policies
 from trainer.run import train
@@ -22,7 +22,9 @@ def cache(tmp_path_factory):
 
 
 def small(**kw):
-    return TrainConfig(**{"methods": ALL, "seeds": (0, 1), "epochs": 3, "warmup_epochs": 15, "folds": ("0", "2"), **kw})
+    """SPEC section 5's literal form (the recipe's defaults have their own test)."""
+    return TrainConfig(**{**SPEC_FORM, "methods": ALL, "seeds": (0, 1), "epochs": 3, "warmup_epochs": 15,
+                          "folds": ("0", "2"), **kw})
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,9 @@ def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: tor
                       monitor: Monitor, seed: int) -> Policy:
     """--update refit (SPEC 8, prototype form): each round, E1-E5 over the pool's groups under the
     current policy; selected samples (A > 0) join the labelled set with their action as label,
-    weighted by A / mean(A of the selected), and a fresh head is trained on the union."""
+    weighted by A / mean(A of the selected), and a fresh head is trained on the union. With
+    --solver lbfgs the fit starts from the current policy instead: the penalised objective of a
+    linear head is strictly convex, so the optimum is the same and it is reached in fewer steps."""
     from trainer.supervised import fit_supervised, new_policy  # late import: supervised imports monitor
 
     terms = parse_reward(cfg.reward)
@@ -156,8 +158,11 @@ def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: tor
         idx = torch.randperm(len(data.x_unl), generator=generator).to(dev)
         log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
         x_fit, y_fit, weights = log.labelled_plus_selected()
-        policy = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev),
-                                x_fit, y_fit, cfg, generator, sample_weight=weights)
+        start = policy.frozen_copy() if cfg.solver == "lbfgs" else \
+            new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev)
+        for p in start.parameters():
+            p.requires_grad_(True)
+        policy = fit_supervised(start, x_fit, y_fit, cfg, generator, sample_weight=weights)
         if teacher is not None:
             teacher.end_round(x_fit, y_fit)
         monitor.end_epoch(policy, rnd, **log.diagnostics())

@@ -30,13 +30,22 @@ class LDATeacher:
         return self.pca.transform(x.reshape(len(x), -1).cpu().numpy())
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "LDATeacher":
-        """Refit the class model on (features, labels or selected actions)."""
-        self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y.cpu().numpy())
-        self.classes_ = self.lda.classes_
+        """Refit the class model on (features, labels or selected actions).
+
+        With no more rows than classes a covariance cannot be estimated: the teacher then stays
+        uninformative (uniform), so sqrt(pi_old * T) ranks classes as pi_old does.
+        """
+        y = y.cpu().numpy()
+        self.classes_ = np.unique(y)
+        self.lda = None
+        if len(y) > len(self.classes_) >= 2:
+            self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y)
         return self
 
     def probs_of(self, x: torch.Tensor, n_classes: int) -> torch.Tensor:
         """[N, C] probabilities; a class the fit never saw gets probability 0."""
+        if self.lda is None:
+            return torch.full((len(x), n_classes), 1.0 / n_classes, device=x.device)
         p = np.zeros((len(x), n_classes), dtype=np.float32)
         p[:, self.classes_] = self.lda.predict_proba(self._project(x))
         return torch.as_tensor(p, device=x.device)
