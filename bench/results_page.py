@@ -287,8 +287,8 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
     parts += [compare_table(results, [("full (30 s padded)", "window-full"), ("trim (real audio only)", "window-trim")],
                             "window"), ""]
     parts += ["## Layer: default vs last vs every single layer", "",
-              f"Trim window, {MAIN_FRACTION:.0%} labels. Default `--layer {default.layer}`.", "",
-              layer_section(results, default.layer), ""]
+              f"Trim window, {MAIN_FRACTION:.0%} labels. Default `--layer {shown['layer']}`.", "",
+              layer_section(results, shown["layer"]), ""]
     if plots:
         parts += ["## Learning curves and selection precision", "",
                   f"Main run at {MAIN_FRACTION:.0%} labels, mean over folds x seeds. Test macro-F1 per epoch is a "
