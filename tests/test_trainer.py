@@ -168,3 +168,18 @@ def test_ablate_rejects_unknown_fields(cache, tmp_path):
     with pytest.raises(ValueError, match="unknown field 'rewardz'"):
         ablate(cache, grid, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_ablate_named_variants_cross_the_grid(cache, tmp_path):
+    from trainer.ablate import ablate
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[base]\nmethods = ["supervised", "bgrpo"]\nseeds = [0]\nfolds = ["0"]\nrefit_rounds = 2\n'
+                    '[grid]\nlabeled_fraction = [0.2, 0.3]\n[variants.recipe]\n'
+                    '[variants.policy-only]\nact_on = "policy"\n[variants.literal]\nupdate = "grpo"\nepochs = 2\n'
+                    'warmup_epochs = 5\nhead = "mlp"\nsolver = "adam"\n')
+    table = ablate(cache, grid, tmp_path / "out", workers=1)
+    assert len(table) == 3 * 2 * 2 and list(table.variant.unique()) == ["recipe", "policy-only", "literal"]
+    md = (tmp_path / "out" / "ablation.md").read_text()
+    assert md.splitlines()[0].startswith("| variant | labeled_fraction | method |")
+    assert "| policy-only | 0.3 | bgrpo |" in md

@@ -8,6 +8,9 @@ grid.toml:
     [grid]                      # each key lists values; one run per combination
     reward = ["self", "teacher", "self+teacher"]
     labeled_fraction = [0.05, 0.1]
+    [variants.spec]             # optional named settings (each a table of fields), crossed with [grid]
+    update = "grpo"
+    [variants.recipe]           # an empty table = the defaults
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ from trainer.config import TrainConfig, field_names
 from trainer.run import collect, class_names, jobs_for, prepared_cache, run_jobs, summarise, write_atomic
 
 
-def read_grid(path) -> tuple[dict, dict]:
-    """(base overrides, {field: [values]}) from grid.toml, with unknown fields named."""
+def read_grid(path) -> tuple[dict, dict, dict]:
+    """(base overrides, {field: [values]}, {variant: overrides}) from grid.toml, unknown fields named."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"grid file {path} not found (see `python cli.py ablate --help` for its format)")
@@ -32,35 +35,37 @@ def read_grid(path) -> tuple[dict, dict]:
         spec = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"{path}: not valid TOML ({error})") from error
-    base, grid = dict(spec.get("base", {})), dict(spec.get("grid", {}))
-    stray = sorted(set(spec) - {"base", "grid"})
+    base, grid, variants = dict(spec.get("base", {})), dict(spec.get("grid", {})), dict(spec.get("variants", {}))
+    stray = sorted(set(spec) - {"base", "grid", "variants"})
     if stray:
-        raise ValueError(f"{path}: unknown table/key {stray[0]!r}; use [base] and [grid]")
+        raise ValueError(f"{path}: unknown table/key {stray[0]!r}; use [base], [grid] and [variants.NAME]")
     known = set(field_names())
-    for key in list(base) + list(grid):
+    for key in list(base) + list(grid) + [k for v in variants.values() for k in v]:
         if key not in known:
             raise ValueError(f"{path}: unknown field {key!r}; known: {', '.join(sorted(known))}")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: [grid] {key} must be a non-empty list")
-    return base, grid
+    return base, grid, variants
 
 
-def combinations(base: dict, grid: dict, overrides: dict) -> list[tuple[dict, TrainConfig]]:
-    """Every combination as (its grid values, validated config); overrides (CLI) apply last."""
+def combinations(base: dict, grid: dict, overrides: dict, variants: dict | None = None) -> list[tuple[dict, TrainConfig]]:
+    """Every variant x grid combination as (its point, validated config); overrides (CLI) apply last."""
     keys = list(grid)
     out = []
-    for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
-        point = dict(zip(keys, values))
-        out.append((point, TrainConfig.from_dict({**base, **point, **overrides, "save_models": False})))
+    for name, fields in (variants or {None: {}}).items():
+        for values in itertools.product(*(grid[k] for k in keys)) if keys else [()]:
+            point = ({"variant": name} if name is not None else {}) | dict(zip(keys, values))
+            settings = {**base, **fields, **dict(zip(keys, values)), **overrides, "save_models": False}
+            out.append((point, TrainConfig.from_dict(settings)))
     return out
 
 
 def ablate(cache_path, grid_path, out_dir, workers: int = 1) -> pd.DataFrame:
     """Run the grid; write ablation.csv, ablation.md, all_runs.csv, grid.json; return the table."""
     t0 = time.perf_counter()
-    base, grid = read_grid(grid_path)
-    combos = combinations(base, grid, {"workers": workers})
+    base, grid, variants = read_grid(grid_path)
+    combos = combinations(base, grid, {"workers": workers}, variants)
     jobs, owner = [], []
     for i, (_, cfg) in enumerate(combos):
         for job in jobs_for(cfg, cache_path):
@@ -82,9 +87,9 @@ def ablate(cache_path, grid_path, out_dir, workers: int = 1) -> pd.DataFrame:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "ablation.csv", summary.to_csv(index=False))
-    write_atomic(out_dir / "ablation.md", markdown_table(summary, list(grid)))
+    write_atomic(out_dir / "ablation.md", markdown_table(summary, (["variant"] if variants else []) + list(grid)))
     write_atomic(out_dir / "all_runs.csv", pd.concat(all_rows, ignore_index=True).to_csv(index=False))
-    write_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "cache": str(cache_path),
+    write_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "variants": variants, "cache": str(cache_path),
                                                     "fingerprint": fingerprint,
                                                     "wall_seconds": round(time.perf_counter() - t0, 1)}, indent=2))
     return summary
