@@ -62,7 +62,7 @@ class TrainConfig:
     ce_weight: float = 0.0
     baseline: str = "batch"  # E4: batch mean, or "class": mean over the batch samples with the same action
     update: str = "refit"  # grpo: E6-E8 gradient steps; refit: selected samples (A>0) join L, fresh head (SPEC 8)
-    refit_rounds: int = 10
+    refit_rounds: int = 3
     # --- baselines (SPEC 6)
     pl_threshold: float = 0.9
     pl_rounds: int = 3
