@@ -152,7 +152,7 @@ def train(
     epochs: int = typer.Option(_D.epochs, help="B-GRPO / DINO passes over the unlabelled pool."),
     ce_weight: float = typer.Option(_D.ce_weight, help="Weight of labelled cross-entropy added to the B-GRPO loss."),
     baseline: str = typer.Option(_D.baseline, help="E4 baseline: batch (mean reward of the group) | class (mean over the group's samples with the same action)."),
-    update: str = typer.Option(_D.update, help="grpo: clipped policy-gradient steps (E6-E8) | refit: selected samples (A>0) join the labelled set, weighted by A, fresh head (SPEC 8)."),
+    update: str = typer.Option(_D.update, help="grpo: clipped policy-gradient steps (E6-E8) | refit: each round, selected samples (A>0) join the labelled set with their action, weighted by A, and the head is refitted to convergence."),
     refit_rounds: int = typer.Option(_D.refit_rounds, help="Rounds of --update refit."),
     warmup_epochs: int = typer.Option(_D.warmup_epochs, help="Supervised warm-up (and topline) epochs."),
     warmup_lr: float = typer.Option(_D.warmup_lr, help="Supervised warm-up (and topline) learning rate."),

@@ -296,7 +296,13 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
                   "never seen by training.", "",
                   *[f"![{Path(p).stem}]({p})\n" for p in plots]]
     parts += ["## Beside the paper and EmoBox", "", reference_section(results), ""]
-    parts += ["## Ablation", ""]
+    parts += ["## Ablation", "",
+              "The research search behind the defaults (issue 6), on the **inner-validation** protocol: for each "
+              "outer fold the test fold is removed and the next fold's speakers are scored, so these numbers are "
+              "not the test-fold numbers above and no choice looked at a test fold. Regenerate with "
+              "`python cli.py ablate --cache cache/ravdess/whisper-base-trim.h5 --grid bench/research_grid.toml "
+              "--workers 2 --out docs/results/ablation` (variants are explained in that grid file). In this table "
+              "`recipe` ran with 10 refit rounds; `rounds-3` (same score, a third of the cost) became the default.", ""]
     if ablation_md:
         for name, text in ablation_md:
             parts += [f"### {name}", "", text.strip(), ""]
