@@ -2,7 +2,8 @@
 
   * RAVDESS (the real cache `cache/ravdess/whisper-base-trim.h5`, else `-full.h5`, or `--cache`):
     the whole protocol with the trainer's defaults - 6 folds x 3 seeds, `supervised` + `bgrpo`;
-    and seconds per B-GRPO epoch from one fold x seed with `--epochs` E: (T_bgrpo - T_supervised) / E
+    and seconds per B-GRPO epoch (a refit round under the default `--update refit`) from one fold x seed
+    with `--epochs` E epochs/rounds: (T_bgrpo - T_supervised) / E
     of the trainer's own per-method timing, so loading, warm-up and writing cancel out.
   * Scaling: synthetic caches of 1k, 10k and 100k utterances (Whisper base shape: 7 hidden
     states x 512, float16; written with `pipeline.cache.write_cache_arrays` into a temp dir), the
@@ -128,7 +129,7 @@ def epoch_row(work: Path, name: str, cache: Path, epochs: int, base: dict, n_utt
     bgrpo - supervised is the B-GRPO loop alone (the warm-up and the process noise cancel).
     """
     row = {"name": name, "utterances": n_utts, "pool": pool}
-    r = measure(work, name.replace(" ", "_"), cache, dict(base, methods=["supervised", "bgrpo"], epochs=epochs), timeout)
+    r = measure(work, name.replace(" ", "_"), cache, dict(base, methods=["supervised", "bgrpo"], epochs=epochs, refit_rounds=epochs), timeout)
     if r is None:
         return dict(row, timeout=timeout)
     sec = r["method_seconds"]
@@ -193,8 +194,9 @@ def main(argv=None) -> int:
             rows.append(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep", path,
                                   args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction), args.timeout))
             path.unlink()
-    print(f"\nTraining speed (trainer defaults: warm-up {defaults.warmup_epochs} epochs, B-GRPO batch "
-          f"{defaults.batch_size}, labelled fraction {defaults.labeled_fraction}; device {args.device})")
+    print(f"\nTraining speed (trainer defaults: solver {defaults.solver}, update {defaults.update} with "
+          f"{defaults.refit_rounds} rounds, groups of {defaults.batch_size}, labelled fraction "
+          f"{defaults.labeled_fraction}; device {args.device})")
     print(format_table(rows))
     for note in notes:
         print("note:", note)
