@@ -24,7 +24,7 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
             for method, g in curves.groupby("method", sort=False):
                 m = g.groupby("epoch")[col].mean()
                 if m.notna().any():
-                    ax.plot(m.index, m.values, label=method, color=colors.get(method))
+                    ax.plot(m.index, m.values, label=method, color=colors.get(method), marker="o" if len(m) < 8 else None, markersize=4)
             ax.set_xlabel("epoch (pseudo-label: round)")
             ax.set_title(col.replace("_", " ") + (" (diagnostic only)" if col.startswith("test") else ""))
             ax.grid(alpha=0.3)
