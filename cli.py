@@ -5,6 +5,8 @@ Stages: `manifest` (data_manifests) -> `extract` / `info` / `merge` (pipeline) -
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -61,7 +63,6 @@ def extract(
 ) -> None:
     """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable)."""
     import os
-    from pathlib import Path
 
     from data_manifests import ManifestError, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
@@ -204,7 +205,6 @@ def ablate(
 ) -> None:
     """Run a grid of any train settings x folds x seeds; write ablation.csv / ablation.md."""
     import time
-    from pathlib import Path
 
     from trainer.ablate import ablate as run
 
@@ -223,12 +223,24 @@ def predict(
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
+    speaker_regex: str = typer.Option(None, help="Speaker of each file from its name (first group), for "
+                                      "--speaker-norm runs; default: all files are one speaker."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
+    import re
+
     from trainer.predict import predict as run_predict
 
     try:
-        table = run_predict(run, audio, device)
+        speakers = None
+        if speaker_regex:
+            matches = [(p, re.search(speaker_regex, Path(p).name)) for p in audio]
+            unmatched = [p for p, m in matches if m is None]
+            if unmatched:
+                raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
+                                 f"e.g. {unmatched[0]}")
+            speakers = [m.group(1) if m.groups() else m.group(0) for _, m in matches]
+        table = run_predict(run, audio, device, speakers)
     except (ValueError, FileNotFoundError, OSError, KeyError) as error:
         _fail(error)
     classes = [c for c in table.columns if c not in ("path", "label")]
@@ -236,8 +248,6 @@ def predict(
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
         typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
     if csv:
-        from pathlib import Path
-
         from trainer.run import write_atomic
 
         write_atomic(Path(csv), table.to_csv(index=False))
@@ -261,7 +271,6 @@ def demo(
     pipeline working end to end offline; its scores say nothing about real emotional speech.
     """
     import shutil
-    from pathlib import Path
 
     from data_manifests import ManifestError, prepare, summarize, write_manifest
     from data_manifests.synthetic_demo import SPEAKER_REGEX, DemoDependencyError, generate

@@ -282,7 +282,7 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
     parts += ["## Full vs trim window", "", f"Labelled fraction {MAIN_FRACTION:.0%}, layer "
               f"`{shown['layer']}` and reward `{shown['reward']}` (the defaults when the runs were made).", ""]
     if missing_full:
-        parts += [f"The full-window cache is missing. Make it (about an hour on 2 CPU cores), then re-run the page:", "",
+        parts += ["The full-window cache is missing. Make it (about an hour on 2 CPU cores), then re-run the page:", "",
                   f"    {missing_full}", ""]
     parts += [compare_table(results, [("full (30 s padded)", "window-full"), ("trim (real audio only)", "window-trim")],
                             "window"), ""]

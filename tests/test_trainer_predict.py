@@ -74,3 +74,17 @@ def test_predict_without_a_trained_run_fails_cleanly(tmp_path):
 
     result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path), str(Path(__file__))])
     assert result.exit_code == 2 and "models.safetensors" in result.output
+
+
+def test_predict_groups_speakers_by_regex_and_names_unmatched_files(tone_run):
+    from cli import app
+
+    files = sorted(str(p) for p in tone_run.glob("s[23]_*.wav"))
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
+                                      "--speaker-regex", r"^(s\d)_", "--csv", str(tone_run / "spk.csv"), *files])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tone_run / "spk.csv")
+    truth = ["high" if "high" in Path(p).name else "low" for p in table.path]
+    assert (table.label == truth).mean() >= 0.9
+    bad = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--speaker-regex", r"^(x\d)_", files[0]])
+    assert bad.exit_code == 2 and Path(files[0]).name in bad.output

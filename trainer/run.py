@@ -31,7 +31,6 @@ from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
