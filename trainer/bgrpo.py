@@ -63,9 +63,9 @@ def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms
         p_pool = policy.probs(data.x_unl)
         all_rows = torch.arange(len(data.x_unl), device=x.device)
         groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-        plan = sinkhorn(acting(p_pool, data.x_unl, all_rows), data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-        plan, p_old = plan[idx], p_pool[idx]
-        p_act = acting(p_old, x, idx)
+        p_pool_act = acting(p_pool, data.x_unl, all_rows)
+        plan = sinkhorn(p_pool_act, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+        plan, p_old, p_act = plan[idx], p_pool[idx], p_pool_act[idx]
     else:
         p_old = policy.probs(x)
         p_act = acting(p_old, x, idx)
@@ -76,7 +76,7 @@ def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms
     p_teacher = teacher.probs(x, idx) if teacher is not None else None
     r = compute_reward(terms, p_old, actions, p_teacher, conf)
     adv = torch.cat([advantage(r[g], cfg.adv_std, actions[g] if cfg.baseline == "class" else None, data.n_classes)
-                     for g in torch.arange(len(idx), device=x.device).split(cfg.batch_size)])
+                     for g in torch.arange(len(idx), device=x.device).split(cfg.batch_size)])  # E4-E5 per group
     return p_old, actions, r, adv
 
 
