@@ -30,12 +30,12 @@ def test_lda_teacher_learns_separable_classes_and_is_uniform_when_it_cannot_fit(
     means = rng.normal(size=(3, 10)) * 4
     y = np.repeat(np.arange(3), 20)
     x = torch.tensor(means[y] + rng.normal(size=(60, 10)), dtype=torch.float32)
-    teacher = LDATeacher(x, n_components=5).fit(x, torch.tensor(y))
-    p = teacher.probs_of(x, 4)  # a fourth class never seen: probability 0
+    teacher = LDATeacher(x, 4, n_components=5).fit(x, torch.tensor(y))
+    p = teacher.probs(x)  # a fourth class never seen: probability 0
     assert p.shape == (60, 4) and torch.allclose(p.sum(1), torch.ones(60), atol=1e-5)
     assert (p.argmax(1).numpy() == y).mean() > 0.95 and float(p[:, 3].max()) == 0.0
-    tiny = LDATeacher(x, n_components=5).fit(x[[0, 20, 40]], torch.tensor([0, 1, 2]))
-    assert torch.allclose(tiny.probs_of(x[:4], 3), torch.full((4, 3), 1 / 3))
+    tiny = LDATeacher(x, 3, n_components=5).fit(x[[0, 20, 40]], torch.tensor([0, 1, 2]))
+    assert torch.allclose(tiny.probs(x[:4]), torch.full((4, 3), 1 / 3))
 
 
 def test_lbfgs_head_matches_scikit_learn_logistic_regression():

@@ -18,12 +18,17 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 
 class LDATeacher:
-    """T(c|x) from shrinkage LDA over PCA-`n_components` of flattened standardised features."""
+    """T(c|x) from shrinkage LDA over PCA-`n_components` of flattened standardised features.
 
-    def __init__(self, x_fit: torch.Tensor, n_components: int = 64, seed: int = 0):
+    A teacher in trainer/teachers.py's sense: probs(x, pool_idx), a no-op update(policy) (it does
+    not follow the policy) and end_round(x, y), which refits it on the round's selection.
+    """
+
+    def __init__(self, x_fit: torch.Tensor, n_classes: int, n_components: int = 64, seed: int = 0):
         flat = x_fit.reshape(len(x_fit), -1).cpu().numpy()
         k = int(min(n_components, flat.shape[0] - 1, flat.shape[1]))
         self.pca = PCA(k, random_state=seed).fit(flat)
+        self.n_classes = n_classes
         self.lda = None
 
     def _project(self, x: torch.Tensor) -> np.ndarray:
@@ -42,13 +47,19 @@ class LDATeacher:
             self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y)
         return self
 
-    def probs_of(self, x: torch.Tensor, n_classes: int) -> torch.Tensor:
+    def probs(self, x: torch.Tensor, pool_idx: torch.Tensor | None = None) -> torch.Tensor:
         """[N, C] probabilities; a class the fit never saw gets probability 0."""
         if self.lda is None:
-            return torch.full((len(x), n_classes), 1.0 / n_classes, device=x.device)
-        p = np.zeros((len(x), n_classes), dtype=np.float32)
+            return torch.full((len(x), self.n_classes), 1.0 / self.n_classes, device=x.device)
+        p = np.zeros((len(x), self.n_classes), dtype=np.float32)
         p[:, self.classes_] = self.lda.predict_proba(self._project(x))
         return torch.as_tensor(p, device=x.device)
+
+    def update(self, policy) -> None:
+        pass
+
+    def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.fit(x, y)
 
 
 def mix_probs(p_policy: torch.Tensor, p_teacher: torch.Tensor) -> torch.Tensor:

@@ -58,24 +58,6 @@ class FixedProbsTeacher:
         pass
 
 
-class LDATeacherAdapter:
-    """--teacher lda: the class model follows the selection (refitted in end_round), not the policy."""
-
-    def __init__(self, x_fit: torch.Tensor, x_lab: torch.Tensor, y_lab: torch.Tensor, n_classes: int,
-                 n_components: int, seed: int):
-        self.n_classes = n_classes
-        self.model = LDATeacher(x_fit, n_components, seed).fit(x_lab, y_lab)
-
-    def probs(self, x: torch.Tensor, pool_idx: torch.Tensor) -> torch.Tensor:
-        return self.model.probs_of(x, self.n_classes)
-
-    def update(self, policy: Policy) -> None:
-        pass
-
-    def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.model.fit(x, y)
-
-
 def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor | None = None,
                   data=None, cfg=None, seed: int = 0):
     if spec == "ema":
@@ -84,7 +66,7 @@ def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor
         return FrozenTeacher(warm)
     if spec == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
         x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
-        return LDATeacherAdapter(x_fit, data.x_lab, data.y_lab, data.n_classes, cfg.lda_components, seed)
+        return LDATeacher(x_fit, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
     if cache_probs is None:
         raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
     return FixedProbsTeacher(cache_probs)
