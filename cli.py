@@ -248,9 +248,9 @@ def predict(
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
         typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
     if csv:
-        from trainer.run import write_atomic
+        from data_manifests.storage import write_text_atomic
 
-        write_atomic(Path(csv), table.to_csv(index=False))
+        write_text_atomic(Path(csv), table.to_csv(index=False))
 
 
 # --- demo ----------------------------------------------------------------------------------

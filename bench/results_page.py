@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from data_manifests.storage import write_text_atomic  # noqa: E402
 from trainer.config import METHODS, TrainConfig  # noqa: E402
 from trainer.metrics import gap_recovered, relative_gain  # noqa: E402
 
@@ -361,10 +362,7 @@ def main(argv: list[str] | None = None) -> int:
              if (results_dir / f"main-f{MAIN_FRACTION}" / p).exists()]
     page = render(results, command, git_head(), dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   missing_full, ablation, plots)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text_atomic(out, page)
     print(f"[results-page] wrote {out} from {len(results)} results.json files in {results_dir}")
     return 0
 

@@ -1,8 +1,9 @@
 """Writing and reading manifests as CSV, atomically and with dtypes that survive the round trip."""
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -10,20 +11,42 @@ import pandas as pd
 from .schema import MANIFEST_COLUMNS, ManifestError, validate_manifest
 
 
-def write_manifest(df: pd.DataFrame, path) -> Path:
-    """Validate and write CSV via a temp file + os.replace, so a crash never leaves a half-written manifest."""
-    df = validate_manifest(df, source=str(path))
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename, on any error
+    (or Ctrl-C) it is removed. A crash never leaves a half-written output and a reader sees the old
+    file or the new one. The file gets the mode a plain `open` would (0666 minus the umask), so a
+    team can share outputs; the project's one way to write a file (or a folder) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            df.to_csv(handle, index=False)
+        yield tmp
+        if tmp.is_file():
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write a text file (UTF-8) through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_manifest(df: pd.DataFrame, path) -> Path:
+    """Validate and write the CSV atomically, so a crash never leaves a half-written manifest."""
+    df = validate_manifest(df, source=str(path))
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, encoding="utf-8")
+    return Path(path)
 
 
 def read_manifest(path) -> pd.DataFrame:

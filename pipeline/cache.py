@@ -19,13 +19,14 @@ the utterance ids and the vectors: equal vectors from equal inputs give equal fi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
+
+from data_manifests.storage import atomic_path
 
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
@@ -92,8 +93,7 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
     num_states, hidden = (int(x) for x in state_shape)
     defaults = {"split": "", "corpus": "", "path": "", "gender": "", "language": "", "error": "",
                 "num_frames": 0, "duration": 0.0, "fold": -1, "ok": True}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         emb = f.create_dataset("embeddings", shape=(n, num_states, hidden), dtype=np.float16,
                                chunks=(min(max(n, 1), CHUNK_ROWS), num_states, hidden))
         for col in STRING_COLUMNS:
@@ -126,7 +126,6 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
         f.attrs["fingerprint"] = fingerprint_of(
             (emb[i:i + CHUNK_ROWS] for i in range(0, n, CHUNK_ROWS)), table["utt_id"], identity)
         f.attrs["complete"] = True
-    os.replace(tmp, path)
     return path
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from data_manifests.storage import atomic_path, write_text_atomic
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
 from pipeline.cache import read_table, write_cache
 from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
@@ -166,12 +167,6 @@ def _mismatch(found: dict, wanted: dict) -> list[str]:
             for k in IDENTITY_KEYS if str(found.get(k, "")) != str(wanted[k])]
 
 
-def _atomic_write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def _prepare_workdir(work: Path, identity: dict, plan: list, overwrite: bool) -> list:
     """Create or reuse `<cache>.partial/`; returns the batch plan to follow (the stored one on resume)."""
     plan_file = work / "plan.json"
@@ -184,7 +179,7 @@ def _prepare_workdir(work: Path, identity: dict, plan: list, overwrite: bool) ->
         return stored["plan"]
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    _atomic_write_json(plan_file, {"identity": identity, "plan": plan})
+    write_text_atomic(plan_file, json.dumps({"identity": identity, "plan": plan}))
     return plan
 
 
@@ -201,9 +196,8 @@ def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations
         d["embeddings"] = np.stack([results[r][0] for r in ok]).astype(np.float16)
         if results[ok[0]][2] is not None:
             d["frames"] = np.concatenate([results[r][2] for r in ok]).astype(np.float16)
-    tmp = work / f"batch-{b:06d}.tmp.npz"
-    np.savez(tmp, **d)
-    os.replace(tmp, work / f"batch-{b:06d}.npz")
+    with atomic_path(work / f"batch-{b:06d}.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **d)
 
 
 def _done_batches(work: Path) -> dict[int, Path]:

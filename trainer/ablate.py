@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_manifests.storage import write_text_atomic
 from trainer.config import TrainConfig, field_names
-from trainer.run import collect, class_names, jobs_for, prepared_cache, run_jobs, summarise, write_atomic
+from trainer.run import collect, class_names, jobs_for, prepared_cache, run_jobs, summarise
 
 
 def read_grid(path) -> tuple[dict, dict, dict]:
@@ -86,10 +87,10 @@ def ablate(cache_path, grid_path, out_dir, workers: int = 1) -> pd.DataFrame:
     summary = pd.DataFrame(lines)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "ablation.csv", summary.to_csv(index=False))
-    write_atomic(out_dir / "ablation.md", markdown_table(summary, (["variant"] if variants else []) + list(grid)))
-    write_atomic(out_dir / "all_runs.csv", pd.concat(all_rows, ignore_index=True).to_csv(index=False))
-    write_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "variants": variants, "cache": str(cache_path),
+    write_text_atomic(out_dir / "ablation.csv", summary.to_csv(index=False))
+    write_text_atomic(out_dir / "ablation.md", markdown_table(summary, (["variant"] if variants else []) + list(grid)))
+    write_text_atomic(out_dir / "all_runs.csv", pd.concat(all_rows, ignore_index=True).to_csv(index=False))
+    write_text_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "variants": variants, "cache": str(cache_path),
                                                     "fingerprint": fingerprint,
                                                     "wall_seconds": round(time.perf_counter() - t0, 1)}, indent=2))
     return summary

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from data_manifests.storage import atomic_path
+
 
 class Policy(nn.Module):
     def __init__(self, n_layers: int, dim: int, n_classes: int, head: str = "mlp", hidden: int = 256,
@@ -68,9 +70,8 @@ def save_policies(path, policies: dict[str, Policy], meta: dict) -> Path:
     tensors = {f"{name}/{k}": v.detach().cpu().contiguous() for name, pol in policies.items()
                for k, v in pol.state_dict().items()}
     arch = {name: pol.arch for name, pol in policies.items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
     return path
 
 

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from data_manifests.storage import write_text_atomic
 from pipeline.cache import load_cache
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
@@ -214,12 +215,6 @@ def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.D
     return rows, curves, pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame(), conf
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     """The `train` command: all folds x seeds, then the run directory's files. Returns results."""
     cache_path, out_dir = Path(cache_path), Path(out_dir)
@@ -233,12 +228,12 @@ def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_dir / "config.json", json.dumps({"config": cfg.to_dict(), "cache": cache_info,
+    write_text_atomic(out_dir / "config.json", json.dumps({"config": cfg.to_dict(), "cache": cache_info,
                                                       "git_revision": summary["git_revision"]}, indent=2))
-    write_atomic(out_dir / "results.json", json.dumps(summary, indent=2))
-    write_atomic(out_dir / "results.csv", rows.to_csv(index=False))
-    write_atomic(out_dir / "curves.csv", curves.to_csv(index=False))
-    write_atomic(out_dir / "predictions.csv", preds.to_csv(index=False))
+    write_text_atomic(out_dir / "results.json", json.dumps(summary, indent=2))
+    write_text_atomic(out_dir / "results.csv", rows.to_csv(index=False))
+    write_text_atomic(out_dir / "curves.csv", curves.to_csv(index=False))
+    write_text_atomic(out_dir / "predictions.csv", preds.to_csv(index=False))
     if cfg.save_models:
         save_models(out_dir / "models.safetensors", results, cfg, cache_info)
     from trainer.plots import plot_run  # matplotlib only when writing a run
