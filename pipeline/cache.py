@@ -1,7 +1,10 @@
 """The HDF5 embedding cache: one file per (corpus, encoder, window), read by the trainer.
 
 Layout (row i = utterance i, in manifest order; failed rows keep their place, ok=False):
-  /embeddings   float16 [N, L+1, D]  mean over real-audio frames of every hidden state
+  /embeddings   float16 [N, L+1, D]  mean over real-audio frames of every hidden state, stored in
+                chunks of CHUNK_ROWS rows x 1 hidden state x D, so that reading one layer (what a
+                run uses) reads only that layer's bytes; caches written before this layout have
+                chunks of rows x every hidden state (still read, 1/(L+1) as efficiently; `rechunk`)
   /num_frames   int32   [N]          encoder frames pooled (0 for failed rows)
   /duration     float32 [N]          seconds
   /fold         int16   [N]          speaker-independent fold, -1 where the corpus has a split
@@ -35,6 +38,7 @@ NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.in
 VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shard", "num_failed",
                   "audio_seconds")
 CHUNK_ROWS = 256
+READ_ROWS = 64 * CHUNK_ROWS  # rows per block when reading layers: memory = output + one block
 STR = h5py.string_dtype("utf-8")
 
 
@@ -95,7 +99,7 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
                 "num_frames": 0, "duration": 0.0, "fold": -1, "ok": True}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         emb = f.create_dataset("embeddings", shape=(n, num_states, hidden), dtype=np.float16,
-                               chunks=(min(max(n, 1), CHUNK_ROWS), num_states, hidden))
+                               chunks=(min(max(n, 1), CHUNK_ROWS), 1, hidden))
         for col in STRING_COLUMNS:
             values = table[col].fillna("").astype(str) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(list(values), dtype=object), dtype=STR)
@@ -115,7 +119,11 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
             rows = np.asarray(rows)
             if len(rows):
                 order = np.argsort(rows)  # h5py fancy indexing wants increasing indices
-                emb[rows[order]] = np.asarray(block, dtype=np.float16)[order]
+                rows_sorted, values = rows[order], np.asarray(block, dtype=np.float16)[order]
+                if rows_sorted[-1] - rows_sorted[0] + 1 == len(rows_sorted):  # a run of rows: one hyperslab
+                    emb[rows_sorted[0]:rows_sorted[-1] + 1] = values
+                else:
+                    emb[rows_sorted] = values
             if offsets is not None and frames is not None:
                 for r, fr_i in zip(rows, frames):
                     fr[offsets[r]:offsets[r + 1]] = fr_i
@@ -138,18 +146,6 @@ def load_frames(path, index: int) -> np.ndarray:
         return f["frames"][off[index]:off[index + 1]]
 
 
-def iter_features(path, layers=None, rows_per_chunk: int = CHUNK_ROWS):
-    """Yield (row indices, [b, L, D] float16) of the ok rows chunk by chunk: caches larger than RAM."""
-    with h5py.File(path, "r") as f:
-        ok = f["ok"][...]
-        dset = f["embeddings"]
-        sel = slice(None) if layers is None else sorted(int(i) for i in layers)
-        for start in range(0, len(ok), rows_per_chunk):
-            block = dset[start:start + rows_per_chunk][:, sel]
-            keep = ok[start:start + rows_per_chunk]
-            yield np.flatnonzero(keep) + start, block[keep]
-
-
 def read_table(f: h5py.File) -> pd.DataFrame:
     """All rows (ok and failed) of an open cache as a DataFrame."""
     cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f}
@@ -157,11 +153,39 @@ def read_table(f: h5py.File) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def load_cache(path, layers=None) -> CacheData:
-    """Read the ok rows of a cache. `layers` (list of hidden-state indices) limits what is read.
+def layer_chunked(dset: h5py.Dataset) -> bool:
+    """True when one chunk holds a single hidden state (this version's layout), so that a layer
+    is read without the others; False for caches whose chunks hold every hidden state of a row."""
+    return dset.chunks is not None and dset.chunks[1] == 1 or dset.shape[1] == 1
 
-    Reads go through h5py's chunked I/O, so only the requested layers are pulled from disk.
-    """
+
+def read_layers(dset: h5py.Dataset, layers, ok: np.ndarray, block_rows: int = READ_ROWS) -> np.ndarray:
+    """[sum(ok), len(layers), D] float16: the chosen hidden states of the ok rows, read block by
+    block straight into the output (peak memory = the output + one block, never the whole cache)."""
+    layers = list(layers)
+    n_ok = int(ok.sum())
+    out = np.empty((n_ok, len(layers), dset.shape[2]), np.float16)
+    pos = 0
+    for start in range(0, dset.shape[0], block_rows):
+        keep = ok[start:start + block_rows]
+        if not keep.any():
+            continue
+        block = dset[start:start + len(keep), layers, :] if len(layers) < dset.shape[1] else \
+            dset[start:start + len(keep)]
+        out[pos:pos + int(keep.sum())] = block if keep.all() else block[keep]
+        pos += int(keep.sum())
+    return out
+
+
+def cache_shape(path) -> tuple[int, int, int]:
+    """(utterances, hidden states, width) of a cache, without reading its vectors."""
+    with h5py.File(path, "r") as f:
+        return tuple(int(x) for x in f["embeddings"].shape)
+
+
+def load_cache(path, layers=None) -> CacheData:
+    """Read the ok rows of a cache. `layers` (hidden-state indices) limits what is read: with this
+    version's chunk layout only those layers' bytes leave the disk; the result stays float16."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
@@ -170,16 +194,54 @@ def load_cache(path, layers=None) -> CacheData:
             raise ValueError(f"cache {path} is incomplete: re-run the same `extract` command to finish it")
         table = read_table(f)
         ok = table["ok"].to_numpy(bool)
-        idx = np.flatnonzero(ok)
         dset = f["embeddings"]
-        if layers is None:
-            feats = dset[...][idx] if len(idx) != len(ok) else dset[...]
-        else:
-            layers = sorted(int(i) for i in layers)
-            feats = np.stack([dset[:, i, :] for i in layers], axis=1)[idx]
+        states = dset.shape[1]
+        bad = [i for i in ([] if layers is None else layers) if not -states <= int(i) < states]
+        if bad:
+            raise ValueError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
+        chosen = list(range(states)) if layers is None else sorted({int(i) % states for i in layers})
+        feats = read_layers(dset, chosen, ok)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     return CacheData(features=feats, table=table[ok].reset_index(drop=True), attrs=attrs,
                      fingerprint=str(attrs.get("fingerprint", "")), path=path)
+
+
+def rechunk(path) -> bool:
+    """Rewrite a cache in the layer-contiguous chunk layout (same vectors, same fingerprint), in
+    place and atomically; False (nothing written) when it already has that layout."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        if not f.attrs.get("complete", False):
+            raise ValueError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")
+        if layer_chunked(f["embeddings"]):
+            return False
+        table = read_table(f)
+        shape = f["embeddings"].shape[1:]
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
+                 if k not in ("fingerprint", "complete")}
+        before = str(f.attrs.get("fingerprint", ""))
+        frame_lengths = table["num_frames"].to_numpy() if "frames" in f else None
+
+        def blocks():
+            emb = f["embeddings"]
+            for start in range(0, len(table), READ_ROWS):
+                rows = np.arange(start, min(start + READ_ROWS, len(table)))
+                frames = None
+                if frame_lengths is not None:
+                    off = f["frame_offsets"][start:rows[-1] + 2]
+                    data = f["frames"][off[0]:off[-1]]
+                    frames = np.split(data, off[1:-1] - off[0])
+                yield rows, emb[start:rows[-1] + 1], frames
+
+        with atomic_path(path) as tmp:  # the original stays until the copy is checked
+            write_cache(tmp, table, attrs, shape, blocks(), frame_lengths=frame_lengths)
+            with h5py.File(tmp, "r") as g:
+                after = str(g.attrs["fingerprint"])
+            if after != before:
+                raise ValueError(f"re-chunking {path} would change its fingerprint ({before[:12]} -> "
+                                 f"{after[:12]}): its vectors do not match the recorded fingerprint; "
+                                 "re-extract it instead")
+    return True
 
 
 def describe(path) -> str:
@@ -188,6 +250,7 @@ def describe(path) -> str:
     with h5py.File(path, "r") as f:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape
+        by_layer = layer_chunked(f["embeddings"])
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
         has_frames = "frames" in f
     ok = t["ok"].to_numpy(bool)
@@ -195,6 +258,9 @@ def describe(path) -> str:
              f" ({int(ok.sum())} ok, {int((~ok).sum())} failed)"
              + ("" if attrs.get("complete") else "  [INCOMPLETE]")]
     lines += [f"  {k}: {attrs[k]}" for k in sorted(attrs)]
+    lines.append("  layout: one hidden state per chunk (a run reads only its layer)" if by_layer else
+                 f"  layout: every hidden state in each chunk (older cache: a run reads all {states} to use one;"
+                 f" `python cli.py rechunk {path}` rewrites it)")
     lines.append(f"  audio: {t.loc[ok, 'duration'].sum() / 3600:.3f} h, "
                  f"frame-level states: {'last layer' if has_frames else 'no'}")
     if ok.any():
