@@ -75,7 +75,7 @@ def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
     x, table = prepared_cache(str(cache), meta["layer"], meta["speaker_norm"])[:2]
     test = np.flatnonzero(table.fold.to_numpy() == 2)
     pol = policies["bgrpo_f2_s1"]
-    pred = pol.probs(pol.standardize(torch.as_tensor(x[test]))).argmax(1).numpy()
+    pred = pol.probs(pol.standardize(torch.as_tensor(x.rows(test)))).argmax(1).numpy()
     saved = pd.read_csv(run_dir / "predictions.csv").query("method == 'bgrpo' and fold == 2 and seed == 1")
     assert [meta["classes"][i] for i in pred] == saved.pred.tolist()
 

@@ -17,7 +17,7 @@ def train_pseudo_label(warm: Policy, data: FoldData, cfg, seed: int,
     the labelled set with their predicted label, and a fresh head is trained on the union."""
     model = warm
     for rnd in range(cfg.pl_rounds):
-        p = model.probs(data.x_unl)
+        p = data.x_unl.map(model.probs)
         conf, pseudo = p.max(1)
         sel = conf > cfg.pl_threshold
         hidden = data.y_unl_hidden[sel]

@@ -49,34 +49,36 @@ def bgrpo_loss(logp, logp_old, logp_ref, actions, adv, eps: float, beta: float) 
 def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms, teacher,
                    generator: torch.Generator):
     """E1-E5 for pool rows idx under pi_old = the current policy: probabilities, actions, rewards
-    and advantages. Consecutive runs of --batch-size rows of idx are the groups (E4)."""
-    x = data.x_unl[idx]
+    and advantages. Consecutive runs of --batch-size rows of idx are the groups (E4).
+
+    A pool-wide assignment works on the pool's [N, C] probabilities, computed chunk by chunk; the
+    pool's features are never gathered whole (idx may be the entire pool)."""
     mixed = cfg.act_on == "mix"
-
-    def acting(p, rows_x, rows_idx):  # the distribution E1 acts on: pi_old, or sqrt(pi_old * T)
-        return mix_probs(p, teacher.probs(rows_x, rows_idx)) if mixed else p
-
-    group = torch.arange(len(idx), device=x.device) // cfg.batch_size
-    plan = None
+    dev = data.x_unl.device
+    group = torch.arange(len(idx), device=dev) // cfg.batch_size
+    plan = p_teacher = None
     if (cfg.action == "balanced" or "assign" in terms) and cfg.balance_scope != "batch":
         # the assignment over the whole pool (or each speaker in it); this call's rows are kept
-        p_pool = policy.probs(data.x_unl)
-        all_rows = torch.arange(len(data.x_unl), device=x.device)
+        p_pool = data.x_unl.map(policy.probs)
         groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-        p_pool_act = acting(p_pool, data.x_unl, all_rows)
+        if teacher is not None:
+            p_teacher = data.x_unl.map_indexed(teacher.probs)
+        p_pool_act = mix_probs(p_pool, p_teacher) if mixed else p_pool
         plan = sinkhorn(p_pool_act, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
         plan, p_old, p_act = plan[idx], p_pool[idx], p_pool_act[idx]
+        p_teacher = p_teacher[idx] if p_teacher is not None else None
     else:
+        x = data.x_unl[idx]
         p_old = policy.probs(x)
-        p_act = acting(p_old, x, idx)
+        p_teacher = teacher.probs(x, idx) if teacher is not None else None
+        p_act = mix_probs(p_old, p_teacher) if mixed else p_old
         if cfg.action == "balanced" or "assign" in terms:  # each group balanced on its own
             plan = sinkhorn(p_act, data.prior, group, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-    actions = select_actions(p_act, cfg.action, generator if x.device.type == "cpu" else None, plan)
+    actions = select_actions(p_act, cfg.action, generator if dev.type == "cpu" else None, plan)
     conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
-    p_teacher = teacher.probs(x, idx) if teacher is not None else None
     r = compute_reward(terms, p_old, actions, p_teacher, conf)
     adv = torch.cat([advantage(r[g], cfg.adv_std, actions[g] if cfg.baseline == "class" else None, data.n_classes)
-                     for g in torch.arange(len(idx), device=x.device).split(cfg.batch_size)])  # E4-E5 per group
+                     for g in torch.arange(len(idx), device=dev).split(cfg.batch_size)])  # E4-E5 per group
     return p_old, actions, r, adv
 
 
@@ -114,7 +116,8 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
     policy = warm.frozen_copy()
     for p in policy.parameters():
         p.requires_grad_(True)
-    logp_ref_pool = F.log_softmax(warm.frozen_copy()(data.x_unl), 1).detach()  # pi_ref is frozen: once
+    ref = warm.frozen_copy()
+    logp_ref_pool = data.x_unl.map(lambda z: F.log_softmax(ref(z), 1).detach())  # pi_ref is frozen: once
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=False, fused=True)
     terms = parse_reward(cfg.reward)
     dev = data.x_unl.device

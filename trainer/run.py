@@ -36,12 +36,12 @@ import torch
 from tqdm import tqdm
 
 from data_manifests.storage import write_text_atomic
-from pipeline.cache import load_cache
+from pipeline.cache import cache_shape, load_cache
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
 from trainer.fold_data import FoldData
-from trainer.features import prepare
+from trainer.feature_store import CenteredCache, states_to_read
 from trainer.metrics import SCORES, confusion, gap_recovered, histogram_entropy, mean_std, relative_gain, scores
 from trainer.monitor import Monitor
 from trainer.policy import Policy, save_policies
@@ -55,9 +55,10 @@ METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
 
 @lru_cache(maxsize=4)
 def prepared_cache(path: str, layer: str, speaker_norm: bool):
-    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process."""
-    c = load_cache(path)
-    return prepare(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
+    """(CenteredCache of the hidden state(s) --layer uses, table, attrs, fingerprint), once per
+    process: only those states are read from disk, and they stay float16 in memory."""
+    c = load_cache(path, layers=states_to_read(layer, cache_shape(path)[1]))
+    return CenteredCache(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
 
 
 def class_names(table: pd.DataFrame) -> list[str]:
@@ -82,9 +83,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     x_ext = spk_ext = None
     if cfg.unlabeled_cache:
         x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
-        if x_ext.shape[1:] != x.shape[1:]:
-            raise ValueError(f"--unlabeled-cache {cfg.unlabeled_cache} has features {x_ext.shape[1:]}, "
-                             f"this cache {x.shape[1:]}: extract it with the same encoder and --layer")
+        if x_ext.row_shape != x.row_shape:
+            raise ValueError(f"--unlabeled-cache {cfg.unlabeled_cache} has features {x_ext.row_shape}, "
+                             f"this cache {x.row_shape}: extract it with the same encoder and --layer")
         spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
     data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), dev, x_ext, spk_ext)
     rows, curves, preds, models = [], [], {}, {}
@@ -93,8 +94,8 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         return torch.Generator().manual_seed(job_seed(fold, seed, salt))
 
     def finish(method, model, t0, kept_epoch=None):
-        pred = model.probs(data.x_test).argmax(1).cpu().numpy()
-        pool_pred = model.probs(data.x_unl).argmax(1).cpu().numpy() if len(data.x_unl) else pred
+        pred = data.x_test.map(model.probs).argmax(1).cpu().numpy()
+        pool_pred = data.x_unl.map(model.probs).argmax(1).cpu().numpy() if len(data.x_unl) else pred
         ent = histogram_entropy(pool_pred, len(classes))
         rows.append({"method": method, "fold": fold, "seed": seed,
                      **scores(data.y_test.cpu().numpy(), pred, len(classes)),
@@ -142,7 +143,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
             model = train_dino(warm, data, cfg, gen("dino"), mon)
         else:  # topline: the same head and recipe on every training label
             model = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), dev),
-                                   data.x_train_all, data.y_train_all, cfg, gen("topline"), mon)
+                                   data.x_train_all[:], data.y_train_all, cfg, gen("topline"), mon)
         finish(method, model, t0, mon.best_epoch)
     for c in curves:
         c.update(fold=fold, seed=seed)

@@ -8,6 +8,7 @@ end_round(x, y) after each epoch/round with the labelled rows plus the round's s
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from trainer.lda_teacher import LDATeacher
@@ -65,8 +66,11 @@ def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor
     if spec == "frozen":
         return FrozenTeacher(warm)
     if spec == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
-        x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
-        return LDATeacher(x_fit, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
+        def blocks():
+            yield from (data.x_lab.cpu().numpy(), data.x_val.cpu().numpy())
+            yield from (data.x_unl[pos].cpu().numpy() for pos in data.x_unl.position_chunks())
+        n_rows = len(data.x_lab) + len(data.x_val) + len(data.x_unl)
+        return LDATeacher(blocks, n_rows, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
     if cache_probs is None:
         raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
     return FixedProbsTeacher(cache_probs)
@@ -76,6 +80,7 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
     """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
     probabilities for the pool's utterances (matched by utt_id)."""
     from trainer.run import prepared_cache  # late import: run builds on this module
+    from trainer.feature_store import FeatureRows
     from trainer.features import Standardizer
     from trainer.supervised import fit_supervised, new_policy
 
@@ -85,11 +90,11 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
     if missing:
         raise ValueError(f"teacher cache {teacher_cache} lacks {len(missing)} utterance(s) of this run "
                          f"(e.g. {missing[0]}): extract the same manifest with the teacher's encoder")
-    rows_lab = [pos[u] for u in utt_lab]
-    rows_pool = [pos[u] for u in utt_pool]
-    st = Standardizer().fit(x[rows_lab + rows_pool])
-    xt = torch.as_tensor(st.transform(x), device=device)
+    rows_lab = np.array([pos[u] for u in utt_lab], np.int64)
+    rows_pool = np.array([pos[u] for u in utt_pool], np.int64)
+    st = Standardizer().fit(x.rows(np.concatenate([rows_lab, rows_pool])))
     model = new_policy(cfg, st, n_classes, seed, device)
     gen = torch.Generator().manual_seed(seed)
-    model = fit_supervised(model, xt[rows_lab], torch.as_tensor(y_lab, device=device), cfg, gen)
-    return model.probs(xt[rows_pool])
+    x_lab = torch.as_tensor(st.transform(x.rows(rows_lab)), device=device)
+    model = fit_supervised(model, x_lab, torch.as_tensor(y_lab, device=device), cfg, gen)
+    return FeatureRows([(x, rows_pool)], st, device).map(model.probs)
