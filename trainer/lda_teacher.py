@@ -60,11 +60,20 @@ class LDATeacher:
 
     A teacher in trainer/teachers.py's sense: probs(x, pool_idx), a no-op update(policy) (it does
     not follow the policy) and end_round(x, y), which refits it on the round's selection.
-    `blocks()` yields the rows the PCA is fitted on (label-free: labelled, validation and pool).
+    `x_fit`: the rows the PCA is fitted on (label-free), a tensor or a list of tensors and
+    FeatureRows (labelled, validation and pool), read a chunk at a time.
     """
 
-    def __init__(self, blocks, n_rows: int, n_classes: int, n_components: int = 64, seed: int = 0):
-        self.pca = principal_axes(blocks, n_rows, n_components, seed)
+    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0):
+        sources = [x_fit] if torch.is_tensor(x_fit) else list(x_fit)
+
+        def blocks():
+            for src in sources:
+                if torch.is_tensor(src):
+                    yield src.cpu().numpy()
+                else:
+                    yield from (src[pos].cpu().numpy() for pos in src.position_chunks())
+        self.pca = principal_axes(blocks, sum(len(s) for s in sources), n_components, seed)
         self.n_classes = n_classes
         self.lda = None
 

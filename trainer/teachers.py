@@ -66,11 +66,8 @@ def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor
     if spec == "frozen":
         return FrozenTeacher(warm)
     if spec == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
-        def blocks():
-            yield from (data.x_lab.cpu().numpy(), data.x_val.cpu().numpy())
-            yield from (data.x_unl[pos].cpu().numpy() for pos in data.x_unl.position_chunks())
-        n_rows = len(data.x_lab) + len(data.x_val) + len(data.x_unl)
-        return LDATeacher(blocks, n_rows, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
+        return LDATeacher([data.x_lab, data.x_val, data.x_unl], data.n_classes, cfg.lda_components,
+                          seed).fit(data.x_lab, data.y_lab)
     if cache_probs is None:
         raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
     return FixedProbsTeacher(cache_probs)
