@@ -186,7 +186,7 @@ def train(
     seeds: str = typer.Option(",".join(map(str, _D.seeds)), help="Comma list of seeds."),
     transductive: bool = typer.Option(_D.transductive, "--transductive/--inductive", help="Also put the test fold's audio (no labels) into the pool."),
     inner_validation: bool = typer.Option(_D.inner_validation, "--inner-validation/--outer-test", help="Model selection: drop each test fold and score the next fold's speakers instead."),
-    unlabeled_cache: str = typer.Option(_D.unlabeled_cache, help="Another cache whose utterances join the pool (labels never used)."),
+    unlabeled_cache: str = typer.Option(_D.unlabeled_cache, help="Comma list of other caches (same encoder) whose utterances join the pool (labels never used)."),
     pl_threshold: float = typer.Option(_D.pl_threshold, help="Pseudo-label confidence threshold."),
     pl_rounds: int = typer.Option(_D.pl_rounds, help="Pseudo-label rounds."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),

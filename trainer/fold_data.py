@@ -33,15 +33,16 @@ class FoldData:
 
     @classmethod
     def build(cls, x: CenteredCache, y: np.ndarray, speakers: np.ndarray, split, n_classes: int, device,
-              x_ext: CenteredCache | None = None, speakers_ext: np.ndarray | None = None) -> "FoldData":
+              externals=()) -> "FoldData":
+        """`externals`: (CenteredCache, speakers) of other caches whose rows join the pool unlabelled."""
         dev = torch.device(device)
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
         parts = [(x, split.unlabeled)]
         y_unl, spk_unl = y[split.unlabeled], speakers[split.unlabeled]
-        if x_ext is not None and len(x_ext):
+        for x_ext, speakers_ext in externals:
             parts.append((x_ext, np.arange(len(x_ext))))
             y_unl = np.concatenate([y_unl, -np.ones(len(x_ext), dtype=y.dtype)])
-            spk_unl = np.concatenate([spk_unl, np.array(["ext:" + str(s) for s in speakers_ext])])
+            spk_unl = np.concatenate([spk_unl, np.char.add("ext:", np.asarray(speakers_ext, dtype=str))])
         # The test fold's hidden labels must not even reach the pool's diagnostics in transductive mode.
         if len(split.test):
             in_test = np.isin(split.unlabeled, split.test)

@@ -70,6 +70,20 @@ def job_seed(fold: str, seed: int, salt: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(f"{fold}/{salt}".encode())) % (2**31)
 
 
+def external_pools(cfg: TrainConfig, x, attrs: dict) -> list[tuple]:
+    """(CenteredCache, speakers) of each --unlabeled-cache (comma list): more unlabelled audio for
+    the pool, from caches of the same encoder; their labels are never read."""
+    pools = []
+    for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
+        x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
+        if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
+            raise ValueError(f"--unlabeled-cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
+                             f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
+                             "same encoder (and use the same --layer)")
+        pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))
+    return pools
+
+
 def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     """One fold x seed: warm-up, then every requested method; returns rows, curves, predictions."""
     cfg = TrainConfig.from_dict(cfg_dict)
@@ -80,14 +94,8 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
-    x_ext = spk_ext = None
-    if cfg.unlabeled_cache:
-        x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
-        if x_ext.row_shape != x.row_shape:
-            raise ValueError(f"--unlabeled-cache {cfg.unlabeled_cache} has features {x_ext.row_shape}, "
-                             f"this cache {x.row_shape}: extract it with the same encoder and --layer")
-        spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
-    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), dev, x_ext, spk_ext)
+    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), dev,
+                          external_pools(cfg, x, attrs))
     rows, curves, preds, models = [], [], {}, {}
 
     def gen(salt):
