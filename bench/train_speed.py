@@ -288,13 +288,14 @@ def pool_benchmark(sizes: list[int], args) -> int:
                                   pool_size(table, 0, defaults.labeled_fraction), args.timeout))
             del table
     rows = growth(rows)
-    print(f"\nLarge pool: synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, "
-          f"supervised warm-up + {args.epochs} refit rounds with the trainer's defaults; device {args.device}, "
-          f"{os.cpu_count()} CPU cores, load {os.getloadavg()[0]:.2f}")
+    title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, supervised warm-up + "
+             f"{args.epochs} refit rounds with the trainer's defaults; device {args.device}, {os.cpu_count()} CPU "
+             f"cores, load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
+    print("\n" + title)
     print(format_pool_table(rows))
     if args.json:
         from data_manifests.storage import write_text_atomic
-        write_text_atomic(args.json, json.dumps({"rows": rows}, indent=1))
+        write_text_atomic(args.json, json.dumps({"title": title, "rows": rows}, indent=1))
         print(f"saved {args.json}")
     return 0
 
