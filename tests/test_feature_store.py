@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trainer.feature_store import CenteredCache, FeatureRows, sequential_sum, states_to_read
+from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, sequential_sum, states_to_read
 from trainer.features import Standardizer, prepare
 from trainer.lda_teacher import LDATeacher, principal_axes
 
@@ -31,7 +31,7 @@ def test_states_to_read():
 def test_centred_rows_are_the_in_memory_features_bit_for_bit(layer, read, speaker_norm):
     raw, speakers = raw_cache()
     expected = prepare(raw, speakers, layer, speaker_norm)  # the in-memory float32 path
-    cache = CenteredCache(raw[:, read], speakers, layer, speaker_norm)
+    cache = CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8)
     rows = np.array([5, 0, 49, 12, 12])
     assert cache.rows(rows).dtype == np.float32
     np.testing.assert_array_equal(cache.rows(rows), expected[rows])
@@ -59,6 +59,18 @@ def test_feature_rows_index_and_map_across_parts_and_chunks():
         seen = pool.map_indexed(lambda z, pos: pos.to(z.dtype))
         assert torch.equal(seen, torch.arange(14, dtype=torch.float32))
         np.testing.assert_array_equal(np.concatenate(list(pool.centered_chunks())), whole)
+
+
+def test_group_sums_over_chunks_equal_numpy_add_at():
+    rng = np.random.default_rng(2)
+    rows = (rng.normal(size=(500, 6)) * 1e3).astype(np.float32)
+    groups = rng.integers(0, 9, 500)
+    expected = np.zeros((10, 6))
+    np.add.at(expected, groups, rows)
+    got = np.zeros((10, 6))
+    for start in range(0, 500, 37):
+        add_rows_by_group(got, groups[start:start + 37], rows[start:start + 37])
+    assert np.array_equal(got, expected)
 
 
 def test_sequential_sum_over_chunks_equals_the_one_shot_sum():
