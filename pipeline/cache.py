@@ -146,10 +146,12 @@ def load_frames(path, index: int) -> np.ndarray:
         return f["frames"][off[index]:off[index + 1]]
 
 
-def read_table(f: h5py.File) -> pd.DataFrame:
-    """All rows (ok and failed) of an open cache as a DataFrame."""
-    cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f}
-    cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f})
+def read_table(f: h5py.File, columns=None) -> pd.DataFrame:
+    """All rows (ok and failed) of an open cache as a DataFrame: every column, or `columns` (plus
+    `ok`; a million rows of text columns take about 60 MB each)."""
+    wanted = None if columns is None else set(columns) | {"ok"}
+    cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f and (wanted is None or c in wanted)}
+    cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f and (wanted is None or c in wanted)})
     return pd.DataFrame(cols)
 
 
@@ -183,16 +185,17 @@ def cache_shape(path) -> tuple[int, int, int]:
         return tuple(int(x) for x in f["embeddings"].shape)
 
 
-def load_cache(path, layers=None) -> CacheData:
+def load_cache(path, layers=None, columns=None) -> CacheData:
     """Read the ok rows of a cache. `layers` (hidden-state indices) limits what is read: with this
-    version's chunk layout only those layers' bytes leave the disk; the result stays float16."""
+    version's chunk layout only those layers' bytes leave the disk; the result stays float16.
+    `columns` limits the table (default: every column)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
     with h5py.File(path, "r") as f:
         if not f.attrs.get("complete", False):
             raise ValueError(f"cache {path} is incomplete: re-run the same `extract` command to finish it")
-        table = read_table(f)
+        table = read_table(f, columns)
         ok = table["ok"].to_numpy(bool)
         dset = f["embeddings"]
         states = dset.shape[1]

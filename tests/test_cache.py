@@ -29,6 +29,7 @@ def test_round_trip_keeps_ok_rows_layers_and_order(tmp_path):
     part = load_cache(path, layers=[2, 0])
     np.testing.assert_array_equal(part.features, emb[[0, 1, 3, 4]][:, [0, 2]])
     assert part.features.dtype == np.float16 and cache_shape(path) == (5, 3, 4)
+    assert list(load_cache(path, [0], columns=["utt_id", "fold"]).table.columns) == ["utt_id", "fold", "ok"]
     np.testing.assert_array_equal(load_cache(path, layers=[-1]).features, emb[[0, 1, 3, 4]][:, [2]])
     with pytest.raises(ValueError, match="hidden states 0..2"):
         load_cache(path, layers=[3])

@@ -59,6 +59,8 @@ def test_feature_rows_index_and_map_across_parts_and_chunks():
         seen = pool.map_indexed(lambda z, pos: pos.to(z.dtype))
         assert torch.equal(seen, torch.arange(14, dtype=torch.float32))
         np.testing.assert_array_equal(np.concatenate(list(pool.centered_chunks())), whole)
+        head = torch.ones(2, 1, 4)
+        assert torch.equal(pool.after(head, pick), torch.cat([head, expected[pick]]))
 
 
 def test_group_sums_over_chunks_equal_numpy_add_at():

@@ -103,7 +103,7 @@ class EpochLog:
         keep = adv > 0
         ones = torch.ones(len(d.x_lab), device=d.x_lab.device)
         weights = torch.cat([ones, adv[keep] / adv[keep].mean()]) if keep.any() else ones
-        return torch.cat([d.x_lab, d.x_unl[idx[keep]]]), torch.cat([d.y_lab, actions[keep]]), weights
+        return d.x_unl.after(d.x_lab, idx[keep]), torch.cat([d.y_lab, actions[keep]]), weights
 
     def diagnostics(self) -> dict:
         idx, p_old, actions, r, adv = self.cat()

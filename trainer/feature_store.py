@@ -88,10 +88,11 @@ class FeatureRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def centered(self, idx: np.ndarray, standardize: bool = False) -> np.ndarray:
+    def centered(self, idx: np.ndarray, standardize: bool = False, out: np.ndarray | None = None) -> np.ndarray:
         """Centred (and optionally z-scored) float32 rows at positions idx (into the concatenated
-        parts), in idx's order; built chunk by chunk, so temporaries stay one chunk large."""
-        out = np.empty((len(idx), *self.shape[1:]), np.float32)
+        parts), in idx's order, written into `out` if given; built chunk by chunk, so temporaries
+        stay one chunk large."""
+        out = np.empty((len(idx), *self.shape[1:]), np.float32) if out is None else out
         for start in range(0, len(idx), self.chunk_rows):
             pos = idx[start:start + self.chunk_rows]
             part = np.searchsorted(self.offsets, pos, side="right") - 1
@@ -112,6 +113,15 @@ class FeatureRows:
     def __getitem__(self, idx) -> torch.Tensor:
         x = self.centered(self._positions(idx), standardize=self.standardizer is not None)
         return torch.as_tensor(x, device=self.device)
+
+    def after(self, head: torch.Tensor, idx) -> torch.Tensor:
+        """torch.cat([head, self[idx]]) built in one allocation (a refit's labelled + selected rows:
+        the selection of a large pool is not materialised twice)."""
+        pos = self._positions(idx)
+        out = np.empty((len(head) + len(pos), *self.shape[1:]), np.float32)
+        out[:len(head)] = head.cpu().numpy()
+        self.centered(pos, standardize=self.standardizer is not None, out=out[len(head):])
+        return torch.as_tensor(out, device=self.device)
 
     def position_chunks(self):
         for start in range(0, len(self), self.chunk_rows):

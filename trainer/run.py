@@ -51,13 +51,14 @@ from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import build_teacher, cache_teacher_probs
 
 METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
+TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
 
 
 @lru_cache(maxsize=4)
 def prepared_cache(path: str, layer: str, speaker_norm: bool):
     """(CenteredCache of the hidden state(s) --layer uses, table, attrs, fingerprint), once per
     process: only those states are read from disk, and they stay float16 in memory."""
-    c = load_cache(path, layers=states_to_read(layer, cache_shape(path)[1]))
+    c = load_cache(path, layers=states_to_read(layer, cache_shape(path)[1]), columns=TABLE_COLUMNS)
     return CenteredCache(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
 
 
