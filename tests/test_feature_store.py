@@ -58,6 +58,8 @@ def test_feature_rows_index_and_map_across_parts_and_chunks():
         assert torch.equal(pool[mask], expected[mask])
         seen = pool.map_indexed(lambda z, pos: pos.to(z.dtype))
         assert torch.equal(seen, torch.arange(14, dtype=torch.float32))
+        both = pool.map_indexed(lambda z, pos: (z.sum(2), pos))
+        assert torch.equal(both[0], expected.sum(2)) and torch.equal(both[1], torch.arange(14))
         np.testing.assert_array_equal(np.concatenate(list(pool.centered_chunks())), whole)
         head = torch.ones(2, 1, 4)
         assert torch.equal(pool.after(head, pick), torch.cat([head, expected[pick]]))

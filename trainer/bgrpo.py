@@ -59,10 +59,11 @@ def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms
     plan = p_teacher = None
     if (cfg.action == "balanced" or "assign" in terms) and cfg.balance_scope != "batch":
         # the assignment over the whole pool (or each speaker in it); this call's rows are kept
-        p_pool = data.x_unl.map(policy.probs)
         groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-        if teacher is not None:
-            p_teacher = data.x_unl.map_indexed(teacher.probs)
+        if teacher is None:
+            p_pool = data.x_unl.map(policy.probs)
+        else:  # both views from one pass over the pool
+            p_pool, p_teacher = data.x_unl.map_indexed(lambda z, rows: (policy.probs(z), teacher.probs(z, rows)))
         p_pool_act = mix_probs(p_pool, p_teacher) if mixed else p_pool
         plan = sinkhorn(p_pool_act, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
         plan, p_old, p_act = plan[idx], p_pool[idx], p_pool_act[idx]

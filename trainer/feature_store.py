@@ -132,10 +132,11 @@ class FeatureRows:
         outs = [fn(self[pos]) for pos in self.position_chunks()]
         return torch.cat(outs) if outs else fn(self[np.zeros(0, np.int64)])
 
-    def map_indexed(self, fn) -> torch.Tensor:
-        """torch.cat of fn(chunk, its positions as a tensor): for teachers that look rows up."""
+    def map_indexed(self, fn):
+        """torch.cat of fn(chunk, its positions as a tensor) (teachers look rows up); a fn that
+        returns a tuple gives a tuple of concatenations, so several views share one pass."""
         outs = [fn(self[pos], torch.as_tensor(pos, device=self.device)) for pos in self.position_chunks()]
-        return torch.cat(outs)
+        return tuple(map(torch.cat, zip(*outs))) if isinstance(outs[0], tuple) else torch.cat(outs)
 
     def centered_chunks(self):
         """Centred float32 chunks in row order (fitting the Standardizer or a PCA)."""

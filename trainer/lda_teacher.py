@@ -36,10 +36,11 @@ def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     for b in blocks():
         flat = b.reshape(len(b), dim)
         total += flat.sum(0, dtype=np.float64)
-        gram += (flat.T @ flat).astype(np.float64)
+        block = torch.from_numpy(np.ascontiguousarray(flat))  # torch's matmul: the run's thread budget
+        gram += (block.T @ block).double().numpy()
     mean = total / n_rows
     cov = (gram - n_rows * np.outer(mean, mean)) / (n_rows - 1)
-    vectors = np.linalg.eigh(cov)[1]
+    vectors = torch.linalg.eigh(torch.from_numpy(cov))[1].numpy()
     axes = vectors[:, ::-1][:, :k].T  # descending variance
     axes *= np.sign(axes[np.arange(k), np.abs(axes).argmax(1)])[:, None]  # sign convention of svd_flip
     return Projection(mean.astype(np.float32), axes.astype(np.float32))
