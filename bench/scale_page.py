@@ -56,12 +56,15 @@ def run_config(run: PoolRun, caches: dict[str, Path], workers: int) -> TrainConf
 
 def ensure_runs(caches: dict[str, Path], out_dir: Path, workers: int) -> None:
     """Train each run that is missing or stale (config or cache changed); keep its results.json."""
+    import h5py
     import pandas as pd
 
-    from pipeline.cache import load_cache
     from trainer.run import train
 
-    fingerprints = {k: load_cache(p, layers=[0]).fingerprint for k, p in caches.items()}
+    def fingerprint(path):
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("fingerprint", ""))
+    fingerprints = {k: fingerprint(p) for k, p in caches.items()}
     with tempfile.TemporaryDirectory(prefix="scale-page-") as scratch:
         for run in PLAN:
             cfg = run_config(run, caches, workers)
