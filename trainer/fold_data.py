@@ -6,6 +6,7 @@ tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class FoldData:
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
         pool = FeatureRows(parts, device=dev)
         x_lab, x_val = x.rows(split.labeled), x.rows(split.val)
-        st = Standardizer().fit_blocks(lambda: [x_lab, x_val, *pool.centered_chunks()])
+        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], pool.centered_chunks()))  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)
