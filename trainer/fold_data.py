@@ -1,12 +1,17 @@
-"""The tensors of one fold x seed, on the device once, shared by every method's training loop."""
+"""The data of one fold x seed: cached features prepared once per process (SPEC 3), the split
+(SPEC 2), and the tensors on the device, shared by every method's training loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import torch
 
-from trainer.features import Standardizer
+from pipeline.cache import load_cache
+from trainer.features import Standardizer, prepare
+from trainer.protocol import Split, make_split
 
 
 @dataclass
@@ -52,3 +57,48 @@ class FoldData:
                    x_train_all=t(x[split.train]), y_train_all=t(y[split.train], torch.long),
                    x_test=t(x[split.test]), y_test=t(y[split.test], torch.long),
                    prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)
+
+
+# --- preparing a fold x seed from a cache --------------------------------------------------------
+@lru_cache(maxsize=4)
+def prepared_cache(path: str, layer: str, speaker_norm: bool):
+    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process.
+
+    The one place the trainer reads cached features: a layer-only reader can replace load_cache here.
+    """
+    c = load_cache(path)
+    return prepare(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
+
+
+def class_names(table: pd.DataFrame) -> list[str]:
+    """The label vocabulary (sorted); a vocabulary, not test evidence: shuffling test labels keeps it."""
+    return sorted(set(table["label"].astype(str)))
+
+
+@dataclass
+class FoldJob:
+    """A fold x seed ready to train: its tensors plus what the run needs to name and score rows."""
+
+    data: FoldData
+    split: Split
+    table: pd.DataFrame
+    y: np.ndarray  # label index of every cache row
+    classes: list[str]
+
+
+def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
+    """Features, split (SPEC 2) and the pool (with --unlabeled-cache) of one fold x seed, on `device`."""
+    x, table, _, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    classes = class_names(table)
+    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
+                       cfg.inner_validation)
+    x_ext = spk_ext = None
+    if cfg.unlabeled_cache:
+        x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
+        if x_ext.shape[1:] != x.shape[1:]:
+            raise ValueError(f"unlabeled_cache {cfg.unlabeled_cache} has features {x_ext.shape[1:]}, "
+                             f"this cache {x.shape[1:]}: extract it with the same encoder and layer")
+        spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
+    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device, x_ext, spk_ext)
+    return FoldJob(data, split, table, y, classes)
