@@ -128,23 +128,26 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2) from error
 
 
+from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)
+
+
 @app.command()
 def train(
     cache: str = typer.Option(None, help="HDF5 cache from `extract`."),
     corpus: str = typer.Option(None, help="A corpus name instead of --cache (needs the cache finder; not available yet)."),
-    method: str = typer.Option(None, help="Comma list of bgrpo, supervised, pseudo-label, dino, topline [recipe: bgrpo,supervised]."),
-    labeled_fraction: float = typer.Option(None, help="Stratified labelled share of each training fold [recipe: 0.1]."),
-    seeds: str = typer.Option(None, help="Comma list of seeds [recipe: 0,1,2]."),
-    folds: str = typer.Option(None, help="Comma list of folds [default: every fold of the cache]."),
-    transductive: bool = typer.Option(None, "--transductive/--inductive", help="Also put the test fold's audio (no labels) into the pool [recipe: inductive]."),
-    workers: int = typer.Option(None, help="Parallel processes over folds x seeds [recipe: 1]."),
-    out: str = typer.Option(None, help="Run directory [default: runs/train-<time>]."),
+    method: str = typer.Option(None, help=f"Comma list of {', '.join(_METHODS)} (recipe: {','.join(_R.methods)})."),
+    labeled_fraction: float = typer.Option(None, help=f"Stratified labelled share of each training fold (recipe: {_R.labeled_fraction})."),
+    seeds: str = typer.Option(None, help=f"Comma list of seeds (recipe: {','.join(map(str, _R.seeds))})."),
+    folds: str = typer.Option(None, help="Comma list of folds (default: every fold of the cache)."),
+    transductive: bool = typer.Option(None, "--transductive/--inductive", help=f"Also put the test fold's audio (no labels) into the pool (recipe: {'transductive' if _R.transductive else 'inductive'})."),
+    workers: int = typer.Option(None, help=f"Parallel processes over folds x seeds (recipe: {_R.workers})."),
+    out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
     set_: list[str] = typer.Option(None, "--set", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
     """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir.
 
-    Settings apply in order: the recipe defaults, --recipe FILE, --set, then the flags above.
+    Settings apply in order: the recipe defaults, --recipe FILE, --set, then the flags below.
     `python cli.py recipe` lists every field with its default and help.
     """
     import time

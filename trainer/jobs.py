@@ -78,6 +78,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         n_epochs = {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs,
                     "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
         mon = Monitor(data, method, curves, n_epochs)
+        torch.manual_seed(job_seed(fold, seed, method))  # dropout's global stream: each method its own
         if method == "bgrpo":
             teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
             if cfg.update == "refit":
