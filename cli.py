@@ -57,7 +57,6 @@ def extract(
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
     batch_size: int = typer.Option(None, help="Utterances per batch (default: 16 for trim or GPU, 4 for full on CPU)."),
     workers: int = typer.Option(None, help="DataLoader workers for decode/resample/log-mel (default: 1 on CPU, 4 on GPU)."),
-    frames: str = typer.Option(None, help="'last': also keep the frame-level last-layer states."),
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
 ) -> None:
@@ -83,7 +82,7 @@ def extract(
         _, _, tag = resolve_model(model)
         path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
         result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
-                     workers=workers, frames=frames, shard=where, overwrite=overwrite, log=typer.echo)
+                     workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
     except (ManifestError, EncoderError, CacheMismatch, CacheLocked, ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error

@@ -8,10 +8,8 @@ Layout (row i = utterance i, in manifest order; failed rows keep their place, ok
   /ok           bool    [N]          False = skipped; /error says why
   /utt_id /label /speaker /split /corpus /path /gender /language /error   utf-8 strings [N]
   /row          int32   [N]          row in the manifest (orders shard part files for `merge`)
-  /frames       float16 [sum num_frames, D]   only with `extract --frames last`: last-layer states,
-  /frame_offsets int64  [N+1]        utterance i's frames are frames[off[i]:off[i+1]]
   attrs: encoder_id, weights_sha256, window, sample_rate, manifest_sha256, package_version,
-         created, num_hidden_states, hidden_size, complete, fingerprint (+ frames, shard,
+         created, num_hidden_states, hidden_size, complete, fingerprint (+ shard,
          num_failed, audio_seconds where `extract` wrote the file)
 `fingerprint` = sha256 of the identity attributes (all but the VOLATILE_ATTRS bookkeeping),
 the utterance ids and the vectors: equal vectors from equal inputs give equal fingerprints.
@@ -65,27 +63,23 @@ def fingerprint_of(embeddings, utt_ids, identity: dict) -> str:
     return h.hexdigest()
 
 
-def write_cache_arrays(path, embeddings: np.ndarray, table: pd.DataFrame, attrs: dict,
-                       frames: list | None = None) -> Path:
+def write_cache_arrays(path, embeddings: np.ndarray, table: pd.DataFrame, attrs: dict) -> Path:
     """Write a complete cache in one go (synthetic caches, tests, benchmarks, merges).
 
     `table` needs utt_id, label, speaker; other columns get defaults. Written to a temp
     file and renamed, so a crash never leaves a half-written cache under `path`.
-    `frames` (optional): one [num_frames_i, D] array per row.
     """
     embeddings = np.asarray(embeddings, dtype=np.float16)
     if embeddings.ndim != 3 or embeddings.shape[0] != len(table):
         raise ValueError(f"embeddings must be [N, L, D] with N={len(table)}, got {embeddings.shape}")
     rows = np.arange(len(table))
-    return write_cache(path, table, attrs, embeddings.shape[1:], [(rows, embeddings, frames)])
+    return write_cache(path, table, attrs, embeddings.shape[1:], [(rows, embeddings)])
 
 
-def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
-                frame_lengths=None) -> Path:
-    """Stream a complete cache to `path` (temp file + rename) from blocks (rows, emb [b,L,D], frames).
+def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> Path:
+    """Stream a complete cache to `path` (temp file + rename) from blocks (rows, emb [b,L,D]).
 
-    Blocks may come in any row order; memory use is one block. `frame_lengths` (per row) turns
-    on the /frames layout; each block's frames is then a list of [len_i, D] arrays (None to skip).
+    Blocks may come in any row order; memory use is one block.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,20 +99,11 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
             else:
                 values = table[col].fillna(defaults[col]) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(values, dtype=dtype))
-        offsets = None
-        if frame_lengths is not None:
-            offsets = np.concatenate([[0], np.cumsum(np.asarray(frame_lengths, np.int64))])
-            f.create_dataset("frame_offsets", data=offsets)
-            fr = f.create_dataset("frames", shape=(int(offsets[-1]), hidden), dtype=np.float16,
-                                  chunks=(max(1, min(int(offsets[-1]), 4096)), hidden))
-        for rows, block, frames in blocks:
+        for rows, block in blocks:
             rows = np.asarray(rows)
             if len(rows):
                 order = np.argsort(rows)  # h5py fancy indexing wants increasing indices
                 emb[rows[order]] = np.asarray(block, dtype=np.float16)[order]
-            if offsets is not None and frames is not None:
-                for r, fr_i in zip(rows, frames):
-                    fr[offsets[r]:offsets[r + 1]] = fr_i
         identity = dict(attrs)
         identity.update(num_hidden_states=num_states, hidden_size=hidden)
         for key, value in identity.items():
@@ -127,27 +112,6 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks,
             (emb[i:i + CHUNK_ROWS] for i in range(0, n, CHUNK_ROWS)), table["utt_id"], identity)
         f.attrs["complete"] = True
     return path
-
-
-def load_frames(path, index: int) -> np.ndarray:
-    """Frame-level last-layer states [num_frames, D] of row `index` (caches made with --frames last)."""
-    with h5py.File(path, "r") as f:
-        if "frames" not in f:
-            raise ValueError(f"cache {path} has no frame-level states: extract with --frames last")
-        off = f["frame_offsets"]
-        return f["frames"][off[index]:off[index + 1]]
-
-
-def iter_features(path, layers=None, rows_per_chunk: int = CHUNK_ROWS):
-    """Yield (row indices, [b, L, D] float16) of the ok rows chunk by chunk: caches larger than RAM."""
-    with h5py.File(path, "r") as f:
-        ok = f["ok"][...]
-        dset = f["embeddings"]
-        sel = slice(None) if layers is None else sorted(int(i) for i in layers)
-        for start in range(0, len(ok), rows_per_chunk):
-            block = dset[start:start + rows_per_chunk][:, sel]
-            keep = ok[start:start + rows_per_chunk]
-            yield np.flatnonzero(keep) + start, block[keep]
 
 
 def read_table(f: h5py.File) -> pd.DataFrame:
@@ -189,14 +153,12 @@ def describe(path) -> str:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-        has_frames = "frames" in f
     ok = t["ok"].to_numpy(bool)
     lines = [f"{path}: {n} utterances x {states} hidden states x {hidden}"
              f" ({int(ok.sum())} ok, {int((~ok).sum())} failed)"
              + ("" if attrs.get("complete") else "  [INCOMPLETE]")]
     lines += [f"  {k}: {attrs[k]}" for k in sorted(attrs)]
-    lines.append(f"  audio: {t.loc[ok, 'duration'].sum() / 3600:.3f} h, "
-                 f"frame-level states: {'last layer' if has_frames else 'no'}")
+    lines.append(f"  audio: {t.loc[ok, 'duration'].sum() / 3600:.3f} h")
     if ok.any():
         counts = t.loc[ok, "label"].value_counts().sort_index()
         lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in counts.items()))

@@ -34,10 +34,10 @@ from tqdm import tqdm
 from data_manifests.storage import atomic_path, write_text_atomic
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
 from pipeline.cache import read_table, write_cache
-from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
+from pipeline.encoder import Encoder, EncoderError, encoder_frames, load_encoder, pooled_hidden_states, resolve_model
 
 WINDOWS = ("full", "trim")
-IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256", "frames")
+IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256")
 MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus")
 
 
@@ -122,8 +122,8 @@ def plan_batches(durations: np.ndarray, shard: tuple[int, int], batch_size: int)
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
-    """One collated batch -> per item (pooled [L+1, D] float32, encoder frames, last-layer frames).
+def encode_batch(enc: Encoder, batch, window: str):
+    """One collated batch -> per item (pooled [L+1, D] float32, encoder frames).
 
     Windows of one clip (> 30 s) are combined weighted by their frame counts.
     """
@@ -132,17 +132,12 @@ def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
     out = {}
     if mel is None:
         return out
-    pooled, frames = pooled_hidden_states(enc, mel, num_mel, window, keep_frames)
-    n_enc = ((num_mel + 1) // 2).to(torch.float32)
+    pooled = pooled_hidden_states(enc, mel, num_mel, window)
+    n_enc = encoder_frames(num_mel).to(torch.float32)
     total = torch.zeros(len(good)).index_add_(0, owner, n_enc)
     combined = torch.zeros(len(good), *pooled.shape[1:]).index_add_(0, owner, pooled * n_enc[:, None, None])
     combined = (combined / total[:, None, None]).numpy()
-    for k, it in enumerate(good):
-        fr = None
-        if keep_frames:
-            fr = np.concatenate([frames[j] for j in np.flatnonzero(owner.numpy() == k)])
-        out[it.index] = (combined[k], int(total[k]), fr)
-    return out
+    return {it.index: (combined[k], int(total[k])) for k, it in enumerate(good)}
 
 
 def _lock(path: Path):
@@ -194,8 +189,6 @@ def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations
          "num_frames": np.asarray([results[r][1] if r in results else 0 for r in rows], np.int32)}
     if ok:
         d["embeddings"] = np.stack([results[r][0] for r in ok]).astype(np.float16)
-        if results[ok[0]][2] is not None:
-            d["frames"] = np.concatenate([results[r][2] for r in ok]).astype(np.float16)
     with atomic_path(work / f"batch-{b:06d}.npz") as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **d)
 
@@ -212,7 +205,7 @@ def _load_batch(path: Path) -> dict:
 
 def extract(table: pd.DataFrame, root, out_path, model: str | None = None, window: str = "full",
             device: str = "auto", batch_size: int | None = None, workers: int | None = None,
-            frames: str | None = None, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
+            shard: tuple[int, int] = (0, 1), overwrite: bool = False,
             progress: bool = True, log=print) -> ExtractResult:
     """Encode every row of a manifest table into `out_path` (or its shard part file).
 
@@ -220,8 +213,6 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     """
     if window not in WINDOWS:
         raise ValueError(f"--window {window!r}: choose full or trim")
-    if frames not in (None, "", "last"):
-        raise ValueError(f"--frames {frames!r}: only 'last' is supported")
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
@@ -231,8 +222,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         encoder_id, _, _ = resolve_model(model)
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
-                    "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table),
-                    "frames": "last" if frames == "last" else ""}
+                    "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table)}
         result = None if overwrite else _finished(target, identity, log)
         if result is None:
             if batch_size is None:
@@ -243,9 +233,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             work = target.with_name(target.name + ".partial")
             plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
             paths = [str(Path(root) / p) for p in table["path"]]
-            secs, encoded, t_loop = _encode_plan(enc, paths, work, plan, window, frames == "last", workers,
-                                                 progress, target.stem, log)
-            result = _finalize(table, work, target, plan, identity, shard, enc, frames == "last")
+            secs, encoded, t_loop = _encode_plan(enc, paths, work, plan, window, workers, progress, target.stem, log)
+            result = _finalize(table, work, target, plan, identity, shard, enc)
             result.encoded, result.encode_seconds = encoded, t_loop
             result.audio_seconds = secs if encoded else result.audio_seconds
         result.wall_seconds = time.time() - t0
@@ -279,7 +268,7 @@ def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
     return ExtractResult(target, len(t), failed, secs, already_complete=True)
 
 
-def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, progress, name, log):
+def _encode_plan(enc, paths, work: Path, plan, window, workers, progress, name, log):
     """Run the batches of `plan` not yet in `work`; returns (audio seconds, utterances, loop seconds)."""
     done = _done_batches(work)
     todo = [b for b in range(len(plan)) if b not in done]
@@ -293,7 +282,7 @@ def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, pro
     with tqdm(total=sum(len(plan[b]) for b in todo), unit="utt", disable=not progress, file=sys.stderr,
               desc=name) as bar:
         for b, batch in zip(todo, loader):
-            results = encode_batch(enc, batch, window, keep_frames)
+            results = encode_batch(enc, batch, window)
             items = batch[0]
             for it in items:
                 if it.error:
@@ -307,7 +296,7 @@ def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, pro
     return secs, encoded, time.time() - t_loop
 
 
-def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, keep_frames):
+def _finalize(table, work: Path, target: Path, plan, identity, shard, enc):
     """Stream the finished batches into the HDF5 cache (rows in manifest order), drop the work dir."""
     batches = [p for _, p in sorted(_done_batches(work).items())]
     if len(batches) != len(plan):
@@ -336,16 +325,10 @@ def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, keep_
         for p in batches:
             z = _load_batch(p)
             ok_rows = z["rows"][z["ok"]]
-            if not len(ok_rows):
-                continue
-            fr = None
-            if keep_frames:
-                cuts = np.cumsum(z["num_frames"][z["ok"]])[:-1]
-                fr = np.split(z["frames"], cuts)
-            yield position[ok_rows], z["embeddings"], fr
+            if len(ok_rows):
+                yield position[ok_rows], z["embeddings"]
 
-    write_cache(target, sub, attrs, (enc.num_hidden_states, enc.hidden_size), blocks(),
-                frame_lengths=sub["num_frames"].to_numpy() if keep_frames else None)
+    write_cache(target, sub, attrs, (enc.num_hidden_states, enc.hidden_size), blocks())
     shutil.rmtree(work)
     return ExtractResult(target, len(sub), failed, audio_seconds)
 
@@ -360,12 +343,11 @@ def merge(parts, out_path) -> Path:
         problems = _mismatch(ident, idents[0])
         if problems:
             raise CacheMismatch(f"{p} does not belong with {parts[0]}: " + "; ".join(problems))
-    tables, shapes, has_frames = [], set(), set()
+    tables, shapes = [], set()
     for p in parts:
         with h5py.File(p, "r") as f:
             tables.append(read_table(f))
             shapes.add(f["embeddings"].shape[1:])
-            has_frames.add("frames" in f)
             attrs = dict(f.attrs)
     rows = np.concatenate([t["row"].to_numpy() for t in tables])
     if len(shapes) != 1 or np.unique(rows).size != rows.size or set(rows) != set(range(rows.size)):
@@ -373,23 +355,16 @@ def merge(parts, out_path) -> Path:
     table = pd.concat(tables, ignore_index=True).sort_values("row", kind="stable").reset_index(drop=True)
     position = np.empty(rows.size, np.int64)
     position[table["row"].to_numpy()] = np.arange(rows.size)
-    keep_frames = has_frames == {True}
 
     def blocks():
         for p, t in zip(parts, tables):
             with h5py.File(p, "r") as f:
-                fr = None
-                if keep_frames:
-                    off = f["frame_offsets"][...]
-                    data = f["frames"][...]
-                    fr = [data[off[i]:off[i + 1]] for i in range(len(t))]
-                yield position[t["row"].to_numpy()], f["embeddings"][...], fr
+                yield position[t["row"].to_numpy()], f["embeddings"][...]
 
     attrs = {k: v for k, v in attrs.items() if k not in ("fingerprint", "complete")}
     attrs.update(shard="merged", num_failed=int((~table["ok"]).sum()),
                  audio_seconds=float(table["duration"].sum()))
-    write_cache(out_path, table, attrs, next(iter(shapes)), blocks(),
-                frame_lengths=table["num_frames"].to_numpy() if keep_frames else None)
+    write_cache(out_path, table, attrs, next(iter(shapes)), blocks())
     return Path(out_path)
 
 
