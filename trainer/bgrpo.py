@@ -1,5 +1,5 @@
 """B-GRPO (SPEC 4-5, 8) as the code implements it. The unlabelled pool is cut into groups of G =
---batch-size rows (consecutive rows of a random permutation); pi_old is the current policy and
+batch_size rows (consecutive rows of a random permutation); pi_old is the current policy and
 T the teacher (trainer/teachers.py).
 
   E1   acting distribution  pi_act = pi_old, or (act_on mix) sqrt(pi_old * T) renormalised;
@@ -8,15 +8,15 @@ T the teacher (trainer/teachers.py).
        pool, a group, a speaker) its column sums match n_scope * prior (trainer/actions.py).
   E2a  r1 = pi_old(a_i|x_i)           E2b  r2 = 1 - H(pi_old(.|x_i)) / log C
   E3a  r3 = 1[argmax T(.|x_i) = a_i]  E3b  r4 = T(a_i|x_i)      E3c  r5 = exp(-KL(T || pi_old))
-       assign = Q_i(a_i) (the assignment's confidence); r_i = mean of the --reward terms
+       assign = Q_i(a_i) (the assignment's confidence); r_i = mean of the reward terms
        (trainer/rewards.py).
-  E4   b_i = mean of r over i's group (--baseline class: over the group's rows with action a_i).
-  E5   A_i = max(r_i - b_i, 0), with --adv-std divided by the group's reward std + 1e-6 first.
+  E4   b_i = mean of r over i's group (baseline=class: over the group's rows with action a_i).
+  E5   A_i = max(r_i - b_i, 0), with adv_std divided by the group's reward std + 1e-6 first.
        "Selected" = A_i > 0.
-  --update refit (default, SPEC 8): each round the selected rows join the labelled set with label
+  update=refit (default, SPEC 8): each round the selected rows join the labelled set with label
        a_i and weight A_i / mean(A of the selected), and the head is refitted
        (trainer/self_training.py, the loop pseudo-labelling uses too).
-  --update grpo (SPEC 5), per group, mu Adam steps on
+  update=grpo (SPEC 5), per group, mu Adam steps on
   E6   rho_i = pi_theta(a_i|x_i) / pi_old(a_i|x_i)
   E7   KL_i = sum_c pi_theta(c|x_i) (log pi_theta(c|x_i) - log pi_ref(c|x_i)), pi_ref = the warm-up
   E8   loss = -(1/G) sum_i [min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i) - beta KL_i]
@@ -59,8 +59,8 @@ def _scatter_mean(v: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
 def advantage(r: torch.Tensor, groups: torch.Tensor | None = None, adv_std: bool = False,
               actions: torch.Tensor | None = None, n_classes: int = 0) -> torch.Tensor:
     """E4-E5 for every group at once: A_i = max(r_i - b_i, 0), b_i the group's mean reward (with
-    `actions`, --baseline class: the mean over the group's rows with the same action, so every
-    class competes only with itself); --adv-std divides by the group's population std + 1e-6."""
+    `actions`, baseline=class: the mean over the group's rows with the same action, so every
+    class competes only with itself); adv_std divides by the group's population std + 1e-6."""
     groups = torch.zeros_like(r, dtype=torch.long) if groups is None else groups
     key = groups if actions is None else groups * n_classes + actions
     a = r - _scatter_mean(r, key)
@@ -110,7 +110,7 @@ def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, t
     """E1-E5 for pool `rows` under pi_old = policy; consecutive runs of G rows are the groups.
 
     A balanced assignment over the pool (or per speaker) is computed on every pool row and read at
-    `rows`; with --balance-scope batch each group is its own scope.
+    `rows`; with balance_scope=batch each group is its own scope.
     """
     groups = torch.arange(len(rows), device=rows.device) // cfg.batch_size
     plan_needed = cfg.action == "balanced" or "assign" in terms
@@ -135,7 +135,7 @@ def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, t
 # --- the two updates ------------------------------------------------------------------------------
 def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
                       monitor: Monitor, seed: int) -> Policy:
-    """--update refit: self-training whose selection is E1-E5 over every group of the pool."""
+    """update=refit: self-training whose selection is E1-E5 over every group of the pool."""
     terms = parse_reward(cfg.reward)
 
     def select(policy: Policy, rnd: int) -> Selection:
@@ -150,7 +150,7 @@ def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: tor
 
 def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
                 monitor: Monitor) -> Policy:
-    """--update grpo: --epochs passes over the pool in groups of G, mu clipped steps (E6-E8) each."""
+    """update=grpo: epochs passes over the pool in groups of G, mu clipped steps (E6-E8) each."""
     policy = warm.frozen_copy()
     for p in policy.parameters():
         p.requires_grad_(True)

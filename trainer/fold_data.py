@@ -22,7 +22,7 @@ class FoldData:
     y_val: torch.Tensor
     x_unl: torch.Tensor  # [n_U, L, D] unlabelled pool
     y_unl_hidden: torch.Tensor  # [n_U] hidden labels, -1 where unknown: diagnostics only, never trained on
-    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for --balance-scope speaker)
+    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for balance_scope=speaker)
     x_train_all: torch.Tensor  # whole training fold (topline only)
     y_train_all: torch.Tensor
     x_test: torch.Tensor
@@ -87,7 +87,7 @@ class FoldJob:
 
 
 def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
-    """Features, split (SPEC 2) and the pool (with --unlabeled-cache) of one fold x seed, on `device`."""
+    """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
     x, table, _, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()

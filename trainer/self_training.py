@@ -38,7 +38,7 @@ class Selection:
 def self_train(warm: Policy, data: FoldData, cfg, select: Callable[[Policy, int], Selection], rounds: int,
                generator: torch.Generator, monitor: Monitor, seed: int) -> Policy:
     """`rounds` of select -> fit on labelled + selected. The fit starts from a fresh head (seeded
-    per round); with --solver lbfgs from the current policy instead: the penalised objective of a
+    per round); with solver=lbfgs from the current policy instead: the penalised objective of a
     linear head is strictly convex, so the optimum is the same and it is reached in fewer steps."""
     policy = warm
     for rnd in range(rounds):

@@ -1,4 +1,4 @@
-"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `--act-on mix`: an EMA of the
+"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `act_on=mix`: an EMA of the
 policy (tau 0.99), the frozen warm-up, a shrinkage-LDA class model refitted on each round's
 selection (trainer/lda_teacher.py), or a classifier trained on another encoder's cache of the same
 utterances (a second view, e.g. Whisper tiny.en vs base).
