@@ -12,7 +12,6 @@ from trainer.fold_data import FoldData
 from trainer.jobs import run_job
 from trainer.monitor import Monitor
 from trainer.policy import Policy
-from trainer.protocol import Split
 from trainer.rewards import parse_reward
 from trainer.teachers import FrozenTeacher
 

@@ -241,9 +241,10 @@ def recipe_text() -> str:
             lines.append(f"\n# --- {f.metadata['group']}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         choices = typing.get_args(_hints()[f.name]) if typing.get_origin(_hints()[f.name]) is Literal else ()
-        note = f" [{'|'.join(choices)}]" if choices else (f" ({f.metadata['within']})" if f.metadata["within"] else "")
+        note = f"  [one of {', '.join(choices)}]" if choices else \
+            (f"  [range {f.metadata['within']}]" if f.metadata["within"] else "")
         lines.append(f"# {f.metadata['help']}{note}")
-        lines.append(f"{f.name} = {_toml_value(default)}" if default is not None else f"# {f.name} =  (unset)")
+        lines.append(f"{f.name} = {_toml_value(default)}" if default is not None else f"# {f.name} = (unset)")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
