@@ -1,0 +1,67 @@
+"""A lock file that dies with the process that took it: one writer per cache or run directory.
+
+Why a POSIX record lock (fcntl.lockf) and not flock: a flock belongs to the open file, which a
+forked DataLoader worker inherits, so a worker orphaned by `kill -9` kept a dead extraction's
+lock and refused the resume. A record lock belongs to the process: fork does not pass it on,
+and the kernel drops it when the holder exits, however it exits. The file holds the holder's
+pid; a file left by a holder that is gone (killed) is taken over with a one-line notice.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+
+class Locked(RuntimeError):
+    """Another live process is writing the same output."""
+
+
+def _holder(fd: int) -> str:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 64).decode(errors="replace").strip()
+
+
+def _open_locked(lock_path: Path) -> tuple[int, bool]:
+    """(fd of the file now at `lock_path`, whether this process got the lock on it)."""
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                return fd, False
+            os.close(fd)
+            raise
+        try:  # the holder we raced with may have removed the file: lock the one now on disk
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                return fd, True
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path, what: str, log=print):
+    """Hold `lock_path` while the block runs; raise Locked naming `what` and the holder's pid."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, mine = _open_locked(lock_path)
+    if not mine:
+        holder = _holder(fd)
+        os.close(fd)
+        raise Locked(f"{what} is being written by another process (pid {holder or '?'}, lock {lock_path}); "
+                     "wait for it to finish, or write elsewhere")
+    try:
+        stale = _holder(fd)
+        if stale and stale != str(os.getpid()):
+            log(f"note: taking over {lock_path}: its holder (pid {stale}) is gone")
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, str(os.getpid()).encode())
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # still ours: a clean exit (error or not) leaves no file
+        os.close(fd)
