@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from data_manifests.storage import atomic_path, write_text_atomic
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
-from pipeline.cache import read_table, write_cache
+from pipeline.cache import open_checked, read_table, write_cache
 from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
 from pipeline.run_lock import exclusive
 
@@ -148,7 +148,7 @@ def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
 
 
 def _identity_of_file(path: Path) -> dict:
-    with h5py.File(path, "r") as f:
+    with open_checked(path) as f:
         return {k: (f.attrs[k].item() if hasattr(f.attrs[k], "item") else f.attrs[k])
                 for k in list(IDENTITY_KEYS) + ["complete"] if k in f.attrs}
 

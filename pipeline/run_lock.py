@@ -15,8 +15,9 @@ import os
 from pathlib import Path
 
 
-class Locked(RuntimeError):
-    """Another live process is writing the same output."""
+class Locked(BlockingIOError):
+    """Another live process is writing the same output (an OSError without errno: commands report
+    it as bad input, exit code 2)."""
 
 
 def _holder(fd: int) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_manifests.storage import atomic_path
+
 
 def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[str]) -> list[Path]:
     import matplotlib
@@ -31,7 +33,8 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
             ax.legend(fontsize=8)
         fig.tight_layout()
         written.append(out_dir / "curves.png")
-        fig.savefig(written[-1], dpi=110)
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
     methods = summary["methods"]
     candidates = [m for m in methods if m != "topline"] or list(methods)
@@ -51,6 +54,7 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
         ax.set_title(f"{best}: macro-F1 {methods[best]['macro_f1']['mean']:.1f} (all folds x seeds)", fontsize=9)
         fig.tight_layout()
         written.append(out_dir / "confusion.png")
-        fig.savefig(written[-1], dpi=110)
+        with atomic_path(written[-1]) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
     return written

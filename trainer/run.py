@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from data_manifests.storage import write_text_atomic
 from pipeline.cache import load_cache
+from pipeline.run_lock import exclusive
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
@@ -216,7 +217,15 @@ def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.D
 
 
 def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
-    """The `train` command: all folds x seeds, then the run directory's files. Returns results."""
+    """The `train` command: all folds x seeds, then the run directory's files. Returns results.
+
+    One train per run directory at a time (`<out>.lock`): a second one into the same --out is
+    refused instead of interleaving its files with the first one's."""
+    with exclusive(Path(str(out_dir) + ".lock"), f"run directory {out_dir}"):
+        return _train(cfg, cache_path, out_dir)
+
+
+def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     cache_path, out_dir = Path(cache_path), Path(out_dir)
     t0 = time.perf_counter()
     _, table, attrs, fingerprint = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
