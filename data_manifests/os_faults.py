@@ -49,7 +49,7 @@ def _errno(error: OSError) -> int | None:
     """errno of an OSError; h5py often leaves it unset and writes 'errno = 28' into the message."""
     if error.errno:
         return error.errno
-    found = re.search(r"errno = (\d+)", str(error))
+    found = re.search(r"errno = (\d+)", " ".join(map(str, error.args)))  # not str(): a set filename hides it
     return int(found.group(1)) if found else None
 
 
@@ -59,7 +59,7 @@ def _mb(n: float) -> str:
 
 def _free_bytes(path: str) -> tuple[str, int] | None:
     """(existing folder, its free bytes) for the folder that holds `path`."""
-    folder = Path(path).resolve()
+    folder = Path(path).resolve().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
