@@ -254,10 +254,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
                 writing = target
                 result = _finalize(table, work, target, plan, identity, shard, enc, frames == "last", log)
             except (KeyboardInterrupt, OSError) as error:
-                row_bytes = enc.num_hidden_states * enc.hidden_size * 2 + (
-                    50 * enc.hidden_size * 2 * float(np.nansum(durations)) / max(len(durations), 1)
-                    if frames == "last" else 0)
-                _note_resume(error, work, plan, writing, row_bytes)
+                _note_resume(error, work, plan, writing, _bytes_per_row(enc, durations, frames == "last"))
                 raise
             result.encoded, result.encode_seconds = encoded, t_loop
             result.audio_seconds = secs if encoded else result.audio_seconds
@@ -287,6 +284,12 @@ def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
     log(f"{target} is already complete ({len(t)} utterances): nothing to do")
     failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
     return ExtractResult(target, len(t), failed, secs, already_complete=True)
+
+
+def _bytes_per_row(enc: Encoder, durations: np.ndarray, keep_frames: bool) -> float:
+    """Disk bytes of one utterance in a batch file or the cache: its float16 vectors (+ ~50 frames/s)."""
+    frames = 50 * float(np.nansum(durations)) / max(len(durations), 1) if keep_frames else 0.0
+    return (enc.num_hidden_states + frames) * enc.hidden_size * 2
 
 
 def _note_resume(error: BaseException, work: Path, plan, writing: Path, row_bytes: float) -> None:

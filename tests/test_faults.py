@@ -139,11 +139,28 @@ def command(corpus, out: Path) -> list[str]:
             "--batch-size", "2", "--out", str(out)]
 
 
+@pytest.fixture(autouse=True)
+def _no_leftovers():
+    """Whatever a failed case leaves running (its process group) is killed at teardown."""
+    yield
+    for proc in STARTED:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    STARTED.clear()
+
+
+STARTED: list[subprocess.Popen] = []
+
+
 def start(point: str, n: int, args: list[str], logs: Path) -> subprocess.Popen:
     """The CLI in its own process group (as a shell runs it), held or failing at `point`."""
-    return subprocess.Popen([sys.executable, "-c", LAUNCHER, point, str(n), *map(str, args)], cwd=REPO,
+    STARTED.append(subprocess.Popen([sys.executable, "-c", LAUNCHER, point, str(n), *map(str, args)], cwd=REPO,
                             stdout=open(logs / "stdout", "w"), stderr=open(logs / "stderr", "w"),
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO)}))
+    return STARTED[-1]
 
 
 def wait_for_mark(proc: subprocess.Popen, logs: Path, timeout: float = 120) -> None:
