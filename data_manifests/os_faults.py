@@ -88,8 +88,8 @@ def fault_message(error: BaseException) -> tuple[int, str] | None:
             lines.append(f"needed: about {_mb(need)} more; free on {free[0]}: {_mb(free[1])}.")
         elif free:
             lines.append(f"free on {free[0]}: {_mb(free[1])}.")
-        lines += notes or ["nothing half-written was left."]
-        lines.append("free some space (or write elsewhere); the same command resumes.")
+        lines += notes or ["nothing half-written was left; the same command starts again."]
+        lines.append("free some space (or write elsewhere), then run it.")
         return EXIT_NO_SPACE, "\n".join(lines)
     if code in (errno.EACCES, errno.EPERM):
         return EXIT_NO_ACCESS, (f"error: permission denied on {path}: choose a folder you can write "

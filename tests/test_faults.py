@@ -139,6 +139,9 @@ def command(corpus, out: Path) -> list[str]:
             "--batch-size", "2", "--out", str(out)]
 
 
+STARTED: list[subprocess.Popen] = []
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers():
     """Whatever a failed case leaves running (its process group) is killed at teardown."""
@@ -150,9 +153,6 @@ def _no_leftovers():
             pass
         proc.wait()
     STARTED.clear()
-
-
-STARTED: list[subprocess.Popen] = []
 
 
 def start(point: str, n: int, args: list[str], logs: Path) -> subprocess.Popen:
@@ -266,8 +266,7 @@ def test_disk_full_names_the_path_and_the_space_then_resumes(corpus, reference, 
     assert f"error: no space left on the device while writing {written}." in err
     assert "needed: about " in err and f"free on {tmp_path}: " in err
     kept = 1 if point == "disk-batches" else 3
-    assert f"kept: {kept} of 3 finished batches in {out}.partial" in err
-    assert "the same command resumes." in err
+    assert f"kept: {kept} of 3 finished batches in {out}.partial; the same command resumes from there." in err
     assert not list(tmp_path.glob(".*.tmp")) and not list(Path(f"{out}.partial").glob(".*.tmp"))
     assert f"resuming: {kept} of 3 batches already done" in resume(corpus, out, reference)
 
