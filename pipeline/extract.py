@@ -231,7 +231,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     out_path = Path(out_path)
     target = part_path(out_path, shard)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(target.with_name(target.name + ".lock"), f"cache {target}", log):
+    work = target.with_name(target.name + ".partial")
+    with exclusive(target.with_name(target.name + ".lock"), f"cache {target}", log, (target.parent, work)):
         encoder_id, _, _ = resolve_model(model)
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
@@ -244,7 +245,6 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             if workers is None:
                 workers = 4 if enc.device.type == "cuda" else 1
             durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
-            work = target.with_name(target.name + ".partial")
             plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
             paths = [str(Path(root) / p) for p in table["path"]]
             writing = work

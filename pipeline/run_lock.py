@@ -14,6 +14,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from data_manifests.storage import remove_leftovers
+
 
 class Locked(BlockingIOError):
     """Another live process is writing the same output (an OSError without errno: commands report
@@ -45,8 +47,9 @@ def _open_locked(lock_path: Path) -> tuple[int, bool]:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path, what: str, log=print):
-    """Hold `lock_path` while the block runs; raise Locked naming `what` and the holder's pid."""
+def exclusive(lock_path, what: str, log=print, folders=()):
+    """Hold `lock_path` while the block runs; raise Locked naming `what` and the holder's pid.
+    Taking over from a killed holder also removes its temp files in `folders`."""
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd, mine = _open_locked(lock_path)
@@ -59,6 +62,9 @@ def exclusive(lock_path, what: str, log=print):
         stale = _holder(fd)
         if stale and stale != str(os.getpid()):
             log(f"note: taking over {lock_path}: its holder (pid {stale}) is gone")
+            for folder in folders:
+                if stale.isdigit() and Path(folder).is_dir():
+                    remove_leftovers(folder, int(stale))
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, str(os.getpid()).encode())

@@ -230,8 +230,11 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_cache(corpus, refe
     proc.wait()
     assert_all_gone(workers)
     assert not out.exists()
+    if point == "final":  # kill -9 skips atomic_path's cleanup: the half-written cache is a hidden temp file
+        assert list(tmp_path.glob(f".c.h5.{proc.pid}.tmp"))
     output = resume(corpus, out, reference)
     assert f"note: taking over {out}.lock: its holder (pid {proc.pid}) is gone" in output
+    assert not list(tmp_path.glob(f".*.{proc.pid}.tmp")), "the killed run's temp files are removed"
     kept = 1 if point == "batches" else 3
     assert f"resuming: {kept} of 3 batches already done" in output
 
@@ -323,11 +326,12 @@ def test_two_trains_into_one_folder_and_a_train_killed_while_writing(tmp_path):
     assert f"run directory {out} is being written by another process (pid {first.pid}" in second.output
     first.send_signal(signal.SIGKILL)
     first.wait()
-    assert not (out / "results.json").exists()
+    assert not (out / "results.json").exists() and list(out.glob(f".results.json.{first.pid}.tmp"))
     third = run_cli(*args, check_rc=0)
     assert f"note: taking over {out}.lock: its holder (pid {first.pid}) is gone" in third.output
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"supervised"} and not Path(f"{out}.lock").exists()
+    assert not list(out.glob(".*.tmp")), "the killed train's temp files are removed"
 
 
 def test_os_faults_messages_and_exit_codes(tmp_path):

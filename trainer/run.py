@@ -221,7 +221,7 @@ def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
 
     One train per run directory at a time (`<out>.lock`): a second one into the same --out is
     refused instead of interleaving its files with the first one's."""
-    with exclusive(Path(str(out_dir) + ".lock"), f"run directory {out_dir}"):
+    with exclusive(Path(str(out_dir) + ".lock"), f"run directory {out_dir}", folders=(out_dir,)):
         return _train(cfg, cache_path, out_dir)
 
 
