@@ -174,8 +174,8 @@ def open_checked(path):
                     raise damaged("its vectors no longer match the fingerprint written with them")
             yield f
     except (OSError, KeyError) as error:
-        if isinstance(error, FileNotFoundError) or not path.is_file():
-            raise
+        if isinstance(error, FileNotFoundError) or not path.is_file() or not h5py.is_hdf5(path):
+            raise  # not a damaged cache but no cache at all: the caller says so
         raise damaged(f"unreadable: {str(error).splitlines()[0]}") from error
 
 
