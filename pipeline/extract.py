@@ -16,14 +16,12 @@ window means are combined weighted by frame count, i.e. the mean over all the cl
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import io
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +38,7 @@ from data_manifests.storage import atomic_path, write_text_atomic
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
 from pipeline.cache import open_checked, read_table, write_cache
 from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
-from pipeline.run_lock import exclusive
+from pipeline.run_lock import die_with_parent, exclusive
 
 WINDOWS = ("full", "trim")
 IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256", "frames")
@@ -306,16 +304,6 @@ def _note_resume(error: BaseException, work: Path, plan, writing: Path, row_byte
             error.filename = str(writing)
 
 
-def _die_with_parent(parent_pid: int, _worker_id: int) -> None:
-    """DataLoader worker_init_fn: the kernel kills the worker when the main process dies, even by
-    kill -9, so no orphan is left decoding audio (Linux prctl; elsewhere torch's watchdog ends it)."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != parent_pid:  # the main process died before prctl took effect
-        os._exit(1)
-
-
 def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, progress, name, log):
     """Run the batches of `plan` not yet in `work`; returns (audio seconds, utterances, loop seconds)."""
     done = _done_batches(work, log)
@@ -325,7 +313,7 @@ def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, pro
     loader = torch.utils.data.DataLoader(
         AudioDataset(paths, enc.feature_extractor, window), batch_sampler=[plan[b] for b in todo],
         collate_fn=collate, num_workers=workers, pin_memory=enc.device.type == "cuda",
-        prefetch_factor=4 if workers else None, worker_init_fn=functools.partial(_die_with_parent, os.getpid()))
+        prefetch_factor=4 if workers else None, worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     secs, encoded, t_loop = 0.0, 0, time.time()
     with tqdm(total=sum(len(plan[b]) for b in todo), unit="utt", disable=not progress, file=sys.stderr,
               desc=name) as bar:

@@ -5,16 +5,31 @@ forked DataLoader worker inherits, so a worker orphaned by `kill -9` kept a dead
 lock and refused the resume. A record lock belongs to the process: fork does not pass it on,
 and the kernel drops it when the holder exits, however it exits. The file holds the holder's
 pid; a file left by a holder that is gone (killed) is taken over with a one-line notice.
+Helper processes (DataLoader workers, train's process pool) start with `die_with_parent`.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
+import signal
+import sys
 from pathlib import Path
 
 from data_manifests.storage import remove_leftovers
+
+
+def die_with_parent(parent_pid: int, *_worker_id) -> None:
+    """Initializer of a helper process: the kernel kills it when the main process dies, even by
+    kill -9, so no orphan is left working (Linux prctl; elsewhere torch's watchdog ends a
+    DataLoader worker, a pool worker lives on)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:  # the main process died before prctl took effect
+        os._exit(1)
 
 
 class Locked(BlockingIOError):

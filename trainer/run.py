@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from data_manifests.storage import write_text_atomic
 from pipeline.cache import load_cache
-from pipeline.run_lock import exclusive
+from pipeline.run_lock import die_with_parent, exclusive
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
@@ -157,7 +157,8 @@ def run_jobs(jobs: list[tuple], workers: int, desc: str = "folds x seeds") -> li
     """Run (cfg_dict, cache, fold, seed) jobs serially or in spawned processes; order is kept."""
     if workers <= 1 or len(jobs) <= 1:
         return [run_job(*j) for j in tqdm(jobs, desc=desc, leave=False)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_job, *j) for j in jobs]
         return [f.result() for f in tqdm(futures, desc=desc, leave=False)]
 
