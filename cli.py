@@ -8,8 +8,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from data_manifests.os_faults import fault_message, signals_raise
+
+
+class Commands(TyperGroup):
+    """Runs every command with SIGTERM raising like Ctrl-C, and turns machine faults (disk full,
+    no permission, read-only folder, interrupted) into a message and their exit code."""
+
+    def invoke(self, ctx):
+        with signals_raise():
+            try:
+                return super().invoke(ctx)
+            except (KeyboardInterrupt, OSError) as error:
+                found = fault_message(error)
+                if found is None:
+                    raise
+                typer.echo(found[1], err=True)
+                raise typer.Exit(code=found[0]) from None
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _fail(error: Exception) -> None:
+    if fault_message(error) is not None:
+        raise error  # disk full, permissions: reported by Commands with their own exit code
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=2) from error
 
 
 # --- manifest (data_manifests) -------------------------------------------------------------
@@ -65,7 +92,8 @@ def extract(
 
     from data_manifests import ManifestError, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
-    from pipeline.extract import CacheLocked, CacheMismatch, cache_path, extract as run, parse_shard
+    from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
+    from pipeline.run_lock import Locked
 
     try:
         if manifest:
@@ -83,7 +111,7 @@ def extract(
         path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
         result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
                      workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
-    except (ManifestError, EncoderError, CacheMismatch, CacheLocked, ValueError, FileNotFoundError) as error:
+    except (ManifestError, EncoderError, CacheMismatch, Locked, ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error
     typer.echo(f"wrote {result.path}" if not result.already_complete else f"cache {result.path}")
@@ -100,6 +128,8 @@ def info(cache: str = typer.Argument(..., help="A cache .h5 written by `extract`
 
     try:
         typer.echo(describe(cache))
+    except ValueError as error:  # a damaged cache: the message names the file and what to do
+        _fail(error)
     except (OSError, KeyError) as error:
         typer.echo(f"error: {cache}: not a readable cache ({error})", err=True)
         raise typer.Exit(code=2) from error
@@ -116,17 +146,11 @@ def merge(
     try:
         typer.echo(f"wrote {run(parts, out)}")
     except (CacheMismatch, ValueError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from error
+        _fail(error)
 
 
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
-def _fail(error: Exception) -> None:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code=2) from error
-
-
 from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)
 
 

@@ -16,6 +16,7 @@ the utterance ids and the vectors: equal vectors from equal inputs give equal fi
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shar
                   "audio_seconds")
 CHUNK_ROWS = 256
 STR = h5py.string_dtype("utf-8")
+
+
+class CacheDamaged(ValueError):
+    """A finished cache whose bytes changed after it was written (truncated copy, bad disk)."""
 
 
 @dataclass
@@ -114,6 +119,30 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
     return path
 
 
+@contextlib.contextmanager
+def open_checked(path):
+    """A cache opened for reading, verified against its fingerprint when complete: a truncated or
+    damaged file raises CacheDamaged naming it and saying to re-extract, never wrong vectors."""
+    path = Path(path)
+
+    def damaged(detail):
+        return CacheDamaged(f"cache {path} is damaged ({detail}): delete it and run the same "
+                            "`extract` command again to re-extract it")
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("complete", False) and "fingerprint" in f.attrs:
+                emb = f["embeddings"]
+                found = fingerprint_of((emb[i:i + CHUNK_ROWS] for i in range(0, len(emb), CHUNK_ROWS)),
+                                       f["utt_id"].asstr()[...], {k: v for k, v in f.attrs.items()})
+                if found != f.attrs["fingerprint"]:
+                    raise damaged("its vectors no longer match the fingerprint written with them")
+            yield f
+    except (OSError, KeyError) as error:
+        if isinstance(error, FileNotFoundError) or not path.is_file() or not h5py.is_hdf5(path):
+            raise  # not a damaged cache but no cache at all: the caller says so
+        raise damaged(f"unreadable: {str(error).splitlines()[0]}") from error
+
+
 def read_table(f: h5py.File) -> pd.DataFrame:
     """All rows (ok and failed) of an open cache as a DataFrame."""
     cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f}
@@ -129,7 +158,7 @@ def load_cache(path, layers=None) -> CacheData:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
-    with h5py.File(path, "r") as f:
+    with open_checked(path) as f:
         if not f.attrs.get("complete", False):
             raise ValueError(f"cache {path} is incomplete: re-run the same `extract` command to finish it")
         table = read_table(f)
@@ -149,7 +178,7 @@ def load_cache(path, layers=None) -> CacheData:
 def describe(path) -> str:
     """Human summary of a cache: shape, identity attributes, labels, failures (`cli.py info`)."""
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with open_checked(path) as f:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}

@@ -1,7 +1,6 @@
 """Extraction: pooling maths, batching invariance, resume after SIGKILL, bad audio, identity checks."""
 from __future__ import annotations
 
-import fcntl
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,8 @@ from data_manifests import write_manifest
 from pipeline.audio import BadAudio, load_audio
 from pipeline.cache import load_cache
 from pipeline.encoder import EncoderError, load_encoder
-from pipeline.extract import CacheLocked, CacheMismatch, embed_files, extract
+from pipeline.extract import CacheMismatch, embed_files, extract
+from pipeline.run_lock import Locked
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ("angry", "happy", "sad", "neutral")
@@ -192,10 +192,13 @@ def test_mismatch_lock_overwrite_and_reader_without_audio(tmp_path, tiny):
     with pytest.raises(CacheMismatch, match="manifest"):
         extract(table.iloc[:2], tmp_path, out, window="trim", **kw)
     assert extract(table, tmp_path, out, window="trim", **kw).already_complete
-    with open(str(out) + ".lock", "a+") as held:
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(CacheLocked):
-            extract(table, tmp_path, out, window="trim", **kw)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pipeline.run_lock import exclusive\n"
+                               "with exclusive(sys.argv[1], 'x'):\n print('held', flush=True); sys.stdin.read()",
+                               str(out) + ".lock"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"  # another live process holds the lock
+    with pytest.raises(Locked, match=f"pid {holder.pid}"):
+        extract(table, tmp_path, out, window="trim", **kw)
+    holder.communicate("")
     shutil.rmtree(tmp_path / "audio")
     cache = load_cache(out, layers=[0, 4])
     assert cache.features.shape == (3, 2, 384) and cache.features.dtype == np.float16

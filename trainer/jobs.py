@@ -11,6 +11,7 @@ from multiprocessing import get_context
 import torch
 from tqdm import tqdm
 
+from pipeline.run_lock import die_with_parent
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
@@ -115,6 +116,7 @@ def run_jobs(jobs: list[tuple], workers: int, desc: str = "folds x seeds") -> li
     """Run (cfg_dict, cache, fold, seed) jobs serially or in spawned processes; order is kept."""
     if workers <= 1 or len(jobs) <= 1:
         return [run_job(*j) for j in tqdm(jobs, desc=desc, leave=False)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(run_job, *j) for j in jobs]
         return [f.result() for f in tqdm(futures, desc=desc, leave=False)]

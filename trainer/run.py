@@ -30,10 +30,19 @@ from trainer.config import TrainConfig
 from trainer.fold_data import class_names, prepared_cache
 from trainer.jobs import jobs_for, resolve_device, run_jobs
 from trainer.report import collect, git_revision, save_models, summarise
+from pipeline.run_lock import exclusive
 
 
 def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
-    """The `train` command: all folds x seeds, then the run directory's files. Returns results."""
+    """The `train` command: all folds x seeds, then the run directory's files. Returns results.
+
+    One train per run directory at a time (`<out>.lock`): a second one into the same --out is
+    refused instead of interleaving its files with the first one's."""
+    with exclusive(Path(str(out_dir) + ".lock"), f"run directory {out_dir}", folders=(out_dir,)):
+        return _train(cfg, cache_path, out_dir)
+
+
+def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     cache_path, out_dir = Path(cache_path), Path(out_dir)
     cfg = cfg.replace(device=resolve_device(cfg.device))
     t0 = time.perf_counter()
