@@ -6,7 +6,7 @@
 Two sections:
   * Large pools: the table of `python bench/train_speed.py --pool 10000,100000,1000000 --json
     docs/results/pool-scale/pool.json` (synthetic caches of the real shape; rendered from that JSON).
-  * External pools (`--unlabeled-cache`, SPEC section 2): every fold x seed of one corpus with 10%
+  * External pools (`unlabeled_cache`, SPEC section 2): every fold x seed of one corpus with 10%
     of its labels, trained alone and with a second corpus's whole cache added to the unlabelled pool
     (its labels never read): RAVDESS (English, 8 classes) + CASIA (Mandarin, 6 classes) and back.
     Methods: supervised, bgrpo, topline; the TrainConfig defaults otherwise.
@@ -132,7 +132,7 @@ def render(results: dict[str, dict], bench: dict | None) -> str:
             lines += [bench["note"], ""]
     else:
         lines += ["_Not measured yet._", ""]
-    lines += ["## External pools (`--unlabeled-cache`)", "",
+    lines += ["## External pools (`unlabeled_cache`)", "",
               "Every fold x seed (RAVDESS 6 folds, CASIA 4 speaker folds; seeds 0, 1, 2) with 10% of the training "
               "fold's labels; the other corpus's whole cache joins the unlabelled pool (its labels are never read; "
               "the class set stays the training corpus's). Macro-F1 % mean ± std over folds x seeds; G = gap "

@@ -93,7 +93,7 @@ def synthetic_pool_cache(path: Path, n: int) -> Path:
     table = synthetic_table(n, n_speakers=max(50, n // 200))
     print(f"writing {path} ({n} x {SHAPE[0]} x {SHAPE[1]} float16)", file=sys.stderr, flush=True)
     return write_cache(path, table, {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000},
-                       SHAPE, ((rows, block, None) for rows, block in synthetic_blocks(table)))
+                       SHAPE, synthetic_blocks(table))
 
 
 def growth(rows: list[dict]) -> list[dict]:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cache import CHUNK_ROWS, cache_shape, describe, fingerprint_of, layer_chunked, load_cache, \
-    load_frames, read_layers, rechunk, write_cache, write_cache_arrays
+    read_layers, rechunk, write_cache, write_cache_arrays
 
 
 def small_cache(n=5, states=3, hidden=4, seed=0):
@@ -42,17 +42,11 @@ def test_streamed_blocks_in_any_order_equal_one_shot_write(tmp_path):
     emb, table = small_cache(n=7)
     attrs = {"encoder_id": "x", "created": "now"}
     a = write_cache_arrays(tmp_path / "a.h5", emb, table, attrs)
-    frames = [np.full((k + 1, 4), k, np.float16) for k in range(7)]
-    blocks = [(np.array([5, 1, 6]), emb[[5, 1, 6]], [frames[5], frames[1], frames[6]]),
-              (np.array([0, 4, 2, 3]), emb[[0, 4, 2, 3]], [frames[0], frames[4], frames[2], frames[3]])]
-    b = write_cache(tmp_path / "b.h5", table, dict(attrs, created="later"), (3, 4), blocks,
-                    frame_lengths=table["num_frames"])
+    blocks = [(np.array([5, 1, 6]), emb[[5, 1, 6]]), (np.array([0, 4, 2, 3]), emb[[0, 4, 2, 3]])]
+    b = write_cache(tmp_path / "b.h5", table, dict(attrs, created="later"), (3, 4), blocks)
     with h5py.File(a) as fa, h5py.File(b) as fb:
         np.testing.assert_array_equal(fa["embeddings"][...], fb["embeddings"][...])
         assert fa.attrs["fingerprint"] == fb.attrs["fingerprint"]  # creation time is not identity
-    np.testing.assert_array_equal(load_frames(b, 3), frames[3])
-    with pytest.raises(ValueError, match="--frames last"):
-        load_frames(a, 0)
 
 
 def test_fingerprint_is_chunk_invariant_and_sensitive():
@@ -103,9 +97,7 @@ def test_new_caches_store_one_layer_per_chunk_and_blocks_skip_failed_rows(tmp_pa
 
 def test_old_layout_is_read_alike_and_rechunked_only_on_request(tmp_path):
     emb, table = small_cache(n=9, states=3, hidden=4)
-    frames = [np.full((k + 1, 4), k, np.float16) for k in range(9)]
-    new = write_cache(tmp_path / "new.h5", table, {"encoder_id": "x"}, (3, 4),
-                      [(np.arange(9), emb, frames)], frame_lengths=table["num_frames"])
+    new = write_cache(tmp_path / "new.h5", table, {"encoder_id": "x"}, (3, 4), [(np.arange(9), emb)])
     old = old_layout_copy(new, tmp_path / "old.h5")
     for layers in (None, [1], [0, 2]):  # the slower layout, same numbers
         np.testing.assert_array_equal(load_cache(old, layers).features, load_cache(new, layers).features)
@@ -117,7 +109,6 @@ def test_old_layout_is_read_alike_and_rechunked_only_on_request(tmp_path):
     with h5py.File(old) as f:
         assert layer_chunked(f["embeddings"]) and f.attrs["fingerprint"] == before
     np.testing.assert_array_equal(load_cache(old).features, load_cache(new).features)
-    np.testing.assert_array_equal(load_frames(old, 4), frames[4])
     assert rechunk(old) is False  # already in the layout: nothing written
     assert not list(tmp_path.glob(".*tmp*"))
 

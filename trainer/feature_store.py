@@ -15,12 +15,12 @@ CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB
 
 
 def states_to_read(layer: str, n_states: int) -> list[int]:
-    """The hidden states a --layer setting uses: one for an index or 'middle', all otherwise."""
+    """The hidden states a `layer` setting uses: one for an index or 'middle', all otherwise."""
     if layer in ("weighted", "concat"):
         return list(range(n_states))
     i = n_states // 2 if layer == "middle" else int(layer)
     if not -n_states <= i < n_states:
-        raise ValueError(f"--layer {i}: the cache has hidden states 0..{n_states - 1}")
+        raise ValueError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
 
 

@@ -1,18 +1,24 @@
-"""The tensors of one fold x seed, on the device once, shared by every method's training loop.
+"""The data of one fold x seed: cached features prepared once per process (SPEC 3), the split
+(SPEC 2), and the tensors on the device, shared by every method's training loop.
 
+Only the hidden state(s) a run uses are read, and they stay float16 (trainer/feature_store.py).
 The small labelled and validation sets are float32 tensors; the pool, the test fold and the whole
 training fold are FeatureRows (float16 rows z-scored a chunk at a time): x[idx] gives a float32
 tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists in float32 whole."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
 
 import numpy as np
+import pandas as pd
 import torch
 
-from trainer.feature_store import CenteredCache, FeatureRows
+from pipeline.cache import cache_shape, load_cache
+from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
 from trainer.features import Standardizer
+from trainer.protocol import Split, make_split
 
 
 @dataclass
@@ -23,7 +29,7 @@ class FoldData:
     y_val: torch.Tensor
     x_unl: FeatureRows  # [n_U, L, D] unlabelled pool (+ an external cache's rows)
     y_unl_hidden: torch.Tensor  # [n_U] hidden labels, -1 where unknown: diagnostics only, never trained on
-    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for --balance-scope speaker)
+    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for balance_scope=speaker)
     x_train_all: FeatureRows  # whole training fold (topline only)
     y_train_all: torch.Tensor
     x_test: FeatureRows
@@ -62,3 +68,60 @@ class FoldData:
                    x_train_all=FeatureRows([(x, split.train)], st, dev), y_train_all=t(y[split.train], torch.long),
                    x_test=FeatureRows([(x, split.test)], st, dev), y_test=t(y[split.test], torch.long),
                    prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)
+
+
+# --- preparing a fold x seed from a cache --------------------------------------------------------
+TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
+
+
+@lru_cache(maxsize=4)
+def prepared_cache(path: str, layer: str, speaker_norm: bool):
+    """(CenteredCache of the hidden state(s) `layer` uses, table, attrs, fingerprint) of a cache,
+    once per process: only those states are read from disk, and they stay float16 in memory.
+
+    The one place the trainer reads cached features.
+    """
+    c = load_cache(path, layers=states_to_read(layer, cache_shape(path)[1]), columns=TABLE_COLUMNS)
+    return CenteredCache(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
+
+
+def class_names(table: pd.DataFrame) -> list[str]:
+    """The label vocabulary (sorted); a vocabulary, not test evidence: shuffling test labels keeps it."""
+    return sorted(set(table["label"].astype(str)))
+
+
+@dataclass
+class FoldJob:
+    """A fold x seed ready to train: its tensors plus what the run needs to name and score rows."""
+
+    data: FoldData
+    split: Split
+    table: pd.DataFrame
+    y: np.ndarray  # label index of every cache row
+    classes: list[str]
+
+
+def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
+    """(CenteredCache, speakers) of each unlabeled_cache (comma list): more unlabelled audio for
+    the pool, from caches of the same encoder; their labels are never read."""
+    pools = []
+    for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
+        x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
+        if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
+            raise ValueError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
+                             f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
+                             "same encoder (and use the same layer)")
+        pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))
+    return pools
+
+
+def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
+    """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
+    x, table, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    classes = class_names(table)
+    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
+                       cfg.inner_validation)
+    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
+                          external_pools(cfg, x, attrs))
+    return FoldJob(data, split, table, y, classes)
