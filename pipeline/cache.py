@@ -191,9 +191,9 @@ def cache_shape(path) -> tuple[int, int, int]:
 
 
 def load_cache(path, layers=None, columns=None) -> CacheData:
-    """Read the ok rows of a cache. `layers` (hidden-state indices) limits what is read: with this
-    version's chunk layout only those layers' bytes leave the disk; the result stays float16.
-    `columns` limits the table (default: every column)."""
+    """Read the ok rows of a cache. `layers` (hidden-state indices, or a function of the number of
+    hidden states that returns them) limits what is read: with this version's chunk layout only
+    those layers' bytes leave the disk; the result stays float16. `columns` limits the table."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
@@ -204,6 +204,7 @@ def load_cache(path, layers=None, columns=None) -> CacheData:
         ok = table["ok"].to_numpy(bool)
         dset = f["embeddings"]
         states = dset.shape[1]
+        layers = layers(states) if callable(layers) else layers
         bad = [i for i in ([] if layers is None else layers) if not -states <= int(i) < states]
         if bad:
             raise ValueError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")

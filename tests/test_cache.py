@@ -31,6 +31,8 @@ def test_round_trip_keeps_ok_rows_layers_and_order(tmp_path):
     assert part.features.dtype == np.float16 and cache_shape(path) == (5, 3, 4)
     assert list(load_cache(path, [0], columns=["utt_id", "fold"]).table.columns) == ["utt_id", "fold", "ok"]
     np.testing.assert_array_equal(load_cache(path, layers=[-1]).features, emb[[0, 1, 3, 4]][:, [2]])
+    middle = load_cache(path, layers=lambda n_states: [n_states // 2]).features
+    np.testing.assert_array_equal(middle, emb[[0, 1, 3, 4]][:, [1]])
     with pytest.raises(ValueError, match="hidden states 0..2"):
         load_cache(path, layers=[3])
     assert not list(tmp_path.glob("*.tmp*"))  # temp file renamed away

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.cache import cache_shape, load_cache
+from pipeline.cache import load_cache
 from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
 from trainer.features import Standardizer
 from trainer.protocol import Split, make_split
@@ -81,7 +81,7 @@ def prepared_cache(path: str, layer: str, speaker_norm: bool):
 
     The one place the trainer reads cached features.
     """
-    c = load_cache(path, layers=states_to_read(layer, cache_shape(path)[1]), columns=TABLE_COLUMNS)
+    c = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=TABLE_COLUMNS)
     return CenteredCache(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
 
 
