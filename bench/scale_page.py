@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.results_page import cell, is_current, signed  # noqa: E402
+from bench.train_speed import POOL_COLUMNS, pool_cells  # noqa: E402
 from data_manifests.storage import write_text_atomic  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
@@ -108,15 +109,8 @@ def external_table(results: dict[str, dict]) -> str:
 
 def pool_table(bench: dict) -> str:
     """The large-pool benchmark rows (bench/train_speed.py --pool ... --json)."""
-    out = ["| cache (utterances) | pool | wall s | warm-up s | s per refit round | round growth / pool growth "
-           "| peak RSS MB |", "|---|---|---|---|---|---|---|"]
-    for r in bench.get("rows", []):
-        if r.get("timeout"):
-            out.append(f"| {r['utterances']:,} | {r['pool']:,} | timed out after {r['timeout']:.0f} s |  |  |  |  |")
-            continue
-        g = r.get("growth_vs_linear")
-        out.append(f"| {r['utterances']:,} | {r['pool']:,} | {r['wall_s']:.1f} | {r['warmup_s']:.1f} | "
-                   f"{r['s_per_epoch']:.2f} | {'-' if g is None else f'{g:.2f}'} | {r['peak_rss_mb']:.0f} |")
+    out = ["| " + " | ".join(POOL_COLUMNS) + " |", "|" + "---|" * len(POOL_COLUMNS)]
+    out += ["| " + " | ".join(pool_cells(r)) + " |" for r in bench.get("rows", [])]
     return "\n".join(out)
 
 

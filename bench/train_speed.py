@@ -106,17 +106,23 @@ def growth(rows: list[dict]) -> list[dict]:
     return out
 
 
+POOL_COLUMNS = ("cache utts", "pool", "wall s", "warm-up s", "s/round", "round growth / pool growth", "peak RSS MB")
+
+
+def pool_cells(r: dict) -> list[str]:
+    """One large-pool row as text cells (POOL_COLUMNS), shared by the printed and the Markdown table."""
+    if r.get("timeout"):
+        return [f"{r['utterances']:,}", f"{r['pool']:,}", f"timed out after {r['timeout']:.0f} s", "", "", "", ""]
+    g = r.get("growth_vs_linear")
+    return [f"{r['utterances']:,}", f"{r['pool']:,}", f"{r['wall_s']:.1f}", f"{r['warmup_s']:.2f}",
+            f"{r['s_per_epoch']:.2f}", "-" if g is None else f"{g:.2f}", f"{r['peak_rss_mb']:.0f}"]
+
+
 def format_pool_table(rows: list[dict]) -> str:
-    head = (f"{'cache utts':>11}{'pool':>9}{'wall s':>9}{'warm-up s':>10}{'s/round':>9}"
-            f"{'round growth / pool growth':>28}{'peak RSS MB':>13}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        if r.get("timeout"):
-            lines.append(f"{r['utterances']:>11}{r['pool']:>9}  timed out after {r['timeout']:.0f} s")
-            continue
-        g = r.get("growth_vs_linear")
-        lines.append(f"{r['utterances']:>11}{r['pool']:>9}{r['wall_s']:>9.1f}{r['warmup_s']:>10.2f}"
-                     f"{r['s_per_epoch']:>9.2f}{'-' if g is None else f'{g:.2f}':>28}{r['peak_rss_mb']:>13.0f}")
+    widths = [max(len(c), 11) + 2 for c in POOL_COLUMNS]
+    lines = ["".join(f"{c:>{w}}" for c, w in zip(POOL_COLUMNS, widths))]
+    lines.append("-" * len(lines[0]))
+    lines += ["".join(f"{c:>{w}}" for c, w in zip(pool_cells(r), widths)).rstrip() for r in rows]
     return "\n".join(lines)
 
 

@@ -26,7 +26,7 @@ def test_pool_table_and_page():
          "growth_vs_linear": None, "peak_rss_mb": 500.0},
         {"utterances": 1000000, "pool": 720000, "timeout": 600}]}
     table = sp.pool_table(bench)
-    assert "| 10,000 | 7,200 | 10.0 | 1.0 | 0.50 | - | 500 |" in table and "timed out after 600 s" in table
+    assert "| 10,000 | 7,200 | 10.0 | 1.00 | 0.50 | - | 500 |" in table and "timed out after 600 s" in table
     page = sp.render({}, bench)
     assert "Synthetic caches" in page and "## External pools" in page
     assert "_Not measured yet._" in sp.render({}, None)
