@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from data_manifests.storage import atomic_path
+from data_manifests.storage import TEMP_SUFFIX, atomic_path
 
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
@@ -108,15 +110,13 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
             else:
                 values = table[col].fillna(defaults[col]) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(values, dtype=dtype))
-        for rows, block in blocks:
-            rows = np.asarray(rows)
-            if len(rows):
-                order = np.argsort(rows)  # h5py fancy indexing wants increasing indices
-                rows_sorted, values = rows[order], np.asarray(block, dtype=np.float16)[order]
-                if rows_sorted[-1] - rows_sorted[0] + 1 == len(rows_sorted):  # a run of rows: one hyperslab
-                    emb[rows_sorted[0]:rows_sorted[-1] + 1] = values
-                else:
-                    emb[rows_sorted] = values
+        # named like atomic_path's temp files, so a killed run's leftovers are found and removed
+        stage_dir = path.with_name(f".{path.name}.stage.{os.getpid()}{TEMP_SUFFIX}")
+        stage_dir.mkdir(exist_ok=True)
+        try:
+            write_blocks(emb, blocks, stage_dir)
+        finally:
+            shutil.rmtree(stage_dir, ignore_errors=True)
         identity = dict(attrs)
         identity.update(num_hidden_states=num_states, hidden_size=hidden)
         for key, value in identity.items():
@@ -125,6 +125,35 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
             (emb[i:i + CHUNK_ROWS] for i in range(0, n, CHUNK_ROWS)), table["utt_id"], identity)
         f.attrs["complete"] = True
     return path
+
+
+def write_blocks(emb: h5py.Dataset, blocks, stage_dir: Path) -> None:
+    """Rows of `blocks` (rows, [b, L, D]) into `emb`. A block that is a run of rows is one
+    hyperslab write; scattered rows (extraction batches are sorted by length, shards interleave)
+    go to a float16 staging file first and reach HDF5 in row order at the end: written straight,
+    each scattered row would rewrite one whole chunk per hidden state."""
+    staged = mask = None
+    for rows, block in blocks:
+        rows = np.asarray(rows)
+        if not len(rows):
+            continue
+        order = np.argsort(rows)
+        rows_sorted, values = rows[order], np.asarray(block, dtype=np.float16)[order]
+        if rows_sorted[-1] - rows_sorted[0] + 1 == len(rows_sorted):
+            emb[rows_sorted[0]:rows_sorted[-1] + 1] = values
+            continue
+        if staged is None:
+            staged = np.memmap(stage_dir / "rows.f16", np.float16, "w+", shape=emb.shape)
+            mask = np.zeros(len(emb), bool)
+        staged[rows_sorted], mask[rows_sorted] = values, True
+    for start in range(0, len(emb) if staged is not None else 0, READ_ROWS):
+        here = mask[start:start + READ_ROWS]
+        if here.all():
+            emb[start:start + len(here)] = staged[start:start + len(here)]
+        elif here.any():  # where staged rows meet rows written straight
+            idx = np.flatnonzero(here) + start
+            emb[idx] = staged[idx]
+    del staged
 
 
 @contextlib.contextmanager

@@ -138,3 +138,17 @@ def test_rechunk_command(tmp_path):
     assert first.exit_code == 0 and "rewrote" in first.output
     assert again.exit_code == 0 and "nothing to do" in again.output
     assert missing.exit_code == 2 and "nope.h5" in missing.output
+
+
+def test_scattered_and_contiguous_blocks_mix_into_the_same_cache(tmp_path):
+    """Runs of rows go straight to HDF5, scattered rows through the staging file: same cache."""
+    emb, table = small_cache(n=40)
+    one = write_cache_arrays(tmp_path / "one.h5", emb, table, {})
+    perm = np.random.default_rng(1).permutation(np.arange(10, 40))
+    blocks = [(np.arange(0, 10), emb[:10])] + [(perm[i:i + 7], emb[perm[i:i + 7]]) for i in range(0, 30, 7)]
+    mixed = write_cache(tmp_path / "mixed.h5", table, {}, (3, 4), blocks[::-1])
+    with h5py.File(one) as a, h5py.File(mixed) as b:
+        np.testing.assert_array_equal(a["embeddings"][...], b["embeddings"][...])
+        assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.h5", "one.h5"]  # staging removed
+
