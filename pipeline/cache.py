@@ -38,6 +38,36 @@ CHUNK_ROWS = 256
 STR = h5py.string_dtype("utf-8")
 
 
+class CacheError(ValueError):
+    """A file given as a cache that cannot be used as one; the message names it and says what to do."""
+
+
+def check_cache_file(path) -> Path:
+    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it is instead."""
+    path = Path(path)
+    remedy = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
+    if not path.exists():
+        raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first, or {remedy}")
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.h5"))
+        raise CacheError(f"cache {path} is a folder, not a file ({'it holds ' + ', '.join(found) if found else 'no .h5 in it'}); {remedy}")
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+        kind = "empty" if not head else "a text file" if b"\0" not in head else "not HDF5 (binary data of another kind)"
+        raise CacheError(f"{path} is not a cache: it is {kind}, not an HDF5 file; {remedy}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in ("embeddings", "ok", "utt_id") if name not in f]
+    except OSError as error:
+        raise CacheError(f"{path} is a damaged HDF5 file ({str(error).splitlines()[0]}): delete it and re-run "
+                         "`python cli.py extract`") from error
+    if missing:
+        raise CacheError(f"{path} is an HDF5 file but not a bgrpo-ser cache (it has no {', '.join('/' + m for m in missing)}); "
+                         f"{remedy}")
+    return path
+
+
 @dataclass
 class CacheData:
     """What training needs from a cache: pooled vectors of the ok rows and their table."""
@@ -162,14 +192,18 @@ def load_cache(path, layers=None) -> CacheData:
 
     Reads go through h5py's chunked I/O, so only the requested layers are pulled from disk.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
+    path = check_cache_file(path)
     with h5py.File(path, "r") as f:
         if not f.attrs.get("complete", False):
-            raise ValueError(f"cache {path} is incomplete: re-run the same `extract` command to finish it")
+            raise CacheError(f"cache {path} is incomplete (an extraction stopped before writing it all): re-run "
+                             "the same `extract` command to finish it")
         table = read_table(f)
         ok = table["ok"].to_numpy(bool)
+        if not ok.any():
+            reasons = "".join(f"\n  {u}: {e}" for u, e in zip(table["utt_id"][:5], table["error"][:5]))
+            raise CacheError(f"cache {path} holds no encoded utterance: all {len(ok)} files failed when it was "
+                             f"extracted:{reasons}\nFix the audio (or the --root of `extract`) and re-run "
+                             "`python cli.py extract` with --overwrite.")
         idx = np.flatnonzero(ok)
         dset = f["embeddings"]
         if layers is None:
@@ -184,7 +218,7 @@ def load_cache(path, layers=None) -> CacheData:
 
 def describe(path) -> str:
     """Human summary of a cache: shape, identity attributes, labels, failures (`cli.py info`)."""
-    path = Path(path)
+    path = check_cache_file(path)
     with h5py.File(path, "r") as f:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape

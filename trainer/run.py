@@ -45,7 +45,7 @@ from trainer.features import prepare
 from trainer.metrics import SCORES, confusion, gap_recovered, histogram_entropy, mean_std, relative_gain, scores
 from trainer.monitor import Monitor
 from trainer.policy import Policy, save_policies
-from trainer.protocol import fold_names, make_split
+from trainer.protocol import fold_names, make_split, warn_few_labels
 from trainer.rewards import needs_teacher, parse_reward
 from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import build_teacher, cache_teacher_probs
@@ -221,7 +221,9 @@ def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     t0 = time.perf_counter()
     _, table, attrs, fingerprint = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     classes = class_names(table)
-    results = run_jobs(jobs_for(cfg, cache_path), cfg.workers)
+    jobs = jobs_for(cfg, cache_path)
+    warn_few_labels(table, sorted({job[2] for job in jobs}), cfg.labeled_fraction, cfg.inner_validation)
+    results = run_jobs(jobs, cfg.workers)
     rows, curves, preds, conf = collect(results, classes)
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
                   "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
