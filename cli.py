@@ -262,7 +262,7 @@ def train(
         cache = find_cache(**where)
         typer.echo(f"cache {cache}")
         with _reported_warnings():
-            summary = run(cfg, cache, out_dir)
+            summary = run(cfg, cache.resolve(), out_dir)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo(format_table(summary))
@@ -288,7 +288,7 @@ def ablate(
     try:
         cache = find_cache(cache, corpus, model, window, cache_dir)
         with _reported_warnings():
-            run(cache, grid, out_dir, workers)
+            run(cache.resolve(), grid, out_dir, workers)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo((Path(out_dir) / "ablation.md").read_text())

@@ -243,13 +243,13 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         raise ValueError(f"--window {window!r}: choose full or trim")
     if frames not in (None, "", "last"):
         raise ValueError(f"--frames {frames!r}: only 'last' is supported")
+    check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(target)
     try:
-        check_audio_present(table, root)
         encoder_id, _, _ = resolve_model(model)
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,

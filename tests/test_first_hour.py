@@ -8,6 +8,7 @@ import re
 import shlex
 import shutil
 import stat
+import traceback
 from pathlib import Path
 
 import h5py
@@ -220,7 +221,7 @@ def test_readme_sequence_runs_on_real_ravdess(tmp_path, monkeypatch):
         if command[0] == "train":
             command += ["--seeds", "0"]
         proc = run_cli(*command)
-        assert proc.exit_code == 0, (command, proc.output)
+        assert proc.exit_code == 0, (command, proc.output, traceback.format_exception(*proc.exc_info))
         if command[0] == "manifest":
             assert "utterances: 32" in proc.output
         if command[0] == "info":
