@@ -19,8 +19,7 @@ from test_extract import make_clip, run_cli
 from test_manifest_audio import write_tree
 
 from data_manifests import write_manifest
-from pipeline.cache import CacheError, load_cache, write_cache_arrays
-from pipeline.locate import find_cache
+from pipeline.cache import load_cache, write_cache_arrays
 from trainer.synthetic import synthetic_cache
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +103,9 @@ def test_root_defaults_to_the_data_home(tmp_path, monkeypatch):
 
 
 def test_train_finds_the_cache_from_the_corpus_or_the_only_one(tmp_path, monkeypatch):
+    from pipeline.cache import CacheError
+    from pipeline.locate import find_cache
+
     monkeypatch.chdir(tmp_path)
     proc = run_cli("train", "--seeds", "0", "--method", "supervised")
     assert proc.exit_code == 2 and "no cache in cache/ (it has none)" in proc.output
@@ -124,6 +126,8 @@ def test_train_finds_the_cache_from_the_corpus_or_the_only_one(tmp_path, monkeyp
 
 # --- trap 5: bad caches are named and explained -------------------------------------------------------
 def test_bad_caches_name_the_file_and_say_what_it_is(tmp_path):
+    from pipeline.cache import CacheError
+
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     proc = run_cli("train", "--cache", notes, "--seeds", "0")
@@ -148,12 +152,13 @@ def test_outputs_are_shareable_under_umask_022(tmp_path, monkeypatch):
     old = os.umask(0o022)
     try:
         synthetic_cache(tmp_path / "cache/x/whisper-base-trim.h5", n_speakers=6, per_class=8, n_folds=2)
-        run_cli("train", "--seeds", "0", "--method", "supervised", "--out", "run", check_rc=0)
-        write_tree(tmp_path / "corpus", ["wav/03a01Fa.wav", "wav/08b10Wb.wav"])
+        run_cli("train", "--cache", "cache/x/whisper-base-trim.h5", "--seeds", "0", "--method", "supervised",
+                "--out", "run", check_rc=0)
+        write_tree(tmp_path / "corpus", ["wav/03a01Fa.wav", "wav/08b02Wb.wav"])
         run_cli("manifest", "--corpus", "emodb", "--root", "corpus", "--n-folds", "2", check_rc=0)
     finally:
         os.umask(old)
-    for path in ("manifests/emodb.csv", "manifests/emodb.csv.root", "run/models.safetensors", "run/results.json"):
+    for path in ("manifests/emodb.csv", "run/models.safetensors", "run/results.json", "manifests/emodb.csv.root"):
         assert stat.S_IMODE((tmp_path / path).stat().st_mode) == 0o644, path
 
 
