@@ -65,6 +65,8 @@ FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the 
 MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
 ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "label_map", "four_class", "merge_excited",
+                   "allow_missing", "language", "strict")
 STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
 
 
@@ -81,9 +83,7 @@ def manifest(
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
     from data_manifests import ManifestError, audio_root, prepare, summarize, write_manifest, write_manifest_root
 
-    options = dict(include_song=include_song, n_folds=n_folds, speaker_regex=speaker_regex, label_map=label_map,
-                   four_class=four_class, merge_excited=merge_excited, allow_missing=allow_missing,
-                   language=language, strict=strict)
+    options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     try:
         with _reported_warnings():
             root = _corpus_root(corpus, root)
@@ -127,9 +127,7 @@ def extract(
     from pipeline.encoder import EncoderError, resolve_model
     from pipeline.extract import CacheLocked, CacheMismatch, cache_path, extract as run, parse_shard
 
-    options = dict(include_song=include_song, n_folds=n_folds, speaker_regex=speaker_regex, label_map=label_map,
-                   four_class=four_class, merge_excited=merge_excited, allow_missing=allow_missing,
-                   language=language, strict=strict)
+    options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     try:
         if manifest:
             table = read_manifest(manifest)
