@@ -102,7 +102,7 @@ def manifest(
 def extract(
     corpus: str = typer.Option(None, help="Corpus adapter name (ravdess, ...); with --manifest it only names the cache folder."),
     root: str = typer.Option(None, help="The corpus folder. Default: with --manifest the folder recorded beside it "
-                             "(<manifest>.root), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
+                             "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
     model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
     window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames."),

@@ -51,12 +51,11 @@ def write_manifest_root(manifest, root) -> Path:
 
 
 def manifest_root(manifest) -> Path:
-    """The corpus root recorded beside a manifest; a ManifestError saying what to do when there is none."""
+    """The corpus root recorded beside a manifest; without a sidecar (a manifest written by hand or by an
+    older version) the manifest's own folder, where such tables usually sit (`extract` checks the files
+    are there before encoding and says to pass --root when they are not)."""
     sidecar = root_sidecar(manifest)
+    folder = os.path.dirname(os.path.abspath(manifest))
     if not sidecar.is_file():
-        raise ManifestError(
-            f"manifest {manifest} does not say where its audio is ({sidecar} is missing: it was made by an older "
-            "version or copied alone). Pass --root, the corpus folder its paths are relative to, or re-run "
-            "`python cli.py manifest`.")
-    text = sidecar.read_text(encoding="utf-8").strip()
-    return Path(os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest)), text)))
+        return Path(folder)
+    return Path(os.path.normpath(os.path.join(folder, sidecar.read_text(encoding="utf-8").strip())))

@@ -177,6 +177,15 @@ def _lock(path: Path):
     return fh
 
 
+def _holds_manifest(target: Path, table: pd.DataFrame, window: str) -> bool:
+    """A complete cache of this manifest and window is already there (its audio may be gone by now)."""
+    if not target.is_file():
+        return False
+    found = _identity_of_file(target)
+    return bool(found.get("complete")) and found.get("window") == window \
+        and found.get("manifest_sha256") == manifest_sha256(table)
+
+
 def _identity_of_file(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         return {k: (f.attrs[k].item() if hasattr(f.attrs[k], "item") else f.attrs[k])
@@ -243,10 +252,11 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         raise ValueError(f"--window {window!r}: choose full or trim")
     if frames not in (None, "", "last"):
         raise ValueError(f"--frames {frames!r}: only 'last' is supported")
-    check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
+    if overwrite or not _holds_manifest(target, table, window):
+        check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     target.parent.mkdir(parents=True, exist_ok=True)
     lock = _lock(target)
     try:
