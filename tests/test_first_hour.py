@@ -185,9 +185,11 @@ def test_the_demo_labels_enough_utterances_per_class():
 
     # the default demo corpus: 8 speakers x 4 sentences x 2 takes per class, 4 folds of 2 speakers
     table = pd.DataFrame([{"label": label, "fold": s // 2} for s in range(8) for label in LABELS for _ in range(8)])
-    fraction = demo_label_fraction(table)
-    assert fraction == 0.2  # 48 training utterances per class and fold: 10% would label 5
+    fraction, per_class = demo_label_fraction(table)
+    assert (fraction, per_class) == (0.2, 10)  # 48 training utterances per class and fold: 10% would label 5
     assert class_quota(48, fraction) >= DEMO_LABELLED_PER_CLASS > class_quota(48, fraction - 0.05)
+    small = table[table["fold"] < 2].assign(fold=lambda t: t["fold"] * 2)  # 16 per class, 2 folds of 16
+    assert demo_label_fraction(small) == (0.5, 8)  # never labels most of the pool away
 
 
 # --- trap 8: install lines --------------------------------------------------------------------------------
