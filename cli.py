@@ -244,23 +244,25 @@ def train(
     out: str = typer.Option(None, help="Run directory (default runs/train-<time>)."),
 ) -> None:
     """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir."""
+    import os
     import time
 
     from pipeline.locate import find_cache
     from trainer.run import format_table, resolve_device, train as run
 
-    where = dict(cache=cache, corpus=corpus, model=model, window=window, cache_dir=cache_dir)
+    where = dict(corpus=corpus, model=model, window=window, cache_dir=cache_dir)
     options = {k: v for k, v in locals().items()
-               if k not in (*where, "where", "out", "method", "folds", "seeds", "time", "run", "format_table",
+               if k not in (*where, "where", "cache", "out", "method", "folds", "seeds", "os", "time", "run", "format_table",
                             "resolve_device", "find_cache")}
     try:
         cfg = _D(methods=method.split(","), folds=folds.split(",") if folds else None,
                  seeds=[int(s) for s in seeds.split(",")], **{**options, "device": resolve_device(device)})
         out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
-        cache = find_cache(**where)
-        typer.echo(f"cache {cache}")
+        if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
+            cache = find_cache(**where).resolve()
+            typer.echo(f"cache {os.path.relpath(cache)}")
         with _reported_warnings():
-            summary = run(cfg, cache.resolve(), out_dir)
+            summary = run(cfg, cache, out_dir)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo(format_table(summary))
@@ -284,9 +286,9 @@ def ablate(
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        cache = find_cache(cache, corpus, model, window, cache_dir)
+        cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
         with _reported_warnings():
-            run(cache.resolve(), grid, out_dir, workers)
+            run(cache, grid, out_dir, workers)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo((Path(out_dir) / "ablation.md").read_text())

@@ -13,13 +13,11 @@ def encoder_tag(model: str) -> str:
     return f"whisper-{model}" if model in EMBEDDED else Path(model.rstrip("/")).name
 
 
-def find_cache(cache: str | None = None, corpus: str | None = None, model: str | None = None,
-               window: str | None = None, cache_dir: str = "cache") -> Path:
-    """`cache` when given; else the one cache in `<cache_dir>/<corpus>/<tag>-<window>.h5` that fits the
-    given corpus / model / window (any, when not given). None or several: a CacheError listing what
-    is there and which flag picks one."""
-    if cache:
-        return Path(cache)
+def find_cache(corpus: str | None = None, model: str | None = None, window: str | None = None,
+               cache_dir: str = "cache") -> Path:
+    """The one cache in `<cache_dir>/<corpus>/<tag>-<window>.h5` that fits the given corpus / model /
+    window (any, when not given). None or several: a CacheError listing what is there and which flag
+    picks one."""
     found = sorted(p for p in Path(cache_dir).glob(f"{corpus or '*'}/*.h5") if ".part-" not in p.name)
     if model:
         found = [p for p in found if p.stem.startswith(encoder_tag(model) + "-")]
