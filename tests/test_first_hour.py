@@ -75,6 +75,22 @@ def test_a_run_where_every_file_fails_writes_no_complete_cache(tmp_path):
     assert not out.exists() and not (tmp_path / "c.h5.partial").exists()
 
 
+def test_a_cache_where_everything_failed_is_encoded_again_not_called_complete(tmp_path):
+    folders_corpus(tmp_path / "corpus")
+    csv = tmp_path / "m.csv"
+    run_cli("manifest", "--corpus", "folders", "--root", tmp_path / "corpus", "--speaker-regex", "^(s\\d)_",
+            "--out", csv, check_rc=0)
+    out = tmp_path / "c.h5"
+    command = ("extract", "--manifest", csv, "--model", "tiny.en", "--window", "trim", "--out", out)
+    run_cli(*command, check_rc=0)
+    with h5py.File(out, "r+") as f:  # what the old code left after a wrong --root: complete, nothing ok
+        f["ok"][...] = False
+    proc = run_cli(*command)
+    assert proc.exit_code == 0, proc.output
+    assert "holds no encoded utterance" in proc.output and "12 utterances encoded (0 failed of 12)" in proc.output
+    assert len(load_cache(out).table) == 12
+
+
 # --- trap 3: extract --corpus takes every adapter option ------------------------------------------------
 def test_extract_corpus_folders_takes_the_adapter_options(tmp_path):
     folders_corpus(tmp_path / "corpus")
