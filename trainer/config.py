@@ -30,8 +30,10 @@ class TrainConfig:
     inner_validation: bool = False  # score on the next fold's speakers, outer test fold dropped (model selection)
     unlabeled_cache: str | None = None
     # --- features (SPEC 3)
-    layer: str = "middle"  # an int as text, "middle" (L // 2), "weighted" (SUPERB softmax weights) or "concat"
-    speaker_norm: bool = True
+    # issue 14: "auto" = chosen per run from the labelled subset only (trainer/auto_choices.py)
+    layer: str = "auto"  # "auto", an int as text, "middle" (L // 2), "weighted" (SUPERB softmax weights) or "concat"
+    speaker_norm: bool | str = "auto"  # True, False or "auto"
+    pool_prior: str = "labelled"  # class prior the balanced actions aim at: "labelled" (of L) or "em" (Saerens EM over the pool)
     # --- head
     head: str = "linear"
     hidden: int = 256
@@ -82,6 +84,7 @@ class TrainConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
         self.layer = str(self.layer)
+        self.speaker_norm = parse_speaker_norm(self.speaker_norm)
         self.validate()
 
     def validate(self) -> None:
@@ -94,8 +97,9 @@ class TrainConfig:
         need(0 < self.labeled_fraction <= 1, "--labeled-fraction must be in (0, 1]")
         need(0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)")
         need(len(self.seeds) > 0, "--seeds must list at least one seed")
-        need(self.layer in ("weighted", "concat", "middle") or self.layer.lstrip("-").isdigit(),
-             f"--layer {self.layer!r}: an integer hidden-state index, 'middle', 'weighted' or 'concat'")
+        need(self.pool_prior in ("labelled", "em"), f"--pool-prior {self.pool_prior!r}: labelled or em")
+        need(self.layer in ("auto", "weighted", "concat", "middle") or self.layer.lstrip("-").isdigit(),
+             f"--layer {self.layer!r}: 'auto', an integer hidden-state index, 'middle', 'weighted' or 'concat'")
         need(self.head in HEADS, f"--head {self.head!r}: choose from {', '.join(HEADS)}")
         need(self.action in ACTIONS, f"--action {self.action!r}: choose from {', '.join(ACTIONS)}")
         need(self.balance_scope in BALANCE_SCOPES, f"--balance-scope {self.balance_scope!r}: choose from {', '.join(BALANCE_SCOPES)}")
@@ -141,6 +145,17 @@ class TrainConfig:
 SPEC_FORM = dict(layer="weighted", speaker_norm=False, head="mlp", solver="adam", reward="self+teacher",
                  action="sample", sinkhorn_temp=0.1, teacher="ema", act_on="policy", update="grpo",
                  refit_rounds=3)
+
+
+def parse_speaker_norm(value) -> bool | str:
+    """True / False / "auto" from a bool or the CLI's text (auto, on, off, true, false)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    table = {"auto": "auto", "on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+    if text not in table:
+        raise ValueError(f"invalid config: --speaker-norm {value!r}: auto, on or off")
+    return table[text]
 
 
 def field_names() -> list[str]:

@@ -39,6 +39,7 @@ from data_manifests.storage import write_text_atomic
 from pipeline.cache import load_cache
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.auto_choices import em_prior, resolve_auto
 from trainer.config import TrainConfig
 from trainer.fold_data import FoldData
 from trainer.features import prepare
@@ -53,10 +54,19 @@ from trainer.teachers import build_teacher, cache_teacher_probs
 METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=2)
+def raw_cache(path: str):
+    """The cache as stored (every hidden state), once per process."""
+    return load_cache(path)
+
+
+@lru_cache(maxsize=8)
 def prepared_cache(path: str, layer: str, speaker_norm: bool):
-    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process."""
-    c = load_cache(path)
+    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process.
+    `auto` settings are resolved per run (run_job); here they read as the table only."""
+    c = raw_cache(path)
+    if layer == "auto" or speaker_norm == "auto":
+        return None, c.table, c.attrs, c.fingerprint
     return prepare(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
 
 
@@ -74,11 +84,13 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     cfg = TrainConfig.from_dict(cfg_dict)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
     dev = torch.device(cfg.device)
-    x, table, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    table = raw_cache(str(cache_path)).table
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
+    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)), split, y, len(classes))  # issue 14: label-only choices
+    x = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[0]
     x_ext = spk_ext = None
     if cfg.unlabeled_cache:
         x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
@@ -112,6 +124,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
         warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), dev),
                               data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
+        if cfg.pool_prior == "em" and len(data.x_unl):  # issue 14: the pool's prior, label-free
+            data.prior = em_prior(warm.probs(data.x_unl), data.prior)
+        choice["pool_prior"] = data.prior.cpu().tolist()
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)
@@ -146,7 +161,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         finish(method, model, t0, mon.best_epoch)
     for c in curves:
         c.update(fold=fold, seed=seed)
-    return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models,
+    for r in rows:
+        r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm)
+    return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": choice,
             "predictions": {"utt_id": table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}
@@ -226,6 +243,7 @@ def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
                   "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
+               "choices": [{"fold": r["fold"], "seed": r["seed"], **r["choice"]} for r in results],
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.json", json.dumps({"config": cfg.to_dict(), "cache": cache_info,
@@ -249,8 +267,10 @@ def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: d
             pol.load_state_dict(state)
             policies[name] = pol
     if policies:
+        choices = {f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}": {k: r["choice"][k] for k in ("layer", "speaker_norm")}
+                   for r in results}
         save_policies(path, policies, {"method": cfg.methods[0], "layer": cfg.layer, "speaker_norm": cfg.speaker_norm,
-                                       **cache_info})
+                                       "choices": choices, **cache_info})
 
 
 def format_table(summary: dict) -> str:

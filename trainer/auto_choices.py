@@ -1,0 +1,148 @@
+"""Label-only automatic choices of what corpora differ in: speaker normalisation on/off and the
+hidden layer (`--speaker-norm auto`, `--layer auto`), decided inside each fold x seed run.
+
+Evidence used, and nothing else:
+- the labelled subset L: speaker-grouped cross-validation of the warm-up recipe (linear head,
+  L-BFGS, --l2) on L, each candidate scored by the macro-F1 of its held-out-speaker predictions;
+  held-out speakers mimic the test condition (new speakers), so a normalisation that erases the
+  emotion of speakers who show only one or two emotions scores low there;
+- label-free statistics of the rows the run sees: utterances per speaker (centring on a handful
+  of utterances subtracts the emotion with the speaker).
+The pool's hidden labels and the test fold's labels never enter.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from trainer.features import Standardizer, prepare
+from trainer.metrics import fast_macro_f1
+from trainer.policy import Policy
+from trainer.supervised import fit_lbfgs
+
+MIN_UTTERANCES_PER_SPEAKER = 8  # below this median, a speaker mean is mostly the utterances' own content
+MAX_CV_GROUPS = 4
+
+
+@dataclass
+class AutoChoice:
+    """What a run chose and why (stored in results.json per fold x seed)."""
+
+    layer: str
+    speaker_norm: bool
+    reason: str
+    cv_macro_f1: dict = field(default_factory=dict)  # "layer/norm" -> held-out-speaker macro-F1 on L
+    median_utterances_per_speaker: float = 0.0
+    labelled_speakers: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def speaker_groups(speakers: np.ndarray, max_groups: int = MAX_CV_GROUPS) -> np.ndarray:
+    """Group id per row: sorted distinct speakers dealt round-robin into min(#speakers, max_groups) groups."""
+    names, inv = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
+    k = min(len(names), max_groups)
+    return (np.arange(len(names)) % k)[inv]
+
+
+def grouped_cv_macro_f1(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, l2: float) -> float:
+    """Macro-F1 (%) of out-of-group predictions pooled over groups: each group is predicted by the
+    linear L-BFGS head (the warm-up recipe) fitted on the other groups, standardised on them."""
+    pred = np.full(len(y), -1)
+    for g in np.unique(groups):
+        train, held = groups != g, groups == g
+        st = Standardizer().fit(x[train])
+        pol = Policy(x.shape[1], x.shape[2], n_classes, "linear", dropout=0.0)
+        pol.set_standardizer(st.mean_, st.std_)
+        xt = pol.standardize(torch.as_tensor(x[train]))
+        fit_lbfgs(pol, xt, torch.as_tensor(y[train], dtype=torch.long), l2)
+        pred[held] = pol.probs(pol.standardize(torch.as_tensor(x[held]))).argmax(1).numpy()
+    return fast_macro_f1(y, pred, n_classes)
+
+
+def candidate_layers(n_states: int, layer: str) -> list[str]:
+    """`auto`: every encoder layer output (hidden states 1..L; 0 is the convolutional front end)."""
+    return [str(i) for i in range(1, n_states)] if layer == "auto" else [layer]
+
+
+def median_utterances_per_speaker(speakers) -> float:
+    return float(np.median(np.unique(np.asarray(speakers, dtype=str), return_counts=True)[1]))
+
+
+def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: np.ndarray, n_classes: int,
+           layer: str, speaker_norm, l2: float, seen: np.ndarray | None = None) -> AutoChoice:
+    """Resolve `auto` in layer / speaker_norm for one run.
+
+    raw: [N, L+1, D] cached hidden states; speakers: [N]; labelled: row indices of L with labels
+    y_lab; seen: rows the run's learner sees (for the label-free per-speaker counts; default all).
+    Speaker normalisation is a candidate only where the median speaker has at least
+    MIN_UTTERANCES_PER_SPEAKER utterances; among the candidates, the best held-out-speaker
+    macro-F1 on L wins, ties going to the earlier candidate (speaker norm on, middle layer first).
+    """
+    speakers = np.asarray(speakers, dtype=str)
+    seen = np.arange(len(raw)) if seen is None else seen
+    med = median_utterances_per_speaker(speakers[seen])
+    n_lab_spk = len(np.unique(speakers[labelled]))
+    middle = str(raw.shape[1] // 2)
+    layers = candidate_layers(raw.shape[1], layer)
+    layers = sorted(layers, key=lambda s: (s != middle, s))  # ties go to the middle layer
+    if speaker_norm == "auto":
+        norms = [True, False] if med >= MIN_UTTERANCES_PER_SPEAKER else [False]
+    else:
+        norms = [bool(speaker_norm)]
+    base = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=norms[0], reason="",
+                      median_utterances_per_speaker=med, labelled_speakers=n_lab_spk)
+    if len(layers) * len(norms) == 1:
+        base.layer = layers[0]
+        base.reason = ("median utterances per speaker %.1f < %d: speaker norm off" % (med, MIN_UTTERANCES_PER_SPEAKER)
+                       if speaker_norm == "auto" else "fixed")
+        return base
+    if n_lab_spk < 2:
+        base.reason = "fewer than 2 labelled speakers: no speaker-grouped cross-validation, first candidate kept"
+        return base
+    groups = speaker_groups(speakers[labelled])
+    scores = {}
+    for norm in norms:
+        for lay in layers:
+            x = prepare(raw, speakers, lay, norm)[labelled]
+            scores[f"{lay}/{'on' if norm else 'off'}"] = grouped_cv_macro_f1(x, y_lab, groups, n_classes, l2)
+    best = max(scores, key=scores.get)  # max keeps the first of equal scores
+    lay, norm = best.split("/")
+    base.layer, base.speaker_norm, base.cv_macro_f1 = lay, norm == "on", scores
+    base.reason = f"speaker-grouped CV on L ({len(np.unique(groups))} groups of {n_lab_spk} speakers)"
+    return base
+
+
+def resolve_auto(cfg, cache, split, y: np.ndarray, n_classes: int):
+    """(cfg with concrete layer / speaker_norm, the choice as a dict) for one fold x seed.
+
+    `cache` is the raw CacheData; only the labelled rows' labels (split.labeled) are read."""
+    if cfg.layer != "auto" and cfg.speaker_norm != "auto":
+        return cfg, {"layer": cfg.layer, "speaker_norm": cfg.speaker_norm, "reason": "fixed"}
+    seen = np.concatenate([split.labeled, split.val, split.unlabeled])
+    choice = choose(cache.features, cache.table["speaker"].to_numpy(), split.labeled, y[split.labeled], n_classes,
+                    cfg.layer, cfg.speaker_norm, cfg.l2, seen)
+    return cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm), choice.to_dict()
+
+
+def em_prior(posteriors: torch.Tensor, train_prior: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:
+    """The pool's class prior by EM prior adaptation (Saerens, Latinne & Decaestecker 2002), label-free.
+
+    posteriors [n, C] come from a classifier trained under `train_prior`; each step reweights them by
+    pi_t / pi_train, renormalises, and takes their mean as pi_{t+1}. Classes absent from the
+    training prior keep probability 0."""
+    p = posteriors.double()
+    base = train_prior.double().clamp_min(1e-12)
+    prior = train_prior.double().clone()
+    for _ in range(iters):
+        q = p * (prior / base)
+        q = q / q.sum(1, keepdim=True).clamp_min(1e-300)
+        new = q.mean(0)
+        done = float((new - prior).abs().max()) < tol
+        prior = new
+        if done:
+            break
+    return prior.to(train_prior.dtype)
