@@ -314,5 +314,23 @@ def demo(
 
 
 
+# --- stress corpora and label (issue 14) ---------------------------------------------------
+@app.command()
+def stress(
+    cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),
+    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker (see pipeline/stress_corpora.py)."),
+    out: str = typer.Option(..., help="Derived cache .h5 to write (same format; `train` runs on it unchanged)."),
+    seed: int = typer.Option(0, help="Seed of the row choice."),
+) -> None:
+    """Derive a stress corpus (speaker-confounded, natural-like unbalanced, few utterances per speaker)."""
+    from pipeline.stress_corpora import derive, describe_stress
+
+    try:
+        path, table = derive(cache, kind, out, seed)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(error)
+    typer.echo(f"wrote {path}: {describe_stress(table)}")
+
+
 if __name__ == "__main__":
     app()

@@ -41,11 +41,13 @@ class AutoChoice:
         return asdict(self)
 
 
-def speaker_groups(speakers: np.ndarray, max_groups: int = MAX_CV_GROUPS) -> np.ndarray:
-    """Group id per row: sorted distinct speakers dealt round-robin into min(#speakers, max_groups) groups."""
+def speaker_groups(speakers: np.ndarray, max_groups: int = MAX_CV_GROUPS, seed: int = 0) -> np.ndarray:
+    """Group id per row: distinct speakers, in a seeded random order (so that speaker naming cannot
+    line groups up with labels), dealt round-robin into min(#speakers, max_groups) groups."""
     names, inv = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
     k = min(len(names), max_groups)
-    return (np.arange(len(names)) % k)[inv]
+    order = np.random.default_rng(seed).permutation(len(names))
+    return (order % k)[inv]
 
 
 def grouped_cv_macro_f1(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, l2: float) -> float:
@@ -65,7 +67,9 @@ def grouped_cv_macro_f1(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_clas
 
 def candidate_layers(n_states: int, layer: str) -> list[str]:
     """`auto`: every encoder layer output (hidden states 1..L; 0 is the convolutional front end)."""
-    return [str(i) for i in range(1, n_states)] if layer == "auto" else [layer]
+    if layer == "auto":
+        return [str(i) for i in range(1, n_states)]
+    return [str(n_states // 2)] if layer == "middle" else [layer]
 
 
 def median_utterances_per_speaker(speakers) -> float:
