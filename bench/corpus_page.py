@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 
 from bench.results_page import RunSpec, cell, ensure_runs, git_head, load_results, signed  # noqa: E402
 from data_manifests.storage import write_text_atomic  # noqa: E402
+from pipeline.stress_corpora import KINDS  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
 
 METHODS = ("supervised", "pseudo-label", "bgrpo", "topline")
@@ -30,6 +31,13 @@ MODES = ("inductive", "transductive")
 # Cited, not measured here: EmoBox (SPEC 7; CASIA: ../shared/corpora/README.md), Whisper large-v3,
 # all labels; the B-GRPO paper (SPEC 1), variant unknown. Macro-F1 %.
 PUBLISHED = {"ravdess": "EmoBox 75.19", "casia": "EmoBox 56.27; paper 37.0"}
+
+
+def published(corpus: str) -> str:
+    """Published all-label numbers for a real corpus ('casia', 'casia-full'); none for stress corpora."""
+    if any(kind in corpus for kind in KINDS):
+        return ""
+    return PUBLISHED.get(corpus.split("-")[0], "")
 
 
 def plan(corpora: list[str], fractions: list[float]) -> list[RunSpec]:
@@ -67,7 +75,7 @@ def corpus_table(results: dict[str, dict], corpora: list[str], fraction: float, 
         out.append(f"| {c} | " + " | ".join(cell(m[k], "macro_f1") for k in METHODS) +
                    f" | {signed(b.get('rel_macro_f1_vs_supervised'), '%')} | {signed(b.get('gap_recovered'), '', 2)} | "
                    f"{'yes' if ok else '**no**'} | {collapsed} | {choice_summary(run)} | "
-                   f"{PUBLISHED.get(c.split('-')[0], '') if c.count('-') <= 1 else ''} |")
+                   f"{published(c)} |")
     if len(out) == 2:
         return "_No runs yet._"
     if rels:
