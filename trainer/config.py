@@ -1,7 +1,8 @@
 """All hyper-parameters of one training run in one validated, JSON-serialisable dataclass.
 
 Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
-docs/RESULTS.md): speaker-centred middle layer, linear head fitted by L-BFGS, B-GRPO in refit
+docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): layer and speaker centring
+chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
 confidence as reward. SPEC section 5's literal form is `--update grpo --action sample
 --reward self+teacher --teacher ema --act-on policy --head mlp --solver adam` (docs/RESULTS.md).
