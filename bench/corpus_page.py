@@ -4,7 +4,7 @@ the defaults of `train`, inductive and transductive, rel and G, beside published
 
     python bench/corpus_page.py --cache ravdess-trim=/work/caches/ravdess-base-trim.h5 \
         --cache casia-trim=/work/caches/casia-base-trim.h5 --stress ravdess-trim,casia-trim \
-        [--fractions 0.1] [--seeds 0,1,2] [--workers 2] [--render-only]
+        [--fractions 0.1] [--modes inductive,transductive] [--seeds 0,1,2] [--workers 2] [--render-only]
 
 Runs are kept (results.json, results.csv) under docs/results/corpora/<corpus>-f<F>-<mode>/ and
 skipped when their config and cache fingerprint are unchanged (bench/results_page.py's rule).
@@ -40,10 +40,10 @@ def published(corpus: str) -> str:
     return PUBLISHED.get(corpus.split("-")[0], "")
 
 
-def plan(corpora: list[str], fractions: list[float]) -> list[RunSpec]:
+def plan(corpora: list[str], fractions: list[float], modes=MODES) -> list[RunSpec]:
     return [RunSpec(f"{c}-f{f}-{mode}", c, {"methods": list(METHODS), "labeled_fraction": f,
                                             "transductive": mode == "transductive"})
-            for c in corpora for f in fractions for mode in MODES]
+            for c in corpora for f in fractions for mode in modes]
 
 
 def choice_summary(run: dict) -> str:
@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     ap.add_argument("--stress", default="", help="comma list of cache NAMEs whose stress corpora join the page")
     ap.add_argument("--stress-dir", default="runs/stress", help="where the derived stress caches are written")
     ap.add_argument("--fractions", default="0.1")
+    ap.add_argument("--modes", default=",".join(MODES), help="inductive,transductive (runs to make; all kept ones render)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--results", default=str(ROOT / "docs/results/corpora"))
@@ -126,10 +127,10 @@ def main(argv=None) -> int:
     fractions = [float(f) for f in args.fractions.split(",")]
     results_dir = Path(args.results)
     if not args.render_only:
-        ensure_runs(plan(list(caches), fractions), {k: Path(v) for k, v in caches.items()}, results_dir,
+        ensure_runs(plan(list(caches), fractions, args.modes.split(",")), {k: Path(v) for k, v in caches.items()}, results_dir,
                     Path(args.scratch), [int(s) for s in args.seeds.split(",")], None, args.workers)
     results = load_results(results_dir)
-    corpora = list(dict.fromkeys(n.rsplit("-f", 1)[0] for n in results))
+    corpora = sorted(dict.fromkeys(n.rsplit("-f", 1)[0] for n in results), key=lambda c: (published(c) == "", c))
     command = "python bench/corpus_page.py " + " ".join(argv if argv is not None else sys.argv[1:])
     page = render(results, corpora, fractions, command, git_head(), dt.date.today().isoformat())
     write_text_atomic(Path(args.out), page)
