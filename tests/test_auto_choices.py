@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.auto_choices import choose, em_prior, resolve_auto, speaker_groups
+from trainer.auto_choices import (choose, em_prior, grouped_cv_macro_f1, resolve_auto, speaker_groups,
+                                  speaker_label_dependence)
+from trainer.features import prepare
 from trainer.config import TrainConfig
 from trainer.protocol import Split
 
@@ -38,23 +40,33 @@ def test_auto_speaker_norm_off_when_confounded_on_when_balanced(confounded, expe
     raw, y, spk = make_set(confounded)
     lab = labelled_half(y)
     c = choose(raw, spk, lab, y[lab], 4, "middle", "auto", l2=10.0)
-    assert c.speaker_norm is expected, c.cv_macro_f1
-    on, off = c.cv_macro_f1["1/on"], c.cv_macro_f1["1/off"]
-    assert (off > on + 10) if confounded else (on > off + 10)
+    assert c.speaker_norm is expected, c
+    assert (c.speaker_label_p < 0.01) if confounded else (c.speaker_label_p > 0.05)
+    # and the choice is the right one: held-out-speaker CV on the same set agrees
+    groups = speaker_groups(spk[lab])
+    on, off = (grouped_cv_macro_f1(prepare(raw, spk, "1", norm)[lab], y[lab], groups, 4, 10.0) for norm in (True, False))
+    assert (off > on + 10) if confounded else (on > off + 5)
+
+
+def test_speaker_label_dependence_hand_cases():
+    mi, p = speaker_label_dependence(["a"] * 10 + ["b"] * 10, ["x"] * 10 + ["y"] * 10, n_perm=200)
+    assert mi == pytest.approx(np.log(2)) and p < 0.02  # perfect dependence: almost no shuffle reaches it
+    mi, p = speaker_label_dependence(["a", "a", "b", "b"] * 5, ["x", "y"] * 10, n_perm=200)
+    assert mi == pytest.approx(0.0, abs=1e-12) and p == 1.0
 
 
 def test_auto_layer_skips_the_uninformative_state():
     raw, y, spk = make_set(False)
     lab = labelled_half(y)
     c = choose(raw, spk, lab, y[lab], 4, "auto", True, l2=10.0)
-    assert c.layer in ("1", "2") and set(c.cv_macro_f1) == {"1/on", "2/on"}
+    assert c.layer in ("1", "2") and set(c.cv_macro_f1) == {"1", "2"}
 
 
 def test_few_utterances_per_speaker_turn_speaker_norm_off_without_cross_validation():
     raw, y, spk = make_set(False, n_speakers=48, per_speaker=4)
     lab = labelled_half(y)
     c = choose(raw, spk, lab, y[lab], 4, "middle", "auto", l2=10.0)
-    assert c.speaker_norm is False and c.cv_macro_f1 == {} and "median utterances per speaker 4.0" in c.reason
+    assert c.speaker_norm is False and "median utterances per speaker 4.0" in c.reason
 
 
 def test_speaker_groups_keep_each_speaker_in_one_group():
@@ -98,7 +110,7 @@ def test_em_prior_fixed_points_and_recovery():
 def test_config_speaker_norm_values():
     assert TrainConfig(speaker_norm="on").speaker_norm is True
     assert TrainConfig(speaker_norm="off").speaker_norm is False
-    assert TrainConfig().speaker_norm == "auto" and TrainConfig().layer == "auto"
+    assert TrainConfig().speaker_norm == "auto" and TrainConfig().layer == "middle"
     with pytest.raises(ValueError, match="--speaker-norm 'sometimes'"):
         TrainConfig(speaker_norm="sometimes")
     with pytest.raises(ValueError, match="--pool-prior"):

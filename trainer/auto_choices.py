@@ -2,12 +2,15 @@
 hidden layer (`--speaker-norm auto`, `--layer auto`), decided inside each fold x seed run.
 
 Evidence used, and nothing else:
-- the labelled subset L: speaker-grouped cross-validation of the warm-up recipe (linear head,
-  L-BFGS, --l2) on L, each candidate scored by the macro-F1 of its held-out-speaker predictions;
-  held-out speakers mimic the test condition (new speakers), so a normalisation that erases the
-  emotion of speakers who show only one or two emotions scores low there;
+- the labelled subset L: whether its labels depend on the speaker (a permutation test of the
+  speaker-label mutual information): where speakers show only some emotions, a speaker's mean
+  vector carries them and centring removes the emotion with the speaker; and, for the layer,
+  speaker-grouped cross-validation of the warm-up recipe (linear head, L-BFGS, --l2) on L
+  (held-out speakers, as at test time);
 - label-free statistics of the rows the run sees: utterances per speaker (centring on a handful
   of utterances subtracts the emotion with the speaker).
+A first version chose speaker normalisation by the cross-validation too; on the development
+corpora it was noisier than the dependence test (docs/CORPORA.md).
 The pool's hidden labels and the test fold's labels never enter.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from trainer.supervised import fit_lbfgs
 
 MIN_UTTERANCES_PER_SPEAKER = 8  # below this median, a speaker mean is mostly the utterances' own content
 MAX_CV_GROUPS = 4
+DEPENDENCE_ALPHA = 0.05  # chosen on inner validation over the development corpora (docs/CORPORA.md)
 
 
 @dataclass
@@ -33,9 +37,11 @@ class AutoChoice:
     layer: str
     speaker_norm: bool
     reason: str
-    cv_macro_f1: dict = field(default_factory=dict)  # "layer/norm" -> held-out-speaker macro-F1 on L
+    cv_macro_f1: dict = field(default_factory=dict)  # layer -> held-out-speaker macro-F1 on L (layer auto)
     median_utterances_per_speaker: float = 0.0
     labelled_speakers: int = 0
+    speaker_label_mi: float = 0.0  # mutual information of speaker and label over L (nats)
+    speaker_label_p: float = 1.0  # its permutation p-value
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,42 +88,42 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
 
     raw: [N, L+1, D] cached hidden states; speakers: [N]; labelled: row indices of L with labels
     y_lab; seen: rows the run's learner sees (for the label-free per-speaker counts; default all).
-    Speaker normalisation is a candidate only where the median speaker has at least
-    MIN_UTTERANCES_PER_SPEAKER utterances; among the candidates, the best held-out-speaker
-    macro-F1 on L wins, ties going to the earlier candidate (speaker norm on, middle layer first).
+    Speaker normalisation (auto) is off when the median speaker has fewer than
+    MIN_UTTERANCES_PER_SPEAKER utterances, or when the labels of L depend on the speaker
+    (permutation test of their mutual information, p < DEPENDENCE_ALPHA): then a speaker's mean
+    carries its emotions and centring would remove them. Otherwise on. The layer (auto) is the
+    best of speaker-grouped cross-validation on L, ties going to the middle layer.
     """
     speakers = np.asarray(speakers, dtype=str)
     seen = np.arange(len(raw)) if seen is None else seen
     med = median_utterances_per_speaker(speakers[seen])
     n_lab_spk = len(np.unique(speakers[labelled]))
+    mi, p = speaker_label_dependence(speakers[labelled], y_lab)
     middle = str(raw.shape[1] // 2)
-    layers = candidate_layers(raw.shape[1], layer)
-    layers = sorted(layers, key=lambda s: (s != middle, s))  # ties go to the middle layer
+    out = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=speaker_norm, reason="fixed",
+                     median_utterances_per_speaker=med, labelled_speakers=n_lab_spk,
+                     speaker_label_mi=mi, speaker_label_p=p)
     if speaker_norm == "auto":
-        norms = [True, False] if med >= MIN_UTTERANCES_PER_SPEAKER else [False]
-    else:
-        norms = [bool(speaker_norm)]
-    base = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=norms[0], reason="",
-                      median_utterances_per_speaker=med, labelled_speakers=n_lab_spk)
-    if len(layers) * len(norms) == 1:
-        base.layer = layers[0]
-        base.reason = ("median utterances per speaker %.1f < %d: speaker norm off" % (med, MIN_UTTERANCES_PER_SPEAKER)
-                       if speaker_norm == "auto" else "fixed")
-        return base
+        if med < MIN_UTTERANCES_PER_SPEAKER:
+            out.speaker_norm, out.reason = False, f"median utterances per speaker {med:.1f} < {MIN_UTTERANCES_PER_SPEAKER}: speaker norm off"
+        elif p < DEPENDENCE_ALPHA:
+            out.speaker_norm, out.reason = False, f"labels of L depend on the speaker (MI {mi:.3f} nats, p {p:.3f}): speaker norm off"
+        else:
+            out.speaker_norm, out.reason = True, f"no speaker-label dependence in L (p {p:.3f}), {med:.0f} utterances per speaker: speaker norm on"
+    layers = sorted(candidate_layers(raw.shape[1], layer), key=lambda s: (s != middle, s))  # ties go to the middle
+    if len(layers) == 1:
+        out.layer = layers[0]
+        return out
     if n_lab_spk < 2:
-        base.reason = "fewer than 2 labelled speakers: no speaker-grouped cross-validation, first candidate kept"
-        return base
+        out.reason += "; fewer than 2 labelled speakers: middle layer kept"
+        return out
     groups = speaker_groups(speakers[labelled])
-    scores = {}
-    for norm in norms:
-        for lay in layers:
-            x = prepare(raw, speakers, lay, norm)[labelled]
-            scores[f"{lay}/{'on' if norm else 'off'}"] = grouped_cv_macro_f1(x, y_lab, groups, n_classes, l2)
-    best = max(scores, key=scores.get)  # max keeps the first of equal scores
-    lay, norm = best.split("/")
-    base.layer, base.speaker_norm, base.cv_macro_f1 = lay, norm == "on", scores
-    base.reason = f"speaker-grouped CV on L ({len(np.unique(groups))} groups of {n_lab_spk} speakers)"
-    return base
+    scores = {lay: grouped_cv_macro_f1(prepare(raw, speakers, lay, out.speaker_norm)[labelled], y_lab, groups,
+                                       n_classes, l2) for lay in layers}
+    out.layer = max(scores, key=scores.get)  # max keeps the first of equal scores
+    out.cv_macro_f1 = scores
+    out.reason += f"; layer by speaker-grouped CV on L ({len(np.unique(groups))} groups of {n_lab_spk} speakers)"
+    return out
 
 
 def resolve_auto(cfg, cache, split, y: np.ndarray, n_classes: int):
@@ -150,3 +156,23 @@ def em_prior(posteriors: torch.Tensor, train_prior: torch.Tensor, iters: int = 1
         if done:
             break
     return prior.to(train_prior.dtype)
+
+
+def speaker_label_dependence(speakers, labels, n_perm: int = 500, seed: int = 0) -> tuple[float, float]:
+    """(mutual information of speaker and label in nats, permutation p-value) over labelled rows.
+
+    Label-only evidence that speakers differ in which emotions they show: under independence the
+    labels can be shuffled across rows without changing the statistic's distribution, so the
+    p-value is the share of shuffles with at least the observed information (plus one)."""
+    _, s = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
+    _, y = np.unique(np.asarray(labels), return_inverse=True)
+    rng = np.random.default_rng(seed)
+    perms = np.stack([y] + [rng.permutation(y) for _ in range(n_perm)])  # [1 + n_perm, n]
+    n_s, n_y, n = s.max() + 1, y.max() + 1, len(y)
+    joint = np.zeros((len(perms), n_s * n_y))
+    np.add.at(joint, (np.repeat(np.arange(len(perms)), n), (s[None, :] * n_y + perms).ravel()), 1.0)
+    joint = joint.reshape(len(perms), n_s, n_y) / n
+    ps, py = joint.sum(2, keepdims=True), joint.sum(1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mi = np.where(joint > 0, joint * np.log(joint / (ps * py)), 0.0).sum((1, 2))
+    return float(mi[0]), float((1 + (mi[1:] >= mi[0] - 1e-12).sum()) / (1 + n_perm))

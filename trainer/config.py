@@ -32,7 +32,7 @@ class TrainConfig:
     unlabeled_cache: str | None = None
     # --- features (SPEC 3)
     # issue 14: "auto" = chosen per run from the labelled subset only (trainer/auto_choices.py)
-    layer: str = "auto"  # "auto", an int as text, "middle" (L // 2), "weighted" (SUPERB softmax weights) or "concat"
+    layer: str = "middle"  # "auto", an int as text, "middle" (L // 2), "weighted" (SUPERB softmax weights) or "concat"
     speaker_norm: bool | str = "auto"  # True, False or "auto"
     pool_prior: str = "labelled"  # class prior the balanced actions aim at: "labelled" (of L) or "em" (Saerens EM over the pool)
     # --- head
