@@ -4,8 +4,10 @@ the inner-validation protocol (test folds dropped), and the choice made on the M
 Development corpora: the real caches given (RAVDESS, CASIA, ...), the demo cache when given, and
 the stress corpora derived from each real cache by pipeline/stress_corpora.py (confounded,
 unbalanced, few-per-speaker). Writes to --out: caches/ (derived), <corpus>/ (ablate output per
-corpus), dev.csv (variant x corpus x method) and dev.md (per variant: the corpora side by side and
-their mean).
+corpus), dev.csv (variant x corpus x method), dev.md (per variant: the corpora side by side and
+their mean) and dev_stats.csv (per fold x seed: utterances per speaker, speaker-label dependence).
+The shipped `--speaker-norm auto` rule is evaluated from the fixed-on / fixed-off runs
+(norm_rule_runs), as `dependence-test alpha=A` variants.
 
     python bench/dev_corpora.py --cache ravdess=/work/caches/ravdess-base-trim.h5 \
         --cache casia=/work/caches/casia-base-trim.h5 --grid bench/dev_grid.toml --out runs/dev --workers 2
@@ -67,6 +69,46 @@ def dev_markdown(dev: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def norm_rule_runs(out: Path, caches: dict[str, str], alphas=(0.01, 0.05, 0.1)) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`--speaker-norm auto` as shipped, evaluated from the fixed-on / fixed-off runs of each fold.
+
+    The rule reads only L's labels and speakers (and utterances per speaker), so per fold it selects
+    exactly the features of one of those two runs, which are deterministic given features, fold and
+    seed: their per-fold scores are the rule's. Returns (ablation-like rows per alpha, per-fold stats)."""
+    import numpy as np
+
+    from pipeline.cache import load_cache
+    from trainer.auto_choices import MIN_UTTERANCES_PER_SPEAKER, median_utterances_per_speaker, speaker_label_dependence
+    from trainer.metrics import gap_recovered, relative_gain
+    from trainer.protocol import fold_names, make_split
+
+    grid_rows, stats = [], []
+    for name, path in caches.items():
+        runs = pd.read_csv(out / name / "all_runs.csv")
+        t = load_cache(path).table
+        spk, lab = t["speaker"].astype(str).to_numpy(), t["label"].astype(str).to_numpy()
+        picked = {a: [] for a in alphas}
+        for fold in fold_names(t):
+            for seed in sorted(set(runs["seed"])):
+                s = make_split(t, fold, seed, 0.1, 0.0, False, True)
+                med = median_utterances_per_speaker(spk[np.concatenate([s.labeled, s.val, s.unlabeled])])
+                mi, p = speaker_label_dependence(spk[s.labeled], lab[s.labeled])
+                stats.append({"corpus": name, "fold": fold, "seed": seed, "median_utt_per_speaker": med,
+                              "mi": mi, "p": p})
+                for a in alphas:
+                    variant = "fixed-on" if med >= MIN_UTTERANCES_PER_SPEAKER and p >= a else "fixed-off"
+                    picked[a].append(runs[(runs["variant"] == variant) & (runs["fold"].astype(str) == fold)
+                                          & (runs["seed"] == seed)])
+        for a, frames in picked.items():
+            f1 = pd.concat(frames).groupby("method")["macro_f1"].mean()
+            for m, v in f1.items():
+                grid_rows.append({"variant": f"dependence-test alpha={a}", "corpus": name, "method": m, "macro_f1_mean": v,
+                                  "rel_vs_supervised": relative_gain(v, f1["supervised"]),
+                                  "gap_recovered": gap_recovered(v, f1["supervised"], f1["topline"]),
+                                  "collapsed": int(pd.concat(frames).query("method == @m")["collapsed"].sum())})
+    return pd.DataFrame(grid_rows), pd.DataFrame(stats)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", action="append", required=True, help="NAME=PATH of a real (or demo) cache; repeat")
@@ -74,7 +116,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", default="runs/dev")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--no-stress", action="store_true", help="only the given caches")
-    ap.add_argument("--only", default=None, help="comma list of corpus names to (re)run")
+    ap.add_argument("--only", default=None, help="comma list of corpus names to (re)run ('none': only re-collect)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     real = dict(c.split("=", 1) for c in args.cache)
@@ -86,7 +128,10 @@ def main(argv=None) -> None:
         ablate(path, args.grid, out / name, args.workers)
     done = [n for n in caches if (out / n / "ablation.csv").exists()]
     dev = collect_dev(out, done)
+    rule, stats = norm_rule_runs(out, {n: caches[n] for n in done})
+    dev = pd.concat([dev, rule], ignore_index=True)
     write_text_atomic(out / "dev.csv", dev.to_csv(index=False))
+    write_text_atomic(out / "dev_stats.csv", stats.to_csv(index=False))
     write_text_atomic(out / "dev.md", dev_markdown(dev))
     print(dev_markdown(dev))
 
