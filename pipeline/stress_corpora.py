@@ -63,7 +63,7 @@ def unbalanced_rows(table: pd.DataFrame, major: str = "neutral", major_share: fl
     avail = {c: int((labels == c).sum()) for c in classes}
     n_total = min(avail[c] / share[c] for c in classes)
     rng = np.random.default_rng(seed)
-    keep = [rng.choice(np.flatnonzero(labels == c), size=max(1, int(round(share[c] * n_total))), replace=False)
+    keep = [rng.choice(np.flatnonzero(labels == c), size=max(1, round(share[c] * n_total)), replace=False)
             for c in classes]
     return np.sort(np.concatenate(keep))
 

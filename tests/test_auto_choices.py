@@ -4,10 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.auto_choices import (choose, em_prior, grouped_cv_macro_f1, resolve_auto, speaker_groups,
-                                  speaker_label_dependence)
-from trainer.features import prepare
+from trainer.auto_choices import (
+    choose,
+    em_prior,
+    grouped_cv_macro_f1,
+    resolve_auto,
+    speaker_groups,
+    speaker_label_dependence,
+)
 from trainer.config import TrainConfig
+from trainer.features import prepare
 from trainer.protocol import Split
 
 

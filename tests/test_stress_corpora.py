@@ -4,7 +4,12 @@ import pandas as pd
 import pytest
 
 from pipeline.cache import load_cache
-from pipeline.stress_corpora import confounded_rows, derive, few_per_speaker, unbalanced_rows
+from pipeline.stress_corpora import (
+    confounded_rows,
+    derive,
+    few_per_speaker,
+    unbalanced_rows,
+)
 from trainer.synthetic import synthetic_cache
 
 
