@@ -1,7 +1,7 @@
 """`cli.py label`: label my corpus. From a cache and the labels a user has (CSV `utt_id,label`; empty
 labels = unlabelled), train transductively on everything (the given labels as L, every other
-utterance of the cache as the pool) with the defaults of `train` (auto layer / speaker
-normalisation, warm-up, B-GRPO), and return for every utterance its label (given labels are
+utterance of the cache as the pool) with the defaults of `train` (speaker normalisation decided
+from the given labels, warm-up, B-GRPO), and return for every utterance its label (given labels are
 kept verbatim) or the prediction with its probability and runner-up, plus the utterances whose
 label would help most: the lowest top-1 / top-2 margins, taken class by class in turn.
 Its accuracy is that of the transductive protocol (`train --transductive`, docs/RESULTS.md).
@@ -60,8 +60,8 @@ def read_user_labels(path, utt_ids) -> pd.Series:
 
 
 def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
-    """Indices (into candidates) of n utterances to annotate next: per predicted class the lowest
-    top-1 minus top-2 margin first, classes taken in turn so that every class gets its share."""
+    """Row indices (taken from `candidates`) of n utterances to annotate next: per predicted class the
+    lowest top-1 minus top-2 margin first, classes taken in turn so that every class gets its share."""
     top2 = np.sort(probs, 1)[:, -2:]
     margin = top2[:, 1] - top2[:, 0]
     pred = probs.argmax(1)
