@@ -107,7 +107,9 @@ def render(results: dict[str, dict], corpora: list[str], fractions: list[float],
               "([docs/results/dev/dev.md](results/dev/dev.md)), never on these test folds."), ""]
     for f in fractions:
         for mode in MODES:
-            parts += [f"## {f:.0%} labels, {mode}", "", corpus_table(results, corpora, f, mode), ""]
+            table = corpus_table(results, corpora, f, mode)
+            if table != "_No runs yet._":
+                parts += [f"## {f:.0%} labels, {mode}", "", table, ""]
     return "\n".join(parts)
 
 
