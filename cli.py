@@ -8,8 +8,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+from data_manifests.os_faults import fault_message, signals_raise
+
+
+class Commands(TyperGroup):
+    """Runs every command with SIGTERM raising like Ctrl-C, and turns machine faults (disk full,
+    no permission, read-only folder, interrupted) into a message and their exit code."""
+
+    def invoke(self, ctx):
+        with signals_raise():
+            try:
+                return super().invoke(ctx)
+            except (KeyboardInterrupt, OSError) as error:
+                found = fault_message(error)
+                if found is None:
+                    raise
+                typer.echo(found[1], err=True)
+                raise typer.Exit(code=found[0]) from None
+
+
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+def _fail(error: Exception) -> None:
+    if fault_message(error) is not None:
+        raise error  # disk full, permissions: reported by Commands with their own exit code
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=2) from error
 
 
 # --- manifest (data_manifests) -------------------------------------------------------------
@@ -57,7 +84,6 @@ def extract(
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
     batch_size: int = typer.Option(None, help="Utterances per batch (default: 16 for trim or GPU, 4 for full on CPU)."),
     workers: int = typer.Option(None, help="DataLoader workers for decode/resample/log-mel (default: 1 on CPU, 4 on GPU)."),
-    frames: str = typer.Option(None, help="'last': also keep the frame-level last-layer states."),
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
 ) -> None:
@@ -66,7 +92,8 @@ def extract(
 
     from data_manifests import ManifestError, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
-    from pipeline.extract import CacheLocked, CacheMismatch, cache_path, extract as run, parse_shard
+    from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
+    from pipeline.run_lock import Locked
 
     try:
         if manifest:
@@ -83,8 +110,8 @@ def extract(
         _, _, tag = resolve_model(model)
         path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
         result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
-                     workers=workers, frames=frames, shard=where, overwrite=overwrite, log=typer.echo)
-    except (ManifestError, EncoderError, CacheMismatch, CacheLocked, ValueError, FileNotFoundError) as error:
+                     workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
+    except (ManifestError, EncoderError, CacheMismatch, Locked, ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error
     typer.echo(f"wrote {result.path}" if not result.already_complete else f"cache {result.path}")
@@ -101,6 +128,8 @@ def info(cache: str = typer.Argument(..., help="A cache .h5 written by `extract`
 
     try:
         typer.echo(describe(cache))
+    except ValueError as error:  # a damaged cache: the message names the file and what to do
+        _fail(error)
     except (OSError, KeyError) as error:
         typer.echo(f"error: {cache}: not a readable cache ({error})", err=True)
         raise typer.Exit(code=2) from error
@@ -117,78 +146,50 @@ def merge(
     try:
         typer.echo(f"wrote {run(parts, out)}")
     except (CacheMismatch, ValueError, OSError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from error
+        _fail(error)
 
 
 
-# --- train / ablate / predict (trainer) ----------------------------------------------------
-from trainer.config import TrainConfig as _D  # noqa: E402  (defaults of the train flags live in one place)
-
-
-def _fail(error: Exception) -> None:
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code=2) from error
+# --- train / recipe / ablate / predict (trainer) -------------------------------------------
+from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)
 
 
 @app.command()
 def train(
-    cache: str = typer.Option(..., help="HDF5 cache from `extract`."),
-    method: str = typer.Option(",".join(_D.methods), help="Comma list of bgrpo, supervised, pseudo-label, dino, topline."),
-    reward: str = typer.Option(_D.reward, help="self | teacher | self+teacher | '+'-joined r1..r5, assign."),
-    action: str = typer.Option(_D.action, help="E1 actions: sample | greedy | balanced (Sinkhorn to the labelled class prior)."),
-    balance_scope: str = typer.Option(_D.balance_scope, help="Group of the balanced assignment: pool | batch | speaker."),
-    sinkhorn_temp: float = typer.Option(_D.sinkhorn_temp, help="Balanced actions: the plan starts from p^(1/temp)."),
-    sinkhorn_iters: int = typer.Option(_D.sinkhorn_iters, help="Balanced actions: Sinkhorn iterations."),
-    teacher: str = typer.Option(_D.teacher, help="ema | frozen | lda (shrinkage LDA refitted on each round's selection) | cache:OTHER.h5 (same utterances, another encoder)."),
-    tau: float = typer.Option(_D.tau, help="EMA teacher decay."),
-    lda_components: int = typer.Option(_D.lda_components, help="--teacher lda: PCA dimensions."),
-    act_on: str = typer.Option(_D.act_on, help="E1 acts on pi_old (policy) or on sqrt(pi_old * teacher) (mix)."),
-    adv_std: bool = typer.Option(_D.adv_std, "--adv-std/--no-adv-std", help="E5: divide r - mean by the batch std."),
-    mu: int = typer.Option(_D.mu, help="Inner steps per batch."),
-    eps: float = typer.Option(_D.eps, help="E8 ratio clip."),
-    beta: float = typer.Option(_D.beta, help="E8 weight of the exact KL to the warm-up policy."),
-    lr: float = typer.Option(_D.lr, help="B-GRPO (and DINO) Adam learning rate."),
-    batch_size: int = typer.Option(_D.batch_size, help="Batch = group size G."),
-    epochs: int = typer.Option(_D.epochs, help="B-GRPO / DINO passes over the unlabelled pool."),
-    ce_weight: float = typer.Option(_D.ce_weight, help="Weight of labelled cross-entropy added to the B-GRPO loss."),
-    baseline: str = typer.Option(_D.baseline, help="E4 baseline: batch (mean reward of the group) | class (mean over the group's samples with the same action)."),
-    update: str = typer.Option(_D.update, help="grpo: clipped policy-gradient steps (E6-E8) | refit: each round, selected samples (A>0) join the labelled set with their action, weighted by A, and the head is refitted to convergence."),
-    refit_rounds: int = typer.Option(_D.refit_rounds, help="Rounds of --update refit."),
-    warmup_epochs: int = typer.Option(_D.warmup_epochs, help="Supervised warm-up (and topline) epochs."),
-    warmup_lr: float = typer.Option(_D.warmup_lr, help="Supervised warm-up (and topline) learning rate."),
-    solver: str = typer.Option(_D.solver, help="Supervised fits (warm-up, refits, topline): adam (epochs) | lbfgs (full batch, to convergence)."),
-    l2: float = typer.Option(_D.l2, help="--solver lbfgs: L2 strength (1/C of a logistic regression)."),
-    head: str = typer.Option(_D.head, help="mlp | linear."),
-    hidden: int = typer.Option(_D.hidden, help="MLP hidden units."),
-    dropout: float = typer.Option(_D.dropout, help="Dropout of the head (supervised training only)."),
-    weight_decay: float = typer.Option(_D.weight_decay, help="Adam weight decay of supervised training and DINO."),
-    layer: str = typer.Option(_D.layer, help="auto (chosen per run by speaker-grouped CV on the labelled subset), a hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights) or 'concat'."),
-    speaker_norm: str = typer.Option(str(_D.speaker_norm), help="Subtract each speaker's mean embedding (label-free): auto (chosen per run from the labelled subset and utterances per speaker) | on | off."),
-    pool_prior: str = typer.Option(_D.pool_prior, help="Class prior of the balanced actions: labelled (of the labelled subset) | em (EM prior adaptation over the pool)."),
-    labeled_fraction: float = typer.Option(_D.labeled_fraction, help="Stratified labelled share of each training fold."),
-    val_fraction: float = typer.Option(_D.val_fraction, help="Share of the labelled subset held out to choose epochs (0 = fixed epochs)."),
-    folds: str = typer.Option(None, help="Comma list of folds (default: all folds of the cache)."),
-    seeds: str = typer.Option(",".join(map(str, _D.seeds)), help="Comma list of seeds."),
-    transductive: bool = typer.Option(_D.transductive, "--transductive/--inductive", help="Also put the test fold's audio (no labels) into the pool."),
-    inner_validation: bool = typer.Option(_D.inner_validation, "--inner-validation/--outer-test", help="Model selection: drop each test fold and score the next fold's speakers instead."),
-    unlabeled_cache: str = typer.Option(_D.unlabeled_cache, help="Another cache whose utterances join the pool (labels never used)."),
-    pl_threshold: float = typer.Option(_D.pl_threshold, help="Pseudo-label confidence threshold."),
-    pl_rounds: int = typer.Option(_D.pl_rounds, help="Pseudo-label rounds."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda."),
-    workers: int = typer.Option(_D.workers, help="Parallel processes over folds x seeds."),
-    threads: int = typer.Option(_D.threads, help="Torch threads per process (0 = cores / workers)."),
-    out: str = typer.Option(None, help="Run directory (default runs/train-<time>)."),
+    cache: str = typer.Option(None, help="HDF5 cache from `extract`."),
+    corpus: str = typer.Option(None, help="A corpus name instead of --cache (needs the cache finder; not available yet)."),
+    method: str = typer.Option(None, help=f"Comma list of {', '.join(_METHODS)} (recipe: {','.join(_R.methods)})."),
+    labeled_fraction: float = typer.Option(None, help=f"Stratified labelled share of each training fold (recipe: {_R.labeled_fraction})."),
+    seeds: str = typer.Option(None, help=f"Comma list of seeds (recipe: {','.join(map(str, _R.seeds))})."),
+    folds: str = typer.Option(None, help="Comma list of folds (default: every fold of the cache)."),
+    transductive: bool = typer.Option(None, "--transductive/--inductive", help=f"Also put the test fold's audio (no labels) into the pool (recipe: {'transductive' if _R.transductive else 'inductive'})."),
+    workers: int = typer.Option(None, help=f"Parallel processes over folds x seeds (recipe: {_R.workers})."),
+    out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
+    recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
+    set_: list[str] = typer.Option(None, "--set", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
-    """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir."""
+    """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir.
+
+    Settings apply in order: the recipe defaults, --recipe FILE, --set, then the flags below.
+    `python cli.py recipe` lists every field with its default and help.
+    """
     import time
 
-    from trainer.run import format_table, resolve_device, train as run
+    from trainer.config import TrainConfig, parse_set, read_recipe
+    from trainer.report import format_table
+    from trainer.run import train as run
 
-    options = {k: v for k, v in locals().items() if k not in ("cache", "out", "method", "folds", "seeds", "time", "run", "format_table", "resolve_device")}
+    flags = {"methods": method and method.split(","), "labeled_fraction": labeled_fraction,
+             "seeds": seeds and [int(s) for s in seeds.split(",") if s.strip()], "folds": folds and folds.split(","),
+             "transductive": transductive, "workers": workers}
     try:
-        cfg = _D(methods=method.split(","), folds=folds.split(",") if folds else None,
-                 seeds=[int(s) for s in seeds.split(",")], **{**options, "device": resolve_device(device)})
+        if corpus or not cache:
+            raise ValueError("give --cache FILE.h5 (finding a corpus's cache by name with --corpus is not available yet)")
+        if seeds is not None and not flags["seeds"]:
+            raise ValueError("--seeds must list at least one seed")
+        settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
+                    **{k: v for k, v in flags.items() if v is not None}}
+        cfg = TrainConfig.from_dict(settings)
         out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
         summary = run(cfg, cache, out_dir)
     except (ValueError, FileNotFoundError, OSError) as error:
@@ -198,9 +199,17 @@ def train(
 
 
 @app.command()
+def recipe() -> None:
+    """Print every training field with its default and help, as a recipe file for `train --recipe`."""
+    from trainer.config import recipe_text
+
+    typer.echo(recipe_text(), nl=False)
+
+
+@app.command()
 def ablate(
     cache: str = typer.Option(..., help="HDF5 cache from `extract` (audio is never read)."),
-    grid: str = typer.Option(..., help="grid.toml: [base] fixed config fields, [grid] field = [values, ...]."),
+    grid: str = typer.Option(..., help="grid.toml: [base] field = value (as in a recipe), [grid] field = [values, ...]."),
     workers: int = typer.Option(2, help="Parallel processes over settings x folds x seeds."),
     out: str = typer.Option(None, help="Output directory (default runs/ablate-<time>)."),
 ) -> None:
@@ -277,7 +286,9 @@ def demo(
     from data_manifests.synthetic_demo import SPEAKER_REGEX, DemoDependencyError, generate
     from pipeline.encoder import EncoderError, resolve_model
     from pipeline.extract import cache_path, extract as run_extract
-    from trainer.run import format_table, resolve_device, train as run_train
+    from trainer.config import TrainConfig
+    from trainer.report import format_table
+    from trainer.run import train as run_train
 
     base = Path(out)
     try:
@@ -297,8 +308,7 @@ def demo(
             raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
         if not result.already_complete:
             typer.echo(result.final_line())
-        cfg = _D(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)),
-                 device=resolve_device("auto"))
+        cfg = TrainConfig(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)))
         typer.echo(f"4/4 train: supervised ({cfg.labeled_fraction:.0%} labels), bgrpo, topline (all labels) "
                    f"over 4 speaker folds x {seeds} seeds")
         summary = run_train(cfg, cache, base / "run")
@@ -346,7 +356,7 @@ def label(
     from trainer.label_corpus import label_corpus
 
     try:
-        table, suggest, info = label_corpus(cache, labels, _D(seeds=[int(s) for s in seeds.split(",")]), n_next)
+        table, suggest, info = label_corpus(cache, labels, _R(seeds=[int(s) for s in seeds.split(",")]), n_next)
         out_path = Path(out)
         nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
         write_text_atomic(out_path, table.to_csv(index=False))

@@ -6,7 +6,7 @@ the stress corpora derived from each real cache by pipeline/stress_corpora.py (c
 unbalanced, few-per-speaker). Writes to --out: caches/ (derived), <corpus>/ (ablate output per
 corpus), dev.csv (variant x corpus x method), dev.md (per variant: the corpora side by side and
 their mean) and dev_stats.csv (per fold x seed: utterances per speaker, speaker-label dependence).
-The shipped `--speaker-norm auto` rule is evaluated from the fixed-on / fixed-off runs
+The shipped `speaker_norm=auto` rule is evaluated from the fixed-on / fixed-off runs
 (norm_rule_runs), as `dependence-test alpha=A` variants.
 
     python bench/dev_corpora.py --cache ravdess=/work/caches/ravdess-base-trim.h5 \
@@ -70,7 +70,7 @@ def dev_markdown(dev: pd.DataFrame) -> str:
 
 
 def norm_rule_runs(out: Path, caches: dict[str, str], alphas=(0.01, 0.05, 0.1)) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`--speaker-norm auto` as shipped, evaluated from the fixed-on / fixed-off runs of each fold.
+    """`speaker_norm=auto` as shipped, evaluated from the fixed-on / fixed-off runs of each fold.
 
     The rule reads only L's labels and speakers (and utterances per speaker), so per fold it selects
     exactly the features of one of those two runs, which are deterministic given features, fold and

@@ -49,8 +49,9 @@ def pick_files(paths, n: int) -> list:
 
 def real_frames(num_samples: int, hop: int = 160, max_mel: int = 3000) -> int:
     """Encoder frames that hold real audio: ceil(mel frames / 2) (conv2 has stride 2)."""
-    n_mel = min(-(-int(num_samples) // hop), max_mel)
-    return (n_mel + 1) // 2
+    from pipeline.encoder import encoder_frames
+
+    return encoder_frames(min(-(-int(num_samples) // hop), max_mel))
 
 
 def variants_for(cuda: bool) -> list[tuple[str, str, str]]:

@@ -11,6 +11,9 @@ import pandas as pd
 from .schema import MANIFEST_COLUMNS, ManifestError, validate_manifest
 
 
+TEMP_SUFFIX = ".tmp"
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temp path beside `path`; on success it replaces `path` in one rename, on any error
@@ -19,7 +22,7 @@ def atomic_path(path):
     team can share outputs; the project's one way to write a file (or a folder) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
     try:
         yield tmp
         if tmp.is_file():
@@ -32,6 +35,15 @@ def atomic_path(path):
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+
+
+def remove_leftovers(folder, pid: int) -> list[Path]:
+    """Delete the temp files and folders `atomic_path` left in `folder` for process `pid` when that
+    process was killed (kill -9 skips its cleanup); returns what was removed."""
+    found = sorted(Path(folder).glob(f".*.{pid}{TEMP_SUFFIX}"))
+    for junk in found:
+        shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
+    return found
 
 
 def write_text_atomic(path, text: str) -> Path:

@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 DEFAULT_MODEL = "base"
@@ -161,13 +160,13 @@ def _sha256_of_state(module: torch.nn.Module) -> str:
 
 
 def encoder_frames(num_mel_frames):
-    """Encoder frames produced by `num_mel_frames` real mel frames (conv2 has stride 2): ceil(n/2)."""
-    return (np.asarray(num_mel_frames) + 1) // 2
+    """Encoder frames produced by `num_mel_frames` real mel frames (conv2 has stride 2): ceil(n/2).
+    Works on ints, arrays and tensors alike."""
+    return (num_mel_frames + 1) // 2
 
 
 @torch.inference_mode()
-def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor, window: str,
-                         keep_frames: bool = False):
+def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor, window: str) -> torch.Tensor:
     """Mean over real-audio encoder frames of every hidden state -> [B, L+1, D] float32.
 
     mel: [B, n_mels, T] log-mel (T = 3000 in full mode; the batch's longest clip in trim mode).
@@ -176,12 +175,11 @@ def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor,
     Whisper's 30 s padded input unmasked, exactly as published; in `trim` mode it sees only each
     clip's real frames: mel and conv1 output beyond a clip are zeroed (what a lone clip's conv
     padding sees) and attention ignores other clips' padding, so a batch equals one-at-a-time.
-    With keep_frames, also returns the last state's real frames as a list of [n_i, D] arrays.
     """
     m = enc.module
     x = mel.to(enc.device, enc.dtype)
     num_mel = num_mel.to(enc.device)
-    n_enc = (num_mel + 1) // 2
+    n_enc = encoder_frames(num_mel)
     if window == "trim":
         t = x.shape[-1]
         x = x * (torch.arange(t, device=enc.device) < num_mel[:, None])[:, None, :].to(x.dtype)
@@ -204,8 +202,4 @@ def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor,
         if i == len(m.layers) - 1:
             h = m.layer_norm(h)
         pooled.append((h.float() * weights).sum(1))
-    out = torch.stack(pooled, 1).cpu()
-    if not keep_frames:
-        return out, None
-    last = h.float().cpu().numpy()
-    return out, [last[b, :int(n)] for b, n in enumerate(n_enc.cpu())]
+    return torch.stack(pooled, 1).cpu()

@@ -5,8 +5,10 @@ How a run is kept safe: the utterances are cut into a fixed plan of length-sorte
 in that folder, so `kill -9` loses at most the batch in flight and the same command skips the
 finished batches.  Because the batches are the same, the finished cache holds exactly the
 vectors of an uninterrupted run.  At the end the batches are streamed into the HDF5 cache
-(temp file + rename) and the folder is removed.  A `<cache>.lock` (flock, released by the
-kernel even on kill -9) keeps a second writer out.
+(temp file + rename) and the folder is removed.  Each batch file carries the sha256 of its
+bytes in its name, so a truncated or damaged batch is re-encoded, never merged.  A `<cache>.lock`
+(pipeline.run_lock: a record lock, released by the kernel even on kill -9 and never held by a
+DataLoader worker) keeps a second writer out, and the workers die with the main process.
 
 Pooling: every hidden state is averaged over the encoder frames of real audio (ceil(mel/2),
 about 50 per second), never over padding.  Clips over 30 s are cut into 30 s windows and their
@@ -14,8 +16,9 @@ window means are combined weighted by frame count, i.e. the mean over all the cl
 """
 from __future__ import annotations
 
-import fcntl
+import functools
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -33,20 +36,17 @@ from tqdm import tqdm
 
 from data_manifests.storage import atomic_path, write_text_atomic
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
-from pipeline.cache import read_table, write_cache
-from pipeline.encoder import Encoder, EncoderError, load_encoder, pooled_hidden_states, resolve_model
+from pipeline.cache import open_checked, read_table, write_cache
+from pipeline.encoder import Encoder, EncoderError, encoder_frames, load_encoder, pooled_hidden_states, resolve_model
+from pipeline.run_lock import die_with_parent, exclusive
 
 WINDOWS = ("full", "trim")
-IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256", "frames")
+IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256")
 MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus")
 
 
 class CacheMismatch(ValueError):
     """An existing cache or partial run made with another encoder, window or manifest."""
-
-
-class CacheLocked(RuntimeError):
-    """Another extraction is writing the same cache."""
 
 
 @dataclass
@@ -122,8 +122,8 @@ def plan_batches(durations: np.ndarray, shard: tuple[int, int], batch_size: int)
     return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
 
 
-def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
-    """One collated batch -> per item (pooled [L+1, D] float32, encoder frames, last-layer frames).
+def encode_batch(enc: Encoder, batch, window: str):
+    """One collated batch -> per item (pooled [L+1, D] float32, encoder frames).
 
     Windows of one clip (> 30 s) are combined weighted by their frame counts.
     """
@@ -132,32 +132,16 @@ def encode_batch(enc: Encoder, batch, window: str, keep_frames: bool = False):
     out = {}
     if mel is None:
         return out
-    pooled, frames = pooled_hidden_states(enc, mel, num_mel, window, keep_frames)
-    n_enc = ((num_mel + 1) // 2).to(torch.float32)
+    pooled = pooled_hidden_states(enc, mel, num_mel, window)
+    n_enc = encoder_frames(num_mel).to(torch.float32)
     total = torch.zeros(len(good)).index_add_(0, owner, n_enc)
     combined = torch.zeros(len(good), *pooled.shape[1:]).index_add_(0, owner, pooled * n_enc[:, None, None])
     combined = (combined / total[:, None, None]).numpy()
-    for k, it in enumerate(good):
-        fr = None
-        if keep_frames:
-            fr = np.concatenate([frames[j] for j in np.flatnonzero(owner.numpy() == k)])
-        out[it.index] = (combined[k], int(total[k]), fr)
-    return out
-
-
-def _lock(path: Path):
-    fh = open(path.with_name(path.name + ".lock"), "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise CacheLocked(f"{path} is being written by another extraction (lock {fh.name}); "
-                          "wait for it to finish") from None
-    return fh
+    return {it.index: (combined[k], int(total[k])) for k, it in enumerate(good)}
 
 
 def _identity_of_file(path: Path) -> dict:
-    with h5py.File(path, "r") as f:
+    with open_checked(path) as f:
         return {k: (f.attrs[k].item() if hasattr(f.attrs[k], "item") else f.attrs[k])
                 for k in list(IDENTITY_KEYS) + ["complete"] if k in f.attrs}
 
@@ -184,7 +168,7 @@ def _prepare_workdir(work: Path, identity: dict, plan: list, overwrite: bool) ->
 
 
 def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations: dict) -> None:
-    """One finished batch -> batch-<b>.npz, written to a temp name and renamed (atomic)."""
+    """One finished batch -> batch-<b>.<sha256 of its bytes, 16 hex>.npz, via a temp name (atomic)."""
     rows = list(rows)
     ok = [r for r in rows if r in results]
     d = {"rows": np.asarray(rows, np.int64),
@@ -194,15 +178,27 @@ def _save_batch(work: Path, b: int, rows, results: dict, errors: dict, durations
          "num_frames": np.asarray([results[r][1] if r in results else 0 for r in rows], np.int32)}
     if ok:
         d["embeddings"] = np.stack([results[r][0] for r in ok]).astype(np.float16)
-        if results[ok[0]][2] is not None:
-            d["frames"] = np.concatenate([results[r][2] for r in ok]).astype(np.float16)
-    with atomic_path(work / f"batch-{b:06d}.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **d)
+    buffer = io.BytesIO()
+    np.savez(buffer, **d)
+    data = buffer.getvalue()
+    with atomic_path(work / f"batch-{b:06d}.{hashlib.sha256(data).hexdigest()[:16]}.npz") as tmp, \
+            open(tmp, "wb") as handle:
+        handle.write(data)
 
 
-def _done_batches(work: Path) -> dict[int, Path]:
-    """Finished batches by number (a kill during a write leaves only a .tmp file, ignored)."""
-    return {int(p.name[6:12]): p for p in work.glob("batch-*.npz") if ".tmp" not in p.name}
+def _done_batches(work: Path, log=print) -> dict[int, Path]:
+    """Finished batches by number. A kill during a write leaves only a hidden temp file (ignored);
+    a batch whose bytes do not match the checksum in its name (truncated, damaged, or from an
+    older version) is deleted with a warning, so it is encoded again rather than merged."""
+    done = {}
+    for p in sorted(work.glob("batch-*.npz")):
+        name = p.name.split(".")
+        if len(name) == 3 and hashlib.sha256(p.read_bytes()).hexdigest()[:16] == name[1]:
+            done[int(name[0][len("batch-"):])] = p
+        else:
+            log(f"warning: {p} is damaged (checksum mismatch): encoding that batch again")
+            p.unlink()
+    return done
 
 
 def _load_batch(path: Path) -> dict:
@@ -212,7 +208,7 @@ def _load_batch(path: Path) -> dict:
 
 def extract(table: pd.DataFrame, root, out_path, model: str | None = None, window: str = "full",
             device: str = "auto", batch_size: int | None = None, workers: int | None = None,
-            frames: str | None = None, shard: tuple[int, int] = (0, 1), overwrite: bool = False,
+            shard: tuple[int, int] = (0, 1), overwrite: bool = False,
             progress: bool = True, log=print) -> ExtractResult:
     """Encode every row of a manifest table into `out_path` (or its shard part file).
 
@@ -220,19 +216,16 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     """
     if window not in WINDOWS:
         raise ValueError(f"--window {window!r}: choose full or trim")
-    if frames not in (None, "", "last"):
-        raise ValueError(f"--frames {frames!r}: only 'last' is supported")
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = _lock(target)
-    try:
+    work = target.with_name(target.name + ".partial")
+    with exclusive(target.with_name(target.name + ".lock"), f"cache {target}", log, (target.parent, work)):
         encoder_id, _, _ = resolve_model(model)
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
-                    "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table),
-                    "frames": "last" if frames == "last" else ""}
+                    "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table)}
         result = None if overwrite else _finished(target, identity, log)
         if result is None:
             if batch_size is None:
@@ -240,18 +233,19 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             if workers is None:
                 workers = 4 if enc.device.type == "cuda" else 1
             durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
-            work = target.with_name(target.name + ".partial")
             plan = _prepare_workdir(work, identity, plan_batches(durations, shard, batch_size), overwrite)
             paths = [str(Path(root) / p) for p in table["path"]]
-            secs, encoded, t_loop = _encode_plan(enc, paths, work, plan, window, frames == "last", workers,
-                                                 progress, target.stem, log)
-            result = _finalize(table, work, target, plan, identity, shard, enc, frames == "last")
+            writing = work
+            try:
+                secs, encoded, t_loop = _encode_plan(enc, paths, work, plan, window, workers, progress, target.stem, log)
+                writing = target
+                result = _finalize(table, work, target, plan, identity, shard, enc, log)
+            except (KeyboardInterrupt, OSError) as error:
+                _note_resume(error, work, plan, writing, _bytes_per_row(enc))
+                raise
             result.encoded, result.encode_seconds = encoded, t_loop
             result.audio_seconds = secs if encoded else result.audio_seconds
         result.wall_seconds = time.time() - t0
-        Path(lock.name).unlink(missing_ok=True)  # done: a later run only needs the cache itself
-    finally:
-        lock.close()
     if shard[1] > 1:
         parts = [part_path(out_path, (i, shard[1])) for i in range(shard[1])]
         if all(p.exists() and _identity_of_file(p).get("complete") for p in parts):
@@ -279,21 +273,40 @@ def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
     return ExtractResult(target, len(t), failed, secs, already_complete=True)
 
 
-def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, progress, name, log):
+def _bytes_per_row(enc: Encoder) -> int:
+    """Disk bytes of one utterance in a batch file or the cache: its float16 vectors."""
+    return enc.num_hidden_states * enc.hidden_size * 2
+
+
+def _note_resume(error: BaseException, work: Path, plan, writing: Path, row_bytes: float) -> None:
+    """Tell the user (through os_faults) what an interrupted or failed run kept, how to resume,
+    and, for OS errors, which path and how much space the rest of the run needs."""
+    done = _done_batches(work, log=lambda *_: None) if work.exists() else {}
+    error.add_note(f"kept: {len(done)} of {len(plan)} finished batches in {work}; "
+                   "the same command resumes from there.")
+    if isinstance(error, OSError):
+        rows_left = sum(len(rows) for b, rows in enumerate(plan) if b not in done)
+        rows_all = sum(len(rows) for rows in plan)
+        error.bytes_needed = (rows_left + rows_all) * row_bytes  # the batches stay until the cache is written
+        if error.filename is None:
+            error.filename = str(writing)
+
+
+def _encode_plan(enc, paths, work: Path, plan, window, workers, progress, name, log):
     """Run the batches of `plan` not yet in `work`; returns (audio seconds, utterances, loop seconds)."""
-    done = _done_batches(work)
+    done = _done_batches(work, log)
     todo = [b for b in range(len(plan)) if b not in done]
     if done:
         log(f"resuming: {len(done)} of {len(plan)} batches already done")
     loader = torch.utils.data.DataLoader(
         AudioDataset(paths, enc.feature_extractor, window), batch_sampler=[plan[b] for b in todo],
         collate_fn=collate, num_workers=workers, pin_memory=enc.device.type == "cuda",
-        prefetch_factor=4 if workers else None)
+        prefetch_factor=4 if workers else None, worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     secs, encoded, t_loop = 0.0, 0, time.time()
     with tqdm(total=sum(len(plan[b]) for b in todo), unit="utt", disable=not progress, file=sys.stderr,
               desc=name) as bar:
         for b, batch in zip(todo, loader):
-            results = encode_batch(enc, batch, window, keep_frames)
+            results = encode_batch(enc, batch, window)
             items = batch[0]
             for it in items:
                 if it.error:
@@ -307,9 +320,9 @@ def _encode_plan(enc, paths, work: Path, plan, window, keep_frames, workers, pro
     return secs, encoded, time.time() - t_loop
 
 
-def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, keep_frames):
+def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, log):
     """Stream the finished batches into the HDF5 cache (rows in manifest order), drop the work dir."""
-    batches = [p for _, p in sorted(_done_batches(work).items())]
+    batches = [p for _, p in sorted(_done_batches(work, log).items())]
     if len(batches) != len(plan):
         raise RuntimeError(f"{work}: {len(batches)} of {len(plan)} batches present; re-run to finish")
     rows_all = np.sort(np.asarray([r for batch in plan for r in batch], np.int64))
@@ -336,16 +349,10 @@ def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, keep_
         for p in batches:
             z = _load_batch(p)
             ok_rows = z["rows"][z["ok"]]
-            if not len(ok_rows):
-                continue
-            fr = None
-            if keep_frames:
-                cuts = np.cumsum(z["num_frames"][z["ok"]])[:-1]
-                fr = np.split(z["frames"], cuts)
-            yield position[ok_rows], z["embeddings"], fr
+            if len(ok_rows):
+                yield position[ok_rows], z["embeddings"]
 
-    write_cache(target, sub, attrs, (enc.num_hidden_states, enc.hidden_size), blocks(),
-                frame_lengths=sub["num_frames"].to_numpy() if keep_frames else None)
+    write_cache(target, sub, attrs, (enc.num_hidden_states, enc.hidden_size), blocks())
     shutil.rmtree(work)
     return ExtractResult(target, len(sub), failed, audio_seconds)
 
@@ -360,12 +367,11 @@ def merge(parts, out_path) -> Path:
         problems = _mismatch(ident, idents[0])
         if problems:
             raise CacheMismatch(f"{p} does not belong with {parts[0]}: " + "; ".join(problems))
-    tables, shapes, has_frames = [], set(), set()
+    tables, shapes = [], set()
     for p in parts:
         with h5py.File(p, "r") as f:
             tables.append(read_table(f))
             shapes.add(f["embeddings"].shape[1:])
-            has_frames.add("frames" in f)
             attrs = dict(f.attrs)
     rows = np.concatenate([t["row"].to_numpy() for t in tables])
     if len(shapes) != 1 or np.unique(rows).size != rows.size or set(rows) != set(range(rows.size)):
@@ -373,23 +379,16 @@ def merge(parts, out_path) -> Path:
     table = pd.concat(tables, ignore_index=True).sort_values("row", kind="stable").reset_index(drop=True)
     position = np.empty(rows.size, np.int64)
     position[table["row"].to_numpy()] = np.arange(rows.size)
-    keep_frames = has_frames == {True}
 
     def blocks():
         for p, t in zip(parts, tables):
             with h5py.File(p, "r") as f:
-                fr = None
-                if keep_frames:
-                    off = f["frame_offsets"][...]
-                    data = f["frames"][...]
-                    fr = [data[off[i]:off[i + 1]] for i in range(len(t))]
-                yield position[t["row"].to_numpy()], f["embeddings"][...], fr
+                yield position[t["row"].to_numpy()], f["embeddings"][...]
 
     attrs = {k: v for k, v in attrs.items() if k not in ("fingerprint", "complete")}
     attrs.update(shard="merged", num_failed=int((~table["ok"]).sum()),
                  audio_seconds=float(table["duration"].sum()))
-    write_cache(out_path, table, attrs, next(iter(shapes)), blocks(),
-                frame_lengths=table["num_frames"].to_numpy() if keep_frames else None)
+    write_cache(out_path, table, attrs, next(iter(shapes)), blocks())
     return Path(out_path)
 
 

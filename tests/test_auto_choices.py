@@ -117,7 +117,7 @@ def test_config_speaker_norm_values():
     assert TrainConfig(speaker_norm="on").speaker_norm is True
     assert TrainConfig(speaker_norm="off").speaker_norm is False
     assert TrainConfig().speaker_norm == "auto" and TrainConfig().layer == "middle"
-    with pytest.raises(ValueError, match="--speaker-norm 'sometimes'"):
+    with pytest.raises(ValueError, match="speaker_norm = 'sometimes': choose from True, False, auto"):
         TrainConfig(speaker_norm="sometimes")
-    with pytest.raises(ValueError, match="--pool-prior"):
+    with pytest.raises(ValueError, match="pool_prior = 'uniform'"):
         TrainConfig(pool_prior="uniform")

@@ -6,8 +6,7 @@ import torch
 
 from trainer.bgrpo import advantage, bgrpo_loss, exact_kl
 from trainer.config import SPEC_FORM, TrainConfig
-from trainer.run import run_job
-from trainer.synthetic import synthetic_cache
+from trainer.jobs import run_job
 
 
 def test_advantage_subtracts_batch_mean_and_clips_at_zero():
@@ -66,7 +65,7 @@ def test_kl_term_adds_beta_times_mean_kl():
 
 
 @pytest.fixture(scope="module")
-def weak_cache(tmp_path_factory):
+def weak_cache(tmp_path_factory, synthetic_cache):
     return str(synthetic_cache(tmp_path_factory.mktemp("c") / "weak.h5", n_classes=4, n_speakers=6, per_class=10,
                                n_folds=3, signal=0.5, dim=8))
 

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cache import describe, fingerprint_of, iter_features, load_cache, load_frames, write_cache, \
-    write_cache_arrays
+from pipeline.cache import describe, fingerprint_of, load_cache, write_cache, write_cache_arrays
 
 
 def small_cache(n=5, states=3, hidden=4, seed=0):
@@ -28,9 +27,6 @@ def test_round_trip_keeps_ok_rows_layers_and_order(tmp_path):
     np.testing.assert_array_equal(cache.features, emb[[0, 1, 3, 4]])
     part = load_cache(path, layers=[2, 0])
     np.testing.assert_array_equal(part.features, emb[[0, 1, 3, 4]][:, [0, 2]])
-    chunks = list(iter_features(path, layers=[1], rows_per_chunk=2))
-    assert [r.tolist() for r, _ in chunks] == [[0, 1], [3], [4]]
-    np.testing.assert_array_equal(np.concatenate([b for _, b in chunks]), emb[[0, 1, 3, 4]][:, [1]])
     assert not list(tmp_path.glob("*.tmp*"))  # temp file renamed away
     text = describe(path)
     assert "5 utterances x 3 hidden states x 4 (4 ok, 1 failed)" in text and "failed u2: empty" in text
@@ -40,17 +36,11 @@ def test_streamed_blocks_in_any_order_equal_one_shot_write(tmp_path):
     emb, table = small_cache(n=7)
     attrs = {"encoder_id": "x", "created": "now"}
     a = write_cache_arrays(tmp_path / "a.h5", emb, table, attrs)
-    frames = [np.full((k + 1, 4), k, np.float16) for k in range(7)]
-    blocks = [(np.array([5, 1, 6]), emb[[5, 1, 6]], [frames[5], frames[1], frames[6]]),
-              (np.array([0, 4, 2, 3]), emb[[0, 4, 2, 3]], [frames[0], frames[4], frames[2], frames[3]])]
-    b = write_cache(tmp_path / "b.h5", table, dict(attrs, created="later"), (3, 4), blocks,
-                    frame_lengths=table["num_frames"])
+    blocks = [(np.array([5, 1, 6]), emb[[5, 1, 6]]), (np.array([0, 4, 2, 3]), emb[[0, 4, 2, 3]])]
+    b = write_cache(tmp_path / "b.h5", table, dict(attrs, created="later"), (3, 4), blocks)
     with h5py.File(a) as fa, h5py.File(b) as fb:
         np.testing.assert_array_equal(fa["embeddings"][...], fb["embeddings"][...])
         assert fa.attrs["fingerprint"] == fb.attrs["fingerprint"]  # creation time is not identity
-    np.testing.assert_array_equal(load_frames(b, 3), frames[3])
-    with pytest.raises(ValueError, match="--frames last"):
-        load_frames(a, 0)
 
 
 def test_fingerprint_is_chunk_invariant_and_sensitive():

@@ -9,13 +9,12 @@ from cli import app
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
 from trainer.label_corpus import label_corpus, suggest_next
-from trainer.synthetic import synthetic_cache
 
 NAMES = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tmp_path_factory, synthetic_cache):
     tmp = tmp_path_factory.mktemp("label")
     syn = load_cache(synthetic_cache(tmp / "syn.h5", n_classes=4, n_speakers=6, per_class=8, n_folds=3))
     table = syn.table.assign(label=syn.table["label"].map(NAMES))

@@ -6,12 +6,11 @@ import pytest
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
 from trainer.protocol import fold_names, make_split
-from trainer.run import run_job
-from trainer.synthetic import synthetic_cache
+from trainer.jobs import run_job
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
+def cache(tmp_path_factory, synthetic_cache):
     return synthetic_cache(tmp_path_factory.mktemp("p") / "syn.h5", n_classes=4, n_speakers=9, per_class=10, n_folds=3)
 
 

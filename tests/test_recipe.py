@@ -10,9 +10,8 @@ from trainer.features import select_layers
 from trainer.lda_teacher import LDATeacher, mix_probs
 from trainer.policy import Policy
 from trainer.protocol import fold_masks, make_split
-from trainer.run import run_job
+from trainer.jobs import run_job
 from trainer.supervised import fit_lbfgs
-from trainer.synthetic import synthetic_cache
 
 
 def test_mix_probs_is_the_normalised_geometric_mean():
@@ -65,7 +64,7 @@ def test_middle_layer_is_half_the_depth():
     assert np.array_equal(select_layers(raw, "middle"), raw[:, [3]])
 
 
-def test_default_recipe_gains_over_supervised_on_clustered_data(tmp_path):
+def test_default_recipe_gains_over_supervised_on_clustered_data(tmp_path, synthetic_cache):
     """With few labels and a pool that carries the class clusters, the default B-GRPO recipe must
     beat its own warm-up; the per-round diagnostics show balanced, mostly correct selections."""
     path = synthetic_cache(tmp_path / "c.h5", n_classes=4, n_speakers=9, per_class=12, n_folds=3,

@@ -47,12 +47,13 @@ def test_specs_expand_and_average_terms():
     assert reward("r1+r4") == pytest.approx([(0.7 + 0.1) / 2, (1 / 3 + 0.6) / 2])
     five = [reward(t) for t in ("r1", "r2", "r3", "r4", "r5")]
     assert reward("self+teacher") == pytest.approx([sum(col) / 5 for col in zip(*five)])
-    assert reward("assign", assign=torch.tensor([0.9, 0.4], dtype=torch.float64)) == pytest.approx([0.9, 0.4])
+    plan = torch.tensor([[0.9, 0.05, 0.05], [0.3, 0.3, 0.4]], dtype=torch.float64)  # actions are 0 and 2
+    assert reward("assign", assign=plan) == pytest.approx([0.9, 0.4])
 
 
 @pytest.mark.parametrize("bad", ["r6", "self+x", "", "teachers"])
 def test_unknown_reward_terms_are_rejected(bad):
-    with pytest.raises(ValueError, match="--reward"):
+    with pytest.raises(ValueError, match="reward term"):
         parse_reward(bad)
 
 

@@ -10,7 +10,6 @@ from pipeline.stress_corpora import (
     few_per_speaker,
     unbalanced_rows,
 )
-from trainer.synthetic import synthetic_cache
 
 
 def corpus_table(n_speakers=8, classes=("angry", "happy", "neutral", "sad", "fearful"), per_class=10):
@@ -53,7 +52,7 @@ def test_few_per_speaker_pseudo_speakers_stay_inside_real_speakers():
     assert t.groupby(spk)["fold"].nunique().max() == 1  # folds stay speaker-independent
 
 
-def test_derive_writes_a_trainable_cache_with_the_chosen_vectors(tmp_path):
+def test_derive_writes_a_trainable_cache_with_the_chosen_vectors(tmp_path, synthetic_cache):
     src = synthetic_cache(tmp_path / "src.h5", n_classes=4, n_speakers=6, per_class=8, n_folds=3)
     path, table = derive(src, "confounded", tmp_path / "conf.h5", seed=0)
     orig, new = load_cache(src), load_cache(path)

@@ -9,12 +9,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from pipeline.cache import write_cache_arrays
+from pipeline.extract import embed_files
 from trainer.config import TrainConfig
 from trainer.run import train
-
-extract = pytest.importorskip("pipeline.extract")
-if not hasattr(extract, "embed_files"):
-    pytest.skip("pipeline.extract.embed_files is not available yet", allow_module_level=True)
 
 SR = 16000
 
@@ -42,7 +39,7 @@ def tone_run(tmp_path_factory):
             for k in range(4):
                 paths.append(tone(d / f"s{s}_{label}{k}.wav", rng.uniform(lo, hi), amp))
                 rows.append({"utt_id": f"s{s}_{label}{k}", "label": label, "speaker": f"s{s}", "fold": s % 2})
-    feats = extract.embed_files(paths, model="base", window="trim", encoder=enc)
+    feats = embed_files(paths, model="base", window="trim", encoder=enc)
     cache = write_cache_arrays(d / "tones.h5", feats, pd.DataFrame(rows), {"encoder_id": "base", "window": "trim"})
     cfg = TrainConfig(methods=("bgrpo", "supervised"), seeds=(0,), labeled_fraction=0.5, epochs=2, warmup_epochs=30)
     train(cfg, cache, d / "run")

@@ -2,7 +2,7 @@
 x folds x seeds, all jobs in one pool of processes, one combined table (CSV + Markdown).
 
 grid.toml:
-    [base]                      # fixed fields for every run (any TrainConfig field)
+    [base]                      # fixed fields for every run: a recipe (`python cli.py recipe`)
     methods = ["supervised", "bgrpo"]
     seeds = [0, 1, 2]
     [grid]                      # each key lists values; one run per combination
@@ -17,33 +17,28 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import tomllib
 from pathlib import Path
 
 import pandas as pd
 
 from data_manifests.storage import write_text_atomic
-from trainer.config import TrainConfig, field_names
-from trainer.run import collect, class_names, jobs_for, prepared_cache, run_jobs, summarise
+from trainer.config import TrainConfig, check_names, read_toml
+from trainer.fold_data import class_names, prepared_cache
+from trainer.jobs import jobs_for, run_jobs
+from trainer.report import collect, summarise
 
 
 def read_grid(path) -> tuple[dict, dict, dict]:
     """(base overrides, {field: [values]}, {variant: overrides}) from grid.toml, unknown fields named."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"grid file {path} not found (see `python cli.py ablate --help` for its format)")
-    try:
-        spec = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not valid TOML ({error})") from error
+    spec = read_toml(path)
     base, grid, variants = dict(spec.get("base", {})), dict(spec.get("grid", {})), dict(spec.get("variants", {}))
     stray = sorted(set(spec) - {"base", "grid", "variants"})
     if stray:
         raise ValueError(f"{path}: unknown table/key {stray[0]!r}; use [base], [grid] and [variants.NAME]")
-    known = set(field_names())
-    for key in list(base) + list(grid) + [k for v in variants.values() for k in v]:
-        if key not in known:
-            raise ValueError(f"{path}: unknown field {key!r}; known: {', '.join(sorted(known))}")
+    check_names(base, f"{path} [base]")
+    check_names(grid, f"{path} [grid]")
+    for name, fields in variants.items():
+        check_names(fields, f"{path} [variants.{name}]")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: [grid] {key} must be a non-empty list")

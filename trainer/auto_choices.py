@@ -1,5 +1,5 @@
 """Label-only automatic choices of what corpora differ in: speaker normalisation on/off and the
-hidden layer (`--speaker-norm auto`, `--layer auto`), decided inside each fold x seed run.
+hidden layer (`speaker_norm=auto`, `layer=auto`: `train --set ...`), decided inside each fold x seed run.
 
 Evidence used, and nothing else:
 - the labelled subset L: whether its labels depend on the speaker (a permutation test of the

@@ -1,34 +1,31 @@
-"""The comparison methods of SPEC 6 besides the warm-up: pseudo-labelling and DINO."""
+"""The comparison methods of SPEC 6 besides the warm-up: pseudo-labelling (the self-training loop
+with a confidence threshold as its selection) and DINO."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 from trainer.fold_data import FoldData
-from trainer.monitor import Monitor
+from trainer.monitor import Monitor, selection_diagnostics
 from trainer.policy import Policy
-from trainer.supervised import fit_supervised, new_policy
+from trainer.self_training import Selection, self_train
 from trainer.teachers import EMATeacher
+
+
+def pseudo_label_selection(policy: Policy, data: FoldData, threshold: float) -> Selection:
+    """Pool rows whose max probability exceeds `threshold`, labelled with the prediction."""
+    p = policy.probs(data.x_unl)
+    conf, pred = p.max(1)
+    keep = conf > threshold
+    return Selection(keep.nonzero().flatten(), pred[keep], None,
+                     selection_diagnostics(pred, keep.float(), conf, data.y_unl_hidden, p, data.n_classes))
 
 
 def train_pseudo_label(warm: Policy, data: FoldData, cfg, seed: int,
                        generator: torch.Generator, monitor: Monitor) -> Policy:
-    """Self-training: each round, pool samples whose max probability exceeds --pl-threshold join
-    the labelled set with their predicted label, and a fresh head is trained on the union."""
-    model = warm
-    for rnd in range(cfg.pl_rounds):
-        p = model.probs(data.x_unl)
-        conf, pseudo = p.max(1)
-        sel = conf > cfg.pl_threshold
-        hidden = data.y_unl_hidden[sel]
-        known = hidden >= 0
-        model = fit_supervised(new_policy(cfg, data.standardizer, data.n_classes, seed + 1000 * (rnd + 1), data.x_lab.device),
-                               torch.cat([data.x_lab, data.x_unl[sel]]), torch.cat([data.y_lab, pseudo[sel]]),
-                               cfg, generator)
-        monitor.end_epoch(model, rnd, selection_rate=float(sel.float().mean()),
-                          selection_precision=float((pseudo[sel][known] == hidden[known]).float().mean()) if known.any() else float("nan"))
-    monitor.finish(model)
-    return model
+    """Self-training: each round the confident pool predictions join the labelled set."""
+    select = lambda policy, rnd: pseudo_label_selection(policy, data, cfg.pl_threshold)  # noqa: E731
+    return self_train(warm, data, cfg, select, cfg.pl_rounds, generator, monitor, seed)
 
 
 def augment(z: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:

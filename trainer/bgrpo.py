@@ -1,10 +1,30 @@
-"""B-GRPO (SPEC 4-5): the samples of one batch are the group, the batch-mean reward the baseline,
-and the advantage is clipped at zero so that only better-than-average samples are reinforced.
+"""B-GRPO (SPEC 4-5, 8) as the code implements it. The unlabelled pool is cut into groups of G =
+batch_size rows (consecutive rows of a random permutation); pi_old is the current policy and
+T the teacher (trainer/teachers.py).
 
-Dropout is off during B-GRPO (the policy stays in eval mode) so that pi_theta = pi_old at the first
-inner step, as GRPO's ratio assumes.
+  E1   acting distribution  pi_act = pi_old, or (act_on mix) sqrt(pi_old * T) renormalised;
+       actions  a_i ~ pi_act (sample) | argmax pi_act (greedy) | argmax_c Q_ic (balanced), where Q
+       is the Sinkhorn assignment of pi_act to the labelled class prior: within each scope (the
+       pool, a group, a speaker) its column sums match n_scope * prior (trainer/actions.py).
+  E2a  r1 = pi_old(a_i|x_i)           E2b  r2 = 1 - H(pi_old(.|x_i)) / log C
+  E3a  r3 = 1[argmax T(.|x_i) = a_i]  E3b  r4 = T(a_i|x_i)      E3c  r5 = exp(-KL(T || pi_old))
+       assign = Q_i(a_i) (the assignment's confidence); r_i = mean of the reward terms
+       (trainer/rewards.py).
+  E4   b_i = mean of r over i's group (baseline=class: over the group's rows with action a_i).
+  E5   A_i = max(r_i - b_i, 0), with adv_std divided by the group's reward std + 1e-6 first.
+       "Selected" = A_i > 0.
+  update=refit (default, SPEC 8): each round the selected rows join the labelled set with label
+       a_i and weight A_i / mean(A of the selected), and the head is refitted
+       (trainer/self_training.py, the loop pseudo-labelling uses too).
+  update=grpo (SPEC 5), per group, mu Adam steps on
+  E6   rho_i = pi_theta(a_i|x_i) / pi_old(a_i|x_i)
+  E7   KL_i = sum_c pi_theta(c|x_i) (log pi_theta(c|x_i) - log pi_ref(c|x_i)), pi_ref = the warm-up
+  E8   loss = -(1/G) sum_i [min(rho_i A_i, clip(rho_i, 1-eps, 1+eps) A_i) - beta KL_i]
+       (+ ce_weight x labelled cross-entropy). Dropout is off, so pi_theta = pi_old at the first step.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,22 +35,37 @@ from trainer.lda_teacher import mix_probs
 from trainer.monitor import Monitor, selection_diagnostics
 from trainer.policy import Policy
 from trainer.rewards import compute_reward, parse_reward
+from trainer.self_training import Selection, self_train
 
 
-def advantage(r: torch.Tensor, adv_std: bool, actions: torch.Tensor | None = None, n_classes: int = 0) -> torch.Tensor:
-    """E4 b = mean_j r_j; E5 A_i = max(r_i - b, 0), optionally divided by std_j r_j + 1e-6.
+# --- E1-E5: pure functions of probabilities ---------------------------------------------------
+def acting_distribution(p_old: torch.Tensor, p_teacher: torch.Tensor | None) -> torch.Tensor:
+    """E1's distribution: pi_old, or sqrt(pi_old * T) when a teacher's probabilities are given."""
+    return p_old if p_teacher is None else mix_probs(p_old, p_teacher)
 
-    With `actions` (--baseline class) b_i is the mean reward of the batch samples that took the
-    same action, so every class competes only with itself (a class-balanced selection).
-    """
-    if actions is None:
-        b = r.mean()
-    else:
-        sums = torch.zeros(n_classes, dtype=r.dtype, device=r.device).index_add_(0, actions, r)
-        b = (sums / torch.bincount(actions, minlength=n_classes).clamp_min(1).to(r.dtype))[actions]
-    a = r - b
+
+def balanced_assignment(p_act: torch.Tensor, prior: torch.Tensor, scope: torch.Tensor | None, cfg) -> torch.Tensor:
+    """E1 (balanced) / SPEC 8: Sinkhorn plan Q of p_act to n_scope * prior within each scope."""
+    return sinkhorn(p_act, prior, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+
+
+def _scatter_mean(v: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Per row, the mean of v over the rows sharing its key."""
+    _, inv = torch.unique(key, return_inverse=True)
+    sums = torch.zeros(int(inv.max()) + 1, dtype=v.dtype, device=v.device).index_add_(0, inv, v)
+    return (sums / torch.bincount(inv).to(v.dtype))[inv]
+
+
+def advantage(r: torch.Tensor, groups: torch.Tensor | None = None, adv_std: bool = False,
+              actions: torch.Tensor | None = None, n_classes: int = 0) -> torch.Tensor:
+    """E4-E5 for every group at once: A_i = max(r_i - b_i, 0), b_i the group's mean reward (with
+    `actions`, baseline=class: the mean over the group's rows with the same action, so every
+    class competes only with itself); adv_std divides by the group's population std + 1e-6."""
+    groups = torch.zeros_like(r, dtype=torch.long) if groups is None else groups
+    key = groups if actions is None else groups * n_classes + actions
+    a = r - _scatter_mean(r, key)
     if adv_std:
-        a = a / (r.std(unbiased=False) + 1e-6)
+        a = a / (_scatter_mean((r - _scatter_mean(r, groups)) ** 2, groups).sqrt() + 1e-6)
     return a.clamp_min(0.0)
 
 
@@ -46,71 +81,76 @@ def bgrpo_loss(logp, logp_old, logp_ref, actions, adv, eps: float, beta: float) 
     return -(surrogate - beta * exact_kl(logp, logp_ref)).mean()
 
 
-def act_and_reward(policy: Policy, data: FoldData, idx: torch.Tensor, cfg, terms, teacher,
-                   generator: torch.Generator):
-    """E1-E5 for pool rows idx under pi_old = the current policy: probabilities, actions, rewards
-    and advantages. Consecutive runs of --batch-size rows of idx are the groups (E4)."""
-    x = data.x_unl[idx]
-    mixed = cfg.act_on == "mix"
+# --- one pass of E1-E5 over pool rows -------------------------------------------------------------
+@dataclass
+class Scored:
+    """Pool rows with pi_old, their actions, rewards and advantages (E1-E5)."""
 
-    def acting(p, rows_x, rows_idx):  # the distribution E1 acts on: pi_old, or sqrt(pi_old * T)
-        return mix_probs(p, teacher.probs(rows_x, rows_idx)) if mixed else p
+    rows: torch.Tensor
+    p_old: torch.Tensor
+    actions: torch.Tensor
+    reward: torch.Tensor
+    adv: torch.Tensor
 
-    group = torch.arange(len(idx), device=x.device) // cfg.batch_size
+    @classmethod
+    def cat(cls, parts: list["Scored"]) -> "Scored":
+        return cls(*(torch.cat(v) for v in zip(*(vars(p).values() for p in parts))))
+
+    def selection(self, data: FoldData) -> Selection:
+        """Rows with A > 0, labelled with their action, weighted by A / mean(A of the selected)."""
+        keep = self.adv > 0
+        w = self.adv[keep]
+        return Selection(self.rows[keep], self.actions[keep], w / w.mean() if keep.any() else w,
+                         selection_diagnostics(self.actions, self.adv, self.reward, data.y_unl_hidden[self.rows],
+                                               self.p_old, data.n_classes))
+
+
+def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, teacher,
+               generator: torch.Generator) -> Scored:
+    """E1-E5 for pool `rows` under pi_old = policy; consecutive runs of G rows are the groups.
+
+    A balanced assignment over the pool (or per speaker) is computed on every pool row and read at
+    `rows`; with balance_scope=batch each group is its own scope.
+    """
+    groups = torch.arange(len(rows), device=rows.device) // cfg.batch_size
+    plan_needed = cfg.action == "balanced" or "assign" in terms
+    pool_wide = plan_needed and cfg.balance_scope != "batch"
+    seen = torch.arange(len(data.x_unl), device=rows.device) if pool_wide else rows
+    p_old = policy.probs(data.x_unl[seen])
+    p_teacher = teacher.probs(data.x_unl[seen], seen) if teacher is not None else None
+    p_act = acting_distribution(p_old, p_teacher if cfg.act_on == "mix" else None)
     plan = None
-    if (cfg.action == "balanced" or "assign" in terms) and cfg.balance_scope != "batch":
-        # the assignment over the whole pool (or each speaker in it); this call's rows are kept
-        p_pool = policy.probs(data.x_unl)
-        all_rows = torch.arange(len(data.x_unl), device=x.device)
-        groups = data.group_speaker if cfg.balance_scope == "speaker" else None
-        p_pool_act = acting(p_pool, data.x_unl, all_rows)
-        plan = sinkhorn(p_pool_act, data.prior, groups, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-        plan, p_old, p_act = plan[idx], p_pool[idx], p_pool_act[idx]
-    else:
-        p_old = policy.probs(x)
-        p_act = acting(p_old, x, idx)
-        if cfg.action == "balanced" or "assign" in terms:  # each group balanced on its own
-            plan = sinkhorn(p_act, data.prior, group, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
-    actions = select_actions(p_act, cfg.action, generator if x.device.type == "cpu" else None, plan)
-    conf = plan.gather(1, actions[:, None]).squeeze(1) if plan is not None else None
-    p_teacher = teacher.probs(x, idx) if teacher is not None else None
-    r = compute_reward(terms, p_old, actions, p_teacher, conf)
-    adv = torch.cat([advantage(r[g], cfg.adv_std, actions[g] if cfg.baseline == "class" else None, data.n_classes)
-                     for g in torch.arange(len(idx), device=x.device).split(cfg.batch_size)])  # E4-E5 per group
-    return p_old, actions, r, adv
+    if plan_needed:
+        scope = (data.group_speaker if cfg.balance_scope == "speaker" else None) if pool_wide else groups
+        plan = balanced_assignment(p_act, data.prior, scope, cfg)
+    if pool_wide:
+        p_old, p_act, plan = p_old[rows], p_act[rows], plan[rows]
+        p_teacher = p_teacher[rows] if p_teacher is not None else None
+    actions = select_actions(p_act, cfg.action, generator if rows.device.type == "cpu" else None, plan)
+    r = compute_reward(terms, p_old, actions, p_teacher, plan)
+    adv = advantage(r, groups, cfg.adv_std, actions if cfg.baseline == "class" else None, data.n_classes)
+    return Scored(rows, p_old, actions, r, adv)
 
 
-class EpochLog:
-    """Collects one epoch's groups for the selection diagnostics."""
+# --- the two updates ------------------------------------------------------------------------------
+def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
+                      monitor: Monitor, seed: int) -> Policy:
+    """update=refit: self-training whose selection is E1-E5 over every group of the pool."""
+    terms = parse_reward(cfg.reward)
 
-    def __init__(self, data: FoldData):
-        self.data, self.parts = data, []
+    def select(policy: Policy, rnd: int) -> Selection:
+        rows = torch.randperm(len(data.x_unl), generator=generator).to(data.x_unl.device)
+        chosen = score_rows(policy, data, rows, cfg, terms, teacher, generator).selection(data)
+        if teacher is not None:
+            teacher.end_round(*chosen.labelled_plus_selected(data)[:2])
+        return chosen
 
-    def add(self, idx, p_old, actions, r, adv) -> None:
-        self.parts.append((idx, p_old, actions, r, adv))
-
-    def cat(self) -> tuple[torch.Tensor, ...]:
-        """(idx, p_old, actions, r, adv) of the whole epoch."""
-        return tuple(torch.cat(v) for v in zip(*self.parts))
-
-    def labelled_plus_selected(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, y, weight): the labelled rows (weight 1) and the selected pool rows (A > 0) with their
-        action as label, weighted by A / mean(A of the selected)."""
-        d = self.data
-        idx, _, actions, _, adv = self.cat()
-        keep = adv > 0
-        ones = torch.ones(len(d.x_lab), device=d.x_lab.device)
-        weights = torch.cat([ones, adv[keep] / adv[keep].mean()]) if keep.any() else ones
-        return torch.cat([d.x_lab, d.x_unl[idx[keep]]]), torch.cat([d.y_lab, actions[keep]]), weights
-
-    def diagnostics(self) -> dict:
-        idx, p_old, actions, r, adv = self.cat()
-        return selection_diagnostics(actions, adv, r, self.data.y_unl_hidden[idx], p_old, self.data.n_classes)
+    return self_train(warm, data, cfg, select, cfg.refit_rounds, generator, monitor, seed)
 
 
 def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
                 monitor: Monitor) -> Policy:
-    """--update grpo: --epochs passes over the pool in groups of --batch-size, mu clipped steps each."""
+    """update=grpo: epochs passes over the pool in groups of G, mu clipped steps (E6-E8) each."""
     policy = warm.frozen_copy()
     for p in policy.parameters():
         p.requires_grad_(True)
@@ -119,13 +159,14 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
     terms = parse_reward(cfg.reward)
     dev = data.x_unl.device
     for epoch in range(cfg.epochs):
-        log = EpochLog(data)
-        for idx in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
+        parts = []
+        for rows in torch.randperm(len(data.x_unl), generator=generator).to(dev).split(cfg.batch_size):
             with torch.no_grad():
-                p_old, actions, r, adv = act_and_reward(policy, data, idx, cfg, terms, teacher, generator)
-            x, logp_old = data.x_unl[idx], torch.log(p_old.clamp_min(1e-12))
+                s = score_rows(policy, data, rows, cfg, terms, teacher, generator)
+            x, logp_old = data.x_unl[rows], torch.log(s.p_old.clamp_min(1e-12))
             for _ in range(cfg.mu):
-                loss = bgrpo_loss(F.log_softmax(policy(x), 1), logp_old, logp_ref_pool[idx], actions, adv, cfg.eps, cfg.beta)
+                loss = bgrpo_loss(F.log_softmax(policy(x), 1), logp_old, logp_ref_pool[rows], s.actions, s.adv,
+                                  cfg.eps, cfg.beta)
                 if cfg.ce_weight > 0:
                     lab = torch.randint(len(data.x_lab), (min(cfg.batch_size, len(data.x_lab)),), generator=generator).to(dev)
                     loss = loss + cfg.ce_weight * F.cross_entropy(policy(data.x_lab[lab]), data.y_lab[lab])
@@ -134,37 +175,10 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
                 opt.step()
                 if teacher is not None:
                     teacher.update(policy)
-            log.add(idx, p_old, actions, r, adv)
+            parts.append(s)
+        chosen = Scored.cat(parts).selection(data)
         if teacher is not None:
-            teacher.end_round(*log.labelled_plus_selected()[:2])
-        monitor.end_epoch(policy, epoch, **log.diagnostics())
+            teacher.end_round(*chosen.labelled_plus_selected(data)[:2])
+        monitor.end_epoch(policy, epoch, **chosen.diagnostics)
     monitor.finish(policy)
     return policy.eval()
-
-
-def train_bgrpo_refit(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Generator,
-                      monitor: Monitor, seed: int) -> Policy:
-    """--update refit (SPEC 8, prototype form): each round, E1-E5 over the pool's groups under the
-    current policy; selected samples (A > 0) join the labelled set with their action as label,
-    weighted by A / mean(A of the selected), and a fresh head is trained on the union. With
-    --solver lbfgs the fit starts from the current policy instead: the penalised objective of a
-    linear head is strictly convex, so the optimum is the same and it is reached in fewer steps."""
-    from trainer.supervised import fit_supervised, new_policy  # late import: supervised imports monitor
-
-    terms = parse_reward(cfg.reward)
-    policy, dev = warm, data.x_unl.device
-    for rnd in range(cfg.refit_rounds):
-        log = EpochLog(data)  # the policy is fixed within a round: every group in one call
-        idx = torch.randperm(len(data.x_unl), generator=generator).to(dev)
-        log.add(idx, *act_and_reward(policy, data, idx, cfg, terms, teacher, generator))
-        x_fit, y_fit, weights = log.labelled_plus_selected()
-        start = policy.frozen_copy() if cfg.solver == "lbfgs" else \
-            new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), dev)
-        for p in start.parameters():
-            p.requires_grad_(True)
-        policy = fit_supervised(start, x_fit, y_fit, cfg, generator, sample_weight=weights)
-        if teacher is not None:
-            teacher.end_round(x_fit, y_fit)
-        monitor.end_epoch(policy, rnd, **log.diagnostics())
-    monitor.finish(policy)
-    return policy

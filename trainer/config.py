@@ -1,84 +1,116 @@
 """All hyper-parameters of one training run in one validated, JSON-serialisable dataclass.
 
+Each field is written once: its default, its type (a `Literal` lists the choices), its help and its
+allowed range live on the field, and one generic `validate` reads them. `train --set field=value`,
+`train --recipe FILE.toml`, `ablate`'s grid file and `config.json` all set fields by name;
+`python cli.py recipe` prints every field with its default and help (a valid recipe file).
+
 Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
-docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): layer and speaker centring
+docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
 chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
-confidence as reward. SPEC section 5's literal form is `--update grpo --action sample
---reward self+teacher --teacher ema --act-on policy --head mlp --solver adam` (docs/RESULTS.md).
-`ablate` varies any field by name, `config.json` stores it.
+confidence as reward. SPEC section 5's literal form is `SPEC_FORM` below.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import tomllib
+import types
+import typing
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-METHODS = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
-ACTIONS = ("sample", "greedy", "balanced")
-BALANCE_SCOPES = ("pool", "batch", "speaker")
-HEADS = ("mlp", "linear")
+Method = Literal["bgrpo", "supervised", "pseudo-label", "dino", "topline"]
+METHODS = typing.get_args(Method)
+
+
+def option(default, help: str, within: str | None = None, check=None, group: str = ""):
+    """A config field: default, help text, an optional range ("(0, 1]", ">= 1") and an optional
+    check(value) -> error text or None for values a type cannot describe."""
+    kw = {"default_factory": lambda: default} if isinstance(default, (list, dict)) else {"default": default}
+    return dataclasses.field(metadata={"help": help, "within": within, "check": check, "group": group}, **kw)
+
+
+def _layer_error(v: str) -> str | None:
+    ok = v in ("auto", "weighted", "concat", "middle") or v.lstrip("-").isdigit()
+    return None if ok else "'auto', an integer hidden-state index, 'middle', 'weighted' or 'concat'"
+
+
+def _teacher_error(v: str) -> str | None:
+    return None if v in ("ema", "frozen", "lda") or v.startswith("cache:") else "ema, frozen, lda or cache:FILE.h5"
+
+
+def _reward_error(v: str) -> str | None:
+    from trainer.rewards import parse_reward  # rewards imports nothing from here
+
+    try:
+        parse_reward(v)
+    except ValueError as error:
+        return str(error).removeprefix("invalid config: ")
+    return None
 
 
 @dataclass
 class TrainConfig:
     # --- protocol (SPEC 2)
-    methods: tuple = ("bgrpo", "supervised")
-    labeled_fraction: float = 0.1
-    val_fraction: float = 0.0
-    folds: tuple | None = None  # None = every fold of the cache
-    seeds: tuple = (0, 1, 2)
-    transductive: bool = False
-    inner_validation: bool = False  # score on the next fold's speakers, outer test fold dropped (model selection)
-    unlabeled_cache: str | None = None
+    methods: tuple[Method, ...] = option(("bgrpo", "supervised"), "Methods to run: bgrpo, supervised, pseudo-label, dino, topline.", group="protocol (SPEC 2)")
+    labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold.", "(0, 1]")
+    val_fraction: float = option(0.0, "Share of the labelled subset held out to choose epochs (0 = fixed epochs).", "[0, 1)")
+    folds: tuple[str, ...] | None = option(None, "Folds to run (none = every fold of the cache).")
+    seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
+    transductive: bool = option(False, "Also put the test fold's audio (no labels) into the pool.")
+    inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
+    unlabeled_cache: str | None = option(None, "Another cache whose utterances join the pool (labels never used).")
     # --- features (SPEC 3)
-    # issue 14: "auto" = chosen per run from the labelled subset only (trainer/auto_choices.py)
-    layer: str = "middle"  # "auto", an int as text, "middle" (L // 2), "weighted" (SUPERB softmax weights) or "concat"
-    speaker_norm: bool | str = "auto"  # True, False or "auto"
-    pool_prior: str = "labelled"  # class prior the balanced actions aim at: "labelled" (of L) or "em" (Saerens EM over the pool)
+    layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
+    speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")
+    pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
     # --- head
-    head: str = "linear"
-    hidden: int = 256
-    dropout: float = 0.2
-    weight_decay: float = 1e-4
+    head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
+    hidden: int = option(256, "MLP hidden units (head mlp).", ">= 1")
+    dropout: float = option(0.2, "Dropout of the head (supervised training with solver adam).", "[0, 1)")
+    weight_decay: float = option(1e-4, "Adam weight decay of supervised training and DINO.", ">= 0")
     # --- supervised warm-up (= `supervised`, pi_ref, start of B-GRPO; also `topline`)
-    warmup_epochs: int = 100
-    warmup_lr: float = 1e-3
-    solver: str = "lbfgs"  # adam: mini-batch epochs; lbfgs: full-batch L-BFGS to convergence (calibrated head)
-    l2: float = 10.0  # lbfgs: penalty l2/2 ||W||^2 per unit of sample weight (= 1/C of a logistic regression)
+    warmup_epochs: int = option(100, "Supervised warm-up (and topline) epochs (solver adam).", ">= 1", group="supervised fits (warm-up, refits, topline)")
+    warmup_lr: float = option(1e-3, "Supervised warm-up (and topline) learning rate (solver adam).", "> 0")
+    solver: Literal["adam", "lbfgs"] = option("lbfgs", "adam: mini-batch epochs; lbfgs: full-batch L-BFGS to convergence (calibrated head).")
+    l2: float = option(10.0, "solver lbfgs: penalty l2/2 ||W||^2 per unit of sample weight (= 1/C of a logistic regression).", ">= 0")
     # --- B-GRPO (SPEC 4-5)
-    reward: str = "assign"
-    action: str = "balanced"
-    balance_scope: str = "pool"
-    sinkhorn_iters: int = 50
-    sinkhorn_temp: float = 1.0  # plan starts from p^(1/temp); < 1 = nearer a hard assignment
-    teacher: str = "lda"  # ema | frozen | lda | cache:FILE.h5
-    tau: float = 0.99
-    lda_components: int = 64  # --teacher lda: PCA dimensions of the shrinkage-LDA teacher
-    act_on: str = "mix"  # E1 acts on pi_old ("policy") or on sqrt(pi_old * T) ("mix", needs a teacher)
-    adv_std: bool = False
-    mu: int = 1
-    eps: float = 0.2
-    beta: float = 0.04
-    lr: float = 1e-4
-    batch_size: int = 128
-    epochs: int = 30
-    ce_weight: float = 0.0
-    baseline: str = "batch"  # E4: batch mean, or "class": mean over the batch samples with the same action
-    update: str = "refit"  # grpo: E6-E8 gradient steps; refit: selected samples (A>0) join L, fresh head (SPEC 8)
-    refit_rounds: int = 3
+    update: Literal["grpo", "refit"] = option("refit", "grpo: clipped policy-gradient steps (E6-E8); refit: each round the selected samples (A > 0) join the labelled set with their action, weighted by A, and the head is refitted.", group="B-GRPO (SPEC 4-5)")
+    refit_rounds: int = option(3, "Rounds of update refit.", ">= 1")
+    reward: str = option("assign", "self | teacher | self+teacher | '+'-joined r1..r5, assign (the assignment's confidence).", check=_reward_error)
+    action: Literal["sample", "greedy", "balanced"] = option("balanced", "E1 actions: sample, greedy, or balanced (Sinkhorn assignment to the labelled class prior).")
+    balance_scope: Literal["pool", "batch", "speaker"] = option("pool", "Group of the balanced assignment: the whole pool, each batch, or each speaker.")
+    sinkhorn_iters: int = option(50, "Sinkhorn iterations of the balanced assignment.", ">= 1")
+    sinkhorn_temp: float = option(1.0, "The assignment starts from p^(1/temp); < 1 = nearer a hard assignment.", "> 0")
+    teacher: str = option("lda", "ema | frozen | lda (shrinkage LDA refitted on each round's selection) | cache:OTHER.h5 (same utterances, another encoder).", check=_teacher_error)
+    tau: float = option(0.99, "EMA teacher decay (teacher ema; DINO).", "[0, 1]")
+    lda_components: int = option(64, "teacher lda: PCA dimensions.", ">= 1")
+    act_on: Literal["policy", "mix"] = option("mix", "E1 acts on pi_old (policy) or on sqrt(pi_old * T) (mix, needs a teacher).")
+    baseline: Literal["batch", "class"] = option("batch", "E4 baseline: the group's mean reward, or the mean over the group's samples with the same action.")
+    adv_std: bool = option(False, "E5: divide r - b by the group's reward std.")
+    batch_size: int = option(128, "Group size G (and mini-batch of adam fits and DINO).", ">= 2")
+    mu: int = option(1, "update grpo: inner steps per group.", ">= 1")
+    eps: float = option(0.2, "update grpo: E8 ratio clip.", "[0, 1)")
+    beta: float = option(0.04, "update grpo: E8 weight of the exact KL to the warm-up policy.", ">= 0")
+    lr: float = option(1e-4, "update grpo (and DINO): Adam learning rate.", "> 0")
+    epochs: int = option(30, "update grpo / DINO: passes over the unlabelled pool.", ">= 0")
+    ce_weight: float = option(0.0, "update grpo: weight of labelled cross-entropy added to the loss.", ">= 0")
     # --- baselines (SPEC 6)
-    pl_threshold: float = 0.9
-    pl_rounds: int = 3
-    dino_center_momentum: float = 0.9
-    dino_teacher_temp: float = 0.04
-    dino_student_temp: float = 0.1
-    dino_noise: float = 0.1
+    pl_threshold: float = option(0.9, "Pseudo-label confidence threshold.", "(0, 1]", group="baselines (SPEC 6)")
+    pl_rounds: int = option(3, "Pseudo-label rounds.", ">= 1")
+    dino_center_momentum: float = option(0.9, "DINO: momentum of the teacher's centre.", "[0, 1]")
+    dino_teacher_temp: float = option(0.04, "DINO: teacher temperature.", "> 0")
+    dino_student_temp: float = option(0.1, "DINO: student temperature.", "> 0")
+    dino_noise: float = option(0.1, "DINO: strength of the feature-level augmentation.", "[0, 1)")
     # --- execution
-    device: str = "cpu"
-    workers: int = 1
-    threads: int = 1  # torch threads per worker process (small matrices: 1 is fastest); 0 = cores / workers
-    save_models: bool = True
-    collapse_entropy: float = 0.75  # normalised entropy of the prediction histogram below which a run "collapsed"
+    device: str = option("auto", "auto (cuda when present) | cpu | cuda | cuda:N.", group="execution")
+    workers: int = option(1, "Parallel processes over folds x seeds.", ">= 1")
+    threads: int = option(1, "Torch threads per process (small matrices: 1 is fastest); 0 = cores / workers.", ">= 0")
+    save_models: bool = option(True, "Save the first method's policies (models.safetensors, for `predict`).")
+    collapse_entropy: float = option(0.75, "Normalised entropy of the pool's prediction histogram below which a run counts as collapsed.", "[0, 1]")
 
     def __post_init__(self):
         self.methods = tuple(self.methods if not isinstance(self.methods, str) else self.methods.split(","))
@@ -86,44 +118,17 @@ class TrainConfig:
         self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
         self.layer = str(self.layer)
         self.speaker_norm = parse_speaker_norm(self.speaker_norm)
+        for f in dataclasses.fields(self):  # TOML/JSON integers are fine where a float is meant
+            if _hints()[f.name] is float and type(getattr(self, f.name)) is int:
+                setattr(self, f.name, float(getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the field and its allowed values."""
-        def need(ok, msg):
-            if not ok:
-                raise ValueError(f"invalid config: {msg}")
-        unknown = [m for m in self.methods if m not in METHODS]
-        need(self.methods and not unknown, f"--method {','.join(unknown) or '(empty)'}: choose from {', '.join(METHODS)}")
-        need(0 < self.labeled_fraction <= 1, "--labeled-fraction must be in (0, 1]")
-        need(0 <= self.val_fraction < 1, "--val-fraction must be in [0, 1)")
-        need(len(self.seeds) > 0, "--seeds must list at least one seed")
-        need(self.pool_prior in ("labelled", "em"), f"--pool-prior {self.pool_prior!r}: labelled or em")
-        need(self.layer in ("auto", "weighted", "concat", "middle") or self.layer.lstrip("-").isdigit(),
-             f"--layer {self.layer!r}: 'auto', an integer hidden-state index, 'middle', 'weighted' or 'concat'")
-        need(self.head in HEADS, f"--head {self.head!r}: choose from {', '.join(HEADS)}")
-        need(self.action in ACTIONS, f"--action {self.action!r}: choose from {', '.join(ACTIONS)}")
-        need(self.balance_scope in BALANCE_SCOPES, f"--balance-scope {self.balance_scope!r}: choose from {', '.join(BALANCE_SCOPES)}")
-        need(self.teacher in ("ema", "frozen", "lda") or self.teacher.startswith("cache:"),
-             f"--teacher {self.teacher!r}: ema, frozen, lda or cache:FILE.h5")
-        need(self.act_on in ("policy", "mix"), f"--act-on {self.act_on!r}: policy or mix")
-        need(self.lda_components >= 1, "--lda-components must be >= 1")
-        need(self.solver in ("adam", "lbfgs") and self.l2 >= 0, f"--solver {self.solver!r}: adam or lbfgs (--l2 >= 0)")
-        need(0 <= self.tau <= 1, "--tau must be in [0, 1]")
-        need(self.baseline in ("batch", "class"), f"--baseline {self.baseline!r}: batch or class")
-        need(self.update in ("grpo", "refit") and self.refit_rounds >= 1, f"--update {self.update!r}: grpo or refit (--refit-rounds >= 1)")
-        need(self.mu >= 1, "--mu must be >= 1")
-        need(0 <= self.eps < 1, "--eps must be in [0, 1)")
-        need(self.beta >= 0 and self.ce_weight >= 0, "--beta and --ce-weight must be >= 0")
-        need(self.lr > 0 and self.warmup_lr > 0, "learning rates must be > 0")
-        need(self.batch_size >= 2, "--batch-size must be >= 2 (the batch is the group)")
-        need(self.epochs >= 0 and self.warmup_epochs >= 1, "epochs must be >= 0 (warm-up >= 1)")
-        need(self.hidden >= 1 and 0 <= self.dropout < 1 and self.weight_decay >= 0, "head sizes/regularisers out of range")
-        need(0 < self.pl_threshold <= 1 and self.pl_rounds >= 1, "--pl-threshold in (0, 1], --pl-rounds >= 1")
-        need(self.workers >= 1 and self.threads >= 0 and self.sinkhorn_iters >= 1 and self.sinkhorn_temp > 0,
-             "workers/threads/sinkhorn_iters/sinkhorn_temp out of range")
-        from trainer.rewards import parse_reward  # late import: rewards imports nothing from here
-        parse_reward(self.reward)
+        """Raise ValueError naming the field, the value and what is allowed (from the field itself)."""
+        for f in dataclasses.fields(self):
+            problem = field_problem(f, getattr(self, f.name))
+            if problem:
+                raise ValueError(f"invalid config: {f.name} = {getattr(self, f.name)!r}: {problem}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -131,14 +136,136 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"invalid config: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        check_names(d, "config")
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_problem(hint, value) -> str | None:
+    """What is wrong with `value` for the annotation `hint` (None = fine)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return None if value in args else f"choose from {', '.join(map(str, args))}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _type_problem(next(a for a in args if a is not type(None)), value)
+    if origin is tuple:
+        bad = [v for v in value if _type_problem(args[0], v)]
+        return None if not bad else f"{bad[0]!r}: {_type_problem(args[0], bad[0])}"
+    if hint is float:
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def _range_problem(within: str, v) -> str | None:
+    """`within` is an interval "(0, 1]" / "[0, 1)" or a bound ">= 1", "> 0"."""
+    if within[0] in "([":
+        lo, hi = (float(s) for s in within[1:-1].split(","))
+        ok = (v > lo if within[0] == "(" else v >= lo) and (v < hi if within[-1] == ")" else v <= hi)
+    else:
+        op, bound = within.split()
+        ok = v >= float(bound) if op == ">=" else v > float(bound)
+    return None if ok else f"must be {'in ' if within[0] in '([' else ''}{within}"
+
+
+def field_problem(f: dataclasses.Field, value) -> str | None:
+    """Type (Literal choices), range and custom check of one field's value, in that order."""
+    meta = f.metadata
+    return (_type_problem(_hints()[f.name], value)
+            or (meta["within"] and _range_problem(meta["within"], value))
+            or (meta["check"] and value is not None and meta["check"](value)) or None)
+
+
+def parse_speaker_norm(value):
+    """True / False / "auto" from a bool or text (auto, on, off, true, false); other values are left
+    for validate() to name."""
+    table = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+    return table.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def check_names(settings: dict, where: str) -> None:
+    unknown = sorted(set(settings) - set(field_names()))
+    if unknown:
+        raise ValueError(f"invalid {where}: unknown field(s) {', '.join(unknown)}; "
+                         f"`python cli.py recipe` lists them all")
+
+
+def parse_set(pairs: list[str]) -> dict:
+    """`--set field=value` pairs -> settings; each value is read as a TOML value (3, 1e-3, true,
+    ["a", "b"]) and, when it is not one, as plain text (so `--set teacher=lda` needs no quotes)."""
+    out = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set {pair!r}: write field=value, e.g. --set refit_rounds=5")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        out[name.strip()] = value
+    check_names(out, "--set")
+    return out
+
+
+def read_toml(path) -> dict:
+    """A TOML file as a dict, with a clear error naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found (`python cli.py recipe > {path.name}` writes one with every field)")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML ({error})") from error
+
+
+def read_recipe(path) -> dict:
+    """A recipe file: top-level `field = value` lines, the format of `ablate`'s [base] table."""
+    settings = read_toml(path)
+    check_names(settings, str(path))
+    return settings
+
+
+def recipe_text() -> str:
+    """Every field as `name = default` with its help above it: a recipe file of the defaults."""
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata["group"]:
+            lines.append(f"\n# --- {f.metadata['group']}")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        choices = typing.get_args(_hints()[f.name]) if typing.get_origin(_hints()[f.name]) is Literal else ()
+        note = f"  [one of {', '.join(c if isinstance(c, str) else _toml_value(c) for c in choices)}]" if choices else \
+            (f"  [range {f.metadata['within']}]" if f.metadata["within"] else "")
+        lines.append(f"# {f.metadata['help']}{note}")
+        lines.append(f"{f.name} = {_toml_value(default)}" if default is not None else f"# {f.name} = (unset)")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
 
 
 # SPEC section 5 read literally (what the first prototypes ran): the baseline form of the method,
@@ -146,19 +273,3 @@ class TrainConfig:
 SPEC_FORM = dict(layer="weighted", speaker_norm=False, head="mlp", solver="adam", reward="self+teacher",
                  action="sample", sinkhorn_temp=0.1, teacher="ema", act_on="policy", update="grpo",
                  refit_rounds=3)
-
-
-def parse_speaker_norm(value) -> bool | str:
-    """True / False / "auto" from a bool or the CLI's text (auto, on, off, true, false)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    table = {"auto": "auto", "on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
-    if text not in table:
-        raise ValueError(f"invalid config: --speaker-norm {value!r}: auto, on or off")
-    return table[text]
-
-
-def field_names() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainConfig)]
-

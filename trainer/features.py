@@ -22,7 +22,7 @@ def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
     else:
         i = int(layer)
         if not -raw.shape[1] <= i < raw.shape[1]:
-            raise ValueError(f"--layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
+            raise ValueError(f"layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
         out = raw[:, [i], :]
     return out.astype(np.float32)
 

@@ -1,12 +1,17 @@
-"""The tensors of one fold x seed, on the device once, shared by every method's training loop."""
+"""The data of one fold x seed: cached features prepared once per process (SPEC 3), the split
+(SPEC 2), and the tensors on the device, shared by every method's training loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import pandas as pd
 import torch
 
-from trainer.features import Standardizer
+from pipeline.cache import load_cache
+from trainer.features import Standardizer, prepare
+from trainer.protocol import Split, make_split
 
 
 @dataclass
@@ -17,7 +22,7 @@ class FoldData:
     y_val: torch.Tensor
     x_unl: torch.Tensor  # [n_U, L, D] unlabelled pool
     y_unl_hidden: torch.Tensor  # [n_U] hidden labels, -1 where unknown: diagnostics only, never trained on
-    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for --balance-scope speaker)
+    group_speaker: torch.Tensor  # [n_U] speaker ids of the pool (for balance_scope=speaker)
     x_train_all: torch.Tensor  # whole training fold (topline only)
     y_train_all: torch.Tensor
     x_test: torch.Tensor
@@ -52,3 +57,63 @@ class FoldData:
                    x_train_all=t(x[split.train]), y_train_all=t(y[split.train], torch.long),
                    x_test=t(x[split.test]), y_test=t(y[split.test], torch.long),
                    prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)
+
+
+# --- preparing a fold x seed from a cache --------------------------------------------------------
+@lru_cache(maxsize=2)
+def raw_cache(path: str):
+    """The cache as stored (every hidden state), once per process.
+
+    The one place the trainer reads cached features: a layer-only reader can replace load_cache here.
+    """
+    return load_cache(path)
+
+
+@lru_cache(maxsize=8)
+def prepared_cache(path: str, layer: str, speaker_norm):
+    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process.
+    `auto` settings are resolved per fold x seed (prepare_fold); with them only the table is read."""
+    c = raw_cache(path)
+    if layer == "auto" or speaker_norm == "auto":
+        return None, c.table, c.attrs, c.fingerprint
+    return prepare(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
+
+
+def class_names(table: pd.DataFrame) -> list[str]:
+    """The label vocabulary (sorted); a vocabulary, not test evidence: shuffling test labels keeps it."""
+    return sorted(set(table["label"].astype(str)))
+
+
+@dataclass
+class FoldJob:
+    """A fold x seed ready to train: its tensors plus what the run needs to name and score rows."""
+
+    data: FoldData
+    split: Split
+    table: pd.DataFrame
+    y: np.ndarray  # label index of every cache row
+    classes: list[str]
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    choice: dict  # what was chosen and why (results.json "choices")
+
+
+def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
+    """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
+    from trainer.auto_choices import resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
+
+    table = raw_cache(str(cache_path)).table
+    classes = class_names(table)
+    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
+                       cfg.inner_validation)
+    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)), split, y, len(classes))  # issue 14: label-only
+    x = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[0]
+    x_ext = spk_ext = None
+    if cfg.unlabeled_cache:
+        x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
+        if x_ext.shape[1:] != x.shape[1:]:
+            raise ValueError(f"unlabeled_cache {cfg.unlabeled_cache} has features {x_ext.shape[1:]}, "
+                             f"this cache {x.shape[1:]}: extract it with the same encoder and layer")
+        spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
+    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device, x_ext, spk_ext)
+    return FoldJob(data, split, table, y, classes, cfg, choice)

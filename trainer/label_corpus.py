@@ -20,12 +20,12 @@ from trainer.auto_choices import choose
 from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
 from trainer.features import prepare
-from trainer.fold_data import FoldData
+from trainer.fold_data import FoldData, FoldJob, raw_cache
+from trainer.jobs import job_seed, resolve_device
 from trainer.monitor import Monitor
 from trainer.protocol import Split
-from trainer.run import job_seed, raw_cache
 from trainer.supervised import fit_supervised, new_policy
-from trainer.teachers import build_teacher
+from trainer.teachers import teacher_for
 
 
 def read_user_labels(path, utt_ids) -> pd.Series:
@@ -80,6 +80,7 @@ def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarra
 def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(every utterance's label table, the to-annotate list, info). Probabilities average cfg.seeds."""
     cfg = cfg or TrainConfig()
+    cfg = cfg.replace(device=resolve_device(cfg.device))
     cache = raw_cache(str(cache_path))
     table = cache.table
     utt = table["utt_id"].astype(str).to_numpy()
@@ -98,6 +99,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     x = prepare(cache.features, speakers, cfg.layer, cfg.speaker_norm)
     split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
     data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device))
+    job = FoldJob(data, split, table, y, classes, cfg, choice.to_dict())
     z_all = torch.as_tensor(data.standardizer.transform(x), device=torch.device(cfg.device))
     probs = []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
@@ -106,7 +108,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
             gen = torch.Generator().manual_seed(job_seed("label", seed, "bgrpo"))
             warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed("label", seed, "init"), cfg.device),
                                   data.x_lab, data.y_lab, cfg, gen)
-            teacher = build_teacher(cfg.teacher, warm, cfg.tau, None, data, cfg, job_seed("label", seed, "teacher"))
+            teacher = teacher_for(cfg, warm, job, job_seed("label", seed, "teacher"))
             model = train_bgrpo_refit(warm, data, cfg, teacher, gen, Monitor(data, "bgrpo", [], cfg.refit_rounds),
                                       job_seed("label", seed, "refit"))
             probs.append(model.probs(z_all).cpu().numpy())

@@ -1,4 +1,4 @@
-"""A generative teacher for B-GRPO (SPEC 4, `--teacher lda`): shrinkage linear discriminant
+"""A generative teacher for B-GRPO (SPEC 4, `teacher=lda`): shrinkage linear discriminant
 analysis on a PCA of the pool's features.
 
 Why: the policy is a discriminative head fitted on a handful of labels, so its errors are the

@@ -1,7 +1,7 @@
 """Per-epoch diagnostics and validation-based epoch selection for every training loop.
 
 Test scores are recorded per epoch for the curves only; the epoch that is kept is chosen on the
-labelled validation part (when --val-fraction > 0) or is simply the last one.
+labelled validation part (when val_fraction > 0) or is simply the last one.
 """
 from __future__ import annotations
 

@@ -8,6 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_manifests.storage import atomic_path
+
+
+def _save(fig, path: Path) -> Path:
+    """Write a figure as PNG through the project's atomic write, then free it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
 
 def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[str]) -> list[Path]:
     import matplotlib
@@ -30,9 +42,7 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
-        written.append(out_dir / "curves.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / "curves.png"))
     methods = summary["methods"]
     candidates = [m for m in methods if m != "topline"] or list(methods)
     best = max(candidates, key=lambda m: methods[m]["macro_f1"]["mean"]) if candidates else None
@@ -50,7 +60,5 @@ def plot_run(out_dir: Path, curves: pd.DataFrame, summary: dict, classes: list[s
         ax.set_ylabel("true")
         ax.set_title(f"{best}: macro-F1 {methods[best]['macro_f1']['mean']:.1f} (all folds x seeds)", fontsize=9)
         fig.tight_layout()
-        written.append(out_dir / "confusion.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
+        written.append(_save(fig, out_dir / "confusion.png"))
     return written

@@ -17,7 +17,7 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     """Mean probabilities [n, C] of all policies for pooled hidden states [n, L+1, D].
 
     Features go through float16 as in a cache, so a file scores exactly like its cached vector.
-    With --speaker-norm runs, `speakers` groups the files (default: all files are one speaker).
+    With speaker_norm runs, `speakers` groups the files (default: all files are one speaker).
     """
     feats = np.asarray(feats, dtype=np.float16)
     speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
@@ -38,8 +38,9 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.Dat
     missing = [p for p in audio_paths if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"audio file {missing[0]} not found")
-    if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None and len(audio_paths) < 8:
-        print(f"warning: run {run_dir} used --speaker-norm; {len(audio_paths)} file(s) are treated as one speaker, "
+    if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
+            and len(audio_paths) < 8:
+        print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
     feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)
     probs = predict_features(policies, meta, feats, speakers)

@@ -23,7 +23,7 @@ def parse_reward(spec: str) -> tuple[str, ...]:
         expanded = ALIASES.get(part, (part,))
         for t in expanded:
             if t not in TERMS:
-                raise ValueError(f"invalid config: --reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'")
+                raise ValueError(f"invalid config: reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'")
             if t not in terms:
                 terms.append(t)
     return tuple(terms)
@@ -60,8 +60,13 @@ def r5_distribution_agreement(p_teacher: torch.Tensor, p_old: torch.Tensor) -> t
     return torch.exp(-kl)
 
 
-def compute_reward(terms, p_old, actions, p_teacher=None, assign_conf=None) -> torch.Tensor:
-    """Mean of the requested terms, one reward per sample [G]."""
+def assign_confidence(plan: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """SPEC 8: Q_i(a_i), the balanced assignment's confidence in the action."""
+    return plan.gather(1, actions[:, None]).squeeze(1)
+
+
+def compute_reward(terms, p_old, actions, p_teacher=None, plan=None) -> torch.Tensor:
+    """E2-E3: the mean of the requested terms, one reward per sample [G]; `plan` = the assignment Q."""
     parts = []
     for t in terms:
         if t in TEACHER_TERMS and p_teacher is None:
@@ -77,7 +82,7 @@ def compute_reward(terms, p_old, actions, p_teacher=None, assign_conf=None) -> t
         elif t == "r5":
             parts.append(r5_distribution_agreement(p_teacher, p_old))
         else:  # assign
-            if assign_conf is None:
-                raise ValueError("reward 'assign' needs --action balanced (the Sinkhorn assignment)")
-            parts.append(assign_conf)
+            if plan is None:
+                raise ValueError("reward 'assign' needs the balanced (Sinkhorn) assignment")
+            parts.append(assign_confidence(plan, actions))
     return torch.stack(parts).mean(0)

@@ -22,7 +22,7 @@ def new_policy(cfg, standardizer: Standardizer, n_classes: int, seed: int, devic
 
 def fit_supervised(policy: Policy, x: torch.Tensor, y: torch.Tensor, cfg, generator: torch.Generator,
                    monitor: Monitor | None = None, sample_weight: torch.Tensor | None = None) -> Policy:
-    """Weighted cross-entropy: --solver adam (mini-batches, --warmup-epochs passes) or lbfgs."""
+    """Weighted cross-entropy: solver=adam (mini-batches, warmup_epochs passes) or lbfgs."""
     if cfg.solver == "lbfgs":
         return fit_lbfgs(policy, x, y, cfg.l2, sample_weight, monitor)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay, foreach=False, fused=True)

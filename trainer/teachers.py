@@ -1,4 +1,4 @@
-"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `--act-on mix`: an EMA of the
+"""Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `act_on=mix`: an EMA of the
 policy (tau 0.99), the frozen warm-up, a shrinkage-LDA class model refitted on each round's
 selection (trainer/lda_teacher.py), or a classifier trained on another encoder's cache of the same
 utterances (a second view, e.g. Whisper tiny.en vs base).
@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import torch
 
+from trainer.features import Standardizer
+from trainer.fold_data import FoldJob, prepared_cache
 from trainer.lda_teacher import LDATeacher
 from trainer.policy import Policy
+from trainer.rewards import needs_teacher, parse_reward
+from trainer.supervised import fit_supervised, new_policy
 
 
 class EMATeacher:
@@ -58,27 +62,30 @@ class FixedProbsTeacher:
         pass
 
 
-def build_teacher(spec: str, warm: Policy, tau: float, cache_probs: torch.Tensor | None = None,
-                  data=None, cfg=None, seed: int = 0):
-    if spec == "ema":
-        return EMATeacher(warm, tau)
-    if spec == "frozen":
+def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
+    """The run's teacher, or None when neither the reward (r3-r5) nor the actions (act_on mix) use one."""
+    if not (needs_teacher(parse_reward(cfg.reward)) or cfg.act_on == "mix"):
+        return None
+    data = job.data
+    if cfg.teacher == "ema":
+        return EMATeacher(warm, cfg.tau)
+    if cfg.teacher == "frozen":
         return FrozenTeacher(warm)
-    if spec == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
+    if cfg.teacher == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
         x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
         return LDATeacher(x_fit, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
-    if cache_probs is None:
-        raise ValueError(f"teacher {spec!r} needs its pool probabilities (computed by the run from the other cache)")
-    return FixedProbsTeacher(cache_probs)
+    if cfg.unlabeled_cache:
+        raise ValueError("teacher cache:FILE with unlabeled_cache is not supported: "
+                         "the teacher cache has no vectors for the external corpus")
+    utt = job.table["utt_id"].astype(str).to_numpy()
+    lab, pool = job.split.labeled, job.split.unlabeled
+    return FixedProbsTeacher(cache_teacher_probs(cfg, cfg.teacher[len("cache:"):], utt[lab], job.y[lab], utt[pool],
+                                                 data.n_classes, seed, data.x_unl.device))
 
 
 def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes: int, seed: int, device) -> torch.Tensor:
     """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
     probabilities for the pool's utterances (matched by utt_id)."""
-    from trainer.run import prepared_cache  # late import: run builds on this module
-    from trainer.features import Standardizer
-    from trainer.supervised import fit_supervised, new_policy
-
     x, table = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)[:2]
     pos = {u: i for i, u in enumerate(table["utt_id"])}
     missing = [u for u in list(utt_lab) + list(utt_pool) if u not in pos]

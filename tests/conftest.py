@@ -1,14 +1,15 @@
-"""Synthetic caches with a known structure (class signal + speaker offset + noise) for tests and
-benchmarks of the trainer without audio; written through the real cache writer."""
+"""Shared test fixtures: synthetic caches with a known structure (class signal + speaker offset +
+noise), written through the real cache writer, so the trainer is tested without audio."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pipeline.cache import write_cache_arrays
 
 
-def synthetic_cache(path, n_classes: int = 4, n_speakers: int = 12, per_class: int = 10, n_folds: int = 3,
+def write_synthetic_cache(path, n_classes: int = 4, n_speakers: int = 12, per_class: int = 10, n_folds: int = 3,
                     n_layers: int = 3, dim: int = 16, signal: float = 1.0, speaker_scale: float = 1.0,
                     seed: int = 0):
     """Every speaker says `per_class` utterances of every class; speakers are split round-robin
@@ -28,3 +29,9 @@ def synthetic_cache(path, n_classes: int = 4, n_speakers: int = 12, per_class: i
     table = pd.DataFrame(rows)
     attrs = {"encoder_id": "synthetic", "window": "full", "sample_rate": 16000}
     return write_cache_arrays(path, np.asarray(emb), table, attrs)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache():
+    """The writer itself: synthetic_cache(path, **structure) -> path of a complete cache."""
+    return write_synthetic_cache

@@ -1,0 +1,128 @@
+"""One fold x seed of the protocol (every requested method on the same fold data), and the
+process pool that runs many of them (`train`, `ablate`)."""
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+from tqdm import tqdm
+
+from pipeline.run_lock import die_with_parent
+from trainer.auto_choices import em_prior
+from trainer.baselines import train_dino, train_pseudo_label
+from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.config import TrainConfig
+from trainer.fold_data import prepare_fold, prepared_cache
+from trainer.metrics import histogram_entropy, scores
+from trainer.monitor import Monitor
+from trainer.protocol import fold_names
+from trainer.supervised import fit_supervised, new_policy
+from trainer.teachers import teacher_for
+
+METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
+
+
+def job_seed(fold: str, seed: int, salt: str) -> int:
+    return (seed * 1_000_003 + zlib.crc32(f"{fold}/{salt}".encode())) % (2**31)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: no CUDA device here; use --set device=cpu")
+    return device
+
+
+def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
+    """One fold x seed: warm-up, then every requested method; returns rows, curves, predictions."""
+    cfg = TrainConfig.from_dict(cfg_dict)
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
+    dev = torch.device(resolve_device(cfg.device))
+    job = prepare_fold(cfg, cache_path, fold, seed, dev)
+    data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
+    rows, curves, preds, models = [], [], {}, {}
+
+    def gen(salt):
+        return torch.Generator().manual_seed(job_seed(fold, seed, salt))
+
+    def fresh_head():
+        return new_policy(cfg, data.standardizer, n_classes, job_seed(fold, seed, "init"), dev)
+
+    def finish(method, model, t0, kept_epoch=None):
+        pred = model.probs(data.x_test).argmax(1).cpu().numpy()
+        pool_pred = model.probs(data.x_unl).argmax(1).cpu().numpy() if len(data.x_unl) else pred
+        ent = histogram_entropy(pool_pred, n_classes)
+        rows.append({"method": method, "fold": fold, "seed": seed,
+                     **scores(data.y_test.cpu().numpy(), pred, n_classes),
+                     "pool_pred_entropy": ent, "collapsed": bool(ent < cfg.collapse_entropy),
+                     "kept_epoch": kept_epoch, "n_labeled": len(split.labeled), "n_val": len(split.val),
+                     "n_unlabeled": len(data.x_unl), "n_test": len(split.test), "speaker_overlap": split.speaker_overlap,
+                     "seconds": round(time.perf_counter() - t0, 3)})
+        preds[method] = pred
+        if cfg.save_models and method == cfg.methods[0]:
+            models[f"{method}_f{fold}_s{seed}"] = {k: v.cpu() for k, v in model.state_dict().items()}, model.arch
+
+    warm, t_warm = None, 0.0
+    if set(cfg.methods) - {"topline"}:
+        t0 = time.perf_counter()
+        mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
+        warm = fit_supervised(fresh_head(), data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
+        if cfg.pool_prior == "em" and len(data.x_unl):  # issue 14: the pool's prior, label-free
+            data.prior = em_prior(warm.probs(data.x_unl), data.prior)
+        job.choice["pool_prior"] = data.prior.cpu().tolist()
+        t_warm = time.perf_counter() - t0
+        if "supervised" in cfg.methods:
+            finish("supervised", warm, t0, mon.best_epoch)
+    for method in [m for m in METHOD_ORDER if m in cfg.methods and m != "supervised"]:
+        t0 = time.perf_counter() - (t_warm if method != "topline" else 0.0)
+        n_epochs = {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs,
+                    "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
+        mon = Monitor(data, method, curves, n_epochs)
+        torch.manual_seed(job_seed(fold, seed, method))  # dropout's global stream: each method its own
+        if method == "bgrpo":
+            teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
+            if cfg.update == "refit":
+                model = train_bgrpo_refit(warm, data, cfg, teacher, gen("bgrpo"), mon, job_seed(fold, seed, "refit"))
+            else:
+                model = train_bgrpo(warm, data, cfg, teacher, gen("bgrpo"), mon)
+        elif method == "pseudo-label":
+            model = train_pseudo_label(warm, data, cfg, job_seed(fold, seed, "pl"), gen("pseudo-label"), mon)
+        elif method == "dino":
+            model = train_dino(warm, data, cfg, gen("dino"), mon)
+        else:  # topline: the same head and recipe on every training label
+            model = fit_supervised(fresh_head(), data.x_train_all, data.y_train_all, cfg, gen("topline"), mon)
+        finish(method, model, t0, mon.best_epoch)
+    for c in curves:
+        c.update(fold=fold, seed=seed)
+    for r in rows:
+        r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm)
+    return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
+            "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
+                            "label": data.y_test.cpu().numpy().tolist(),
+                            **{m: p.tolist() for m, p in preds.items()}}}
+
+
+def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
+    """(cfg_dict, cache, fold, seed) for every requested fold x seed; unknown folds named."""
+    table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[1]
+    all_folds = fold_names(table)
+    folds = list(cfg.folds) if cfg.folds else all_folds
+    bad = [f for f in folds if f not in all_folds]
+    if bad:
+        raise ValueError(f"folds {','.join(bad)}: {cache_path} has folds {','.join(all_folds)}")
+    return [(cfg.to_dict(), str(cache_path), f, s) for f in folds for s in cfg.seeds]
+
+
+def run_jobs(jobs: list[tuple], workers: int, desc: str = "folds x seeds") -> list[dict]:
+    """Run (cfg_dict, cache, fold, seed) jobs serially or in spawned processes; order is kept."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [run_job(*j) for j in tqdm(jobs, desc=desc, leave=False)]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+        futures = [pool.submit(run_job, *j) for j in jobs]
+        return [f.result() for f in tqdm(futures, desc=desc, leave=False)]

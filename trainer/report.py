@@ -1,0 +1,83 @@
+"""What a run reports: per-job results gathered into tables, per-method summaries over folds x
+seeds, the printed table, the saved policies and the git revision that produced them."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from trainer.config import TrainConfig
+from trainer.metrics import SCORES, confusion, gap_recovered, mean_std, relative_gain
+from trainer.policy import Policy, save_policies
+
+
+def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
+    """Rows, curves, predictions of all jobs and the confusion matrices summed per method."""
+    rows = pd.DataFrame([r for res in results for r in res["rows"]])
+    curves = pd.DataFrame([c for res in results for c in res["curves"]])
+    pred_frames, conf = [], {}
+    for res in results:
+        p = res["predictions"]
+        for m in [k for k in p if k not in ("utt_id", "label")]:
+            pred_frames.append(pd.DataFrame({"method": m, "fold": res["fold"], "seed": res["seed"], "utt_id": p["utt_id"],
+                                             "label": [classes[i] for i in p["label"]], "pred": [classes[i] for i in p[m]]}))
+            conf[m] = conf.get(m, 0) + confusion(p["label"], p[m], len(classes))
+    return rows, curves, pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame(), conf
+
+
+def summarise(rows: pd.DataFrame, n_classes: int, conf_by_method: dict | None = None) -> dict:
+    """Per method: mean/std of each score over folds x seeds, relative gain and G (from means)."""
+    out = {}
+    for method, g in rows.groupby("method", sort=False):
+        out[method] = {s: mean_std(g[s]) for s in SCORES}
+        out[method]["collapsed_runs"] = int(g["collapsed"].sum())
+        out[method]["per_fold_macro_f1"] = {str(k): float(v) for k, v in g.groupby("fold")["macro_f1"].mean().items()}
+        if conf_by_method and method in conf_by_method:
+            out[method]["confusion"] = conf_by_method[method].tolist()
+    sup = out.get("supervised", {}).get("macro_f1", {}).get("mean")
+    top = out.get("topline", {}).get("macro_f1", {}).get("mean")
+    for method, d in out.items():
+        if sup is not None:
+            d["rel_macro_f1_vs_supervised"] = relative_gain(d["macro_f1"]["mean"], sup)
+        if sup is not None and top is not None:
+            d["gap_recovered"] = gap_recovered(d["macro_f1"]["mean"], sup, top)
+    return out
+
+
+def format_table(summary: dict) -> str:
+    """The printed table: mean ± std per method, relative gain vs supervised, G, collapsed runs."""
+    lines = [f"{'method':<14}{'macro-F1':>15}{'UA':>15}{'WA':>15}{'rel vs sup':>12}{'G':>8}{'collapsed':>11}"]
+    for m, d in summary["methods"].items():
+        cell = lambda s: f"{d[s]['mean']:6.1f} ± {d[s]['std']:4.1f}"  # noqa: E731
+        rel = d.get("rel_macro_f1_vs_supervised")
+        g = d.get("gap_recovered")
+        lines.append(f"{m:<14}{cell('macro_f1'):>15}{cell('ua'):>15}{cell('wa'):>15}"
+                     f"{'' if rel is None else f'{rel:+.1f}%':>12}{'' if g is None else f'{g:.2f}':>8}"
+                     f"{d['collapsed_runs']:>6}/{d['macro_f1']['n']}")
+    return "\n".join(lines)
+
+
+def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: dict) -> None:
+    policies = {}
+    for res in results:
+        for name, (state, arch) in res["models"].items():
+            pol = Policy(**arch)
+            pol.load_state_dict(state)
+            policies[name] = pol
+    if policies:
+        choices = {f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}": {k: r["choice"][k] for k in ("layer", "speaker_norm")}
+                   for r in results}  # issue 14: `auto` runs choose per fold x seed
+        save_policies(path, policies, {"method": cfg.methods[0], "layer": cfg.layer, "speaker_norm": cfg.speaker_norm,
+                                       "choices": choices, **cache_info})
+
+
+def git_revision() -> str:
+    try:
+        root = Path(__file__).resolve().parents[1]
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "trainer", "cli.py"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "") if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
