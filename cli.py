@@ -5,6 +5,8 @@ Stages: `manifest` (data_manifests) -> `extract` / `info` / `merge` (pipeline) -
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import typer
@@ -39,35 +41,82 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2) from error
 
 
+TABLE_LEGEND = (
+    "G = gap recovered = (F1 - F1 supervised) / (F1 topline - F1 supervised): 0 = no better than the labelled "
+    "subset alone, 1 = as good as every label.\n"
+    "collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few classes "
+    "(normalised prediction entropy < 0.75).")
+
+
+@contextlib.contextmanager
+def _reported_warnings():
+    """Show the project's own warnings as one `warning:` line each; other warnings as Python shows them."""
+    from data_manifests import ManifestWarning
+    from trainer.protocol import FewLabelsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, (ManifestWarning, FewLabelsWarning)):
+                    typer.echo(f"warning: {w.message}", err=True)
+                elif not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning)):
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _corpus_root(corpus: str, root: str | None) -> str:
+    """--root, or the corpus's folder in the data home ($BGRPO_SER_DATA/<corpus>, else data/<corpus>)."""
+    from data_manifests import ManifestError, default_root
+
+    if root:
+        return root
+    if corpus == "csv":
+        raise ManifestError("--corpus csv needs --root TABLE.csv (the table; its paths are relative to its folder).")
+    return str(default_root(corpus))
+
+
+# adapter options: `manifest` and `extract --corpus` take the same ones
+ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relative to its folder). "
+             "Default: $BGRPO_SER_DATA/<corpus>, else data/<corpus>.")
+INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
+N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5; at most one per speaker).")
+SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
+LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
+FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.")
+MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
+ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
+LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "label_map", "four_class", "merge_excited",
+                   "allow_missing", "language", "strict")
+STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
+
+
 # --- manifest (data_manifests) -------------------------------------------------------------
 @app.command()
 def manifest(
     corpus: str = typer.Option(..., help="ravdess, cremad, emodb, tess, savee, casia, cafe, iemocap, meld, m3ed, folders or csv."),
-    root: str = typer.Option(..., help="Corpus folder (for --corpus csv: the table; paths in it are relative to its folder)."),
-    out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv)."),
-    include_song: bool = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only)."),
-    n_folds: int = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5)."),
-    speaker_regex: str = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group."),
-    label_map: str = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful')."),
-    four_class: bool = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all."),
-    merge_excited: bool = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge)."),
-    allow_missing: bool = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping."),
-    language: str = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en)."),
+    root: str = typer.Option(None, help=ROOT_HELP),
+    out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."),
+    include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
-    from data_manifests import ManifestError, prepare, summarize, write_manifest
+    from data_manifests import ManifestError, audio_root, prepare, summarize, write_manifest, write_manifest_root
 
-    options = dict(include_song=include_song, n_folds=n_folds, speaker_regex=speaker_regex, label_map=label_map,
-                   four_class=four_class, merge_excited=merge_excited, allow_missing=allow_missing,
-                   language=language)
+    options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     try:
-        table = prepare(corpus, root, **options)
+        with _reported_warnings():
+            root = _corpus_root(corpus, root)
+            table = prepare(corpus, root, **options)
         path = write_manifest(table, out or f"manifests/{corpus}.csv")
+        write_manifest_root(path, audio_root(corpus, root))
     except ManifestError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from error
+        _fail(error)
     typer.echo(summarize(table))
-    typer.echo(f"wrote {path}")
+    typer.echo(f"wrote {path} (audio under {audio_root(corpus, root)})")
 
 
 
@@ -75,7 +124,8 @@ def manifest(
 @app.command()
 def extract(
     corpus: str = typer.Option(None, help="Corpus adapter name (ravdess, ...); with --manifest it only names the cache folder."),
-    root: str = typer.Option(None, help="Audio root: the corpus folder (with --manifest: paths in the CSV are relative to it; default the CSV's folder)."),
+    root: str = typer.Option(None, help="The corpus folder. Default: with --manifest the folder recorded beside it "
+                             "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
     model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
     window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames."),
@@ -86,24 +136,33 @@ def extract(
     workers: int = typer.Option(None, help="DataLoader workers for decode/resample/log-mel (default: 1 on CPU, 4 on GPU)."),
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
+    include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
-    """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable)."""
+    """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable).
+
+    With --corpus it runs the corpus adapter first (it takes every option `manifest` takes)."""
     import os
 
-    from data_manifests import ManifestError, prepare, read_manifest
+    from data_manifests import ManifestError, audio_root, manifest_root, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
     from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
     from pipeline.run_lock import Locked
 
+    options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     try:
         if manifest:
             table = read_manifest(manifest)
-            root = root or str(Path(manifest).resolve().parent)
+            root = root or str(manifest_root(manifest))
             corpus = corpus or str(table["corpus"].iloc[0])
-        elif corpus and root:
-            table = prepare(corpus, root)
+        elif corpus:
+            with _reported_warnings():
+                root = _corpus_root(corpus, root)
+                table = prepare(corpus, root, **options)
+            root = str(audio_root(corpus, root))
         else:
-            raise ManifestError("give --corpus NAME --root DIR, or --manifest FILE.csv [--root DIR]")
+            raise ManifestError("give --corpus NAME [--root DIR], or --manifest FILE.csv")
         where = parse_shard(shard)
         if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
             device = f"cuda:{os.environ['LOCAL_RANK']}"
@@ -128,11 +187,8 @@ def info(cache: str = typer.Argument(..., help="A cache .h5 written by `extract`
 
     try:
         typer.echo(describe(cache))
-    except ValueError as error:  # a damaged cache: the message names the file and what to do
+    except (ValueError, OSError, KeyError) as error:  # the message names the file and what to do
         _fail(error)
-    except (OSError, KeyError) as error:
-        typer.echo(f"error: {cache}: not a readable cache ({error})", err=True)
-        raise typer.Exit(code=2) from error
 
 
 @app.command()
@@ -153,48 +209,60 @@ def merge(
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
 from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)
 
+# where train / ablate look for the cache when --cache is not given (pipeline.locate.find_cache)
+CORPUS = typer.Option(None, help="Instead of --cache: this corpus's cache in --cache-dir.")
+MODEL = typer.Option(None, help="With --corpus: the encoder (base, tiny.en, ...).")
+WINDOW = typer.Option(None, help="With --corpus: full or trim.")
+CACHE_DIR = typer.Option("cache", help="With --corpus: where `extract` wrote.")
+
 
 @app.command()
 def train(
-    cache: str = typer.Option(None, help="HDF5 cache from `extract`."),
-    corpus: str = typer.Option(None, help="A corpus name instead of --cache (needs the cache finder; not available yet)."),
-    method: str = typer.Option(None, help=f"Comma list of {', '.join(_METHODS)} (recipe: {','.join(_R.methods)})."),
+    cache: str = typer.Option(None, help="HDF5 cache from `extract` (default: found, see --corpus)."),
+    corpus: str = CORPUS, model: str = MODEL, window: str = WINDOW, cache_dir: str = CACHE_DIR,
+    method: str = typer.Option(None, help=f"Comma list of {', '.join(_METHODS)}."),
+    reward: str = typer.Option(None, help=f"B-GRPO reward, e.g. self+teacher (recipe: {_R.reward})."),
     labeled_fraction: float = typer.Option(None, help=f"Stratified labelled share of each training fold (recipe: {_R.labeled_fraction})."),
     seeds: str = typer.Option(None, help=f"Comma list of seeds (recipe: {','.join(map(str, _R.seeds))})."),
-    folds: str = typer.Option(None, help="Comma list of folds (default: every fold of the cache)."),
-    transductive: bool = typer.Option(None, "--transductive/--inductive", help=f"Also put the test fold's audio (no labels) into the pool (recipe: {'transductive' if _R.transductive else 'inductive'})."),
-    workers: int = typer.Option(None, help=f"Parallel processes over folds x seeds (recipe: {_R.workers})."),
+    folds: str = typer.Option(None, help="Comma list of folds (default: all)."),
+    transductive: bool = typer.Option(None, "--transductive", help="Also put the test fold's audio (no labels) into the pool (recipe: inductive).", show_default=False),
+    workers: int = typer.Option(None, help=f"Processes over folds x seeds (recipe: {_R.workers})."),
     out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
-    set_: list[str] = typer.Option(None, "--set", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
+    set_: list[str] = typer.Option(None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
     """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir.
 
     Settings apply in order: the recipe defaults, --recipe FILE, --set, then the flags below.
     `python cli.py recipe` lists every field with its default and help.
     """
+    import os
     import time
 
+    from pipeline.locate import find_cache
     from trainer.config import TrainConfig, parse_set, read_recipe
     from trainer.report import format_table
     from trainer.run import train as run
 
-    flags = {"methods": method and method.split(","), "labeled_fraction": labeled_fraction,
+    flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
              "seeds": seeds and [int(s) for s in seeds.split(",") if s.strip()], "folds": folds and folds.split(","),
              "transductive": transductive, "workers": workers}
     try:
-        if corpus or not cache:
-            raise ValueError("give --cache FILE.h5 (finding a corpus's cache by name with --corpus is not available yet)")
         if seeds is not None and not flags["seeds"]:
             raise ValueError("--seeds must list at least one seed")
         settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
                     **{k: v for k, v in flags.items() if v is not None}}
         cfg = TrainConfig.from_dict(settings)
         out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
-        summary = run(cfg, cache, out_dir)
+        if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
+            cache = find_cache(corpus, model, window, cache_dir).resolve()
+            typer.echo(f"cache {os.path.relpath(cache)}")
+        with _reported_warnings():
+            summary = run(cfg, cache, out_dir)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo(format_table(summary))
+    typer.echo(TABLE_LEGEND)
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
 
@@ -208,22 +276,27 @@ def recipe() -> None:
 
 @app.command()
 def ablate(
-    cache: str = typer.Option(..., help="HDF5 cache from `extract` (audio is never read)."),
-    grid: str = typer.Option(..., help="grid.toml: [base] field = value (as in a recipe), [grid] field = [values, ...]."),
+    cache: str = typer.Option(None, help="HDF5 cache from `extract` (audio is never read; default: found as for `train`)."),
+    corpus: str = CORPUS, model: str = MODEL, window: str = WINDOW, cache_dir: str = CACHE_DIR,
+    grid: str = typer.Option(..., help="grid.toml: \\[base] fixed config fields, \\[grid] field = \\[values, ...]."),
     workers: int = typer.Option(2, help="Parallel processes over settings x folds x seeds."),
     out: str = typer.Option(None, help="Output directory (default runs/ablate-<time>)."),
 ) -> None:
     """Run a grid of any train settings x folds x seeds; write ablation.csv / ablation.md."""
     import time
 
+    from pipeline.locate import find_cache
     from trainer.ablate import ablate as run
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        run(cache, grid, out_dir, workers)
+        cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
+        with _reported_warnings():
+            run(cache, grid, out_dir, workers)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo((Path(out_dir) / "ablation.md").read_text())
+    typer.echo(TABLE_LEGEND)
     typer.echo(f"wrote {out_dir}/ablation.csv, ablation.md, all_runs.csv")
 
 
@@ -264,6 +337,24 @@ def predict(
 
 
 # --- demo ----------------------------------------------------------------------------------
+DEMO_LABELLED_PER_CLASS = 10
+
+
+def demo_label_fraction(table) -> tuple[float, int]:
+    """(labelled share, fewest labelled utterances of a class in a training fold) for the demo: the
+    smallest multiple of 5% (10% at the least, 50% at the most, so the unlabelled pool stays the larger
+    part) giving every class DEMO_LABELLED_PER_CLASS labelled utterances in every training fold. Below
+    ~10 per class the warm-up is a few-shot guess and the comparison is noise (the default demo corpus
+    has 5 per class at 10%; B-GRPO then loses to supervised), so the demo runs where the protocol
+    means something; the choice uses class counts only, never a score."""
+    from trainer.protocol import class_quota
+
+    smallest = min(int(((table["fold"] != fold) & (table["label"] == label)).sum())
+                   for fold in table["fold"].unique() for label in table["label"].unique())
+    fraction = next((k / 20 for k in range(2, 10) if class_quota(smallest, k / 20) >= DEMO_LABELLED_PER_CLASS), 0.5)
+    return fraction, class_quota(smallest, fraction)
+
+
 @app.command()
 def demo(
     out: str = typer.Option("demo_out", help="Folder for everything the demo writes."),
@@ -282,7 +373,7 @@ def demo(
     """
     import shutil
 
-    from data_manifests import ManifestError, prepare, summarize, write_manifest
+    from data_manifests import ManifestError, prepare, summarize, write_manifest, write_manifest_root
     from data_manifests.synthetic_demo import SPEAKER_REGEX, DemoDependencyError, generate
     from pipeline.encoder import EncoderError, resolve_model
     from pipeline.extract import cache_path, extract as run_extract
@@ -300,6 +391,7 @@ def demo(
         typer.echo("2/4 manifest (folders adapter, speaker-grouped folds)")
         table = prepare("folders", base / "corpus", speaker_regex=SPEAKER_REGEX, n_folds=4, language="en")
         manifest_path = write_manifest(table, base / "manifest.csv")
+        write_manifest_root(manifest_path, base / "corpus")
         typer.echo(summarize(table))
         typer.echo("3/4 extract (embedded Whisper base, trim window)")
         cache = cache_path(base / "cache", "demo", tag, "trim")
@@ -308,16 +400,20 @@ def demo(
             raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
         if not result.already_complete:
             typer.echo(result.final_line())
-        cfg = TrainConfig(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)))
-        typer.echo(f"4/4 train: supervised ({cfg.labeled_fraction:.0%} labels), bgrpo, topline (all labels) "
-                   f"over 4 speaker folds x {seeds} seeds")
-        summary = run_train(cfg, cache, base / "run")
+        fraction, per_class = demo_label_fraction(table)
+        cfg = TrainConfig(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)),
+                 labeled_fraction=fraction)
+        typer.echo(f"4/4 train: supervised ({fraction:.0%} labels: at least {per_class} labelled utterances per "
+                   f"class and fold), bgrpo, topline (all labels) over 4 speaker folds x {seeds} seeds")
+        with _reported_warnings():
+            summary = run_train(cfg, cache, base / "run")
     except (DemoDependencyError, EncoderError, ManifestError, ValueError, FileExistsError, OSError) as error:
         _fail(error)
     if not keep:
         shutil.rmtree(base / "corpus")
     typer.echo("\nDemo results (synthetic eSpeak corpus; macro-F1/UA/WA in %, mean ± std over folds x seeds):")
     typer.echo(format_table(summary))
+    typer.echo(TABLE_LEGEND)
     typer.echo("\nwritten:")
     for path in [manifest_path, cache, *sorted((base / "run").iterdir())] + ([base / "corpus"] if keep else []):
         typer.echo(f"  {path}")

@@ -2,7 +2,8 @@
 
 `prepare("ravdess", root)` -> validated DataFrame with MANIFEST_COLUMNS (paths relative to root,
 speaker-independent 0-based `fold`, or `split` where the corpus has an official one);
-`write_manifest` / `read_manifest` store it as CSV; `summarize` describes it.
+`write_manifest` / `read_manifest` store it as CSV (with `write_manifest_root` / `manifest_root`: the
+corpus folder its paths are relative to); `summarize` describes it; `default_root` is the data home.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import inspect
 import pandas as pd
 
 from .adapters import ADAPTERS
-from .schema import CANONICAL_LABELS, MANIFEST_COLUMNS, ManifestError
+from .home import audio_root, default_root, manifest_root, write_manifest_root
+from .schema import CANONICAL_LABELS, MANIFEST_COLUMNS, ManifestError, ManifestWarning
 from .storage import read_manifest, write_manifest
 from .summary import summarize
 
@@ -32,5 +34,6 @@ def prepare(corpus: str, root, **options) -> pd.DataFrame:
     return adapter.prepare(root, **options)
 
 
-__all__ = ["ADAPTERS", "CANONICAL_LABELS", "MANIFEST_COLUMNS", "ManifestError", "prepare",
-           "read_manifest", "summarize", "write_manifest"]
+__all__ = ["ADAPTERS", "CANONICAL_LABELS", "MANIFEST_COLUMNS", "ManifestError", "ManifestWarning", "audio_root",
+           "default_root", "manifest_root", "prepare", "read_manifest", "summarize", "write_manifest",
+           "write_manifest_root"]

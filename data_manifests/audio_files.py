@@ -1,15 +1,17 @@
 """Finding a corpus's audio files and reading their headers (duration, rate, channels) without decoding."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from .schema import ManifestError, _listing
+from .schema import ManifestError, ManifestWarning, _listing
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mp3", ".m4a")
 
 
 def check_root(root) -> Path:
@@ -29,18 +31,29 @@ def find_audio(root, corpus: str = "corpus") -> list[Path]:
         if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
         and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts))
     if not files:
-        raise ManifestError(
-            f"no audio ({'/'.join(AUDIO_SUFFIXES)}) found under {root} for {corpus}; pass --root the folder "
-            "that holds the corpus (convert other formats, e.g. mp4/mp3, to wav first).")
+        videos = sum(1 for path in root.rglob("*") if path.suffix.lower() in VIDEO_SUFFIXES)
+        hint = (f"it holds {videos} video/compressed files ({'/'.join(VIDEO_SUFFIXES)}): extract their audio to "
+                "16 kHz mono wav with the same stem first, e.g. `ffmpeg -i X.mp4 -ac 1 -ar 16000 X.wav`"
+                if videos else "pass --root the folder that holds the corpus")
+        raise ManifestError(f"no audio ({'/'.join(AUDIO_SUFFIXES)}) found under {root} for {corpus}; {hint}.")
     return files
 
 
-def raise_unmatched(unmatched: list, corpus: str, scheme: str, root) -> None:
-    """Stop on files that do not follow the corpus's naming scheme instead of silently guessing labels."""
-    if unmatched:
-        raise ManifestError(
-            f"{len(unmatched)} files under {root} do not match the {corpus} scheme {scheme}:{_listing(unmatched)}\n"
-            f"Move them out of the corpus root, or use --corpus folders / --corpus csv for a custom layout.")
+def check_unmatched(unmatched: list, fitting: int, corpus: str, scheme: str, root, strict: bool = False) -> None:
+    """Files off the corpus's naming scheme: skipped with one warning listing them, so a stray readme
+    clip or a duplicate does not block a real corpus; an error when `strict`, or when they are as many
+    as the files that fit (then --root or --corpus is probably wrong, and guessing would mislabel)."""
+    if not unmatched:
+        return
+    total = len(unmatched) + fitting
+    message = (f"{len(unmatched)} of {total} audio files under {root} do not match the {corpus} scheme "
+               f"{scheme}:{_listing(unmatched)}")
+    if strict or len(unmatched) >= fitting:
+        why = ("--strict" if len(unmatched) < fitting else "no file fits" if not fitting
+               else "as many files are off the scheme as on it")
+        raise ManifestError(f"{message}\nStopped ({why}): check --root and --corpus, move the files out of the "
+                            "corpus root, or use --corpus folders / --corpus csv for a custom layout.")
+    warnings.warn(ManifestWarning(f"{message}\nSkipped them (pass --strict to stop instead)."), stacklevel=3)
 
 
 def read_headers(root, paths: list) -> pd.DataFrame:

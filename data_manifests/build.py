@@ -2,31 +2,35 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from .audio_files import find_audio, raise_unmatched, read_headers
+from .audio_files import check_unmatched, find_audio, read_headers
 from .folds import speaker_folds
-from .schema import ManifestError, _listing, canonical_label, parse_label_map, validate_manifest
+from .schema import ManifestError, ManifestWarning, _listing, canonical_label, parse_label_map, validate_manifest
 
 
 def parse_files(root, corpus: str, pattern: re.Pattern, scheme: str,
-                parse: Callable[[Path, re.Match], dict | None | bool], on_path: bool = False) -> pd.DataFrame:
+                parse: Callable[[Path, re.Match], dict | None | bool], on_path: bool = False,
+                strict: bool = False) -> pd.DataFrame:
     """Rows for corpora whose labels are coded in file names: `pattern` is searched in each audio file's
     stem (or its relative path when on_path) and `parse` turns the match into a row (None = skip the
-    file, False = it does not fit the scheme after all). Audio files that do not fit stop the run,
-    listed, so nothing is silently mislabelled."""
-    rows, unmatched = [], []
+    file, False = it does not fit the scheme after all). Files that do not fit are never guessed at:
+    they are skipped with one warning, or stop the run (see `check_unmatched`)."""
+    rows, unmatched, chosen_out = [], [], 0
     for rel in find_audio(root, corpus):
         match = pattern.search(rel.as_posix() if on_path else rel.stem)
         row = False if match is None else parse(rel, match)
         if row is False:
             unmatched.append(rel.as_posix())
-        elif row is not None:
+        elif row is None:
+            chosen_out += 1
+        else:
             rows.append({"path": rel.as_posix(), **row})
-    raise_unmatched(unmatched, corpus, scheme, root)
+    check_unmatched(unmatched, len(rows) + chosen_out, corpus, scheme, root, strict)
     return pd.DataFrame(rows)
 
 
@@ -68,6 +72,11 @@ def build_manifest(rows: pd.DataFrame, root, corpus: str, language: str | None =
     if n_folds is not None:
         if int(n_folds) < 2:
             raise ManifestError(f"{corpus}: --n-folds must be at least 2, got {n_folds}.")
+        speakers = rows["speaker"].nunique()
+        if speakers < int(n_folds):
+            warnings.warn(ManifestWarning(
+                f"{corpus}: {speakers} speakers, so {speakers} leave-one-speaker-out folds instead of the "
+                f"{n_folds} asked for (--n-folds); a fold never splits a speaker."), stacklevel=3)
         rows["fold"] = speaker_folds(rows["speaker"], int(n_folds))
     headers = read_headers(root, rows["path"].tolist())
     df = pd.concat([rows.drop(columns=[c for c in headers.columns if c in rows.columns]), headers], axis=1)

@@ -47,6 +47,10 @@ class ManifestError(Exception):
     """A corpus or manifest problem the user can fix; the message names the files and what to do."""
 
 
+class ManifestWarning(UserWarning):
+    """Something the user should know about a manifest that still got made (files skipped, fewer folds)."""
+
+
 def _key(raw: str) -> str:
     return re.sub(r"[\s\-]+", "_", str(raw).strip().lower())
 

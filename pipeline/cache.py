@@ -37,8 +37,42 @@ CHUNK_ROWS = 256
 STR = h5py.string_dtype("utf-8")
 
 
-class CacheDamaged(ValueError):
+class CacheError(ValueError):
+    """A file given as a cache that cannot be used as one; the message names it and says what to do."""
+
+
+def check_cache_file(path) -> Path:
+    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it is instead."""
+    path = Path(path)
+    remedy = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
+    if not path.exists():
+        raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first, or {remedy}")
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.h5"))
+        raise CacheError(f"cache {path} is a folder, not a file ({'it holds ' + ', '.join(found) if found else 'no .h5 in it'}); {remedy}")
+    if not h5py.is_hdf5(path):
+        with open(path, "rb") as handle:
+            head = handle.read(512)
+        kind = "empty" if not head else "a text file" if b"\0" not in head else "not HDF5 (binary data of another kind)"
+        raise CacheError(f"{path} is not a cache: it is {kind}, not an HDF5 file; {remedy}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [name for name in ("embeddings", "ok", "utt_id") if name not in f]
+    except OSError as error:
+        raise damaged_cache(path, f"unreadable: {str(error).splitlines()[0]}") from error
+    if missing:
+        raise CacheError(f"{path} is an HDF5 file but not a bgrpo-ser cache (it has no {', '.join('/' + m for m in missing)}); "
+                         f"{remedy}")
+    return path
+
+
+class CacheDamaged(CacheError):
     """A finished cache whose bytes changed after it was written (truncated copy, bad disk)."""
+
+
+def damaged_cache(path, detail: str) -> CacheDamaged:
+    return CacheDamaged(f"cache {path} is damaged ({detail}): delete it and run the same "
+                        "`extract` command again to re-extract it")
 
 
 @dataclass
@@ -124,10 +158,6 @@ def open_checked(path):
     """A cache opened for reading, verified against its fingerprint when complete: a truncated or
     damaged file raises CacheDamaged naming it and saying to re-extract, never wrong vectors."""
     path = Path(path)
-
-    def damaged(detail):
-        return CacheDamaged(f"cache {path} is damaged ({detail}): delete it and run the same "
-                            "`extract` command again to re-extract it")
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("complete", False) and "fingerprint" in f.attrs:
@@ -135,12 +165,12 @@ def open_checked(path):
                 found = fingerprint_of((emb[i:i + CHUNK_ROWS] for i in range(0, len(emb), CHUNK_ROWS)),
                                        f["utt_id"].asstr()[...], {k: v for k, v in f.attrs.items()})
                 if found != f.attrs["fingerprint"]:
-                    raise damaged("its vectors no longer match the fingerprint written with them")
+                    raise damaged_cache(path, "its vectors no longer match the fingerprint written with them")
             yield f
     except (OSError, KeyError) as error:
         if isinstance(error, FileNotFoundError) or not path.is_file() or not h5py.is_hdf5(path):
             raise  # not a damaged cache but no cache at all: the caller says so
-        raise damaged(f"unreadable: {str(error).splitlines()[0]}") from error
+        raise damaged_cache(path, f"unreadable: {str(error).splitlines()[0]}") from error
 
 
 def read_table(f: h5py.File) -> pd.DataFrame:
@@ -155,14 +185,18 @@ def load_cache(path, layers=None) -> CacheData:
 
     Reads go through h5py's chunked I/O, so only the requested layers are pulled from disk.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first")
+    path = check_cache_file(path)
     with open_checked(path) as f:
         if not f.attrs.get("complete", False):
-            raise ValueError(f"cache {path} is incomplete: re-run the same `extract` command to finish it")
+            raise CacheError(f"cache {path} is incomplete (an extraction stopped before writing it all): re-run "
+                             "the same `extract` command to finish it")
         table = read_table(f)
         ok = table["ok"].to_numpy(bool)
+        if not ok.any():
+            reasons = "".join(f"\n  {u}: {e}" for u, e in zip(table["utt_id"][:5], table["error"][:5]))
+            raise CacheError(f"cache {path} holds no encoded utterance: all {len(ok)} files failed when it was "
+                             f"extracted:{reasons}\nFix the audio (or the --root of `extract`) and re-run "
+                             "`python cli.py extract` with --overwrite.")
         idx = np.flatnonzero(ok)
         dset = f["embeddings"]
         if layers is None:
@@ -177,7 +211,7 @@ def load_cache(path, layers=None) -> CacheData:
 
 def describe(path) -> str:
     """Human summary of a cache: shape, identity attributes, labels, failures (`cli.py info`)."""
-    path = Path(path)
+    path = check_cache_file(path)
     with open_checked(path) as f:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape

@@ -49,6 +49,27 @@ class CacheMismatch(ValueError):
     """An existing cache or partial run made with another encoder, window or manifest."""
 
 
+class AudioNotFound(ValueError):
+    """Most of a manifest's files are not under the given root: nothing is worth encoding."""
+
+
+class NothingEncoded(ValueError):
+    """Every file of a run failed: no cache is written (a cache without vectors is never complete)."""
+
+
+def check_audio_present(table: pd.DataFrame, root) -> int:
+    """Pre-flight before the encoder loads: the number of missing files, or AudioNotFound when they are
+    half or more of the manifest (a wrong --root, not a few lost files) with the root and a hint."""
+    root = Path(root)
+    missing = [p for p in table["path"] if not (root / p).is_file()]
+    if missing and 2 * len(missing) >= len(table):
+        raise AudioNotFound(
+            f"{len(missing)} of {len(table)} files of the manifest are not under {root} (e.g. {root / missing[0]}); "
+            "nothing was encoded. The manifest's paths are relative to the corpus folder: pass --root that "
+            "folder (the one given to `manifest --root`), or re-run `python cli.py manifest`.")
+    return len(missing)
+
+
 @dataclass
 class ExtractResult:
     path: Path
@@ -140,6 +161,15 @@ def encode_batch(enc: Encoder, batch, window: str):
     return {it.index: (combined[k], int(total[k])) for k, it in enumerate(good)}
 
 
+def _holds_manifest(target: Path, table: pd.DataFrame, window: str) -> bool:
+    """A complete cache of this manifest and window is already there (its audio may be gone by now)."""
+    if not target.is_file():
+        return False
+    found = _identity_of_file(target)
+    return bool(found.get("complete")) and found.get("window") == window \
+        and found.get("manifest_sha256") == manifest_sha256(table)
+
+
 def _identity_of_file(path: Path) -> dict:
     with open_checked(path) as f:
         return {k: (f.attrs[k].item() if hasattr(f.attrs[k], "item") else f.attrs[k])
@@ -219,6 +249,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
+    if overwrite or not _holds_manifest(target, table, window):
+        check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     target.parent.mkdir(parents=True, exist_ok=True)
     work = target.with_name(target.name + ".partial")
     with exclusive(target.with_name(target.name + ".lock"), f"cache {target}", log, (target.parent, work)):
@@ -268,6 +300,9 @@ def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
     with h5py.File(target, "r") as f:
         t = read_table(f)
         secs = float(f.attrs.get("audio_seconds", t["duration"].sum()))
+    if not t["ok"].any():
+        log(f"{target} holds no encoded utterance (all {len(t)} failed in an earlier run): encoding again")
+        return None
     log(f"{target} is already complete ({len(t)} utterances): nothing to do")
     failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
     return ExtractResult(target, len(t), failed, secs, already_complete=True)
@@ -340,6 +375,11 @@ def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, log):
         sub.loc[pos, "ok"], sub.loc[pos, "error"] = z["ok"], z["error"]
         sub.loc[pos, "num_frames"], sub.loc[pos, "duration"] = z["num_frames"], z["duration"]
     failed = dict(zip(sub.loc[~sub["ok"], "utt_id"], sub.loc[~sub["ok"], "error"]))
+    if not sub["ok"].any():
+        shutil.rmtree(work)  # nothing to resume: the next run starts afresh
+        reasons = "".join(f"\n  {utt}: {why}" for utt, why in list(failed.items())[:5])
+        raise NothingEncoded(f"all {len(sub)} files failed, so no cache was written to {target}:{reasons}\n"
+                             "Fix the audio (or --root) and run the same command again.")
     audio_seconds = float(sub["duration"].sum())
     attrs = dict(identity, package_version=package_version(), num_failed=len(failed),
                  created=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from test_manifest_audio import write_tone, write_tree
 
-from data_manifests import ManifestError, prepare
+from data_manifests import ManifestError, ManifestWarning, prepare
 
 
 def _by_id(df):
@@ -76,10 +76,69 @@ def test_cafe_with_and_without_intensity(tmp_path):
 
 @pytest.mark.parametrize("corpus, stray", [("emodb", "wav/03a01Xa.wav"), ("cremad", "AudioWAV/1001_DFA_XYZ_XX.wav"),
                                            ("tess", "OAF_angry/back_angry.wav"), ("savee", "DC/x01.wav")])
-def test_files_off_the_scheme_stop_the_run(tmp_path, corpus, stray):
+def test_a_corpus_where_nothing_fits_stops_the_run(tmp_path, corpus, stray):
     write_tree(tmp_path, [stray])
-    with pytest.raises(ManifestError, match=f"1 files .* do not match the {corpus} scheme[\\s\\S]*{stray}"):
+    with pytest.raises(ManifestError, match=f"1 of 1 audio files .* do not match the {corpus} scheme[\\s\\S]*{stray}"
+                                            "[\\s\\S]*no file fits"):
         prepare(corpus, tmp_path)
+
+
+# --- real releases as users have them (issue 10, trap 1) -------------------------------------------
+EMODB_TEXTS = ["a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10"]
+
+
+def test_emodb_accepts_every_text_code_of_the_release_including_b10(tmp_path):
+    write_tree(tmp_path, [f"wav/03{text}Fa.wav" for text in EMODB_TEXTS] + ["wav/16b10Wb.wav"])
+    df = _by_id(prepare("emodb", tmp_path, n_folds=2))
+    assert sorted(df["text"].unique()) == EMODB_TEXTS
+    assert df.loc["16b10Wb", ["speaker", "label"]].tolist() == ["16", "angry"]
+
+
+def test_tess_oa_prefix_quirk_takes_the_speaker_from_the_folder(tmp_path):
+    write_tree(tmp_path, ["OAF_neutral/OAF_back_neutral.wav", "OAF_neutral/OA_bite_neutral.wav",
+                          "YAF_neutral/YAF_bite_neutral.wav", "OAF_Pleasant_surprise/OAF_back_ps.wav"])
+    df = _by_id(prepare("tess", tmp_path))
+    assert df["speaker"].to_dict() == {"OAF_back_neutral": "OAF", "OA_bite_neutral": "OAF",
+                                       "YAF_bite_neutral": "YAF", "OAF_back_ps": "OAF"}
+    assert df.loc["OA_bite_neutral", "label"] == "neutral"
+
+
+def test_stray_files_are_skipped_with_one_warning_listing_them(tmp_path):
+    good = [f"{spk}/{emo}/20{i}.wav" for spk in ("liuchanhg", "wangzhe") for emo in ("angry", "sad") for i in (1, 2)]
+    write_tree(tmp_path, good + ["readme.wav", "backup/copy.wav"])
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    with pytest.warns(ManifestWarning) as caught:
+        df = prepare("casia", tmp_path)
+    assert len(df) == 8
+    skipped = [w for w in caught if "do not match" in str(w.message)]
+    assert len(skipped) == 1
+    text = str(skipped[0].message)
+    assert "2 of 10 audio files" in text and "readme.wav" in text and "backup/copy.wav" in text and "--strict" in text
+
+
+def test_strict_keeps_the_old_stop_on_any_stray(tmp_path):
+    write_tree(tmp_path, ["wav/03a01Fa.wav", "wav/08b02Wb.wav", "wav/10a05Lc.wav", "wav/notes.wav"])
+    with pytest.raises(ManifestError, match="1 of 4 audio files[\\s\\S]*notes.wav[\\s\\S]*--strict"):
+        prepare("emodb", tmp_path, n_folds=2, strict=True)
+
+
+def test_a_corpus_mostly_off_the_scheme_stops_even_without_strict(tmp_path):
+    write_tree(tmp_path, ["wav/03a01Fa.wav", "other/a.wav", "other/b.wav"])
+    with pytest.raises(ManifestError, match="2 of 3 audio files[\\s\\S]*as many files are off the scheme"):
+        prepare("emodb", tmp_path, n_folds=2)
+
+
+def test_fewer_folds_than_asked_is_said(tmp_path):
+    write_tree(tmp_path, ["OAF_angry/OAF_back_angry.wav", "YAF_angry/YAF_back_angry.wav"])
+    with pytest.warns(ManifestWarning, match="2 speakers, so 2 leave-one-speaker-out folds instead of the 5 asked for"):
+        prepare("tess", tmp_path)
+
+
+def test_meld_as_shipped_mp4_gets_a_conversion_hint(tmp_path):
+    (tmp_path / "train_splits").mkdir()
+    (tmp_path / "train_splits" / "dia0_utt0.mp4").write_bytes(b"\0")
+    with pytest.raises(ManifestError, match="1 video.*ffmpeg"):
+        prepare("meld", tmp_path)
 
 
 def test_n_folds_must_be_at_least_two(tmp_path):

@@ -43,7 +43,7 @@ def test_files_off_the_scheme_are_listed_with_their_count(tmp_path):
     with pytest.raises(ManifestError) as error:
         prepare("ravdess", tmp_path)
     message = str(error.value)
-    assert "13 files" in message and "Actor_01/take0.wav" in message and "... and 3 more" in message
+    assert "13 of 14 audio files" in message and "Actor_01/take0.wav" in message and "... and 3 more" in message
 
 
 def test_duplicate_copies_in_a_repack_are_refused(tmp_path):

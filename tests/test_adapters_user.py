@@ -36,7 +36,7 @@ def test_folders_needs_a_speaker_regex_that_matches(tmp_path):
         prepare("folders", tmp_path)
     with pytest.raises(ManifestError, match="not a valid regex"):
         prepare("folders", tmp_path, speaker_regex="(")
-    with pytest.raises(ManifestError, match=r"2 files .* do not match[\s\S]*Angry/other\.wav[\s\S]*loose\.wav"):
+    with pytest.raises(ManifestError, match=r"2 of 3 audio files .* do not match[\s\S]*Angry/other\.wav[\s\S]*loose\.wav"):
         prepare("folders", tmp_path, speaker_regex=r"^(spk\d+)_")
 
 

@@ -19,7 +19,7 @@ from data_manifests import write_manifest
 from pipeline.audio import BadAudio, load_audio
 from pipeline.cache import load_cache
 from pipeline.encoder import EncoderError, load_encoder
-from pipeline.extract import CacheMismatch, embed_files, extract
+from pipeline.extract import AudioNotFound, CacheMismatch, embed_files, extract
 from pipeline.run_lock import Locked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -204,10 +204,10 @@ def test_mismatch_lock_overwrite_and_reader_without_audio(tmp_path, tiny):
     assert cache.features.shape == (3, 2, 384) and cache.features.dtype == np.float16
     assert cache.table["label"].tolist() == table["label"].tolist()
     assert cache.attrs["window"] == "trim" and cache.attrs["encoder_id"] == "tiny.en"
-    with pytest.raises(CacheMismatch):  # overwrite is needed, and with the audio gone it reports failures
-        extract(table, tmp_path, out, window="full", **kw)
-    redo = extract(table, tmp_path, out, window="full", overwrite=True, **kw)
-    assert len(redo.failed) == 3 and load_cache(out).attrs["window"] == "full"
+    assert extract(table, tmp_path, out, window="trim", **kw).already_complete  # audio not needed
+    with pytest.raises(AudioNotFound, match="3 of 3 files"):  # re-encoding needs the audio: stop before any work
+        extract(table, tmp_path, out, window="full", overwrite=True, **kw)
+    assert load_cache(out).attrs["window"] == "trim"  # the finished cache is untouched
 
 
 def test_shards_merge_into_the_unsharded_cache(tmp_path, tiny):

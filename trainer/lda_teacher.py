@@ -11,6 +11,8 @@ than the decision boundary of the few labels. Its probabilities are mixed into t
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
@@ -44,7 +46,10 @@ class LDATeacher:
         self.classes_ = np.unique(y)
         self.lda = None
         if len(y) > len(self.classes_) >= 2:
-            self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y)
+            # a class with one sample makes sklearn warn per fit; `train` says it once (warn_few_labels)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
+                self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y)
         return self
 
     def probs(self, x: torch.Tensor, pool_idx: torch.Tensor | None = None) -> torch.Tensor:

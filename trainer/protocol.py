@@ -62,14 +62,45 @@ def fold_masks(table: pd.DataFrame, fold: str, inner: bool = False) -> tuple[np.
     return (f >= 0) & ~outer & ~held, held
 
 
+def class_quota(n_class: int, fraction: float, min_per_class: int = 1) -> int:
+    """Labelled utterances a class of n_class training rows gets: round(fraction * n), at least min_per_class."""
+    return min(n_class, max(min_per_class, int(round(fraction * n_class))))
+
+
 def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator, min_per_class: int = 1) -> np.ndarray:
     """Positions (into `labels`) of a stratified subset: round(fraction * n_c), at least min_per_class."""
     picked = []
     for c in np.unique(labels):
         pos = np.flatnonzero(labels == c)
-        k = min(len(pos), max(min_per_class, int(round(fraction * len(pos)))))
+        k = class_quota(len(pos), fraction, min_per_class)
         picked.append(rng.choice(pos, size=k, replace=False))
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=int)
+
+
+class FewLabelsWarning(UserWarning):
+    """Too few labelled utterances per class for the protocol's numbers to mean much."""
+
+
+MIN_LABELLED_PER_CLASS = 5
+
+
+def warn_few_labels(table: pd.DataFrame, folds: list[str], fraction: float, inner: bool = False) -> None:
+    """One warning when some fold's labelled subset has fewer than MIN_LABELLED_PER_CLASS utterances of a
+    class: the warm-up, the LDA teacher (a covariance from 1-2 samples) and the scores are then mostly noise."""
+    labels = table["label"].astype(str).to_numpy()
+    worst = None
+    for fold in folds:
+        train = labels[fold_masks(table, fold, inner)[0]]
+        for c in np.unique(labels):
+            k = class_quota(int((train == c).sum()), fraction)
+            if worst is None or k < worst[0]:
+                worst = (k, fold, c)
+    if worst is not None and worst[0] < MIN_LABELLED_PER_CLASS:
+        k, fold, c = worst
+        warnings.warn(FewLabelsWarning(
+            f"too few labelled utterances per class: with --labeled-fraction {fraction:g}, fold {fold} has {k} "
+            f"labelled '{c}' (fewer than {MIN_LABELLED_PER_CLASS} for some class): scores will be noisy and the "
+            "LDA teacher degenerate. Raise --labeled-fraction or use a larger corpus."), stacklevel=2)
 
 
 def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: float,

@@ -26,11 +26,12 @@ import time
 from pathlib import Path
 
 from data_manifests.storage import write_text_atomic
+from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig
 from trainer.fold_data import class_names, prepared_cache
 from trainer.jobs import jobs_for, resolve_device, run_jobs
+from trainer.protocol import warn_few_labels
 from trainer.report import collect, git_revision, save_models, summarise
-from pipeline.run_lock import exclusive
 
 
 def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
@@ -48,7 +49,9 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     t0 = time.perf_counter()
     _, table, attrs, fingerprint = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     classes = class_names(table)
-    results = run_jobs(jobs_for(cfg, cache_path), cfg.workers)
+    jobs = jobs_for(cfg, cache_path)
+    warn_few_labels(table, sorted({job[2] for job in jobs}), cfg.labeled_fraction, cfg.inner_validation)
+    results = run_jobs(jobs, cfg.workers)
     rows, curves, preds, conf = collect(results, classes)
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
                   "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}

@@ -1,7 +1,10 @@
 """CASIA Chinese emotional speech: `<speaker>/<emotion>/<id>.wav`.
 
-Four speakers (liuchanhg, zhaoquanyin female; wangzhe, ZhaoZuoxiang male), six emotions (angry,
-fear, happy, neutral, sad, surprise). Four speakers -> leave-one-speaker-out folds.
+The public subset (the one EmoBox and most papers use): 1200 utterances (16 kHz mono) = 4 speakers
+(liuchanhg, zhaoquanyin female; wangzhe, ZhaoZuoxiang male) x 6 emotions (angry, fear, happy,
+neutral, sad, surprise) x 50 parallel texts (ids 201-250), 200 per emotion; the full corpus (9600)
+is not public. Four speakers -> 4 leave-one-speaker-out folds. Copies often carry stray audio at
+the root; files off `<speaker>/<emotion>/` are skipped with a warning.
 """
 from __future__ import annotations
 
@@ -17,8 +20,8 @@ NAME = re.compile(r"(?:^|/)(?P<speaker>[^/]+)/(?P<emotion>angry|fear|happy|neutr
 SCHEME = "<speaker>/<angry|fear|happy|neutral|sad|surprise>/<id>.wav"
 
 
-def prepare(root, n_folds: int = 5) -> pd.DataFrame:
+def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
     rows = parse_files(root, "casia", NAME, SCHEME, lambda rel, m: {
         "utt_id": f"{m['speaker']}_{m['emotion'].lower()}_{m['name']}", "speaker": m["speaker"],
-        "gender": GENDERS.get(m["speaker"].lower(), ""), "raw_label": m["emotion"].lower()}, on_path=True)
+        "gender": GENDERS.get(m["speaker"].lower(), ""), "raw_label": m["emotion"].lower()}, on_path=True, strict=strict)
     return build_manifest(rows, root, "casia", language="zh", n_folds=n_folds)

@@ -1,6 +1,9 @@
 """CREMA-D (Cao et al., 2014): `AudioWAV/1001_DFA_ANG_XX.wav` = actor_sentence_emotion_level.
 
-91 actors (1001-1091), 6 emotions (ANG DIS FEA HAP NEU SAD), levels LO/MD/HI/XX. Gender comes from
+The release: 7442 clips in `AudioWAV/` (16 kHz) = 91 actors (1001-1091; 48 male, 43 female) x
+12 sentences (IEO, TIE, IOM, IWW, TAI, MTI, IWL, ITH, DFA, ITS, TSI, WSI) x 6 emotions (ANG DIS FEA
+HAP NEU SAD); levels LO/MD/HI for sentence IEO only, XX (unspecified) otherwise. A few clips of the
+release are known to be empty or near-silent; extraction records them as failed. Gender comes from
 `VideoDemographics.csv` (ActorID, Sex) when it is anywhere under the root. No official split:
 `n_folds` speaker groups.
 """
@@ -25,9 +28,9 @@ def _genders(root: Path) -> dict[str, str]:
     return {row.ActorID.strip(): row.Sex.strip().lower() for row in demographics.itertuples()}
 
 
-def prepare(root, n_folds: int = 5) -> pd.DataFrame:
+def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
     genders = _genders(Path(root))
     rows = parse_files(root, "cremad", NAME, SCHEME, lambda rel, m: {
         "utt_id": rel.stem, "speaker": m["actor"], "gender": genders.get(m["actor"], ""),
-        "raw_label": m["emotion"], "sentence": m["sentence"], "intensity": m["level"]})
+        "raw_label": m["emotion"], "sentence": m["sentence"], "intensity": m["level"]}, strict=strict)
     return build_manifest(rows, root, "cremad", language="en", n_folds=n_folds)

@@ -32,7 +32,8 @@ def _speaker(match: re.Match) -> str:
     return match[1] if match.re.groups else match[0]
 
 
-def prepare(root, speaker_regex: str | None = None, label_map=None, n_folds: int = 5, language: str = "") -> pd.DataFrame:
+def prepare(root, speaker_regex: str | None = None, label_map=None, n_folds: int = 5, language: str = "",
+            strict: bool = False) -> pd.DataFrame:
     pattern = compile_speaker_regex(speaker_regex)
     name_then_label = re.compile(r"(?:^|/)(?P<label>[^/]+)/(?P<name>[^/]+)$")
 
@@ -44,5 +45,5 @@ def prepare(root, speaker_regex: str | None = None, label_map=None, n_folds: int
                 "raw_label": match["label"]}
 
     scheme = f"<label>/<file>.wav with a speaker found by --speaker-regex {speaker_regex!r} in the file name"
-    rows = parse_files(root, "folders", name_then_label, scheme, parse, on_path=True)
+    rows = parse_files(root, "folders", name_then_label, scheme, parse, on_path=True, strict=strict)
     return build_manifest(rows, root, "folders", language=language, label_map=label_map, n_folds=n_folds)

@@ -1,7 +1,11 @@
 """IEMOCAP (Busso et al., 2008): `Session{1-5}/dialog/EmoEvaluation/*.txt` + `Session*/sentences/wav/<dialog>/<utt>.wav`.
 
-Each evaluation line `[start - end]\tSes01F_impro01_F000\tneu\t[v, a, d]` gives an utterance's
-majority label. Default is the standard 4-class set (neutral, happy, sad, angry) with excited merged
+The release: 5 sessions x 2 actors (one female, one male) = 10 speakers, 10039 segmented utterances
+(16 kHz wav) in `Session*/sentences/wav/<dialog>/<utt>.wav` beside `Session*/dialog/` (whose
+EmoEvaluation holds the labels; `dialog/wav` has whole dialogues, not used). The usual 4-class set
+with excited merged into happy has 5531 utterances (neutral 1708, happy+excited 1636, angry 1103,
+sad 1084). Each evaluation line `[start - end]\tSes01F_impro01_F000\tneu\t[v, a, d]` gives an
+utterance's majority label. Default is the standard 4-class set (neutral, happy, sad, angry) with excited merged
 into happy; `four_class=False` keeps every label (xxx = no majority is always dropped). Speaker =
 session + gender of the talker (10 speakers); folds are leave-one-session-out (Session1 -> fold 0).
 """

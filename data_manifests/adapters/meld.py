@@ -1,8 +1,12 @@
 """MELD (Poria et al., 2019): `{train,dev,test}_sent_emo.csv` + audio `dia{D}_utt{U}.wav` per split folder.
 
-The official release ships mp4 clips in `train_splits/`, `dev_splits_complete/`,
-`output_repeated_splits_test/`; convert them to wav/flac in place (same stem) or use a wav re-pack
-whose folders still say train/dev/test. The splits are official (dev -> valid); speaker = character.
+The release (MELD.Raw): 13708 annotated utterances of Friends, train 9989 / dev 1109 / test 2610
+rows in the three CSVs, 7 emotions (neutral, joy, sadness, anger, fear, disgust, surprise). It ships
+*video* (.mp4) clips in `train_splits/`, `dev_splits_complete/`, `output_repeated_splits_test/`,
+which soundfile cannot read: extract 16 kHz mono wav with the same stem in place (ffmpeg), or use a
+wav re-pack whose folders still say train/dev/test. Known gaps: dev `dia110_utt7` has no clip (use
+--allow-missing), and some clips have no CSV row (ignored). The splits are official (dev -> valid);
+speaker = character.
 """
 from __future__ import annotations
 

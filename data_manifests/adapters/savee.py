@@ -1,7 +1,8 @@
 """SAVEE (Haq & Jackson, 2009): `AudioData/DC/a01.wav`, or the flat re-pack `ALL/DC_a01.wav`.
 
-Four male speakers (DC, JE, JK, KL); emotion prefixes a anger, d disgust, f fear, h happiness,
-n neutral, sa sadness, su surprise. Four speakers -> leave-one-speaker-out folds.
+The release: 480 utterances (44.1 kHz) = 4 male speakers (DC, JE, JK, KL) x 120: 30 neutral and
+15 each of a anger, d disgust, f fear, h happiness, sa sadness, su surprise (numbered 01..30 /
+01..15). Four speakers -> 4 leave-one-speaker-out folds.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ NAME = re.compile(r"(?:^|/)(?P<speaker>DC|JE|JK|KL)[_/](?P<emotion>sa|su|a|d|f|h
 SCHEME = "DC/a01.wav or DC_a01.wav (speaker DC|JE|JK|KL, emotion a|d|f|h|n|sa|su, number)"
 
 
-def prepare(root, n_folds: int = 5) -> pd.DataFrame:
+def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
     rows = parse_files(root, "savee", NAME, SCHEME, lambda rel, m: {
         "utt_id": f"{m['speaker']}_{m['emotion']}{m['number']}", "speaker": m["speaker"], "gender": "male",
-        "label": EMOTIONS[m["emotion"]], "raw_label": m["emotion"]}, on_path=True)
+        "label": EMOTIONS[m["emotion"]], "raw_label": m["emotion"]}, on_path=True, strict=strict)
     return build_manifest(rows, root, "savee", language="en", n_folds=n_folds)
