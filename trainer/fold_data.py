@@ -60,13 +60,22 @@ class FoldData:
 
 
 # --- preparing a fold x seed from a cache --------------------------------------------------------
-@lru_cache(maxsize=4)
-def prepared_cache(path: str, layer: str, speaker_norm: bool):
-    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process.
+@lru_cache(maxsize=2)
+def raw_cache(path: str):
+    """The cache as stored (every hidden state), once per process.
 
     The one place the trainer reads cached features: a layer-only reader can replace load_cache here.
     """
-    c = load_cache(path)
+    return load_cache(path)
+
+
+@lru_cache(maxsize=8)
+def prepared_cache(path: str, layer: str, speaker_norm):
+    """(features [N, L', D'] float32, table, attrs, fingerprint) of a cache, once per process.
+    `auto` settings are resolved per fold x seed (prepare_fold); with them only the table is read."""
+    c = raw_cache(path)
+    if layer == "auto" or speaker_norm == "auto":
+        return None, c.table, c.attrs, c.fingerprint
     return prepare(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
 
 
@@ -84,15 +93,21 @@ class FoldJob:
     table: pd.DataFrame
     y: np.ndarray  # label index of every cache row
     classes: list[str]
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    choice: dict  # what was chosen and why (results.json "choices")
 
 
 def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
-    x, table, _, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    from trainer.auto_choices import resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
+
+    table = raw_cache(str(cache_path)).table
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
+    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)), split, y, len(classes))  # issue 14: label-only
+    x = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[0]
     x_ext = spk_ext = None
     if cfg.unlabeled_cache:
         x_ext, t_ext, _, _ = prepared_cache(str(cfg.unlabeled_cache), cfg.layer, cfg.speaker_norm)
@@ -101,4 +116,4 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
                              f"this cache {x.shape[1:]}: extract it with the same encoder and layer")
         spk_ext = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
     data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device, x_ext, spk_ext)
-    return FoldJob(data, split, table, y, classes)
+    return FoldJob(data, split, table, y, classes, cfg, choice)
