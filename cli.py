@@ -434,5 +434,51 @@ def demo(
 
 
 
+# --- stress corpora and label (issue 14) ---------------------------------------------------
+@app.command()
+def stress(
+    cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),
+    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker (see pipeline/stress_corpora.py)."),
+    out: str = typer.Option(..., help="Derived cache .h5 to write (same format; `train` runs on it unchanged)."),
+    seed: int = typer.Option(0, help="Seed of the row choice."),
+) -> None:
+    """Derive a stress corpus (speaker-confounded, natural-like unbalanced, few utterances per speaker)."""
+    from pipeline.stress_corpora import derive, describe_stress
+
+    try:
+        path, table = derive(cache, kind, out, seed)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(error)
+    typer.echo(f"wrote {path}: {describe_stress(table)}")
+
+
+@app.command()
+def label(
+    cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
+    labels: str = typer.Option(..., help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled)."),
+    out: str = typer.Option(..., help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up)."),
+    next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
+    n_next: int = typer.Option(20, "--next", help="How many utterances to suggest for annotation."),
+    seeds: str = typer.Option("0,1,2", help="Seeds whose probabilities are averaged."),
+) -> None:
+    """Label my corpus: train transductively on everything from the labels you have, predict the rest."""
+    from data_manifests.storage import write_text_atomic
+    from trainer.label_corpus import label_corpus
+
+    try:
+        table, suggest, info = label_corpus(cache, labels, _R(seeds=[int(s) for s in seeds.split(",")]), n_next)
+        out_path = Path(out)
+        nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
+        write_text_atomic(out_path, table.to_csv(index=False))
+        write_text_atomic(nxt, suggest.to_csv(index=False))
+    except (ValueError, FileNotFoundError, OSError) as error:
+        _fail(error)
+    c = info["choice"]
+    typer.echo(f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
+               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']})")
+    typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in info["predicted_counts"].items()))
+    typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, lowest margin first per class)")
+
+
 if __name__ == "__main__":
     app()

@@ -231,6 +231,8 @@ def read_layers(dset: h5py.Dataset, layers, ok: np.ndarray, block_rows: int = RE
     layers = list(layers)
     n_ok = int(ok.sum())
     out = np.empty((n_ok, len(layers), dset.shape[2]), np.float16)
+    if not layers:  # the table alone
+        return out
     pos = 0
     for start in range(0, dset.shape[0], block_rows):
         keep = ok[start:start + block_rows]

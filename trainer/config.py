@@ -6,7 +6,8 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 `python cli.py recipe` prints every field with its default and help (a valid recipe file).
 
 Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
-docs/RESULTS.md): speaker-centred middle layer, linear head fitted by L-BFGS, B-GRPO in refit
+docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
+chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
 confidence as reward. SPEC section 5's literal form is `SPEC_FORM` below.
 """
@@ -33,8 +34,8 @@ def option(default, help: str, within: str | None = None, check=None, group: str
 
 
 def _layer_error(v: str) -> str | None:
-    ok = v in ("weighted", "concat", "middle") or v.lstrip("-").isdigit()
-    return None if ok else "an integer hidden-state index, 'middle', 'weighted' or 'concat'"
+    ok = v in ("auto", "weighted", "concat", "middle") or v.lstrip("-").isdigit()
+    return None if ok else "'auto', an integer hidden-state index, 'middle', 'weighted' or 'concat'"
 
 
 def _teacher_error(v: str) -> str | None:
@@ -63,8 +64,9 @@ class TrainConfig:
     inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
     unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder) whose utterances join the pool (labels never used).")
     # --- features (SPEC 3)
-    layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights) or 'concat'.", check=_layer_error, group="features (SPEC 3)")
-    speaker_norm: bool = option(True, "Subtract each speaker's mean embedding (label-free).")
+    layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
+    speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")
+    pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
     # --- head
     head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
     hidden: int = option(256, "MLP hidden units (head mlp).", ">= 1")
@@ -115,6 +117,7 @@ class TrainConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
         self.layer = str(self.layer)
+        self.speaker_norm = parse_speaker_norm(self.speaker_norm)
         for f in dataclasses.fields(self):  # TOML/JSON integers are fine where a float is meant
             if _hints()[f.name] is float and type(getattr(self, f.name)) is int:
                 setattr(self, f.name, float(getattr(self, f.name)))
@@ -187,6 +190,13 @@ def field_problem(f: dataclasses.Field, value) -> str | None:
             or (meta["check"] and value is not None and meta["check"](value)) or None)
 
 
+def parse_speaker_norm(value):
+    """True / False / "auto" from a bool or text (auto, on, off, true, false); other values are left
+    for validate() to name."""
+    table = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}
+    return table.get(value.strip().lower(), value) if isinstance(value, str) else value
+
+
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig)]
 
@@ -241,7 +251,7 @@ def recipe_text() -> str:
             lines.append(f"\n# --- {f.metadata['group']}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         choices = typing.get_args(_hints()[f.name]) if typing.get_origin(_hints()[f.name]) is Literal else ()
-        note = f"  [one of {', '.join(choices)}]" if choices else \
+        note = f"  [one of {', '.join(c if isinstance(c, str) else _toml_value(c) for c in choices)}]" if choices else \
             (f"  [range {f.metadata['within']}]" if f.metadata["within"] else "")
         lines.append(f"# {f.metadata['help']}{note}")
         lines.append(f"{f.name} = {_toml_value(default)}" if default is not None else f"# {f.name} = (unset)")

@@ -74,15 +74,33 @@ class FoldData:
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
 
 
-@lru_cache(maxsize=4)
-def prepared_cache(path: str, layer: str, speaker_norm: bool):
+@lru_cache(maxsize=2)
+def raw_cache(path: str):
+    """The cache as stored (every hidden state, float16), once per process: what layer=auto's
+    per-run cross-validation over layers and the `label` command need. Runs with a fixed layer
+    never load it (prepared_cache reads their one layer)."""
+    return load_cache(path)
+
+
+@lru_cache(maxsize=2)
+def table_cache(path: str):
+    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D])."""
+    return load_cache(path, layers=[], columns=TABLE_COLUMNS)
+
+
+@lru_cache(maxsize=8)
+def prepared_cache(path: str, layer: str, speaker_norm):
     """(CenteredCache of the hidden state(s) `layer` uses, table, attrs, fingerprint) of a cache,
     once per process: only those states are read from disk, and they stay float16 in memory.
+    `auto` settings are resolved per fold x seed (prepare_fold); with them only the table is read.
 
-    The one place the trainer reads cached features.
+    The one place the trainer reads cached features for training.
     """
-    c = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=TABLE_COLUMNS)
-    return CenteredCache(c.features, c.table["speaker"].to_numpy(), layer, speaker_norm), c.table, c.attrs, c.fingerprint
+    t = table_cache(path)  # one copy of the table per process, whatever the settings
+    if layer == "auto" or speaker_norm == "auto":
+        return None, t.table, t.attrs, t.fingerprint
+    feats = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=()).features
+    return CenteredCache(feats, t.table["speaker"].to_numpy(), layer, speaker_norm), t.table, t.attrs, t.fingerprint
 
 
 def class_names(table: pd.DataFrame) -> list[str]:
@@ -99,6 +117,8 @@ class FoldJob:
     table: pd.DataFrame
     y: np.ndarray  # label index of every cache row
     classes: list[str]
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    choice: dict  # what was chosen and why (results.json "choices")
 
 
 def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
@@ -117,11 +137,17 @@ def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
 
 def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
-    x, table, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    from trainer.auto_choices import resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
+
+    table = table_cache(str(cache_path)).table
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
+    # issue 14: label-only choices; only layer=auto reads every hidden state (its CV compares them)
+    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
+                               split, y, len(classes))
+    x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
                           external_pools(cfg, x, attrs))
-    return FoldJob(data, split, table, y, classes)
+    return FoldJob(data, split, table, y, classes, cfg, choice)

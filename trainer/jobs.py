@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.run_lock import die_with_parent
+from trainer.auto_choices import em_prior
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
@@ -43,7 +44,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
     dev = torch.device(resolve_device(cfg.device))
     job = prepare_fold(cfg, cache_path, fold, seed, dev)
-    data, split, n_classes = job.data, job.split, len(job.classes)
+    data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
     rows, curves, preds, models = [], [], {}, {}
 
     def gen(salt):
@@ -71,6 +72,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         t0 = time.perf_counter()
         mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
         warm = fit_supervised(fresh_head(), data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
+        if cfg.pool_prior == "em" and len(data.x_unl):  # issue 14: the pool's prior, label-free
+            data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
+        job.choice["pool_prior"] = data.prior.cpu().tolist()
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)
@@ -95,7 +99,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         finish(method, model, t0, mon.best_epoch)
     for c in curves:
         c.update(fold=fold, seed=seed)
-    return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models,
+    for r in rows:
+        r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm)
+    return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}

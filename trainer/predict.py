@@ -21,8 +21,12 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     """
     feats = np.asarray(feats, dtype=np.float16)
     speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
-    x = torch.as_tensor(prepare(feats, speakers, meta["layer"], meta["speaker_norm"]))
-    probs = [pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu() for pol in policies.values()]
+    choices = meta.get("choices", {})  # issue 14: `auto` runs store each policy's layer / speaker_norm
+    probs = []
+    for name, pol in policies.items():
+        c = choices.get(name, meta)
+        x = torch.as_tensor(prepare(feats, speakers, c["layer"], c["speaker_norm"]))
+        probs.append(pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu())
     return torch.stack(probs).mean(0).numpy()
 
 
@@ -34,7 +38,8 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.Dat
     missing = [p for p in audio_paths if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"audio file {missing[0]} not found")
-    if meta["speaker_norm"] and speakers is None and len(audio_paths) < 8:
+    if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
+            and len(audio_paths) < 8:
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
     feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)

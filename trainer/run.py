@@ -56,6 +56,7 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
                   "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
+               "choices": [{"fold": r["fold"], "seed": r["seed"], **r["choice"]} for r in results],
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.json", json.dumps({"config": cfg.to_dict(), "cache": cache_info,

@@ -1,0 +1,131 @@
+"""`cli.py label`: label my corpus. From a cache and the labels a user has (CSV `utt_id,label`; empty
+labels = unlabelled), train transductively on everything (the given labels as L, every other
+utterance of the cache as the pool) with the defaults of `train` (speaker normalisation decided
+from the given labels, warm-up, B-GRPO), and return for every utterance its label (given labels are
+kept verbatim) or the prediction with its probability and runner-up, plus the utterances whose
+label would help most: the lowest top-1 / top-2 margins, taken class by class in turn.
+Its accuracy is that of the transductive protocol (`train --transductive`, docs/RESULTS.md).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_manifests.schema import CANONICAL_LABELS
+from trainer.auto_choices import choose
+from trainer.bgrpo import train_bgrpo_refit
+from trainer.config import TrainConfig
+from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
+from trainer.fold_data import FoldData, FoldJob, raw_cache
+from trainer.jobs import job_seed, resolve_device
+from trainer.monitor import Monitor
+from trainer.protocol import Split
+from trainer.supervised import fit_supervised, new_policy
+from trainer.teachers import teacher_for
+
+
+def read_user_labels(path, utt_ids) -> pd.Series:
+    """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"labels file {path} not found: give a CSV with columns utt_id,label")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ("utt_id", "label") if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; the file needs utt_id,label "
+                         f"(found {', '.join(table.columns)})")
+    table = table.assign(label=table["label"].str.strip(), utt_id=table["utt_id"].str.strip())
+    table = table[table["label"] != ""]
+    unknown_ids = sorted(set(table["utt_id"]) - set(map(str, utt_ids)))
+    if unknown_ids:
+        raise ValueError(f"{path}: {len(unknown_ids)} utt_id(s) are not in the cache, e.g. {', '.join(unknown_ids[:5])}; "
+                         "use the utt_id column of the manifest the cache was extracted from")
+    unknown = sorted(set(table["label"]) - set(CANONICAL_LABELS))
+    if unknown:
+        raise ValueError(f"{path}: unknown label(s) {', '.join(unknown)}; use the project's vocabulary: "
+                         f"{', '.join(CANONICAL_LABELS)}")
+    conflicts = table.groupby("utt_id")["label"].nunique()
+    if (conflicts > 1).any():
+        bad = conflicts[conflicts > 1].index[:5]
+        raise ValueError(f"{path}: utterance(s) with two different labels: {', '.join(bad)}")
+    labels = table.drop_duplicates("utt_id").set_index("utt_id")["label"]
+    counts = labels.value_counts()
+    if len(counts) < 2:
+        raise ValueError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
+    return labels
+
+
+def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
+    """Row indices (taken from `candidates`) of n utterances to annotate next: per predicted class the
+    lowest top-1 minus top-2 margin first, classes taken in turn so that every class gets its share."""
+    top2 = np.sort(probs, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    pred = probs.argmax(1)
+    candidates = np.asarray(candidates)
+    queues = []
+    for c in range(probs.shape[1]):
+        mine = candidates[pred[candidates] == c]
+        queues.append(mine[np.argsort(margin[mine], kind="stable")])
+    out = []
+    depth = max((len(q) for q in queues), default=0)
+    for j in range(depth):
+        out.extend(int(q[j]) for q in queues if j < len(q))
+    return np.asarray(out[:n], dtype=int)
+
+
+def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(every utterance's label table, the to-annotate list, info). Probabilities average cfg.seeds."""
+    cfg = cfg or TrainConfig()
+    cfg = cfg.replace(device=resolve_device(cfg.device))
+    cache = raw_cache(str(cache_path))
+    table = cache.table
+    utt = table["utt_id"].astype(str).to_numpy()
+    given = read_user_labels(labels_csv, utt)
+    classes = sorted(set(given))
+    is_given = np.isin(utt, given.index)
+    lab = np.flatnonzero(is_given)
+    pool = np.flatnonzero(~is_given)
+    if len(pool) == 0:
+        raise ValueError(f"{labels_csv}: every utterance already has a label; nothing to predict")
+    y = np.full(len(table), -1)
+    y[lab] = pd.Series(utt[lab]).map(given).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    speakers = table["speaker"].astype(str).to_numpy()
+    choice = choose(cache.features, speakers, lab, y[lab], len(classes), cfg.layer, cfg.speaker_norm, cfg.l2)
+    cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
+    x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
+                      cfg.speaker_norm)
+    split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
+    data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device))
+    job = FoldJob(data, split, table, y, classes, cfg, choice.to_dict())
+    z_all = FeatureRows([(x, np.arange(len(x)))], data.standardizer, cfg.device)
+    probs = []
+    with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for seed in cfg.seeds:
+            gen = torch.Generator().manual_seed(job_seed("label", seed, "bgrpo"))
+            warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed("label", seed, "init"), cfg.device),
+                                  data.x_lab, data.y_lab, cfg, gen)
+            teacher = teacher_for(cfg, warm, job, job_seed("label", seed, "teacher"))
+            model = train_bgrpo_refit(warm, data, cfg, teacher, gen, Monitor(data, "bgrpo", [], cfg.refit_rounds),
+                                      job_seed("label", seed, "refit"))
+            probs.append(z_all.map(model.probs).cpu().numpy())
+    p = np.mean(probs, 0)
+    order = np.argsort(-p, 1)
+    out = pd.DataFrame({"utt_id": utt, "speaker": speakers,
+                        "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
+                                          np.asarray(classes)[order[:, 0]]),
+                        "source": np.where(is_given, "given", "predicted"),
+                        "probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 0]]),
+                        "second": np.where(is_given, "", np.asarray(classes)[order[:, 1]]),
+                        "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
+    out["margin"] = out["probability"] - out["second_probability"]
+    nxt = suggest_next(p, pool, n_suggest)
+    suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
+        columns={"label": "predicted"}).reset_index(drop=True)
+    info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice.to_dict(),
+            "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict()}
+    return out, suggest, info
