@@ -205,6 +205,20 @@ def merge(
         _fail(error)
 
 
+@app.command()
+def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before the layer-per-chunk layout.")) -> None:
+    """Rewrite an older cache so that one hidden state is one contiguous read (same vectors and
+    fingerprint; atomic: the old file stays until the new one is complete and checked)."""
+    from pipeline.cache import rechunk as run
+
+    try:
+        changed = run(cache)
+    except (OSError, KeyError, ValueError) as error:
+        typer.echo(f"error: {cache}: {error}", err=True)
+        raise typer.Exit(code=2) from error
+    typer.echo(f"rewrote {cache}: one hidden state per chunk" if changed else
+               f"{cache} already has one hidden state per chunk: nothing to do")
+
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
 from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)

@@ -8,9 +8,15 @@
   * Scaling: synthetic caches of 1k, 10k and 100k utterances (Whisper base shape: 7 hidden
     states x 512, float16; written with `pipeline.cache.write_cache_arrays` into a temp dir), the
     same per-epoch measure on one fold x seed.
+  * `--pool 10000,100000,1000000`: the large-pool benchmark. Synthetic caches of that many
+    utterances (7 x 512 float16 on disk, 4 classes, one speaker per 200 utterances, written block
+    by block, never whole in RAM) and one default run each (one fold x one seed: warm-up +
+    --epochs refit rounds): wall time, warm-up, seconds per round, peak RSS and how the cost per
+    round grew against the pool (1.0 = linear). `--pool-dir` keeps the caches for a re-run.
 Each measurement runs in a fresh child process (peak memory = that run's; `bench/measure.py`).
 
     python bench/train_speed.py [--cache FILE.h5] [--sizes 1000,10000,100000] [--epochs 3] [--json FILE]
+    python bench/train_speed.py --pool 10000,100000,1000000 --epochs 3 [--pool-dir /big/disk]
 """
 from __future__ import annotations
 
@@ -48,24 +54,76 @@ def synthetic_table(n: int, n_classes: int = 4, n_speakers: int = 50, n_folds: i
     speaker = rng.integers(0, n_speakers, n)
     label = rng.integers(0, n_classes, n)
     return pd.DataFrame({"utt_id": [f"u{i:07d}" for i in range(n)], "label": [f"class{c}" for c in label],
-                         "speaker": [f"spk{s:03d}" for s in speaker], "fold": speaker % n_folds,
+                         "speaker": [f"spk{s:05d}" for s in speaker], "fold": speaker % n_folds,
                          "corpus": "synthetic", "duration": 3.0, "num_frames": 150})
 
 
-def synthetic_embeddings(table, shape=SHAPE, seed: int = 0, chunk: int = 8192) -> np.ndarray:
-    """[N, L, D] float16: class mean + speaker offset + noise, generated in vectorised chunks."""
+def synthetic_blocks(table, shape=SHAPE, seed: int = 0, chunk: int = 8192):
+    """(rows, [b, L, D] float16) blocks in row order: class mean + speaker offset + noise. The
+    values do not depend on `chunk` (one random stream), so a cache of any size is written in
+    blocks without ever holding it whole."""
     rng = np.random.default_rng(seed)
     n_layers, dim = shape
     labels = table["label"].astype("category").cat.codes.to_numpy()
     speakers = table["speaker"].astype("category").cat.codes.to_numpy()
     class_means = rng.normal(size=(labels.max() + 1, 1, dim)) * 0.5
     offsets = rng.normal(size=(speakers.max() + 1, 1, dim)) * 0.5
-    out = np.empty((len(table), n_layers, dim), np.float16)
     for start in range(0, len(table), chunk):
         sl = slice(start, start + chunk)
         noise = rng.standard_normal((len(labels[sl]), n_layers, dim), dtype=np.float32)
-        out[sl] = class_means[labels[sl]] + offsets[speakers[sl]] + noise
+        yield np.arange(start, start + len(noise)), (class_means[labels[sl]] + offsets[speakers[sl]] + noise
+                                                     ).astype(np.float16)
+
+
+def synthetic_embeddings(table, shape=SHAPE, seed: int = 0, chunk: int = 8192) -> np.ndarray:
+    """[N, L, D] float16 of `synthetic_blocks` in one array (small caches)."""
+    return np.concatenate([b for _, b in synthetic_blocks(table, shape, seed, chunk)])
+
+
+def synthetic_pool_cache(path: Path, n: int) -> Path:
+    """A synthetic cache of n utterances in the real shape, streamed to disk (reused when complete)."""
+    import h5py
+
+    from pipeline.cache import cache_shape, write_cache
+
+    if path.exists():
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("complete", False) and cache_shape(path) == (n, *SHAPE):
+                return path
+    table = synthetic_table(n, n_speakers=max(50, n // 200))
+    print(f"writing {path} ({n} x {SHAPE[0]} x {SHAPE[1]} float16)", file=sys.stderr, flush=True)
+    return write_cache(path, table, {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000},
+                       SHAPE, synthetic_blocks(table))
+
+
+def growth(rows: list[dict]) -> list[dict]:
+    """Per row after the first: how the cost of a round grew against the pool (1.0 = linear)."""
+    out = []
+    for prev, row in zip([None] + rows[:-1], rows):
+        ok = prev is not None and not prev.get("timeout") and not row.get("timeout") and prev["s_per_epoch"] > 0
+        ratio = (row["s_per_epoch"] / prev["s_per_epoch"]) / (row["pool"] / prev["pool"]) if ok else None
+        out.append(dict(row, growth_vs_linear=ratio))
     return out
+
+
+POOL_COLUMNS = ("cache utts", "pool", "wall s", "warm-up s", "s/round", "round growth / pool growth", "peak RSS MB")
+
+
+def pool_cells(r: dict) -> list[str]:
+    """One large-pool row as text cells (POOL_COLUMNS), shared by the printed and the Markdown table."""
+    if r.get("timeout"):
+        return [f"{r['utterances']:,}", f"{r['pool']:,}", f"timed out after {r['timeout']:.0f} s", "", "", "", ""]
+    g = r.get("growth_vs_linear")
+    return [f"{r['utterances']:,}", f"{r['pool']:,}", f"{r['wall_s']:.1f}", f"{r['warmup_s']:.2f}",
+            f"{r['s_per_epoch']:.2f}", "-" if g is None else f"{g:.2f}", f"{r['peak_rss_mb']:.0f}"]
+
+
+def format_pool_table(rows: list[dict]) -> str:
+    widths = [max(len(c), 11) + 2 for c in POOL_COLUMNS]
+    lines = ["".join(f"{c:>{w}}" for c, w in zip(POOL_COLUMNS, widths))]
+    lines.append("-" * len(lines[0]))
+    lines += ["".join(f"{c:>{w}}" for c, w in zip(pool_cells(r), widths)).rstrip() for r in rows]
+    return "\n".join(lines)
 
 
 def format_table(rows: list[dict]) -> str:
@@ -152,12 +210,17 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu | cuda (the trainer's --device)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
     ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
+    ap.add_argument("--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000")
+    ap.add_argument("--pool-dir", type=Path, help="--pool: keep (and reuse) the synthetic caches here (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also save the table as JSON here")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args.child)
         return 0
+
+    if args.pool:
+        return pool_benchmark([int(s) for s in args.pool.split(",") if s], args)
 
     from pipeline.cache import load_cache, write_cache_arrays
     from trainer.config import TrainConfig
@@ -203,6 +266,42 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1))
+        print(f"saved {args.json}")
+    return 0
+
+
+def pool_benchmark(sizes: list[int], args) -> int:
+    """One default run (one fold x one seed) per synthetic cache size; the table with growth ratios."""
+    import os
+
+    import h5py
+
+    from pipeline.cache import read_table
+    from trainer.config import TrainConfig
+
+    defaults = TrainConfig()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
+        work = Path(tmp)
+        caches = args.pool_dir or work
+        caches.mkdir(parents=True, exist_ok=True)
+        for n in sizes:
+            path = synthetic_pool_cache(caches / f"synthetic-{n}.h5", n)
+            with h5py.File(path, "r") as f:
+                table = read_table(f)
+            base = {"folds": ["0"], "seeds": [0], "device": args.device}
+            rows.append(epoch_row(work, f"pool {n}", path, args.epochs, base, n,
+                                  pool_size(table, 0, defaults.labeled_fraction), args.timeout))
+            del table
+    rows = growth(rows)
+    title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, supervised warm-up + "
+             f"{args.epochs} refit rounds with the trainer's defaults; device {args.device}, {os.cpu_count()} CPU "
+             f"cores, load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
+    print("\n" + title)
+    print(format_pool_table(rows))
+    if args.json:
+        from data_manifests.storage import write_text_atomic
+        write_text_atomic(args.json, json.dumps({"title": title, "rows": rows}, indent=1))
         print(f"saved {args.json}")
     return 0
 

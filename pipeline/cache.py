@@ -1,7 +1,10 @@
 """The HDF5 embedding cache: one file per (corpus, encoder, window), read by the trainer.
 
 Layout (row i = utterance i, in manifest order; failed rows keep their place, ok=False):
-  /embeddings   float16 [N, L+1, D]  mean over real-audio frames of every hidden state
+  /embeddings   float16 [N, L+1, D]  mean over real-audio frames of every hidden state, stored in
+                chunks of CHUNK_ROWS rows x 1 hidden state x D, so that reading one layer (what a
+                run uses) reads only that layer's bytes; caches written before this layout have
+                chunks of rows x every hidden state (still read, 1/(L+1) as efficiently; `rechunk`)
   /num_frames   int32   [N]          encoder frames pooled (0 for failed rows)
   /duration     float32 [N]          seconds
   /fold         int16   [N]          speaker-independent fold, -1 where the corpus has a split
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from data_manifests.storage import atomic_path
+from data_manifests.storage import TEMP_SUFFIX, atomic_path
 
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
@@ -34,6 +39,7 @@ NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.in
 VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shard", "num_failed",
                   "audio_seconds")
 CHUNK_ROWS = 256
+READ_ROWS = 64 * CHUNK_ROWS  # rows per block when reading layers: memory = output + one block
 STR = h5py.string_dtype("utf-8")
 
 
@@ -128,7 +134,7 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
                 "num_frames": 0, "duration": 0.0, "fold": -1, "ok": True}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         emb = f.create_dataset("embeddings", shape=(n, num_states, hidden), dtype=np.float16,
-                               chunks=(min(max(n, 1), CHUNK_ROWS), num_states, hidden))
+                               chunks=(min(max(n, 1), CHUNK_ROWS), 1, hidden))
         for col in STRING_COLUMNS:
             values = table[col].fillna("").astype(str) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(list(values), dtype=object), dtype=STR)
@@ -138,11 +144,13 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
             else:
                 values = table[col].fillna(defaults[col]) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(values, dtype=dtype))
-        for rows, block in blocks:
-            rows = np.asarray(rows)
-            if len(rows):
-                order = np.argsort(rows)  # h5py fancy indexing wants increasing indices
-                emb[rows[order]] = np.asarray(block, dtype=np.float16)[order]
+        # named like atomic_path's temp files, so a killed run's leftovers are found and removed
+        stage_dir = path.with_name(f".{path.name}.stage.{os.getpid()}{TEMP_SUFFIX}")
+        stage_dir.mkdir(exist_ok=True)
+        try:
+            write_blocks(emb, blocks, stage_dir)
+        finally:
+            shutil.rmtree(stage_dir, ignore_errors=True)
         identity = dict(attrs)
         identity.update(num_hidden_states=num_states, hidden_size=hidden)
         for key, value in identity.items():
@@ -151,6 +159,35 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
             (emb[i:i + CHUNK_ROWS] for i in range(0, n, CHUNK_ROWS)), table["utt_id"], identity)
         f.attrs["complete"] = True
     return path
+
+
+def write_blocks(emb: h5py.Dataset, blocks, stage_dir: Path) -> None:
+    """Rows of `blocks` (rows, [b, L, D]) into `emb`. A block that is a run of rows is one
+    hyperslab write; scattered rows (extraction batches are sorted by length, shards interleave)
+    go to a float16 staging file first and reach HDF5 in row order at the end: written straight,
+    each scattered row would rewrite one whole chunk per hidden state."""
+    staged = mask = None
+    for rows, block in blocks:
+        rows = np.asarray(rows)
+        if not len(rows):
+            continue
+        order = np.argsort(rows)
+        rows_sorted, values = rows[order], np.asarray(block, dtype=np.float16)[order]
+        if rows_sorted[-1] - rows_sorted[0] + 1 == len(rows_sorted):
+            emb[rows_sorted[0]:rows_sorted[-1] + 1] = values
+            continue
+        if staged is None:
+            staged = np.memmap(stage_dir / "rows.f16", np.float16, "w+", shape=emb.shape)
+            mask = np.zeros(len(emb), bool)
+        staged[rows_sorted], mask[rows_sorted] = values, True
+    for start in range(0, len(emb) if staged is not None else 0, READ_ROWS):
+        here = mask[start:start + READ_ROWS]
+        if here.all():
+            emb[start:start + len(here)] = staged[start:start + len(here)]
+        elif here.any():  # where staged rows meet rows written straight
+            idx = np.flatnonzero(here) + start
+            emb[idx] = staged[idx]
+    del staged
 
 
 @contextlib.contextmanager
@@ -173,40 +210,107 @@ def open_checked(path):
         raise damaged_cache(path, f"unreadable: {str(error).splitlines()[0]}") from error
 
 
-def read_table(f: h5py.File) -> pd.DataFrame:
-    """All rows (ok and failed) of an open cache as a DataFrame."""
-    cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f}
-    cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f})
+def read_table(f: h5py.File, columns=None) -> pd.DataFrame:
+    """All rows (ok and failed) of an open cache as a DataFrame: every column, or `columns` (plus
+    `ok`; a million rows of text columns take about 60 MB each)."""
+    wanted = None if columns is None else set(columns) | {"ok"}
+    cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f and (wanted is None or c in wanted)}
+    cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f and (wanted is None or c in wanted)})
     return pd.DataFrame(cols)
 
 
-def load_cache(path, layers=None) -> CacheData:
-    """Read the ok rows of a cache. `layers` (list of hidden-state indices) limits what is read.
+def layer_chunked(dset: h5py.Dataset) -> bool:
+    """True when one chunk holds a single hidden state (this version's layout), so that a layer
+    is read without the others; False for caches whose chunks hold every hidden state of a row."""
+    return dset.chunks is not None and dset.chunks[1] == 1 or dset.shape[1] == 1
 
-    Reads go through h5py's chunked I/O, so only the requested layers are pulled from disk.
-    """
+
+def read_layers(dset: h5py.Dataset, layers, ok: np.ndarray, block_rows: int = READ_ROWS) -> np.ndarray:
+    """[sum(ok), len(layers), D] float16: the chosen hidden states of the ok rows, read block by
+    block straight into the output (peak memory = the output + one block, never the whole cache)."""
+    layers = list(layers)
+    n_ok = int(ok.sum())
+    out = np.empty((n_ok, len(layers), dset.shape[2]), np.float16)
+    if not layers:  # the table alone
+        return out
+    pos = 0
+    for start in range(0, dset.shape[0], block_rows):
+        keep = ok[start:start + block_rows]
+        if not keep.any():
+            continue
+        block = dset[start:start + len(keep), layers, :] if len(layers) < dset.shape[1] else \
+            dset[start:start + len(keep)]
+        out[pos:pos + int(keep.sum())] = block if keep.all() else block[keep]
+        pos += int(keep.sum())
+    return out
+
+
+def cache_shape(path) -> tuple[int, int, int]:
+    """(utterances, hidden states, width) of a cache, without reading its vectors."""
+    with h5py.File(path, "r") as f:
+        return tuple(int(x) for x in f["embeddings"].shape)
+
+
+def load_cache(path, layers=None, columns=None) -> CacheData:
+    """Read the ok rows of a cache. `layers` (hidden-state indices, or a function of the number of
+    hidden states that returns them) limits what is read: with this version's chunk layout only
+    those layers' bytes leave the disk; the result stays float16. `columns` limits the table."""
     path = check_cache_file(path)
     with open_checked(path) as f:
         if not f.attrs.get("complete", False):
             raise CacheError(f"cache {path} is incomplete (an extraction stopped before writing it all): re-run "
                              "the same `extract` command to finish it")
-        table = read_table(f)
+        table = read_table(f, columns)
         ok = table["ok"].to_numpy(bool)
         if not ok.any():
-            reasons = "".join(f"\n  {u}: {e}" for u, e in zip(table["utt_id"][:5], table["error"][:5]))
+            errors = read_table(f, ["utt_id", "error"])
+            reasons = "".join(f"\n  {u}: {e}" for u, e in zip(errors["utt_id"][:5], errors["error"][:5]))
             raise CacheError(f"cache {path} holds no encoded utterance: all {len(ok)} files failed when it was "
                              f"extracted:{reasons}\nFix the audio (or the --root of `extract`) and re-run "
                              "`python cli.py extract` with --overwrite.")
-        idx = np.flatnonzero(ok)
         dset = f["embeddings"]
-        if layers is None:
-            feats = dset[...][idx] if len(idx) != len(ok) else dset[...]
-        else:
-            layers = sorted(int(i) for i in layers)
-            feats = np.stack([dset[:, i, :] for i in layers], axis=1)[idx]
+        states = dset.shape[1]
+        layers = layers(states) if callable(layers) else layers
+        bad = [i for i in ([] if layers is None else layers) if not -states <= int(i) < states]
+        if bad:
+            raise ValueError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
+        chosen = list(range(states)) if layers is None else sorted({int(i) % states for i in layers})
+        feats = read_layers(dset, chosen, ok)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     return CacheData(features=feats, table=table[ok].reset_index(drop=True), attrs=attrs,
                      fingerprint=str(attrs.get("fingerprint", "")), path=path)
+
+
+def rechunk(path) -> bool:
+    """Rewrite a cache in the layer-contiguous chunk layout (same vectors, same fingerprint), in
+    place and atomically; False (nothing written) when it already has that layout."""
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        if not f.attrs.get("complete", False):
+            raise ValueError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")
+        if layer_chunked(f["embeddings"]):
+            return False
+        table = read_table(f)
+        shape = f["embeddings"].shape[1:]
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
+                 if k not in ("fingerprint", "complete")}
+        before = str(f.attrs.get("fingerprint", ""))
+
+        def blocks():
+            emb = f["embeddings"]
+            for start in range(0, len(table), READ_ROWS):
+                rows = np.arange(start, min(start + READ_ROWS, len(table)))
+                yield rows, emb[start:rows[-1] + 1]
+
+        with atomic_path(path) as tmp:  # the original stays until the copy is checked
+            write_cache(tmp, table, attrs, shape, blocks())
+            with h5py.File(tmp, "r") as g:
+                after = str(g.attrs["fingerprint"])
+            if after != before:
+                raise ValueError(f"re-chunking {path} would change its fingerprint ({before[:12]} -> "
+                                 f"{after[:12]}): its vectors do not match the recorded fingerprint; "
+                                 "re-extract it instead")
+    return True
 
 
 def describe(path) -> str:
@@ -215,12 +319,16 @@ def describe(path) -> str:
     with open_checked(path) as f:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape
+        by_layer = layer_chunked(f["embeddings"])
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     ok = t["ok"].to_numpy(bool)
     lines = [f"{path}: {n} utterances x {states} hidden states x {hidden}"
              f" ({int(ok.sum())} ok, {int((~ok).sum())} failed)"
              + ("" if attrs.get("complete") else "  [INCOMPLETE]")]
     lines += [f"  {k}: {attrs[k]}" for k in sorted(attrs)]
+    lines.append("  layout: one hidden state per chunk (a run reads only its layer)" if by_layer else
+                 f"  layout: every hidden state in each chunk (older cache: a run reads all {states} to use one;"
+                 f" `python cli.py rechunk {path}` rewrites it)")
     lines.append(f"  audio: {t.loc[ok, 'duration'].sum() / 3600:.3f} h")
     if ok.any():
         counts = t.loc[ok, "label"].value_counts().sort_index()

@@ -88,7 +88,8 @@ def test_resolve_auto_reads_only_the_labelled_rows_labels():
     lab = labelled_half(y)
     rest = np.setdiff1d(np.arange(len(y)), lab)
     split = Split("0", 0, lab, np.zeros(0, int), rest[: len(rest) // 2], rest[len(rest) // 2:], lab, 0)
-    cache = type("C", (), {"features": raw, "table": __import__("pandas").DataFrame({"speaker": spk})})
+    cache = type("C", (), {"features": raw, "table": __import__("pandas").DataFrame({"speaker": spk}),
+                           "attrs": {"num_hidden_states": raw.shape[1]}})
     cfg = TrainConfig(layer="auto", speaker_norm="auto")
     shuffled = y.copy()
     shuffled[rest] = np.random.default_rng(1).permutation(y[rest])
@@ -121,3 +122,13 @@ def test_config_speaker_norm_values():
         TrainConfig(speaker_norm="sometimes")
     with pytest.raises(ValueError, match="pool_prior = 'uniform'"):
         TrainConfig(pool_prior="uniform")
+
+
+def test_a_fixed_layer_needs_only_the_number_of_hidden_states():
+    """speaker_norm=auto with a fixed layer: the run never loads every hidden state (large caches)."""
+    raw, y, spk = make_set(True)
+    lab = labelled_half(y)
+    full = choose(raw, spk, lab, y[lab], 4, "middle", "auto", l2=10.0)
+    shape_only = choose(raw[:, :0], spk, lab, y[lab], 4, "middle", "auto", l2=10.0, n_states=raw.shape[1])
+    assert full.to_dict() == shape_only.to_dict() and shape_only.layer == str(raw.shape[1] // 2)
+

@@ -95,3 +95,28 @@ def test_epoch_row_on_a_tiny_cache(tmp_path):
     assert row["wall_s"] > row["warmup_s"] > 0
     assert row["s_per_epoch"] >= 0 and row["peak_rss_mb"] > 50
     assert "tiny" in ts.format_table([row, {"name": "slow", "utterances": 1, "timeout": 5}])
+
+
+def test_growth_compares_round_cost_with_pool_size():
+    rows = [{"utterances": 10, "pool": 100, "s_per_epoch": 1.0}, {"utterances": 100, "pool": 1000, "s_per_epoch": 20.0},
+            {"utterances": 1000, "pool": 10000, "timeout": 5}]
+    out = ts.growth(rows)
+    assert out[0]["growth_vs_linear"] is None and out[1]["growth_vs_linear"] == pytest.approx(2.0)
+    assert out[2]["growth_vs_linear"] is None
+    table = ts.format_pool_table([dict(r, wall_s=3.0, warmup_s=1.0, peak_rss_mb=500.0) for r in out[:2]] + out[2:])
+    assert "2.00" in table and "timed out after 5 s" in table
+
+
+def test_synthetic_pool_cache_is_streamed_in_the_real_shape_and_reused(tmp_path):
+    import h5py
+
+    from pipeline.cache import load_cache
+
+    path = ts.synthetic_pool_cache(tmp_path / "p.h5", 300)
+    c = load_cache(path, layers=[3])
+    assert c.features.shape == (300, 1, 512) and c.table["speaker"].nunique() <= 50
+    np.testing.assert_array_equal(c.features, ts.synthetic_embeddings(ts.synthetic_table(300), chunk=128)[:, [3]])
+    with h5py.File(path) as f:
+        assert f["embeddings"].chunks[1] == 1  # one hidden state per chunk
+    stamp = path.stat().st_mtime_ns
+    assert ts.synthetic_pool_cache(path, 300) == path and path.stat().st_mtime_ns == stamp  # complete: reused

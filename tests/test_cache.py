@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cache import describe, fingerprint_of, load_cache, write_cache, write_cache_arrays
+from pipeline.cache import CHUNK_ROWS, cache_shape, describe, fingerprint_of, layer_chunked, load_cache, \
+    read_layers, rechunk, write_cache, write_cache_arrays
 
 
 def small_cache(n=5, states=3, hidden=4, seed=0):
@@ -27,6 +28,13 @@ def test_round_trip_keeps_ok_rows_layers_and_order(tmp_path):
     np.testing.assert_array_equal(cache.features, emb[[0, 1, 3, 4]])
     part = load_cache(path, layers=[2, 0])
     np.testing.assert_array_equal(part.features, emb[[0, 1, 3, 4]][:, [0, 2]])
+    assert part.features.dtype == np.float16 and cache_shape(path) == (5, 3, 4)
+    assert list(load_cache(path, [0], columns=["utt_id", "fold"]).table.columns) == ["utt_id", "fold", "ok"]
+    np.testing.assert_array_equal(load_cache(path, layers=[-1]).features, emb[[0, 1, 3, 4]][:, [2]])
+    middle = load_cache(path, layers=lambda n_states: [n_states // 2]).features
+    np.testing.assert_array_equal(middle, emb[[0, 1, 3, 4]][:, [1]])
+    with pytest.raises(ValueError, match="hidden states 0..2"):
+        load_cache(path, layers=[3])
     assert not list(tmp_path.glob("*.tmp*"))  # temp file renamed away
     text = describe(path)
     assert "5 utterances x 3 hidden states x 4 (4 ok, 1 failed)" in text and "failed u2: empty" in text
@@ -63,3 +71,84 @@ def test_incomplete_or_missing_cache_is_refused(tmp_path):
         load_cache(path)
     with pytest.raises(FileNotFoundError, match="extract"):
         load_cache(tmp_path / "nope.h5")
+
+
+def old_layout_copy(src, dst):
+    """The chunk layout caches had before this version: rows x every hidden state x D per chunk."""
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as g:
+        for name in f:
+            if name != "embeddings":
+                f.copy(name, g)
+        emb = f["embeddings"]
+        g.create_dataset("embeddings", data=emb[...], chunks=(min(len(emb), CHUNK_ROWS), *emb.shape[1:]))
+        g.attrs.update(f.attrs)
+    return dst
+
+
+def test_new_caches_store_one_layer_per_chunk_and_blocks_skip_failed_rows(tmp_path):
+    emb, table = small_cache(n=11, states=4, hidden=3)
+    path = write_cache_arrays(tmp_path / "c.h5", emb, table, {})
+    ok = table["ok"].to_numpy()
+    with h5py.File(path) as f:
+        assert f["embeddings"].chunks == (11, 1, 3) and layer_chunked(f["embeddings"])
+        # blocks of 4 rows (the failed row 2 falls in the first block) give the same rows as one read
+        np.testing.assert_array_equal(read_layers(f["embeddings"], [1, 3], ok, block_rows=4), emb[ok][:, [1, 3]])
+        empty = read_layers(f["embeddings"], [0], np.zeros(11, bool), block_rows=4)
+    assert empty.shape == (0, 1, 3)
+
+
+def test_old_layout_is_read_alike_and_rechunked_only_on_request(tmp_path):
+    emb, table = small_cache(n=9, states=3, hidden=4)
+    new = write_cache(tmp_path / "new.h5", table, {"encoder_id": "x"}, (3, 4), [(np.arange(9), emb)])
+    old = old_layout_copy(new, tmp_path / "old.h5")
+    for layers in (None, [1], [0, 2]):  # the slower layout, same numbers
+        np.testing.assert_array_equal(load_cache(old, layers).features, load_cache(new, layers).features)
+    with h5py.File(old) as f:
+        assert not layer_chunked(f["embeddings"])
+    assert "cli.py rechunk" in describe(old) and "one hidden state per chunk" in describe(new)
+    before = load_cache(old).fingerprint
+    assert rechunk(old) is True
+    with h5py.File(old) as f:
+        assert layer_chunked(f["embeddings"]) and f.attrs["fingerprint"] == before
+    np.testing.assert_array_equal(load_cache(old).features, load_cache(new).features)
+    assert rechunk(old) is False  # already in the layout: nothing written
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_rechunk_refuses_a_cache_whose_vectors_do_not_match_its_fingerprint(tmp_path):
+    emb, table = small_cache(n=6)
+    old = old_layout_copy(write_cache_arrays(tmp_path / "a.h5", emb, table, {}), tmp_path / "old.h5")
+    with h5py.File(old, "a") as f:
+        f["embeddings"][0, 0, 0] += np.float16(1.0)
+    original = old.read_bytes()
+    with pytest.raises(ValueError, match="fingerprint"):
+        rechunk(old)
+    assert old.read_bytes() == original and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_rechunk_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+    emb, table = small_cache(n=6)
+    old = old_layout_copy(write_cache_arrays(tmp_path / "a.h5", emb, table, {}), tmp_path / "old.h5")
+    first = CliRunner().invoke(app, ["rechunk", str(old)])
+    again = CliRunner().invoke(app, ["rechunk", str(old)])
+    missing = CliRunner().invoke(app, ["rechunk", str(tmp_path / "nope.h5")])
+    assert first.exit_code == 0 and "rewrote" in first.output
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    assert missing.exit_code == 2 and "nope.h5" in missing.output
+
+
+def test_scattered_and_contiguous_blocks_mix_into_the_same_cache(tmp_path):
+    """Runs of rows go straight to HDF5, scattered rows through the staging file: same cache."""
+    emb, table = small_cache(n=40)
+    one = write_cache_arrays(tmp_path / "one.h5", emb, table, {})
+    perm = np.random.default_rng(1).permutation(np.arange(10, 40))
+    blocks = [(np.arange(0, 10), emb[:10])] + [(perm[i:i + 7], emb[perm[i:i + 7]]) for i in range(0, 30, 7)]
+    mixed = write_cache(tmp_path / "mixed.h5", table, {}, (3, 4), blocks[::-1])
+    with h5py.File(one) as a, h5py.File(mixed) as b:
+        np.testing.assert_array_equal(a["embeddings"][...], b["embeddings"][...])
+        assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.h5", "one.h5"]  # staging removed
+

@@ -1,6 +1,7 @@
 """Extraction: pooling maths, batching invariance, resume after SIGKILL, bad audio, identity checks."""
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -236,3 +237,33 @@ def test_ravdess_files_through_the_default_encoder(tmp_path):
     np.testing.assert_allclose(cache.table["duration"], table["duration"], atol=1e-3)
     np.testing.assert_array_equal(cache.table["num_frames"], np.ceil(np.ceil(table["duration"] * 100) / 2))
     assert cache.table["label"].tolist() == table["label"].tolist()
+
+
+def test_torchrun_two_ranks_merge_into_the_single_process_cache(tmp_path, tiny):
+    """The scale-out path as documented: torchrun starts one extraction per rank, each rank writes
+    its part file beside the target (shared storage), the last one merges; CPU, 2 ranks."""
+    csv = make_corpus(tmp_path, 5, seed=11)
+    table = pd.read_csv(csv, keep_default_na=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs (OMP_NUM_THREADS=1): the same kernels, the same bits
+    try:  # batches of 1: a rank's batches hold other rows than one process's, and trim batches pad
+        single = extract(table, tmp_path, tmp_path / "single.h5", model="tiny.en", device="cpu", window="trim",
+                         batch_size=1, progress=False, log=lambda *_: None)
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "shared" / "ranked.h5"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", "0", str(REPO / "cli.py"),
+                           "extract", "--manifest", str(csv), "--model", "tiny.en", "--window", "trim",
+                           "--device", "cpu", "--workers", "0", "--batch-size", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "merging into" in proc.stdout
+    parts = sorted(p.name for p in out.parent.glob("ranked.part-*-of-2.h5"))
+    assert parts == ["ranked.part-0-of-2.h5", "ranked.part-1-of-2.h5"]
+    a, b = load_cache(single.path), load_cache(out)
+    assert np.array_equal(a.features, b.features) and a.fingerprint == b.fingerprint
+    assert a.table["utt_id"].tolist() == b.table["utt_id"].tolist()
+    with h5py.File(out) as f:
+        assert f.attrs["shard"] == "merged"

@@ -8,12 +8,18 @@ from typer.testing import CliRunner
 
 from trainer.bgrpo import Scored, advantage, score_rows, train_bgrpo
 from trainer.config import SPEC_FORM, TrainConfig, field_names, recipe_text
+from trainer.feature_store import CenteredCache, FeatureRows
 from trainer.fold_data import FoldData
 from trainer.jobs import run_job
 from trainer.monitor import Monitor
 from trainer.policy import Policy
 from trainer.rewards import parse_reward
 from trainer.teachers import FrozenTeacher
+
+
+def rows_of(x: torch.Tensor) -> FeatureRows:
+    """Rows held as the trainer holds a pool: float16, read a chunk at a time (no centring here)."""
+    return FeatureRows([(CenteredCache(x.numpy().astype(np.float16), None, "0", False), np.arange(len(x)))])
 
 
 def pool_data(n_classes=3, speakers=(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1), prior=(0.5, 0.25, 0.25), seed=0):
@@ -24,9 +30,10 @@ def pool_data(n_classes=3, speakers=(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1), prior=
     lab = torch.randn(6, 1, 2, generator=g)
     empty = torch.zeros(0, 1, 2)
     return FoldData(x_lab=lab, y_lab=torch.tensor([0, 0, 0, 1, 2, 2]) % n_classes, x_val=empty,
-                    y_val=torch.zeros(0, dtype=torch.long), x_unl=x, y_unl_hidden=torch.full((n,), -1),
-                    group_speaker=torch.tensor(speakers), x_train_all=lab, y_train_all=torch.zeros(6, dtype=torch.long),
-                    x_test=lab, y_test=torch.zeros(6, dtype=torch.long), prior=torch.tensor(prior),
+                    y_val=torch.zeros(0, dtype=torch.long), x_unl=rows_of(x), y_unl_hidden=torch.full((n,), -1),
+                    group_speaker=torch.tensor(speakers), x_train_all=rows_of(lab),
+                    y_train_all=torch.zeros(6, dtype=torch.long), x_test=rows_of(lab),
+                    y_test=torch.zeros(6, dtype=torch.long), prior=torch.tensor(prior),
                     n_classes=n_classes, standardizer=None)
 
 

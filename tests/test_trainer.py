@@ -74,7 +74,7 @@ def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
     x, table = prepared_cache(str(cache), meta["layer"], meta["speaker_norm"])[:2]
     test = np.flatnonzero(table.fold.to_numpy() == 2)
     pol = policies["bgrpo_f2_s1"]
-    pred = pol.probs(pol.standardize(torch.as_tensor(x[test]))).argmax(1).numpy()
+    pred = pol.probs(pol.standardize(torch.as_tensor(x.rows(test)))).argmax(1).numpy()
     saved = pd.read_csv(run_dir / "predictions.csv").query("method == 'bgrpo' and fold == 2 and seed == 1")
     assert [meta["classes"][i] for i in pred] == saved.pred.tolist()
 
@@ -104,6 +104,13 @@ def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
     rows = pd.read_csv(tmp_path / "a" / "results.csv")
     assert rows.n_unlabeled.iloc[0] == (4 * 8 * 4 - rows.n_labeled.iloc[0]) + 40
+    ext2 = synthetic_cache(tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6)
+    train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self"),
+          cache, tmp_path / "two")
+    assert pd.read_csv(tmp_path / "two" / "results.csv").n_unlabeled.iloc[0] == rows.n_unlabeled.iloc[0] + 12
+    other = synthetic_cache(tmp_path / "other.h5", n_classes=4, n_speakers=2, per_class=2, n_folds=1, dim=8)
+    with pytest.raises(ValueError, match="same encoder"):
+        train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(other)), cache, tmp_path / "c")
     res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), teacher=f"cache:{cache}", reward="r4"),
                 cache, tmp_path / "b")
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1

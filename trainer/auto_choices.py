@@ -83,11 +83,13 @@ def median_utterances_per_speaker(speakers) -> float:
 
 
 def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: np.ndarray, n_classes: int,
-           layer: str, speaker_norm, l2: float, seen: np.ndarray | None = None) -> AutoChoice:
+           layer: str, speaker_norm, l2: float, seen: np.ndarray | None = None,
+           n_states: int | None = None) -> AutoChoice:
     """Resolve `auto` in layer / speaker_norm for one run.
 
-    raw: [N, L+1, D] cached hidden states; speakers: [N]; labelled: row indices of L with labels
-    y_lab; seen: rows the run's learner sees (for the label-free per-speaker counts; default all).
+    raw: [N, L+1, D] cached hidden states (read only for layer=auto; otherwise [N, 0, D] will do,
+    with n_states = L+1); speakers: [N]; labelled: row indices of L with labels y_lab; seen: rows
+    the run's learner sees (for the label-free per-speaker counts; default all).
     Speaker normalisation (auto) is off when the median speaker has fewer than
     MIN_UTTERANCES_PER_SPEAKER utterances, or when the labels of L depend on the speaker
     (permutation test of their mutual information, p < DEPENDENCE_ALPHA): then a speaker's mean
@@ -99,7 +101,8 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
     med = median_utterances_per_speaker(speakers[seen])
     n_lab_spk = len(np.unique(speakers[labelled]))
     mi, p = speaker_label_dependence(speakers[labelled], y_lab)
-    middle = str(raw.shape[1] // 2)
+    n_states = raw.shape[1] if n_states is None else n_states
+    middle = str(n_states // 2)
     out = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=speaker_norm, reason="fixed",
                      median_utterances_per_speaker=med, labelled_speakers=n_lab_spk,
                      speaker_label_mi=mi, speaker_label_p=p)
@@ -110,7 +113,7 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
             out.speaker_norm, out.reason = False, f"labels of L depend on the speaker (MI {mi:.3f} nats, p {p:.3f}): speaker norm off"
         else:
             out.speaker_norm, out.reason = True, f"no speaker-label dependence in L (p {p:.3f}), {med:.0f} utterances per speaker: speaker norm on"
-    layers = sorted(candidate_layers(raw.shape[1], layer), key=lambda s: (s != middle, s))  # ties go to the middle
+    layers = sorted(candidate_layers(n_states, layer), key=lambda s: (s != middle, s))  # ties go to the middle
     if len(layers) == 1:
         out.layer = layers[0]
         return out
@@ -129,12 +132,14 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
 def resolve_auto(cfg, cache, split, y: np.ndarray, n_classes: int):
     """(cfg with concrete layer / speaker_norm, the choice as a dict) for one fold x seed.
 
-    `cache` is the raw CacheData; only the labelled rows' labels (split.labeled) are read."""
+    `cache` is the CacheData (every hidden state for layer=auto, else its table alone); only the
+    labelled rows' labels (split.labeled) are read."""
     if cfg.layer != "auto" and cfg.speaker_norm != "auto":
         return cfg, {"layer": cfg.layer, "speaker_norm": cfg.speaker_norm, "reason": "fixed"}
     seen = np.concatenate([split.labeled, split.val, split.unlabeled])
     choice = choose(cache.features, cache.table["speaker"].to_numpy(), split.labeled, y[split.labeled], n_classes,
-                    cfg.layer, cfg.speaker_norm, cfg.l2, seen)
+                    cfg.layer, cfg.speaker_norm, cfg.l2, seen,
+                    n_states=int(cache.attrs.get("num_hidden_states", cache.features.shape[1])))
     return cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm), choice.to_dict()
 
 

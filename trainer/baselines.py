@@ -14,7 +14,7 @@ from trainer.teachers import EMATeacher
 
 def pseudo_label_selection(policy: Policy, data: FoldData, threshold: float) -> Selection:
     """Pool rows whose max probability exceeds `threshold`, labelled with the prediction."""
-    p = policy.probs(data.x_unl)
+    p = data.x_unl.map(policy.probs)
     conf, pred = p.max(1)
     keep = conf > threshold
     return Selection(keep.nonzero().flatten(), pred[keep], None,

@@ -115,9 +115,15 @@ def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, t
     groups = torch.arange(len(rows), device=rows.device) // cfg.batch_size
     plan_needed = cfg.action == "balanced" or "assign" in terms
     pool_wide = plan_needed and cfg.balance_scope != "batch"
-    seen = torch.arange(len(data.x_unl), device=rows.device) if pool_wide else rows
-    p_old = policy.probs(data.x_unl[seen])
-    p_teacher = teacher.probs(data.x_unl[seen], seen) if teacher is not None else None
+    if pool_wide:  # every pool row, a chunk at a time (the pool is never gathered whole); one pass for both views
+        if teacher is None:
+            p_old, p_teacher = data.x_unl.map(policy.probs), None
+        else:
+            p_old, p_teacher = data.x_unl.map_indexed(lambda z, seen: (policy.probs(z), teacher.probs(z, seen)))
+    else:
+        x = data.x_unl[rows]
+        p_old = policy.probs(x)
+        p_teacher = teacher.probs(x, rows) if teacher is not None else None
     p_act = acting_distribution(p_old, p_teacher if cfg.act_on == "mix" else None)
     plan = None
     if plan_needed:
@@ -154,7 +160,8 @@ def train_bgrpo(warm: Policy, data: FoldData, cfg, teacher, generator: torch.Gen
     policy = warm.frozen_copy()
     for p in policy.parameters():
         p.requires_grad_(True)
-    logp_ref_pool = F.log_softmax(warm.frozen_copy()(data.x_unl), 1).detach()  # pi_ref is frozen: once
+    ref = warm.frozen_copy()
+    logp_ref_pool = data.x_unl.map(lambda z: F.log_softmax(ref(z), 1).detach())  # pi_ref is frozen: once
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, foreach=False, fused=True)
     terms = parse_reward(cfg.reward)
     dev = data.x_unl.device

@@ -62,7 +62,7 @@ class TrainConfig:
     seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
     transductive: bool = option(False, "Also put the test fold's audio (no labels) into the pool.")
     inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
-    unlabeled_cache: str | None = option(None, "Another cache whose utterances join the pool (labels never used).")
+    unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder) whose utterances join the pool (labels never used).")
     # --- features (SPEC 3)
     layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
     speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")

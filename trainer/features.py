@@ -45,10 +45,25 @@ class Standardizer:
     """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in."""
 
     def fit(self, x: np.ndarray) -> "Standardizer":
-        if len(x) < 2:
+        return self.fit_blocks(lambda: [x])
+
+    def fit_blocks(self, blocks) -> "Standardizer":
+        """Fit on the rows of the blocks that `blocks()` yields (called twice: mean, then spread),
+        in float64 sums taken row after row, so chunks give the one-shot statistics exactly."""
+        from trainer.feature_store import sequential_sum
+
+        total, n = None, 0
+        for b in blocks():
+            total, n = sequential_sum(total, b), n + len(b)
+        if n < 2:
             raise ValueError("standardisation needs at least 2 training rows")
-        self.mean_ = x.mean(0, dtype=np.float64).astype(np.float32)
-        self.std_ = np.maximum(x.std(0, dtype=np.float64), 1e-5).astype(np.float32)
+        mean = total / n
+        squares = None
+        for b in blocks():
+            dev = b - mean
+            squares = sequential_sum(squares, dev * dev)
+        self.mean_ = mean.astype(np.float32)
+        self.std_ = np.maximum(np.sqrt(squares / n), 1e-5).astype(np.float32)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:

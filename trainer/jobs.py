@@ -54,8 +54,8 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         return new_policy(cfg, data.standardizer, n_classes, job_seed(fold, seed, "init"), dev)
 
     def finish(method, model, t0, kept_epoch=None):
-        pred = model.probs(data.x_test).argmax(1).cpu().numpy()
-        pool_pred = model.probs(data.x_unl).argmax(1).cpu().numpy() if len(data.x_unl) else pred
+        pred = data.x_test.map(model.probs).argmax(1).cpu().numpy()
+        pool_pred = data.x_unl.map(model.probs).argmax(1).cpu().numpy() if len(data.x_unl) else pred
         ent = histogram_entropy(pool_pred, n_classes)
         rows.append({"method": method, "fold": fold, "seed": seed,
                      **scores(data.y_test.cpu().numpy(), pred, n_classes),
@@ -73,7 +73,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
         warm = fit_supervised(fresh_head(), data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
         if cfg.pool_prior == "em" and len(data.x_unl):  # issue 14: the pool's prior, label-free
-            data.prior = em_prior(warm.probs(data.x_unl), data.prior)
+            data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
         job.choice["pool_prior"] = data.prior.cpu().tolist()
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
@@ -95,7 +95,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         elif method == "dino":
             model = train_dino(warm, data, cfg, gen("dino"), mon)
         else:  # topline: the same head and recipe on every training label
-            model = fit_supervised(fresh_head(), data.x_train_all, data.y_train_all, cfg, gen("topline"), mon)
+            model = fit_supervised(fresh_head(), data.x_train_all[:], data.y_train_all, cfg, gen("topline"), mon)
         finish(method, model, t0, mon.best_epoch)
     for c in curves:
         c.update(fold=fold, seed=seed)

@@ -19,7 +19,7 @@ from data_manifests.schema import CANONICAL_LABELS
 from trainer.auto_choices import choose
 from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer.features import prepare
+from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
 from trainer.fold_data import FoldData, FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.monitor import Monitor
@@ -96,11 +96,12 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     speakers = table["speaker"].astype(str).to_numpy()
     choice = choose(cache.features, speakers, lab, y[lab], len(classes), cfg.layer, cfg.speaker_norm, cfg.l2)
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
-    x = prepare(cache.features, speakers, cfg.layer, cfg.speaker_norm)
+    x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
+                      cfg.speaker_norm)
     split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
     data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device))
     job = FoldJob(data, split, table, y, classes, cfg, choice.to_dict())
-    z_all = torch.as_tensor(data.standardizer.transform(x), device=torch.device(cfg.device))
+    z_all = FeatureRows([(x, np.arange(len(x)))], data.standardizer, cfg.device)
     probs = []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -111,7 +112,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
             teacher = teacher_for(cfg, warm, job, job_seed("label", seed, "teacher"))
             model = train_bgrpo_refit(warm, data, cfg, teacher, gen, Monitor(data, "bgrpo", [], cfg.refit_rounds),
                                       job_seed("label", seed, "refit"))
-            probs.append(model.probs(z_all).cpu().numpy())
+            probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
     order = np.argsort(-p, 1)
     out = pd.DataFrame({"utt_id": utt, "speaker": speakers,

@@ -32,10 +32,10 @@ class Monitor:
         if epoch % self.every and epoch != self.last:
             return
         row = {"method": self.method, "epoch": epoch}
-        pred_test = policy.probs(d.x_test).argmax(1).cpu().numpy()
+        pred_test = d.x_test.map(policy.probs).argmax(1).cpu().numpy()
         row["test_macro_f1"] = fast_macro_f1(d.y_test.cpu().numpy(), pred_test, d.n_classes)
         if len(d.x_unl):
-            pred_unl = policy.probs(d.x_unl).argmax(1).cpu().numpy()
+            pred_unl = d.x_unl.map(policy.probs).argmax(1).cpu().numpy()
             row["pool_pred_entropy"] = histogram_entropy(pred_unl, d.n_classes)
         if len(d.x_val):
             row["val_macro_f1"] = val_f1

@@ -31,7 +31,7 @@ class Selection:
         """(x, y, weight): the labelled rows with weight 1, then the selected pool rows."""
         ones = torch.ones(len(data.x_lab), device=data.x_lab.device)
         w = torch.ones(len(self.rows), device=ones.device) if self.weights is None else self.weights
-        return (torch.cat([data.x_lab, data.x_unl[self.rows]]), torch.cat([data.y_lab, self.labels]),
+        return (data.x_unl.after(data.x_lab, self.rows), torch.cat([data.y_lab, self.labels]),
                 torch.cat([ones, w]))
 
 

@@ -8,8 +8,10 @@ end_round(x, y) after each epoch/round with the labelled rows plus the round's s
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from trainer.feature_store import FeatureRows
 from trainer.features import Standardizer
 from trainer.fold_data import FoldJob, prepared_cache
 from trainer.lda_teacher import LDATeacher
@@ -72,8 +74,8 @@ def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
     if cfg.teacher == "frozen":
         return FrozenTeacher(warm)
     if cfg.teacher == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
-        x_fit = torch.cat([data.x_lab, data.x_val, data.x_unl])
-        return LDATeacher(x_fit, data.n_classes, cfg.lda_components, seed).fit(data.x_lab, data.y_lab)
+        return LDATeacher([data.x_lab, data.x_val, data.x_unl], data.n_classes, cfg.lda_components,
+                          seed).fit(data.x_lab, data.y_lab)
     if cfg.unlabeled_cache:
         raise ValueError("teacher cache:FILE with unlabeled_cache is not supported: "
                          "the teacher cache has no vectors for the external corpus")
@@ -92,11 +94,11 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
     if missing:
         raise ValueError(f"teacher cache {teacher_cache} lacks {len(missing)} utterance(s) of this run "
                          f"(e.g. {missing[0]}): extract the same manifest with the teacher's encoder")
-    rows_lab = [pos[u] for u in utt_lab]
-    rows_pool = [pos[u] for u in utt_pool]
-    st = Standardizer().fit(x[rows_lab + rows_pool])
-    xt = torch.as_tensor(st.transform(x), device=device)
+    rows_lab = np.array([pos[u] for u in utt_lab], np.int64)
+    rows_pool = np.array([pos[u] for u in utt_pool], np.int64)
+    st = Standardizer().fit(x.rows(np.concatenate([rows_lab, rows_pool])))
     model = new_policy(cfg, st, n_classes, seed, device)
     gen = torch.Generator().manual_seed(seed)
-    model = fit_supervised(model, xt[rows_lab], torch.as_tensor(y_lab, device=device), cfg, gen)
-    return model.probs(xt[rows_pool])
+    x_lab = torch.as_tensor(st.transform(x.rows(rows_lab)), device=device)
+    model = fit_supervised(model, x_lab, torch.as_tensor(y_lab, device=device), cfg, gen)
+    return FeatureRows([(x, rows_pool)], st, device).map(model.probs)

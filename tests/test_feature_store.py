@@ -1,0 +1,124 @@
+"""Pools kept float16 and z-scored a chunk at a time: the same bits as the in-memory path, whatever
+the chunking; streamed statistics and PCA equal their one-shot forms."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, sequential_sum, states_to_read
+from trainer.features import Standardizer, prepare
+from trainer.lda_teacher import LDATeacher, principal_axes
+
+
+def raw_cache(n=50, states=3, dim=4, seed=0):
+    rng = np.random.default_rng(seed)
+    raw = (rng.normal(size=(n, states, dim)) * 3 + rng.normal(size=(1, states, dim))).astype(np.float16)
+    speakers = np.array([f"s{i % 7}" for i in range(n)])
+    return raw, speakers
+
+
+def test_states_to_read():
+    assert states_to_read("middle", 7) == [3] and states_to_read("-1", 7) == [6] and states_to_read("2", 7) == [2]
+    assert states_to_read("weighted", 3) == [0, 1, 2] == states_to_read("concat", 3)
+    with pytest.raises(ValueError, match="0..6"):
+        states_to_read("7", 7)
+
+
+@pytest.mark.parametrize("layer, read", [("1", [1]), ("weighted", [0, 1, 2]), ("concat", [0, 1, 2])])
+@pytest.mark.parametrize("speaker_norm", [True, False])
+def test_centred_rows_are_the_in_memory_features_bit_for_bit(layer, read, speaker_norm):
+    raw, speakers = raw_cache()
+    expected = prepare(raw, speakers, layer, speaker_norm)  # the in-memory float32 path
+    cache = CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8)
+    rows = np.array([5, 0, 49, 12, 12])
+    assert cache.rows(rows).dtype == np.float32
+    np.testing.assert_array_equal(cache.rows(rows), expected[rows])
+    assert cache.rows(np.zeros(0, np.int64)).shape == (0, *expected.shape[1:])
+
+
+def test_feature_rows_index_and_map_across_parts_and_chunks():
+    raw, speakers = raw_cache(n=40)
+    ext_raw, ext_spk = raw_cache(n=9, seed=1)
+    a = CenteredCache(raw[:, [1]], speakers, "1", True)
+    b = CenteredCache(ext_raw[:, [1]], ext_spk, "1", True)
+    st = Standardizer().fit(a.rows(np.arange(40)))
+    rows_a = np.array([3, 30, 7, 8, 21])
+    whole = np.concatenate([a.rows(rows_a), b.rows(np.arange(9))])
+    expected = torch.as_tensor(st.transform(whole))
+    for chunk in (2, 3, 100):
+        pool = FeatureRows([(a, rows_a), (b, np.arange(9))], st, chunk_rows=chunk)
+        assert len(pool) == 14 and pool.shape == (14, 1, 4)
+        assert torch.equal(pool[:], expected)
+        assert torch.equal(pool.map(lambda z: z.sum(2)), expected.sum(2))
+        pick = torch.tensor([13, 0, 6, 5, 4])  # crosses the parts, any order
+        assert torch.equal(pool[pick], expected[pick])
+        mask = torch.arange(14) % 3 == 0
+        assert torch.equal(pool[mask], expected[mask])
+        seen = pool.map_indexed(lambda z, pos: pos.to(z.dtype))
+        assert torch.equal(seen, torch.arange(14, dtype=torch.float32))
+        both = pool.map_indexed(lambda z, pos: (z.sum(2), pos))
+        assert torch.equal(both[0], expected.sum(2)) and torch.equal(both[1], torch.arange(14))
+        np.testing.assert_array_equal(np.concatenate(list(pool.centered_chunks())), whole)
+        head = torch.ones(2, 1, 4)
+        assert torch.equal(pool.after(head, pick), torch.cat([head, expected[pick]]))
+
+
+def test_group_sums_over_chunks_equal_numpy_add_at():
+    rng = np.random.default_rng(2)
+    rows = (rng.normal(size=(500, 6)) * 1e3).astype(np.float32)
+    groups = rng.integers(0, 9, 500)
+    expected = np.zeros((10, 6))
+    np.add.at(expected, groups, rows)
+    got = np.zeros((10, 6))
+    for start in range(0, 500, 37):
+        add_rows_by_group(got, groups[start:start + 37], rows[start:start + 37])
+    assert np.array_equal(got, expected)
+
+
+def test_sequential_sum_over_chunks_equals_the_one_shot_sum():
+    x = (np.random.default_rng(3).normal(size=(1000, 2, 5)) * 1e4).astype(np.float32)
+    acc = None
+    for block in np.split(x, [1, 17, 400, 999]):
+        acc = sequential_sum(acc, block)
+    assert np.array_equal(acc, x.sum(0, dtype=np.float64))
+
+
+def test_standardizer_from_blocks_equals_one_shot_fit():
+    x = (np.random.default_rng(4).normal(size=(301, 2, 6)) * 5 + 2).astype(np.float32)
+    one = Standardizer().fit(x)
+    np.testing.assert_array_equal(one.mean_, x.mean(0, dtype=np.float64).astype(np.float32))
+    np.testing.assert_array_equal(one.std_, x.std(0, dtype=np.float64).astype(np.float32))
+    blocks = Standardizer().fit_blocks(lambda: np.split(x, [10, 11, 200]))
+    np.testing.assert_array_equal(blocks.mean_, one.mean_)
+    np.testing.assert_array_equal(blocks.std_, one.std_)
+    with pytest.raises(ValueError, match="2 training rows"):
+        Standardizer().fit_blocks(lambda: [x[:1], x[:0]])
+
+
+def test_streamed_pca_spans_the_covariance_eigh_axes():
+    """Above ten rows per feature the PCA comes from X^T X summed over chunks: the axes of
+    scikit-learn's covariance_eigh solver (same sign convention), so the same projections."""
+    rng = np.random.default_rng(5)
+    scales = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.3, 0.2])
+    x = (rng.normal(size=(400, 8)) * scales @ np.linalg.qr(rng.normal(size=(8, 8)))[0] + 3).astype(np.float32)
+    streamed = principal_axes(lambda: np.split(x, [50, 51, 300]), 400, 3, seed=0)
+    ref = PCA(3, svd_solver="covariance_eigh").fit(x)
+    np.testing.assert_allclose(streamed.components_, ref.components_, atol=1e-4)
+    np.testing.assert_allclose(streamed.transform(x), ref.transform(x), atol=1e-3)
+    small = principal_axes(lambda: [x[:60]], 60, 3, seed=0)  # fewer rows: scikit-learn's own choice
+    assert isinstance(small, PCA)
+
+
+def test_lda_teacher_reads_feature_rows_like_the_tensor_they_hold():
+    raw, speakers = raw_cache(n=200, states=1, dim=6)
+    labels = torch.tensor(np.arange(200) % 3)
+    cache = CenteredCache(raw, speakers, "0", False)
+    st = Standardizer().fit(cache.rows(np.arange(200)))
+    rows = FeatureRows([(cache, np.arange(200))], st, chunk_rows=16)
+    dense = rows[:]
+    a = LDATeacher([dense[:20], rows], 3, n_components=4).fit(dense[:20], labels[:20])
+    b = LDATeacher(torch.cat([dense[:20], dense]), 3, n_components=4).fit(dense[:20], labels[:20])
+    assert torch.allclose(a.probs(dense), b.probs(dense), atol=1e-5)
+    assert torch.allclose(rows.map_indexed(a.probs), a.probs(dense), atol=1e-6)
