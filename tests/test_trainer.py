@@ -171,6 +171,29 @@ def test_ablate_rejects_unknown_fields(cache, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_second_ablate_into_a_busy_folder_is_refused(cache, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.run_lock import Locked
+    from trainer.ablate import ablate
+
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[base]\nmethods = ["supervised"]\nseeds = [0]\nfolds = ["0"]\n[grid]\nl2 = [1.0]\n')
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pipeline.run_lock import exclusive\n"
+                               "with exclusive(sys.argv[1], 'x'):\n print('held', flush=True); sys.stdin.read()",
+                               str(out) + ".lock"], cwd=Path(__file__).resolve().parents[1],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"  # another live ablation holds the folder
+    with pytest.raises(Locked, match=f"ablation folder {out} is being written by another process \\(pid {holder.pid}"):
+        ablate(cache, grid, out)
+    holder.communicate("")
+    assert not out.exists()
+    assert len(ablate(cache, grid, out)) == 1  # once the holder is done, the same command runs
+
+
 def test_ablate_named_variants_cross_the_grid(cache, tmp_path):
     from trainer.ablate import ablate
 

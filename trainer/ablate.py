@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests.storage import write_text_atomic
+from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig, check_names, read_toml
 from trainer.fold_data import class_names, prepared_cache
 from trainer.jobs import jobs_for, run_jobs
@@ -58,7 +59,15 @@ def combinations(base: dict, grid: dict, overrides: dict, variants: dict | None 
 
 
 def ablate(cache_path, grid_path, out_dir, workers: int = 1) -> pd.DataFrame:
-    """Run the grid; write ablation.csv, ablation.md, all_runs.csv, grid.json; return the table."""
+    """Run the grid; write ablation.csv, ablation.md, all_runs.csv, grid.json; return the table.
+
+    One ablation per output folder at a time (`<out>.lock`, as for `train`): a second one into the
+    same folder is refused instead of interleaving its tables with the first one's."""
+    with exclusive(Path(str(out_dir) + ".lock"), f"ablation folder {out_dir}", folders=(out_dir,)):
+        return _ablate(cache_path, grid_path, out_dir, workers)
+
+
+def _ablate(cache_path, grid_path, out_dir, workers: int) -> pd.DataFrame:
     t0 = time.perf_counter()
     base, grid, variants = read_grid(grid_path)
     combos = combinations(base, grid, {"workers": workers}, variants)
