@@ -10,7 +10,7 @@ import pandas as pd
 
 from .audio_files import check_unmatched, find_audio, read_headers
 from .folds import speaker_folds
-from .schema import ManifestError, ManifestWarning, _listing, canonical_label, parse_label_map, validate_manifest
+from .schema import ManifestError, ManifestWarning, _listing, canonical_label, listed_error, parse_label_map, validate_manifest
 
 
 def parse_files(root, corpus: str, pattern: re.Pattern, scheme: str,
@@ -40,10 +40,10 @@ def map_labels(rows: pd.DataFrame, corpus: str, label_map=None) -> pd.Series:
     labels = rows["raw_label"].map(lambda raw: canonical_label(raw, mapping))
     unknown = rows[labels.isna()]
     if len(unknown):
-        pairs = [f"{row.path}: {row.raw_label!r}" for row in unknown.itertuples()]
-        raise ManifestError(
+        raise listed_error(
             f"{corpus}: {len(unknown)} files with labels not in the vocabulary "
-            f"({sorted(unknown['raw_label'].unique())[:10]}):{_listing(pairs)}\n"
+            f"({sorted(unknown['raw_label'].unique())[:10]})",
+            [f"{row.path}: {row.raw_label!r}" for row in unknown.itertuples()],
             "Map them with --label-map raw=label (e.g. 'anxious=fearful').")
     return labels
 

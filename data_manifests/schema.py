@@ -88,6 +88,11 @@ def _listing(items, limit: int = 10) -> str:
     return f"\n  {shown}{more}"
 
 
+def listed_error(problem: str, items, remedy: str) -> ManifestError:
+    """'problem:' + the first offending items (one per line, with the count of the rest) + what to do."""
+    return ManifestError(f"{problem}:{_listing(items)}\n{remedy}")
+
+
 def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """Core columns in their fixed dtypes (text without NaN, fold Int64), core columns first."""
     df = df.copy()
@@ -117,27 +122,26 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
         raise ManifestError(f"{source}: {len(empty_ids)} rows without utt_id (paths:{_listing(df.loc[empty_ids, 'path'])}).")
     duplicated = df[df["utt_id"].duplicated(keep=False)].sort_values("utt_id")
     if len(duplicated):
-        pairs = [f"{row.utt_id}: {row.path}" for row in duplicated.itertuples()]
-        raise ManifestError(
+        raise listed_error(
             f"{source}: {duplicated['utt_id'].nunique()} duplicate utt_ids (the same utterance twice, e.g. a "
-            f"re-pack with the corpus copied into two folders):{_listing(pairs)}\n"
+            "re-pack with the corpus copied into two folders)",
+            [f"{row.utt_id}: {row.path}" for row in duplicated.itertuples()],
             "Point --root at one copy or remove the duplicates.")
 
     unknown = df[~df["label"].isin(CANONICAL_LABELS)]
     if len(unknown):
-        pairs = [f"{row.path}: {row.label!r}" for row in unknown.itertuples()]
-        raise ManifestError(
-            f"{source}: {len(unknown)} rows with labels outside the vocabulary ({', '.join(CANONICAL_LABELS)}):"
-            f"{_listing(pairs)}\nMap them with --label-map raw=label.")
+        raise listed_error(
+            f"{source}: {len(unknown)} rows with labels outside the vocabulary ({', '.join(CANONICAL_LABELS)})",
+            [f"{row.path}: {row.label!r}" for row in unknown.itertuples()], "Map them with --label-map raw=label.")
 
     has_fold = df["fold"].notna()
     bad_split = ~df["split"].isin(SPLITS + ("",))
     no_assignment = ~has_fold & ~df["split"].isin(SPLITS)
     if bad_split.any() or no_assignment.any():
         rows = df[bad_split | no_assignment]
-        pairs = [f"{row.path}: fold={row.fold} split={row.split!r}" for row in rows.itertuples()]
-        raise ManifestError(
-            f"{source}: {len(rows)} rows without a fold or a split in {SPLITS}:{_listing(pairs)}\n"
+        raise listed_error(
+            f"{source}: {len(rows)} rows without a fold or a split in {SPLITS}",
+            [f"{row.path}: fold={row.fold} split={row.split!r}" for row in rows.itertuples()],
             "Give every row an integer fold or a train/valid/test split.")
     if (df.loc[has_fold, "fold"] < 0).any():
         raise ManifestError(f"{source}: negative fold numbers; folds are 0-based integers.")
@@ -148,12 +152,12 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
     if len(leaking):
         pairs = [f"{speaker}: folds {sorted(with_speaker.loc[with_speaker['speaker'] == speaker, 'fold'].unique().tolist())}"
                  for speaker in leaking.index]
-        raise ManifestError(
-            f"{source}: {len(leaking)} speakers appear in more than one fold, so folds are not speaker-"
-            f"independent:{_listing(pairs)}\nFix the fold column (or drop it to let folds be made by speaker).")
+        raise listed_error(
+            f"{source}: {len(leaking)} speakers appear in more than one fold, so folds are not speaker-independent",
+            pairs, "Fix the fold column (or drop it to let folds be made by speaker).")
 
     bad_audio = df[(df["duration"] <= 0) | (df["sample_rate"] <= 0) | (df["channels"] <= 0)]
     if len(bad_audio):
-        raise ManifestError(f"{source}: {len(bad_audio)} files with empty audio or a bad header:"
-                            f"{_listing(bad_audio['path'])}\nRemove or re-encode them.")
+        raise listed_error(f"{source}: {len(bad_audio)} files with empty audio or a bad header", bad_audio["path"],
+                           "Remove or re-encode them.")
     return df
