@@ -434,7 +434,7 @@ def demo(
 
 
 
-# --- stress corpora and label (issue 14) ---------------------------------------------------
+# --- stress corpora and label (trainer, pipeline) ------------------------------------------
 @app.command()
 def stress(
     cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),

@@ -1,5 +1,5 @@
 """Stress corpora derived from an existing cache (no new audio, no new data files): the conditions
-a user's corpus may have that RAVDESS and CASIA do not, for multi-corpus development (issue 14).
+a user's corpus may have that RAVDESS and CASIA do not, for multi-corpus development.
 
 Kinds (`python cli.py stress --kind ...`, same HDF5 format, so `train` runs on them unchanged):
   confounded       each speaker keeps every utterance of two "dominant" emotions (rotating over

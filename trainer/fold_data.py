@@ -144,7 +144,7 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
-    # issue 14: label-only choices; only layer=auto reads every hidden state (its CV compares them)
+    # label-only choices; only layer=auto reads every hidden state (its CV compares them)
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)

@@ -72,7 +72,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         t0 = time.perf_counter()
         mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
         warm = fit_supervised(fresh_head(), data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
-        if cfg.pool_prior == "em" and len(data.x_unl):  # issue 14: the pool's prior, label-free
+        if cfg.pool_prior == "em" and len(data.x_unl):  # the pool's prior, label-free
             data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
         job.choice["pool_prior"] = data.prior.cpu().tolist()
         t_warm = time.perf_counter() - t0

@@ -21,7 +21,7 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     """
     feats = np.asarray(feats, dtype=np.float16)
     speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
-    choices = meta.get("choices", {})  # issue 14: `auto` runs store each policy's layer / speaker_norm
+    choices = meta.get("choices", {})  # `auto` runs store each policy's layer / speaker_norm
     probs = []
     for name, pol in policies.items():
         c = choices.get(name, meta)

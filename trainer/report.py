@@ -67,7 +67,7 @@ def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: d
             policies[name] = pol
     if policies:
         choices = {f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}": {k: r["choice"][k] for k in ("layer", "speaker_norm")}
-                   for r in results}  # issue 14: `auto` runs choose per fold x seed
+                   for r in results}  # `auto` runs choose per fold x seed
         save_policies(path, policies, {"method": cfg.methods[0], "layer": cfg.layer, "speaker_norm": cfg.speaker_norm,
                                        "choices": choices, **cache_info})
 
