@@ -41,6 +41,9 @@ VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shar
 CHUNK_ROWS = 256
 READ_ROWS = 64 * CHUNK_ROWS  # rows per block when reading layers: memory = output + one block
 STR = h5py.string_dtype("utf-8")
+# (device, inode, size, mtime) of the cache files whose fingerprint this process has checked:
+# a run opens its cache several times (table, layer, each speaker_norm) and hashes it once
+_VERIFIED: set[tuple] = set()
 
 
 class CacheError(ValueError):
@@ -193,16 +196,20 @@ def write_blocks(emb: h5py.Dataset, blocks, stage_dir: Path) -> None:
 @contextlib.contextmanager
 def open_checked(path):
     """A cache opened for reading, verified against its fingerprint when complete: a truncated or
-    damaged file raises CacheDamaged naming it and saying to re-extract, never wrong vectors."""
+    damaged file raises CacheDamaged naming it and saying to re-extract, never wrong vectors.
+    Each version of a file (same inode, size and mtime) is hashed once per process."""
     path = Path(path)
     try:
+        st = path.stat()
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         with h5py.File(path, "r") as f:
-            if f.attrs.get("complete", False) and "fingerprint" in f.attrs:
+            if version not in _VERIFIED and f.attrs.get("complete", False) and "fingerprint" in f.attrs:
                 emb = f["embeddings"]
                 found = fingerprint_of((emb[i:i + CHUNK_ROWS] for i in range(0, len(emb), CHUNK_ROWS)),
                                        f["utt_id"].asstr()[...], {k: v for k, v in f.attrs.items()})
                 if found != f.attrs["fingerprint"]:
                     raise damaged_cache(path, "its vectors no longer match the fingerprint written with them")
+                _VERIFIED.add(version)
             yield f
     except (OSError, KeyError) as error:
         if isinstance(error, FileNotFoundError) or not path.is_file() or not h5py.is_hdf5(path):

@@ -152,3 +152,21 @@ def test_scattered_and_contiguous_blocks_mix_into_the_same_cache(tmp_path):
         assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.h5", "one.h5"]  # staging removed
 
+
+
+def test_a_cache_is_hashed_once_per_version_and_again_when_rewritten(tmp_path, monkeypatch):
+    import pipeline.cache as cache_module
+
+    emb, table = small_cache()
+    path = write_cache_arrays(tmp_path / "c.h5", emb, table, {"encoder_id": "x", "window": "trim"})
+    calls = []
+    real = cache_module.fingerprint_of
+    monkeypatch.setattr(cache_module, "fingerprint_of", lambda *a, **k: calls.append(1) or real(*a, **k))
+    load_cache(path)
+    load_cache(path, layers=[0])
+    describe(path)
+    assert len(calls) == 1  # a run's several opens of one file: one check
+    write_cache_arrays(path, emb[::-1].copy(), table, {"encoder_id": "x", "window": "trim"})  # a new file
+    calls.clear()
+    np.testing.assert_array_equal(load_cache(path).features, emb[::-1][[0, 1, 3, 4]])
+    assert len(calls) == 1  # the new file (another inode) is checked again
