@@ -1,4 +1,4 @@
-"""Writing and reading manifests as CSV, atomically and with dtypes that survive the round trip."""
+"""Writing files atomically (every output of the project), and manifests as CSV with dtypes that survive the round trip."""
 from __future__ import annotations
 
 import contextlib
