@@ -4,6 +4,7 @@ subtraction (label-free, SPEC 8), and standardisation fitted on training rows on
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
@@ -42,14 +43,16 @@ def speaker_center(x: np.ndarray, speakers) -> np.ndarray:
 
 
 class Standardizer:
-    """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in."""
+    """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in.
+    The statistics are float32 arrays; transform takes an array or a tensor on any device."""
 
     def fit(self, x: np.ndarray) -> "Standardizer":
         return self.fit_blocks(lambda: [x])
 
     def fit_blocks(self, blocks) -> "Standardizer":
-        """Fit on the rows of the blocks that `blocks()` yields (called twice: mean, then spread),
-        in float64 sums taken row after row, so chunks give the one-shot statistics exactly."""
+        """Fit on the rows of the blocks (arrays or tensors on one device) that `blocks()` yields
+        (called twice: mean, then spread), in float64 sums taken row after row, so chunks give the
+        one-shot statistics exactly."""
         from trainer.feature_store import sequential_sum
 
         total, n = None, 0
@@ -60,13 +63,20 @@ class Standardizer:
         mean = total / n
         squares = None
         for b in blocks():
-            dev = b - mean
+            dev = torch.as_tensor(b).double() - mean
             squares = sequential_sum(squares, dev * dev)
-        self.mean_ = mean.astype(np.float32)
-        self.std_ = np.maximum(np.sqrt(squares / n), 1e-5).astype(np.float32)
+        self.mean_ = mean.float().cpu().numpy()
+        self.std_ = torch.sqrt(squares / n).clamp_min(1e-5).float().cpu().numpy()
+        self._on = {}
         return self
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
+    def transform(self, x):
+        if torch.is_tensor(x):
+            if x.device not in self._on:
+                self._on[x.device] = (torch.as_tensor(self.mean_, device=x.device),
+                                      torch.as_tensor(self.std_, device=x.device))
+            mean, std = self._on[x.device]
+            return (x - mean) / std
         return ((x - self.mean_) / self.std_).astype(np.float32)
 
 

@@ -35,7 +35,12 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
 
 def histogram_entropy(pred: np.ndarray, n_classes: int) -> float:
     """Normalised entropy of the predicted-class histogram: 1 = uniform use of classes, 0 = one class."""
-    counts = np.bincount(np.asarray(pred, dtype=int), minlength=n_classes).astype(float)
+    return counts_entropy(np.bincount(np.asarray(pred, dtype=int), minlength=n_classes), n_classes)
+
+
+def counts_entropy(counts, n_classes: int) -> float:
+    """histogram_entropy from the histogram's counts (a bincount made where the predictions are)."""
+    counts = np.asarray(counts, dtype=float)
     p = counts / max(counts.sum(), 1)
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum() / math.log(n_classes)) if n_classes > 1 else 1.0
