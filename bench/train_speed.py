@@ -13,15 +13,22 @@
     by block, never whole in RAM) and one default run each (one fold x one seed: warm-up +
     --epochs refit rounds): wall time, warm-up, seconds per round, peak RSS and how the cost per
     round grew against the pool (1.0 = linear). `--pool-dir` keeps the caches for a re-run.
-Each measurement runs in a fresh child process (peak memory = that run's; `bench/measure.py`).
+    With `--cache FILE`, the RAVDESS protocol above is timed too (workers = min(cores, jobs)).
+`--device cpu,cuda` measures every row on each device (cuda is skipped, with a note, where there
+is none) and prints seconds per round (and the protocol's wall time) side by side, with the
+macro-F1 each device reached. Each measurement runs in a fresh child process (peak memory = that
+run's; `bench/measure.py`); a run that fails or passes `--timeout` is reported and the rest go on.
 
     python bench/train_speed.py [--cache FILE.h5] [--sizes 1000,10000,100000] [--epochs 3] [--json FILE]
     python bench/train_speed.py --pool 10000,100000,1000000 --epochs 3 [--pool-dir /big/disk]
+    python bench/train_speed.py --pool 100000,1000000 --device cpu,cuda --epochs 3 --cache cache/ravdess/whisper-base-trim.h5
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,26 +103,37 @@ def synthetic_pool_cache(path: Path, n: int) -> Path:
                        SHAPE, synthetic_blocks(table))
 
 
+def problem(r: dict) -> str | None:
+    """Why a row has no numbers (ran past its timeout, or its run failed), else None."""
+    if r.get("timeout"):
+        return f"timed out after {r['timeout']:.0f} s"
+    return f"failed (exit {r['failed']})" if r.get("failed") else None
+
+
 def growth(rows: list[dict]) -> list[dict]:
-    """Per row after the first: how the cost of a round grew against the pool (1.0 = linear)."""
-    out = []
-    for prev, row in zip([None] + rows[:-1], rows):
-        ok = prev is not None and not prev.get("timeout") and not row.get("timeout") and prev["s_per_epoch"] > 0
+    """Per row after the first of its device: how the cost of a round grew against the pool (1.0 = linear)."""
+    out, last = [], {}
+    for row in rows:
+        dev = row.get("device", "cpu")
+        prev, last[dev] = last.get(dev), row
+        ok = prev is not None and not problem(prev) and not problem(row) and prev["s_per_epoch"] > 0
         ratio = (row["s_per_epoch"] / prev["s_per_epoch"]) / (row["pool"] / prev["pool"]) if ok else None
         out.append(dict(row, growth_vs_linear=ratio))
     return out
 
 
-POOL_COLUMNS = ("cache utts", "pool", "wall s", "warm-up s", "s/round", "round growth / pool growth", "peak RSS MB")
+POOL_COLUMNS = ("cache utts", "pool", "wall s", "warm-up s", "s/round", "round growth / pool growth", "peak RSS MB",
+                "device")
 
 
 def pool_cells(r: dict) -> list[str]:
     """One large-pool row as text cells (POOL_COLUMNS), shared by the printed and the Markdown table."""
-    if r.get("timeout"):
-        return [f"{r['utterances']:,}", f"{r['pool']:,}", f"timed out after {r['timeout']:.0f} s", "", "", "", ""]
+    dev = r.get("device", "cpu")
+    if problem(r):
+        return [f"{r['utterances']:,}", f"{r['pool']:,}", problem(r), "", "", "", "", dev]
     g = r.get("growth_vs_linear")
     return [f"{r['utterances']:,}", f"{r['pool']:,}", f"{r['wall_s']:.1f}", f"{r['warmup_s']:.2f}",
-            f"{r['s_per_epoch']:.2f}", "-" if g is None else f"{g:.2f}", f"{r['peak_rss_mb']:.0f}"]
+            f"{r['s_per_epoch']:.2f}", "-" if g is None else f"{g:.2f}", f"{r['peak_rss_mb']:.0f}", dev]
 
 
 def format_pool_table(rows: list[dict]) -> str:
@@ -134,9 +152,8 @@ def format_table(rows: list[dict]) -> str:
     def cell(value, fmt):
         return "-" if value is None else format(value, fmt)
     for r in rows:
-        if r.get("timeout"):
-            lines.append(f"{r['name']:<44}{r['utterances']:>8}{cell(r.get('pool'), 'd'):>7}"
-                         f"  timed out after {r['timeout']} s")
+        if problem(r):
+            lines.append(f"{r['name']:<44}{r['utterances']:>8}{cell(r.get('pool'), 'd'):>7}  {problem(r)}")
             continue
         lines.append(f"{r['name']:<44}{r['utterances']:>8}{cell(r.get('pool'), 'd'):>7}{r['wall_s']:>9.2f}"
                      f"{cell(r.get('warmup_s'), '.2f'):>10}{cell(r.get('s_per_epoch'), '.3f'):>9}"
@@ -170,13 +187,18 @@ def child(spec_path: Path) -> None:
 
 
 def measure(work: Path, name: str, cache: Path, overrides: dict, timeout: float) -> dict | None:
-    """One training run in a child process; None when it ran past `timeout` seconds."""
+    """One training run in a child process; None when it ran past `timeout` seconds, {"failed":
+    exit code} when it failed (its traceback is on stderr)."""
     spec = work / f"{name}.spec.json"
     result = work / f"{name}.result.json"
     spec.write_text(json.dumps({"cache": str(cache), "out": str(work / f"run-{name}"), "result": str(result),
                                 "overrides": overrides}))
     print(f"running {name}: {overrides}", file=sys.stderr, flush=True)
-    return run_child(__file__, ["--child", spec], result, timeout)
+    try:
+        return run_child(__file__, ["--child", spec], result, timeout)
+    except subprocess.CalledProcessError as error:
+        print(f"{name} failed (exit {error.returncode})", file=sys.stderr, flush=True)
+        return {"failed": error.returncode}
 
 
 def epoch_row(work: Path, name: str, cache: Path, epochs: int, base: dict, n_utts: int, pool: int,
@@ -186,14 +208,82 @@ def epoch_row(work: Path, name: str, cache: Path, epochs: int, base: dict, n_utt
     The trainer times each method per job from the start of the shared warm-up, so
     bgrpo - supervised is the B-GRPO loop alone (the warm-up and the process noise cancel).
     """
-    row = {"name": name, "utterances": n_utts, "pool": pool}
-    r = measure(work, name.replace(" ", "_"), cache, dict(base, methods=["supervised", "bgrpo"], epochs=epochs, refit_rounds=epochs), timeout)
-    if r is None:
-        return dict(row, timeout=timeout)
+    row = {"name": name, "utterances": n_utts, "pool": pool, "device": base.get("device", "cpu")}
+    r = measure(work, name.replace(" ", "_").replace(",", ""), cache,
+                dict(base, methods=["supervised", "bgrpo"], epochs=epochs, refit_rounds=epochs), timeout)
+    if r is None or r.get("failed"):
+        return dict(row, timeout=timeout) if r is None else dict(row, failed=r["failed"])
     sec = r["method_seconds"]
     s = per_epoch_seconds(sec["bgrpo"], sec["supervised"], epochs)
     return dict(row, wall_s=r["wall_s"], warmup_s=sec["supervised"], s_per_epoch=s,
-                us_per_utt_epoch=1e6 * s / pool if pool else None, peak_rss_mb=r["peak_rss_mb"])
+                us_per_utt_epoch=1e6 * s / pool if pool else None, peak_rss_mb=r["peak_rss_mb"],
+                peak_gpu_mb=r.get("peak_gpu_mb"), macro_f1=r["macro_f1"])
+
+
+def protocol_row(work: Path, cache: Path, device: str, timeout: float) -> dict:
+    """The whole RAVDESS protocol (every fold x seed, supervised + bgrpo) on `device`, with as many
+    worker processes as cores (at most one per job): wall time and macro-F1."""
+    from pipeline.cache import load_cache
+    from trainer.config import TrainConfig
+    from trainer.protocol import fold_names
+
+    table, seeds = load_cache(cache, layers=[]).table, TrainConfig().seeds
+    folds = fold_names(table)
+    workers = max(1, min(os.cpu_count() or 1, len(folds) * len(seeds)))
+    name = f"RAVDESS {len(folds)} folds x {len(seeds)} seeds, sup+bgrpo, {workers} workers"
+    row = {"name": name, "utterances": len(table), "device": device}
+    r = measure(work, f"protocol-{device.replace(':', '')}", cache,
+                {"methods": ["supervised", "bgrpo"], "device": device, "workers": workers}, timeout)
+    if r is None or r.get("failed"):
+        return dict(row, timeout=timeout) if r is None else dict(row, failed=r["failed"])
+    return dict(row, wall_s=r["wall_s"], peak_rss_mb=r["peak_rss_mb"], macro_f1=r["macro_f1"])
+
+
+def usable_devices(spec: str) -> tuple[list[str], list[str]]:
+    """(devices of a comma list that this machine has, notes on the ones it lacks)."""
+    import torch
+
+    devices, notes = [], []
+    for dev in [d.strip() for d in spec.split(",") if d.strip()]:
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            notes.append(f"{dev}: no CUDA device on this machine; its rows are skipped")
+        else:
+            devices.append(dev)
+    return devices, notes
+
+
+def device_label(dev: str) -> str:
+    """The device with its hardware: the GPU's name, or the CPU's core count."""
+    import torch
+
+    if dev.startswith("cuda"):
+        return f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
+    return f"{dev} ({os.cpu_count()} cores)"
+
+
+def device_comparison(rows: list[dict]) -> list[str]:
+    """Lines comparing the devices row by row (same measurement): s/round or wall s, the speed-up
+    over the first device and the macro-F1 each reached."""
+    lines, by_name = [], {}
+    for r in rows:
+        by_name.setdefault(r["name"].split(" [")[0], []).append(r)
+    for name, group in by_name.items():
+        if len({r.get("device") for r in group}) < 2:
+            continue
+        key = "s_per_epoch" if "s_per_epoch" in group[0] or "pool" in group[0] else "wall_s"
+        unit = "s/round" if key == "s_per_epoch" else "s wall"
+        first = group[0]
+        cells = []
+        for r in group:
+            if problem(r):
+                cells.append(f"{r['device']} {problem(r)}")
+                continue
+            ratio = (f", speed-up {first[key] / r[key]:.2f}x over {first['device']}"
+                     if r is not first and not problem(first) and r[key] > 0 else "")
+            f1 = ", ".join(f"{m} {v:.2f}" for m, v in sorted(r.get("macro_f1", {}).items()))
+            cells.append(f"{r['device']} {r[key]:.3f} {unit}{ratio} (macro-F1 {f1})")
+        lines.append(f"{name}: " + "; ".join(cells))
+    return lines
 
 
 def pool_size(table, fold, labeled_fraction: float) -> int:
@@ -204,10 +294,11 @@ def pool_size(table, fold, labeled_fraction: float) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", type=Path, help="RAVDESS cache (default: cache/ravdess/whisper-base-trim.h5 or -full.h5)")
+    ap.add_argument("--cache", type=Path, help="RAVDESS cache (default: cache/ravdess/whisper-base-trim.h5 or -full.h5; "
+                    "with --pool: time the RAVDESS protocol on it too)")
     ap.add_argument("--sizes", default="1000,10000,100000", help="synthetic cache sizes (utterances)")
     ap.add_argument("--epochs", type=int, default=5, help="B-GRPO epochs of the per-epoch runs")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda (the trainer's --device)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | a comma list (cpu,cuda): every row on each device")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
     ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
     ap.add_argument("--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000")
@@ -218,16 +309,21 @@ def main(argv=None) -> int:
     if args.child:
         child(args.child)
         return 0
+    devices, device_notes = usable_devices(args.device)
+    for note in device_notes:
+        print("note:", note, file=sys.stderr)
+    if not devices:
+        return 2
 
     if args.pool:
-        return pool_benchmark([int(s) for s in args.pool.split(",") if s], args)
+        return pool_benchmark([int(s) for s in args.pool.split(",") if s], devices, device_notes, args)
 
     from pipeline.cache import load_cache, write_cache_arrays
     from trainer.config import TrainConfig
     from trainer.protocol import fold_names
 
     defaults = TrainConfig()
-    rows, notes = [], []
+    rows, notes = [], list(device_notes)
     cache = args.cache or next((p for p in RAVDESS_CACHES if p.exists()), None)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
@@ -238,70 +334,81 @@ def main(argv=None) -> int:
             table = load_cache(cache).table
             n, folds = len(table), fold_names(table)
             notes.append(f"RAVDESS cache: {cache} ({n} utterances, folds {','.join(folds)})")
-            if not args.skip_protocol:
-                name = f"RAVDESS {len(folds)} folds x {len(defaults.seeds)} seeds, sup+bgrpo"
-                r = measure(work, "ravdess-protocol", cache, {"methods": ["supervised", "bgrpo"], "device": args.device},
-                            args.timeout)
-                rows.append({"name": name, "utterances": n, "timeout": args.timeout} if r is None else
-                            {"name": name, "utterances": n, "wall_s": r["wall_s"], "peak_rss_mb": r["peak_rss_mb"]})
-                if r is not None:
-                    notes.append("RAVDESS protocol macro-F1 %: " + ", ".join(f"{m} {v:.1f}" for m, v in r["macro_f1"].items()))
-            base = {"folds": [folds[0]], "seeds": [0], "device": args.device}
-            rows.append(epoch_row(work, f"RAVDESS fold {folds[0]} x 1 seed, {args.epochs} ep", cache, args.epochs, base,
-                                  n, pool_size(table, folds[0], defaults.labeled_fraction), args.timeout))
+            for dev in devices:
+                if not args.skip_protocol:
+                    rows.append(named(protocol_row(work, cache, dev, args.timeout), dev))
+                base = {"folds": [folds[0]], "seeds": [0], "device": dev}
+                rows.append(named(epoch_row(work, f"RAVDESS fold {folds[0]} x 1 seed, {args.epochs} ep {dev}", cache,
+                                            args.epochs, base, n, pool_size(table, folds[0], defaults.labeled_fraction),
+                                            args.timeout), dev))
         for size in [int(s) for s in args.sizes.split(",") if s]:
             table = synthetic_table(size)
             path = write_cache_arrays(work / f"synthetic-{size}.h5", synthetic_embeddings(table), table,
                                       {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000})
-            base = {"folds": ["0"], "seeds": [0], "device": args.device}
-            rows.append(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep", path,
-                                  args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction), args.timeout))
+            for dev in devices:
+                base = {"folds": ["0"], "seeds": [0], "device": dev}
+                rows.append(named(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep {dev}",
+                                            path, args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction),
+                                            args.timeout), dev))
             path.unlink()
     print(f"\nTraining speed (trainer defaults: solver {defaults.solver}, update {defaults.update} with "
           f"{defaults.refit_rounds} rounds, groups of {defaults.batch_size}, labelled fraction "
-          f"{defaults.labeled_fraction}; device {args.device})")
+          f"{defaults.labeled_fraction}; devices {', '.join(map(device_label, devices))})")
     print(format_table(rows))
+    for line in device_comparison(rows):
+        print(line)
     for note in notes:
         print("note:", note)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1))
+        from data_manifests.storage import write_text_atomic
+        write_text_atomic(args.json, json.dumps({"rows": rows, "notes": notes}, indent=1))
         print(f"saved {args.json}")
     return 0
 
 
-def pool_benchmark(sizes: list[int], args) -> int:
-    """One default run (one fold x one seed) per synthetic cache size; the table with growth ratios."""
-    import os
+def named(row: dict, device: str) -> dict:
+    """The row's name tagged with its device ("... [cuda]"), the key device_comparison groups on."""
+    return dict(row, name=f"{row['name'].removesuffix(' ' + device)} [{device}]")
 
+
+def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args) -> int:
+    """One default run (one fold x one seed) per synthetic cache size and device; the table with
+    growth ratios, the devices side by side, and (with --cache) the RAVDESS protocol per device."""
     import h5py
 
     from pipeline.cache import read_table
     from trainer.config import TrainConfig
 
     defaults = TrainConfig()
-    rows = []
+    rows, protocol = [], []
     with tempfile.TemporaryDirectory(prefix="bench-pool-") as tmp:
         work = Path(tmp)
+        if args.cache:
+            protocol = [named(protocol_row(work, args.cache, dev, args.timeout), dev) for dev in devices]
         caches = args.pool_dir or work
         caches.mkdir(parents=True, exist_ok=True)
         for n in sizes:
             path = synthetic_pool_cache(caches / f"synthetic-{n}.h5", n)
             with h5py.File(path, "r") as f:
                 table = read_table(f)
-            base = {"folds": ["0"], "seeds": [0], "device": args.device}
-            rows.append(epoch_row(work, f"pool {n}", path, args.epochs, base, n,
-                                  pool_size(table, 0, defaults.labeled_fraction), args.timeout))
+            for dev in devices:
+                base = {"folds": ["0"], "seeds": [0], "device": dev}
+                rows.append(named(epoch_row(work, f"pool {n}", path, args.epochs, base, n,
+                                            pool_size(table, 0, defaults.labeled_fraction), args.timeout), dev))
             del table
     rows = growth(rows)
     title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, supervised warm-up + "
-             f"{args.epochs} refit rounds with the trainer's defaults; device {args.device}, {os.cpu_count()} CPU "
-             f"cores, load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
+             f"{args.epochs} refit rounds with the trainer's defaults; devices {', '.join(map(device_label, devices))}, "
+             f"load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
     print("\n" + title)
     print(format_pool_table(rows))
+    for line in device_comparison(protocol + rows):
+        print(line)
+    for note in notes:
+        print("note:", note)
     if args.json:
         from data_manifests.storage import write_text_atomic
-        write_text_atomic(args.json, json.dumps({"title": title, "rows": rows}, indent=1))
+        write_text_atomic(args.json, json.dumps({"title": title, "rows": rows, "protocol": protocol}, indent=1))
         print(f"saved {args.json}")
     return 0
 

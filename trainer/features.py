@@ -46,6 +46,9 @@ class Standardizer:
     """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in.
     The statistics are float32 arrays; transform takes an array or a tensor on any device."""
 
+    def __init__(self):
+        self._on: dict = {}  # device -> (mean, std) tensors there
+
     def fit(self, x: np.ndarray) -> "Standardizer":
         return self.fit_blocks(lambda: [x])
 
@@ -67,7 +70,6 @@ class Standardizer:
             squares = sequential_sum(squares, dev * dev)
         self.mean_ = mean.float().cpu().numpy()
         self.std_ = torch.sqrt(squares / n).clamp_min(1e-5).float().cpu().numpy()
-        self._on = {}
         return self
 
     def transform(self, x):

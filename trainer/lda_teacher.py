@@ -45,7 +45,7 @@ def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     mean = total / n_rows
     cov = (gram - n_rows * torch.outer(mean, mean)) / (n_rows - 1)
     axes = torch.linalg.eigh(cov)[1].flip(1)[:, :k].T  # descending variance
-    axes = axes * torch.sign(axes[torch.arange(k), axes.abs().argmax(1)])[:, None]  # sign convention of svd_flip
+    axes = axes * torch.sign(axes[torch.arange(k, device=axes.device), axes.abs().argmax(1)])[:, None]  # sign convention of svd_flip
     return Projection(mean.float().cpu().numpy(), axes.float().cpu().numpy())
 
 

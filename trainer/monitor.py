@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from trainer.fold_data import FoldData
-from trainer.metrics import counts_entropy, fast_macro_f1
+from trainer.metrics import confusion_macro_f1, counts_entropy, device_confusion
 
 
 class Monitor:
@@ -25,15 +25,15 @@ class Monitor:
     def end_epoch(self, policy, epoch: int, **diag) -> None:
         d = self.data
         if len(d.x_val):
-            val_f1 = fast_macro_f1(d.y_val.cpu().numpy(), policy.probs(d.x_val).argmax(1).cpu().numpy(), d.n_classes)
+            val_f1 = confusion_macro_f1(device_confusion(d.y_val, policy.probs(d.x_val).argmax(1), d.n_classes))
             if val_f1 > self.best_val:
                 self.best_val, self.best_epoch = val_f1, epoch
                 self.best_state = copy.deepcopy(policy.state_dict())
         if epoch % self.every and epoch != self.last:
             return
         row = {"method": self.method, "epoch": epoch}
-        pred_test = d.x_test.map(policy.probs).argmax(1).cpu().numpy()
-        row["test_macro_f1"] = fast_macro_f1(d.y_test.cpu().numpy(), pred_test, d.n_classes)
+        pred_test = d.x_test.map(policy.probs).argmax(1)
+        row["test_macro_f1"] = confusion_macro_f1(device_confusion(d.y_test, pred_test, d.n_classes))
         if len(d.x_unl):
             pred_unl = d.x_unl.map(policy.probs).argmax(1)
             row["pool_pred_entropy"] = counts_entropy(torch.bincount(pred_unl, minlength=d.n_classes).cpu(), d.n_classes)
