@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 from bench.measure import peak_rss_mb, run_child  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
 
 RAVDESS_CACHES = [REPO / "cache" / "ravdess" / f"whisper-base-{w}.h5" for w in ("trim", "full")]
 SHAPE = (7, 512)  # Whisper base: conv output + 6 layers, 512 wide
@@ -167,7 +168,6 @@ def child(spec_path: Path) -> None:
     import pandas as pd
     import torch
 
-    from trainer.config import TrainConfig
     from trainer.run import train
 
     spec = json.loads(spec_path.read_text())
@@ -224,7 +224,6 @@ def protocol_row(work: Path, cache: Path, device: str, timeout: float) -> dict:
     """The whole RAVDESS protocol (every fold x seed, supervised + bgrpo) on `device`, with as many
     worker processes as cores (at most one per job): wall time and macro-F1."""
     from pipeline.cache import load_cache
-    from trainer.config import TrainConfig
     from trainer.protocol import fold_names
 
     table, seeds = load_cache(cache, layers=[]).table, TrainConfig().seeds
@@ -262,14 +261,12 @@ def device_label(dev: str) -> str:
 
 
 def device_comparison(rows: list[dict]) -> list[str]:
-    """Lines comparing the devices row by row (same measurement): s/round or wall s, the speed-up
-    over the first device and the macro-F1 each reached."""
+    """One line per measurement with each device's s/round (or wall s for the protocol), the
+    speed-up over the first device and the macro-F1 each reached."""
     lines, by_name = [], {}
     for r in rows:
         by_name.setdefault(r["name"].split(" [")[0], []).append(r)
     for name, group in by_name.items():
-        if len({r.get("device") for r in group}) < 2:
-            continue
         key = "s_per_epoch" if "s_per_epoch" in group[0] or "pool" in group[0] else "wall_s"
         unit = "s/round" if key == "s_per_epoch" else "s wall"
         first = group[0]
@@ -299,6 +296,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="1000,10000,100000", help="synthetic cache sizes (utterances)")
     ap.add_argument("--epochs", type=int, default=5, help="B-GRPO epochs of the per-epoch runs")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | a comma list (cpu,cuda): every row on each device")
+    ap.add_argument("--threads", type=int, default=TrainConfig.threads,
+                    help="torch threads of the one-job rows (0 = every core); the protocol runs one thread per worker")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
     ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
     ap.add_argument("--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000")
@@ -319,7 +318,6 @@ def main(argv=None) -> int:
         return pool_benchmark([int(s) for s in args.pool.split(",") if s], devices, device_notes, args)
 
     from pipeline.cache import load_cache, write_cache_arrays
-    from trainer.config import TrainConfig
     from trainer.protocol import fold_names
 
     defaults = TrainConfig()
@@ -337,7 +335,7 @@ def main(argv=None) -> int:
             for dev in devices:
                 if not args.skip_protocol:
                     rows.append(named(protocol_row(work, cache, dev, args.timeout), dev))
-                base = {"folds": [folds[0]], "seeds": [0], "device": dev}
+                base = {"folds": [folds[0]], "seeds": [0], "device": dev, "threads": args.threads}
                 rows.append(named(epoch_row(work, f"RAVDESS fold {folds[0]} x 1 seed, {args.epochs} ep {dev}", cache,
                                             args.epochs, base, n, pool_size(table, folds[0], defaults.labeled_fraction),
                                             args.timeout), dev))
@@ -346,14 +344,15 @@ def main(argv=None) -> int:
             path = write_cache_arrays(work / f"synthetic-{size}.h5", synthetic_embeddings(table), table,
                                       {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000})
             for dev in devices:
-                base = {"folds": ["0"], "seeds": [0], "device": dev}
+                base = {"folds": ["0"], "seeds": [0], "device": dev, "threads": args.threads}
                 rows.append(named(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep {dev}",
                                             path, args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction),
                                             args.timeout), dev))
             path.unlink()
     print(f"\nTraining speed (trainer defaults: solver {defaults.solver}, update {defaults.update} with "
           f"{defaults.refit_rounds} rounds, groups of {defaults.batch_size}, labelled fraction "
-          f"{defaults.labeled_fraction}; devices {', '.join(map(device_label, devices))})")
+          f"{defaults.labeled_fraction}; devices {', '.join(map(device_label, devices))}; {args.threads} torch "
+          "threads (0 = every core) in the one-job rows)")
     print(format_table(rows))
     for line in device_comparison(rows):
         print(line)
@@ -377,7 +376,6 @@ def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args)
     import h5py
 
     from pipeline.cache import read_table
-    from trainer.config import TrainConfig
 
     defaults = TrainConfig()
     rows, protocol = [], []
@@ -392,13 +390,14 @@ def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args)
             with h5py.File(path, "r") as f:
                 table = read_table(f)
             for dev in devices:
-                base = {"folds": ["0"], "seeds": [0], "device": dev}
+                base = {"folds": ["0"], "seeds": [0], "device": dev, "threads": args.threads}
                 rows.append(named(epoch_row(work, f"pool {n}", path, args.epochs, base, n,
                                             pool_size(table, 0, defaults.labeled_fraction), args.timeout), dev))
             del table
     rows = growth(rows)
     title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, supervised warm-up + "
              f"{args.epochs} refit rounds with the trainer's defaults; devices {', '.join(map(device_label, devices))}, "
+             f"{args.threads} torch threads (0 = every core), "
              f"load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
     print("\n" + title)
     print(format_pool_table(rows))

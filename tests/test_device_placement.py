@@ -55,6 +55,19 @@ class HostCopies:
             monkeypatch.setattr(torch.Tensor, name, counted)
 
 
+@pytest.mark.parametrize("layer, speaker_norm", [("0", True), ("0", False), ("concat", True)])
+def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm):
+    """take() without the host's numpy gathers (the path a GPU runs) gives the same bits."""
+    rng = np.random.default_rng(1)
+    raw = (rng.normal(size=(40, 2 if layer == "concat" else 1, 5)) * 4 + 1).astype(np.float16)
+    cache = CenteredCache(raw, np.arange(40) % 6, layer, speaker_norm)
+    idx = torch.tensor([39, 0, 7, 7, 21])
+    on_host = cache.take(idx, "cpu")
+    cache.host_gather = False
+    assert torch.equal(cache.take(idx, "cpu"), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
+    assert cache.take(idx[:0], "cpu").shape == (0, *cache.row_shape)
+
+
 def test_fold_tensors_live_on_the_run_device():
     data = fold()
     dev = torch.device("cpu")
@@ -74,6 +87,7 @@ def test_a_refit_round_brings_only_aggregates_to_the_host(monkeypatch):
     teacher = LDATeacher([data.x_lab, data.x_val, data.x_unl], N_CLASSES, 8, seed=0, on_device=True)
     teacher.fit(data.x_lab, data.y_lab)
     curves = []
+    monkeypatch.setattr(CenteredCache, "host_gather", False)  # the accelerator's gathers, here on the CPU
     copies = HostCopies(monkeypatch)
     train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(0),
                       Monitor(data, "bgrpo", curves, cfg.refit_rounds), seed=3)

@@ -58,7 +58,7 @@ class FoldData:
             y_unl[: len(in_test)][in_test] = -1
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
         pool = FeatureRows(parts, device=dev)
-        x_lab, x_val = (x.take(torch.as_tensor(rows, dtype=torch.long), dev) for rows in (split.labeled, split.val))
+        x_lab, x_val = (x.take(t(rows, torch.long), dev) for rows in (split.labeled, split.val))
         st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], pool.centered_chunks()))  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
