@@ -11,8 +11,10 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from trainer.actions import group_sums
 from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
+from trainer import feature_store
 from trainer.feature_store import CenteredCache
 from trainer.fold_data import FoldData
+from trainer.jobs import run_job
 from trainer.lda_teacher import LDATeacher, shrinkage_lda
 from trainer.monitor import Monitor
 from trainer.protocol import Split
@@ -56,14 +58,14 @@ class HostCopies:
 
 
 @pytest.mark.parametrize("layer, speaker_norm", [("0", True), ("0", False), ("concat", True)])
-def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm):
+def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm, monkeypatch):
     """take() without the host's numpy gathers (the path a GPU runs) gives the same bits."""
     rng = np.random.default_rng(1)
     raw = (rng.normal(size=(40, 2 if layer == "concat" else 1, 5)) * 4 + 1).astype(np.float16)
     cache = CenteredCache(raw, np.arange(40) % 6, layer, speaker_norm)
     idx = torch.tensor([39, 0, 7, 7, 21])
     on_host = cache.take(idx, "cpu")
-    cache.host_gather = False
+    monkeypatch.setattr(feature_store, "HOST_PATHS", False)
     assert torch.equal(cache.take(idx, "cpu"), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
     assert cache.take(idx[:0], "cpu").shape == (0, *cache.row_shape)
 
@@ -87,7 +89,7 @@ def test_a_refit_round_brings_only_aggregates_to_the_host(monkeypatch):
     teacher = LDATeacher([data.x_lab, data.x_val, data.x_unl], N_CLASSES, 8, seed=0, on_device=True)
     teacher.fit(data.x_lab, data.y_lab)
     curves = []
-    monkeypatch.setattr(CenteredCache, "host_gather", False)  # the accelerator's gathers, here on the CPU
+    monkeypatch.setattr(feature_store, "HOST_PATHS", False)  # the accelerator's code, here on the CPU
     copies = HostCopies(monkeypatch)
     train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(0),
                       Monitor(data, "bgrpo", curves, cfg.refit_rounds), seed=3)
@@ -151,3 +153,17 @@ def test_a_gpu_fold_gives_the_cpu_fold_numbers():
     heads = [fit_supervised(new_policy(cfg, d.standardizer, N_CLASSES, 1, dev), d.x_lab, d.y_lab, cfg,
                             torch.Generator().manual_seed(0)) for d, dev in ((cpu, "cpu"), (gpu, "cuda"))]
     assert torch.allclose(heads[0].probs(cpu.x_unl[:]), heads[1].probs(gpu.x_unl[:]).cpu(), atol=1e-4)
+
+
+def test_the_accelerators_code_path_trains_like_the_hosts(synthetic_cache, tmp_path, monkeypatch):
+    """A whole fold x seed of the default recipe through the torch code every non-CPU device runs
+    (here on the CPU): the warm-up is the host's bit for bit (same inputs, same fit), and B-GRPO,
+    whose teacher is now the torch LDA rather than scikit-learn's, predicts the test fold alike."""
+    cache = synthetic_cache(tmp_path / "c.h5", n_classes=4, n_speakers=12, per_class=10, n_folds=3, signal=0.5)
+    cfg = TrainConfig(methods=("supervised", "bgrpo"), seeds=(0,), device="cpu").to_dict()
+    host = run_job(cfg, str(cache), "0", 0)
+    monkeypatch.setattr(feature_store, "HOST_PATHS", False)
+    device = run_job(cfg, str(cache), "0", 0)
+    preds = [np.array(r["predictions"]["bgrpo"]) for r in (host, device)]
+    assert host["predictions"]["supervised"] == device["predictions"]["supervised"]
+    assert (preds[0] == preds[1]).mean() >= 0.95, (preds[0] != preds[1]).sum()

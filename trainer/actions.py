@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from trainer.feature_store import host_path
+
 
 def group_sums(q: torch.Tensor, gid: torch.Tensor, n_groups: int) -> torch.Tensor:
     """[n_groups, C] column sums of q's rows per group id: rows added in order on the CPU; on an
     accelerator one group is a plain reduction (atomic adds of every row into one row serialise)."""
-    if n_groups == 1 and q.device.type != "cpu":
+    if n_groups == 1 and not host_path(q.device):
         return q.sum(0, keepdim=True)
     return torch.zeros(n_groups, q.shape[1], dtype=q.dtype, device=q.device).index_add_(0, gid, q)
 

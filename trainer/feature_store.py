@@ -14,6 +14,14 @@ import numpy as np
 import torch
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
+HOST_PATHS = True  # False: the CPU runs the torch code of every other device too (tests of the GPU's path)
+
+
+def host_path(device) -> bool:
+    """Whether work on `device` takes the host's numpy / scikit-learn path (the CPU: the reference
+    numbers, and numpy's gathers and sums are several times faster than torch's there) rather
+    than the torch path every other device runs."""
+    return torch.device(device).type == "cpu" and HOST_PATHS
 
 
 def states_to_read(layer: str, n_states: int) -> list[int]:
@@ -32,7 +40,7 @@ def sequential_sum(acc: torch.Tensor | None, block) -> torch.Tensor:
     one-shot sum over all blocks, so a sum over chunks equals it exactly; an accelerator reduces in
     its own order (float64 rounding apart, the same sum)."""
     block = torch.as_tensor(block)
-    if block.device.type == "cpu":  # numpy's sequential sum (torch's cumsum is ~10x slower here)
+    if host_path(block.device):  # numpy's sequential sum (torch's cumsum is ~10x slower here)
         rows = block.numpy().astype(np.float64)
         return torch.from_numpy((rows if acc is None else np.concatenate([acc.numpy()[None], rows])).sum(0))
     rows = block.double()
@@ -64,8 +72,6 @@ class CenteredCache:
     """The float16 rows of one cache ([N, L', D], L' = 1 for one layer; 'concat' = [N, 1, L*D])
     and, with speaker_norm, each speaker's mean vector over all its rows (float64). The means are
     summed on the host once; `take` centres rows on a device from copies made there once."""
-
-    host_gather = True  # on the CPU, numpy's gathers (several times faster than torch's there)
 
     def __init__(self, raw16: np.ndarray, speakers, layer: str, speaker_norm: bool, chunk_rows: int = CHUNK_ROWS):
         self.raw = raw16.reshape(len(raw16), 1, -1) if layer == "concat" else raw16
@@ -105,8 +111,7 @@ class CenteredCache:
 
     def take(self, idx: torch.Tensor, device) -> torch.Tensor:
         """Centred float32 [n, L', D] of rows idx (a tensor on `device`), on `device`."""
-        device = torch.device(device)
-        if device.type == "cpu" and self.host_gather:
+        if host_path(device):
             return torch.from_numpy(self.rows(idx.numpy()))
         raw, inv, means = self.on(device)
         return centre(raw[idx], None if means is None else means[inv[idx]])

@@ -18,7 +18,7 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from trainer.feature_store import CHUNK_ROWS, sequential_sum
+from trainer.feature_store import CHUNK_ROWS, host_path, sequential_sum
 
 
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
@@ -119,7 +119,7 @@ class LDATeacher:
         self.n_classes = n_classes
         self.lda = None
         device = sources[0].device
-        self.on_device = device.type != "cpu" if on_device is None else on_device
+        self.on_device = not host_path(device) if on_device is None else on_device
         self.axes = [torch.as_tensor(np.asarray(a, np.float32), device=device)
                      for a in (self.pca.mean_, self.pca.components_)]
 
