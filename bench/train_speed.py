@@ -164,25 +164,28 @@ def format_table(rows: list[dict]) -> str:
 
 # --- one training run (in a child process) ---------------------------------------------------
 def child(spec_path: Path) -> None:
-    """Train with the config overrides in the spec; record wall time and peak memory."""
+    """Run the jobs of the config overrides in the spec (the protocol of `train`, without writing a
+    run directory, so no plotting or model files are needed); record wall time, peak memory, the
+    trainer's per-method seconds and the macro-F1 means."""
     import pandas as pd
     import torch
 
-    from trainer.run import train
+    from trainer.jobs import jobs_for, resolve_device, run_jobs
 
     spec = json.loads(spec_path.read_text())
     cfg = TrainConfig().replace(**spec["overrides"])
+    cfg = cfg.replace(device=resolve_device(cfg.device), save_models=False)
     cuda = cfg.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    summary = train(cfg, spec["cache"], spec["out"])
+    results = run_jobs(jobs_for(cfg, spec["cache"]), cfg.workers)
     wall = time.perf_counter() - t0
-    f1 = {m: d["macro_f1"]["mean"] for m, d in summary["methods"].items()}
-    # the trainer's own per-job timing (warm-up + method), free of loading, plotting and writing
-    seconds = pd.read_csv(Path(spec["out"]) / "results.csv").groupby("method")["seconds"].sum()
+    rows = pd.DataFrame([row for res in results for row in res["rows"]]).groupby("method")
+    # the trainer's own per-job timing (warm-up + method), free of loading
     Path(spec["result"]).write_text(json.dumps({
-        "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "macro_f1": f1, "method_seconds": seconds.to_dict(),
+        "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "macro_f1": rows["macro_f1"].mean().to_dict(),
+        "method_seconds": rows["seconds"].sum().to_dict(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}))
 
 
@@ -191,8 +194,7 @@ def measure(work: Path, name: str, cache: Path, overrides: dict, timeout: float)
     exit code} when it failed (its traceback is on stderr)."""
     spec = work / f"{name}.spec.json"
     result = work / f"{name}.result.json"
-    spec.write_text(json.dumps({"cache": str(cache), "out": str(work / f"run-{name}"), "result": str(result),
-                                "overrides": overrides}))
+    spec.write_text(json.dumps({"cache": str(cache), "result": str(result), "overrides": overrides}))
     print(f"running {name}: {overrides}", file=sys.stderr, flush=True)
     try:
         return run_child(__file__, ["--child", spec], result, timeout)
