@@ -11,7 +11,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from trainer.actions import group_sums
 from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer import feature_store
+from trainer import placement
 from trainer.feature_store import CenteredCache
 from trainer.fold_data import FoldData
 from trainer.jobs import run_job
@@ -65,7 +65,7 @@ def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm, monkey
     cache = CenteredCache(raw, np.arange(40) % 6, layer, speaker_norm)
     idx = torch.tensor([39, 0, 7, 7, 21])
     on_host = cache.take(idx, "cpu")
-    monkeypatch.setattr(feature_store, "HOST_PATHS", False)
+    monkeypatch.setattr(placement, "HOST_PATHS", False)
     assert torch.equal(cache.take(idx, "cpu"), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
     assert cache.take(idx[:0], "cpu").shape == (0, *cache.row_shape)
 
@@ -89,7 +89,7 @@ def test_a_refit_round_brings_only_aggregates_to_the_host(monkeypatch):
     teacher = LDATeacher([data.x_lab, data.x_val, data.x_unl], N_CLASSES, 8, seed=0, on_device=True)
     teacher.fit(data.x_lab, data.y_lab)
     curves = []
-    monkeypatch.setattr(feature_store, "HOST_PATHS", False)  # the accelerator's code, here on the CPU
+    monkeypatch.setattr(placement, "HOST_PATHS", False)  # the accelerator's code, here on the CPU
     copies = HostCopies(monkeypatch)
     train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(0),
                       Monitor(data, "bgrpo", curves, cfg.refit_rounds), seed=3)
@@ -162,7 +162,7 @@ def test_the_accelerators_code_path_trains_like_the_hosts(synthetic_cache, tmp_p
     cache = synthetic_cache(tmp_path / "c.h5", n_classes=4, n_speakers=12, per_class=10, n_folds=3, signal=0.5)
     cfg = TrainConfig(methods=("supervised", "bgrpo"), seeds=(0,), device="cpu").to_dict()
     host = run_job(cfg, str(cache), "0", 0)
-    monkeypatch.setattr(feature_store, "HOST_PATHS", False)
+    monkeypatch.setattr(placement, "HOST_PATHS", False)
     device = run_job(cfg, str(cache), "0", 0)
     preds = [np.array(r["predictions"]["bgrpo"]) for r in (host, device)]
     assert host["predictions"]["supervised"] == device["predictions"]["supervised"]

@@ -6,22 +6,16 @@ copy; the in-memory path made several copies (layer selection, centring, z-scori
 each chunk goes through exactly the operations of that path, in the same order and precision,
 so a row's float32 input is bit-for-bit what it was, whatever the chunk size. The operations are
 torch's, on the run's device (the float16 rows are copied there once), so a GPU run never sends
-the pool through the host; on the CPU they are numpy's, bit for bit (tests/test_feature_store.py).
+the pool through the host; on the CPU they are numpy's (trainer/placement.py), bit for bit.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from trainer.placement import host_path
+
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
-HOST_PATHS = True  # False: the CPU runs the torch code of every other device too (tests of the GPU's path)
-
-
-def host_path(device) -> bool:
-    """Whether work on `device` takes the host's numpy / scikit-learn path (the CPU: the reference
-    numbers, and numpy's gathers and sums are several times faster than torch's there) rather
-    than the torch path every other device runs."""
-    return torch.device(device).type == "cpu" and HOST_PATHS
 
 
 def states_to_read(layer: str, n_states: int) -> list[int]:

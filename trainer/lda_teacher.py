@@ -18,7 +18,8 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from trainer.feature_store import CHUNK_ROWS, host_path, sequential_sum
+from trainer.feature_store import CHUNK_ROWS, sequential_sum
+from trainer.placement import host_path
 
 
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
@@ -45,7 +46,8 @@ def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     mean = total / n_rows
     cov = (gram - n_rows * torch.outer(mean, mean)) / (n_rows - 1)
     axes = torch.linalg.eigh(cov)[1].flip(1)[:, :k].T  # descending variance
-    axes = axes * torch.sign(axes[torch.arange(k, device=axes.device), axes.abs().argmax(1)])[:, None]  # sign convention of svd_flip
+    largest = axes[torch.arange(k, device=axes.device), axes.abs().argmax(1)]
+    axes = axes * torch.sign(largest)[:, None]  # sign convention of svd_flip
     return Projection(mean.float().cpu().numpy(), axes.float().cpu().numpy())
 
 
