@@ -9,8 +9,9 @@
     states x 512, float16; written with `pipeline.cache.write_cache_arrays` into a temp dir), the
     same per-epoch measure on one fold x seed.
   * `--pool 10000,100000,1000000`: the large-pool benchmark. Synthetic caches of that many
-    utterances (7 x 512 float16 on disk, 4 classes, one speaker per 200 utterances, written block
-    by block, never whole in RAM) and one default run each (one fold x one seed: warm-up +
+    utterances (7 x 512 float16 on disk, 4 classes, one speaker per 200 utterances, class signal
+    `--signal` (default 0.1: overlapping classes, so each round refits on a real selection), written
+    block by block, never whole in RAM) and one default run each (one fold x one seed: warm-up +
     --epochs refit rounds): wall time, warm-up, seconds per round, peak RSS and how the cost per
     round grew against the pool (1.0 = linear). `--pool-dir` keeps the caches for a re-run.
     With `--cache FILE`, the RAVDESS protocol above is timed too (workers = min(cores, jobs)).
@@ -66,15 +67,17 @@ def synthetic_table(n: int, n_classes: int = 4, n_speakers: int = 50, n_folds: i
                          "corpus": "synthetic", "duration": 3.0, "num_frames": 150})
 
 
-def synthetic_blocks(table, shape=SHAPE, seed: int = 0, chunk: int = 8192):
-    """(rows, [b, L, D] float16) blocks in row order: class mean + speaker offset + noise. The
-    values do not depend on `chunk` (one random stream), so a cache of any size is written in
-    blocks without ever holding it whole."""
+def synthetic_blocks(table, shape=SHAPE, seed: int = 0, chunk: int = 8192, signal: float = 0.5):
+    """(rows, [b, L, D] float16) blocks in row order: class mean (N(0, signal^2) per dimension) +
+    speaker offset + noise. The values do not depend on `chunk` (one random stream), so a cache of
+    any size is written in blocks without ever holding it whole. signal 0.5 separates the classes
+    perfectly (every pool row is confident, B-GRPO selects none and a refit is the labelled set's);
+    0.1 leaves them overlapping (accuracy below 100%, real selections to refit on)."""
     rng = np.random.default_rng(seed)
     n_layers, dim = shape
     labels = table["label"].astype("category").cat.codes.to_numpy()
     speakers = table["speaker"].astype("category").cat.codes.to_numpy()
-    class_means = rng.normal(size=(labels.max() + 1, 1, dim)) * 0.5
+    class_means = rng.normal(size=(labels.max() + 1, 1, dim)) * signal
     offsets = rng.normal(size=(speakers.max() + 1, 1, dim)) * 0.5
     for start in range(0, len(table), chunk):
         sl = slice(start, start + chunk)
@@ -88,8 +91,9 @@ def synthetic_embeddings(table, shape=SHAPE, seed: int = 0, chunk: int = 8192) -
     return np.concatenate([b for _, b in synthetic_blocks(table, shape, seed, chunk)])
 
 
-def synthetic_pool_cache(path: Path, n: int) -> Path:
-    """A synthetic cache of n utterances in the real shape, streamed to disk (reused when complete)."""
+def synthetic_pool_cache(path: Path, n: int, signal: float = 0.5) -> Path:
+    """A synthetic cache of n utterances in the real shape, streamed to disk (reused when complete;
+    the file name should carry `signal`)."""
     import h5py
 
     from pipeline.cache import cache_shape, write_cache
@@ -101,7 +105,7 @@ def synthetic_pool_cache(path: Path, n: int) -> Path:
     table = synthetic_table(n, n_speakers=max(50, n // 200))
     print(f"writing {path} ({n} x {SHAPE[0]} x {SHAPE[1]} float16)", file=sys.stderr, flush=True)
     return write_cache(path, table, {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000},
-                       SHAPE, synthetic_blocks(table))
+                       SHAPE, synthetic_blocks(table, signal=signal))
 
 
 def problem(r: dict) -> str | None:
@@ -303,6 +307,9 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
     ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
     ap.add_argument("--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000")
+    ap.add_argument("--signal", type=float, default=0.1,
+                    help="--pool: class-mean scale of the synthetic caches (0.1: overlapping classes, refits over "
+                         "real selections; 0.5, the caches before: separable, nothing selected to refit on)")
     ap.add_argument("--pool-dir", type=Path, help="--pool: keep (and reuse) the synthetic caches here (default: a temp dir)")
     ap.add_argument("--json", type=Path, help="also save the table as JSON here")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -388,7 +395,7 @@ def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args)
         caches = args.pool_dir or work
         caches.mkdir(parents=True, exist_ok=True)
         for n in sizes:
-            path = synthetic_pool_cache(caches / f"synthetic-{n}.h5", n)
+            path = synthetic_pool_cache(caches / f"synthetic-{n}-signal{args.signal:g}.h5", n, args.signal)
             with h5py.File(path, "r") as f:
                 table = read_table(f)
             for dev in devices:
@@ -397,7 +404,8 @@ def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args)
                                             pool_size(table, 0, defaults.labeled_fraction), args.timeout), dev))
             del table
     rows = growth(rows)
-    title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16), one fold x one seed, supervised warm-up + "
+    title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16, class signal {args.signal:g}), one fold x one "
+             "seed, supervised warm-up + "
              f"{args.epochs} refit rounds with the trainer's defaults; devices {', '.join(map(device_label, devices))}, "
              f"{args.threads} torch threads (0 = every core), "
              f"load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
