@@ -375,8 +375,11 @@ def main(argv=None) -> int:
 
 
 def named(row: dict, device: str) -> dict:
-    """The row's name tagged with its device ("... [cuda]"), the key device_comparison groups on."""
-    return dict(row, name=f"{row['name'].removesuffix(' ' + device)} [{device}]")
+    """The row's name tagged with its device ("... [cuda]"), the key device_comparison groups on;
+    printed at once, so a run cut short still shows the rows it finished."""
+    row = dict(row, name=f"{row['name'].removesuffix(' ' + device)} [{device}]")
+    print("measured", *device_comparison([row]), flush=True)
+    return row
 
 
 def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args) -> int:
