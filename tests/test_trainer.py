@@ -67,11 +67,12 @@ def test_same_command_and_seed_give_identical_numbers(cache, run_dir, tmp_path):
 
 
 def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
-    from trainer.fold_data import prepared_cache
+    from trainer.fold_jobs import prepared_cache
 
     policies, meta = load_policies(run_dir / "models.safetensors")
     assert sorted(policies) == ["bgrpo_f0_s0", "bgrpo_f0_s1", "bgrpo_f2_s0", "bgrpo_f2_s1"]
-    x, table = prepared_cache(str(cache), meta["layer"], meta["speaker_norm"])[:2]
+    prepared = prepared_cache(str(cache), meta["layer"], meta["speaker_norm"])
+    x, table = prepared.features, prepared.table
     test = np.flatnonzero(table.fold.to_numpy() == 2)
     pol = policies["bgrpo_f2_s1"]
     pred = pol.probs(pol.standardize(torch.as_tensor(x.rows(test)))).argmax(1).numpy()

@@ -16,7 +16,7 @@ from trainer.auto_choices import em_prior
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer.fold_data import prepare_fold, prepared_cache
+from trainer.fold_jobs import prepare_fold, prepared_cache
 from trainer.metrics import histogram_entropy, scores
 from trainer.monitor import Monitor
 from trainer.protocol import fold_names
@@ -109,7 +109,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
 
 def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
     """(cfg_dict, cache, fold, seed) for every requested fold x seed; unknown folds named."""
-    table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[1]
+    table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm).table
     all_folds = fold_names(table)
     folds = list(cfg.folds) if cfg.folds else all_folds
     bad = [f for f in folds if f not in all_folds]

@@ -20,7 +20,8 @@ from trainer.auto_choices import choose
 from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
 from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
-from trainer.fold_data import FoldData, FoldJob, raw_cache
+from trainer.fold_data import FoldData
+from trainer.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.monitor import Monitor
 from trainer.protocol import Split
