@@ -1,4 +1,4 @@
-"""A new user's first hour (issue 10): every trap found by following the README on real corpora,
+"""A new user's first hour: every trap found by following the README on real corpora,
 each held by a test that failed on the code before the fix."""
 from __future__ import annotations
 

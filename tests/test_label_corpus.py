@@ -42,7 +42,8 @@ def test_every_utterance_gets_a_row_and_given_labels_stay(cache, given):
     assert (g.loc[labels.index, "label"] == labels).all() and (g.loc[labels.index, "source"] == "given").all()
     pred = out[out["source"] == "predicted"]
     assert len(pred) == len(out) - len(labels) == info["n_predicted"]
-    assert pred["probability"].between(0, 1).all() and (pred["probability"] >= pred["second_probability"]).all()
+    assert pred["probability"].between(1 / 4, 1).all() and (pred["probability"] >= pred["second_probability"]).all()
+    assert (pred["probability"] + pred["second_probability"] <= 1 + 1e-6).all()  # two shares of one distribution
     assert (pred["label"] != pred["second"]).all()
     acc = (pred["utt_id"].str.extract(r"_c(\d)_")[0].map(lambda c: NAMES[f"class{c}"]) == pred["label"]).mean()
     assert acc > 0.8  # the synthetic classes are well separated

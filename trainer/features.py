@@ -6,15 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D]).
+def middle_layer(n_states: int) -> int:
+    """The hidden state `layer=middle` means: L // 2 of 0..L (Whisper base: 3 of 0..6). Mid-depth
+    encoder layers carry the most paralinguistic information in probing studies, and it names no
+    corpus-specific index."""
+    return n_states // 2
 
-    'middle' = hidden state L // 2 (Whisper base: 3 of 0..6): mid-depth encoder layers carry the
-    most paralinguistic information in probing studies, and it names no corpus-specific index.
-    """
+
+def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
+    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat
+    ([N,1,L*D]); 'middle' is middle_layer."""
     raw = np.asarray(raw)
     if layer == "middle":
-        layer = str(raw.shape[1] // 2)
+        layer = str(middle_layer(raw.shape[1]))
     if layer == "weighted":
         out = raw
     elif layer == "concat":

@@ -24,7 +24,7 @@ from trainer.feature_store import CHUNK_ROWS
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     """A fitted PCA (transform, n_components_) of the rows of `blocks()` ([n, ...] float32).
 
-    Small data: scikit-learn's PCA on the rows in memory, as before. From ten rows per feature on,
+    Small data: scikit-learn's PCA on the rows in memory. From ten rows per feature on,
     scikit-learn itself switches to the eigenvectors of the covariance ('covariance_eigh'); that is
     computed here from X^T X summed chunk by chunk, so the pool is never one float32 matrix."""
     dim = None
