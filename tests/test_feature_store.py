@@ -7,7 +7,8 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, sequential_sum, states_to_read
+from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, states_to_read
+from trainer.features import sequential_sum
 from trainer.features import Standardizer, prepare
 from trainer.lda_teacher import LDATeacher, principal_axes
 

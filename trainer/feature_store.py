@@ -26,13 +26,6 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     return [i % n_states]
 
 
-def sequential_sum(acc: np.ndarray | None, block: np.ndarray) -> np.ndarray:
-    """acc + the rows of block, added one after the other in float64: the association order of
-    numpy's axis-0 sum over all blocks at once, so a sum over chunks equals the one-shot sum."""
-    block = np.asarray(block, np.float64)
-    return (block if acc is None else np.concatenate([acc[None], block])).sum(0)
-
-
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:
     """sums[g] += each row of group g, in row order, in float64: np.add.at's result bit for bit
     (a group's running sum heads its segment, then its rows follow in order), at the speed of
