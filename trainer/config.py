@@ -5,7 +5,7 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 `train --recipe FILE.toml`, `ablate`'s grid file and `config.json` all set fields by name;
 `python cli.py recipe` prints every field with its default and help (a valid recipe file).
 
-Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
+Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
 chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
