@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trainer.features import middle_layer
 from trainer.placement import host_path
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
@@ -22,23 +23,10 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     """The hidden states a `layer` setting uses: one for an index or 'middle', all otherwise."""
     if layer in ("weighted", "concat"):
         return list(range(n_states))
-    i = n_states // 2 if layer == "middle" else int(layer)
+    i = middle_layer(n_states) if layer == "middle" else int(layer)
     if not -n_states <= i < n_states:
         raise ValueError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
-
-
-def sequential_sum(acc: torch.Tensor | None, block) -> torch.Tensor:
-    """acc + the rows of block (an array or a tensor) in float64, on the block's device. On the CPU
-    the rows are added one after the other (numpy's axis-0 sum), the association order of a
-    one-shot sum over all blocks, so a sum over chunks equals it exactly; an accelerator reduces in
-    its own order (float64 rounding apart, the same sum)."""
-    block = torch.as_tensor(block)
-    if host_path(block.device):  # numpy's sequential sum (torch's cumsum is ~10x slower here)
-        rows = block.numpy().astype(np.float64)
-        return torch.from_numpy((rows if acc is None else np.concatenate([acc.numpy()[None], rows])).sum(0))
-    rows = block.double()
-    return (rows if acc is None else torch.cat([acc[None], rows])).sum(0)
 
 
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:

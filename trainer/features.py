@@ -6,16 +6,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trainer.placement import host_path
+
+
+def middle_layer(n_states: int) -> int:
+    """The hidden state `layer=middle` means: L // 2 of 0..L (Whisper base: 3 of 0..6). Mid-depth
+    encoder layers carry the most paralinguistic information in probing studies, and it names no
+    corpus-specific index."""
+    return n_states // 2
+
 
 def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D]).
-
-    'middle' = hidden state L // 2 (Whisper base: 3 of 0..6): mid-depth encoder layers carry the
-    most paralinguistic information in probing studies, and it names no corpus-specific index.
-    """
+    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat
+    ([N,1,L*D]); 'middle' is middle_layer."""
     raw = np.asarray(raw)
     if layer == "middle":
-        layer = str(raw.shape[1] // 2)
+        layer = str(middle_layer(raw.shape[1]))
     if layer == "weighted":
         out = raw
     elif layer == "concat":
@@ -42,6 +48,19 @@ def speaker_center(x: np.ndarray, speakers) -> np.ndarray:
     return (flat - means[inv]).astype(np.float32).reshape(x.shape)
 
 
+def sequential_sum(acc: torch.Tensor | None, block) -> torch.Tensor:
+    """acc + the rows of block (an array or a tensor) in float64, on the block's device. On the CPU
+    the rows are added one after the other (numpy's axis-0 sum), the association order of a
+    one-shot sum over all blocks, so a sum over chunks equals it exactly; an accelerator reduces in
+    its own order (float64 rounding apart, the same sum)."""
+    block = torch.as_tensor(block)
+    if host_path(block.device):  # numpy's sequential sum (torch's cumsum is ~10x slower here)
+        rows = block.numpy().astype(np.float64)
+        return torch.from_numpy((rows if acc is None else np.concatenate([acc.numpy()[None], rows])).sum(0))
+    rows = block.double()
+    return (rows if acc is None else torch.cat([acc[None], rows])).sum(0)
+
+
 class Standardizer:
     """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in.
     The statistics are float32 arrays; transform takes an array or a tensor on any device."""
@@ -56,8 +75,6 @@ class Standardizer:
         """Fit on the rows of the blocks (arrays or tensors on one device) that `blocks()` yields
         (called twice: mean, then spread), in float64 sums taken row after row, so chunks give the
         one-shot statistics exactly."""
-        from trainer.feature_store import sequential_sum
-
         total, n = None, 0
         for b in blocks():
             total, n = sequential_sum(total, b), n + len(b)
