@@ -147,7 +147,8 @@ def extract(
 
     from data_manifests import ManifestError, audio_root, manifest_root, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
-    from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
+    from pipeline.cache import CacheMismatch
+    from pipeline.extract import cache_path, extract as run, parse_shard
     from pipeline.run_lock import Locked
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
@@ -197,7 +198,7 @@ def merge(
     out: str = typer.Option(..., help="The merged cache path."),
 ) -> None:
     """Join the part files of `extract --shard i/n` into one cache (manifest order)."""
-    from pipeline.extract import CacheMismatch, merge as run
+    from pipeline.cache import CacheMismatch, merge as run
 
     try:
         typer.echo(f"wrote {run(parts, out)}")

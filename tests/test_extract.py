@@ -20,7 +20,8 @@ from data_manifests import write_manifest
 from pipeline.audio import BadAudio, load_audio
 from pipeline.cache import load_cache
 from pipeline.encoder import EncoderError, load_encoder
-from pipeline.extract import AudioNotFound, CacheMismatch, embed_files, extract
+from pipeline.cache import CacheMismatch
+from pipeline.extract import AudioNotFound, embed_files, extract
 from pipeline.run_lock import Locked
 
 REPO = Path(__file__).resolve().parents[1]
