@@ -22,7 +22,7 @@ from pipeline.log_mel import log_mel
 from pipeline.window import FULL_MEL_FRAMES, TRIM_STEP, batch_width, clip_cost, masked, real_mel_frames, \
     seen_mel_frames
 
-MAX_BATCH_ITEMS = 1024
+MAX_BATCH_ITEMS = 256  # a worker decodes a whole batch: bigger ones only delay the first
 
 
 def plan_batches(durations, shard: tuple[int, int], window: str, frame_budget: int,

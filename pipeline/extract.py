@@ -40,8 +40,8 @@ from pipeline.run_lock import die_with_parent, exclusive
 from pipeline.window import FULL_MEL_FRAMES, check_window
 
 MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus")
-# mel frames of encoder input per batch, padding included: 128 full windows on a GPU, 4 on a CPU
-FRAME_BUDGET = {"cuda": 128 * FULL_MEL_FRAMES, "cpu": 4 * FULL_MEL_FRAMES}
+# mel frames of encoder input per batch, padding included: 64 full windows on a GPU, 4 on a CPU
+FRAME_BUDGET = {"cuda": 64 * FULL_MEL_FRAMES, "cpu": 4 * FULL_MEL_FRAMES}
 
 
 class AudioNotFound(ValueError):
@@ -255,7 +255,7 @@ def _encode_plan(enc, paths, store: BatchStore, plan, window, workers, progress,
         log(f"resuming: {len(done)} of {len(plan)} batches already done")
     loader = torch.utils.data.DataLoader(
         AudioDataset(paths), batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
-        pin_memory=enc.device.type == "cuda", prefetch_factor=4 if workers else None,
+        pin_memory=enc.device.type == "cuda", prefetch_factor=2 if workers else None,
         worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     filters = mel_filters(enc.feature_extractor, enc.device)
     totals = {"secs": 0.0, "encoded": 0}
@@ -341,8 +341,9 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
     check_window(window)
     enc = encoder or load_encoder(model, device)
     if weights_sha256 and enc.weights_sha256 != weights_sha256:
-        raise EncoderError(f"encoder {enc.encoder_id!r} has weights {enc.weights_sha256[:12]}..., "
-                           f"the cache was made with {weights_sha256[:12]}...: use the same model files")
+        raise EncoderError(f"encoder {enc.encoder_id!r} now has weights {enc.weights_sha256[:12]}..., but the "
+                           f"vectors were made with weights {weights_sha256[:12]}...: a different encoder gives "
+                           "different vectors; use the same model files, or re-extract and retrain")
     filters = mel_filters(enc.feature_extractor, enc.device)
     out = []
     for start in range(0, len(paths), batch_size):
