@@ -8,7 +8,7 @@ never an exception: one file must not kill a corpus-sized run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soundfile as sf
@@ -79,9 +79,11 @@ class AudioDataset(torch.utils.data.Dataset):
 def collate(items: list[Item]):
     """All pieces of a batch, zero-padded to the longest -> (items, audio [W, S], samples [W], owner [W]).
 
-    owner[j] = position among the batch's readable items of the item piece j belongs to."""
+    owner[j] = position among the batch's readable items of the item piece j belongs to.  The
+    items come back without their pieces: the audio travels once, as the (shared-memory) tensor."""
     good = [it for it in items if not it.error]
     pieces = [(k, p) for k, it in enumerate(good) for p in it.pieces]
+    items = [replace(it, pieces=[]) for it in items]
     if not pieces:
         return items, None, None, None
     width = -(-max(len(p) for _, p in pieces) // HOP) * HOP
