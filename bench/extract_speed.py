@@ -323,6 +323,8 @@ def main(argv=None) -> int:
             runs.append(run_child(__file__, ["--device", device, *extra, "--child", name, model, method, dtype,
                                              files_json, work], work / f"{name}.json"))
             vectors[name] = np.load(work / f"{name}.npy")
+            print(f"  {name}: {runs[-1]['utt_per_s']:.1f} utt/s ({runs[-1]['n']} in {runs[-1]['wall_s']:.1f} s)",
+                  file=sys.stderr, flush=True)
     rows = summarize(runs, vectors, peaks)
     proc = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine())
     print(f"\nExtraction speed on {device} ({proc}, torch threads {runs[0]['torch_threads']}): {len(paths)} files "
