@@ -14,7 +14,7 @@ FLOPs per utterance (forward), from the encoder's config: T mel frames seen (300
 clip's real frames; padN its padded length), F = T/2 encoder frames, m mel bins, d = d_model,
 f = encoder_ffn_dim, L layers (multiply-add = 2 FLOPs):
     conv1 2*T*3m*d + conv2 2*F*3d*d + L * (8*F*d^2 [q,k,v,o] + 4*F^2*d [scores, weighted sum] + 4*F*d*f [MLP])
-= 87.3 GFLOP for base at 30 s, 2.27 TFLOP for large-v3.  These are the useful FLOPs (a trim
+= 87.4 GFLOP for base at 30 s, 2.27 TFLOP for large-v3.  These are the useful FLOPs (a trim
 batch's padding is not counted).  TFLOP/s = FLOPs of all utterances / wall; share of peak =
 that / the device's measured dense matmul rate in the same dtype (an 8192^3 product on a GPU,
 2048^3 on a CPU), printed above the table.

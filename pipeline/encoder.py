@@ -129,7 +129,10 @@ def load_encoder(model: str | None = None, device: str = "auto", dtype: str = "a
         dt = torch.float32 if dev.type == "cpu" else (
             torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     else:
-        dt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype not in dtypes:
+            raise EncoderError(f"--dtype {dtype!r}: choose auto, float32, float16 or bfloat16")
+        dt = dtypes[dtype]
     try:
         config = WhisperConfig.from_pretrained(source)
         if "WhisperEncoder" in (config.architectures or []):
