@@ -112,3 +112,12 @@ def test_predict_refuses_a_run_made_with_other_encoder_weights(tone_run, tmp_pat
     assert result.exit_code == 2, result.output
     assert "the vectors were made with weights 000000000000..." in result.output
     assert "use the same model files, or re-extract and retrain" in result.output
+
+
+def test_speakers_from_file_names_take_the_first_group_or_the_match():
+    from trainer.predict import speakers_from_names
+
+    assert speakers_from_names(["a/s1_x.wav", "s2_y.wav"], r"^(s\d)_") == ["s1", "s2"]
+    assert speakers_from_names(["s1_x.wav"], r"s\d") == ["s1"]
+    with pytest.raises(ValueError, match="does not match 1 file name"):
+        speakers_from_names(["s1_x.wav", "other.wav"], r"^(s\d)_")
