@@ -83,12 +83,13 @@ ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relati
 INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
 N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5; at most one per speaker).")
 SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
+TEXT_REGEX = typer.Option(None, help="folders: regex over the file name giving the prompt (text_id; named group `text` or the first group); unmatched files get none.")
 LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
 FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.")
 MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
 ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
-ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "label_map", "four_class", "merge_excited",
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "text_regex", "label_map", "four_class", "merge_excited",
                    "allow_missing", "language", "strict")
 STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
 
@@ -100,6 +101,7 @@ def manifest(
     root: str = typer.Option(None, help=ROOT_HELP),
     out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
     allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
@@ -137,6 +139,7 @@ def extract(
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
     allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
