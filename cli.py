@@ -441,7 +441,7 @@ def demo(
 @app.command()
 def stress(
     cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),
-    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker (see pipeline/stress_corpora.py)."),
+    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker | text-confounded | unique-text (see pipeline/stress_corpora.py)."),
     out: str = typer.Option(..., help="Derived cache .h5 to write (same format; `train` runs on it unchanged)."),
     seed: int = typer.Option(0, help="Seed of the row choice."),
 ) -> None:

@@ -71,7 +71,7 @@ class FoldData:
 
 
 # --- preparing a fold x seed from a cache --------------------------------------------------------
-TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
+TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
 
 @lru_cache(maxsize=2)
@@ -117,8 +117,9 @@ class FoldJob:
     table: pd.DataFrame
     y: np.ndarray  # label index of every cache row
     classes: list[str]
-    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm / text_norm resolved for this fold x seed
     choice: dict  # what was chosen and why (results.json "choices")
+    prompts: object = None  # the PromptCentered features when text_norm is on (its means are saved for predict)
 
 
 def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
@@ -137,7 +138,7 @@ def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
 
 def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
-    from trainer.auto_choices import resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
+    from trainer.auto_choices import choose_text_norm, resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
 
     table = table_cache(str(cache_path)).table
     classes = class_names(table)
@@ -148,6 +149,9 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
-    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
-                          external_pools(cfg, x, attrs))
-    return FoldJob(data, split, table, y, classes, cfg, choice)
+    speakers = table["speaker"].astype(str).to_numpy()
+    x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y)
+    choice.update(text_choice)
+    cfg = cfg.replace(text_norm=text_choice["text_norm"])
+    data = FoldData.build(x_run, y, speakers, split, len(classes), device, external_pools(cfg, x, attrs))
+    return FoldJob(data, split, table, y, classes, cfg, choice, x_run if cfg.text_norm else None)
