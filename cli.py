@@ -325,6 +325,8 @@ def predict(
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
     speaker_regex: str = typer.Option(None, help="Speaker of each file from its name (first group), for "
                                       "--speaker-norm runs; default: all files are one speaker."),
+    text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
+                                   "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
     import re
@@ -340,7 +342,11 @@ def predict(
                 raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
                                  f"e.g. {unmatched[0]}")
             speakers = [m.group(1) if m.groups() else m.group(0) for _, m in matches]
-        table = run_predict(run, audio, device, speakers)
+        text_ids = None
+        if text_regex:
+            found = [re.search(text_regex, Path(p).name) for p in audio]
+            text_ids = ["" if m is None else (m.group(1) if m.groups() else m.group(0)) for m in found]
+        table = run_predict(run, audio, device, speakers, text_ids)
     except (ValueError, FileNotFoundError, OSError, KeyError) as error:
         _fail(error)
     classes = [c for c in table.columns if c not in ("path", "label")]
