@@ -484,7 +484,8 @@ def label(
         _fail(error)
     c = info["choice"]
     typer.echo(f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
-               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']})")
+               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']}); "
+               f"text norm {'on' if c['text_norm'] else 'off'} ({c['text_reason']})")
     typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in info["predicted_counts"].items()))
     typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, lowest margin first per class)")
 

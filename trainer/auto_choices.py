@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from trainer.features import Standardizer, prepare
@@ -148,28 +149,37 @@ def resolve_auto(cfg, cache, split, y: np.ndarray, n_classes: int):
     return cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm), choice.to_dict()
 
 
-def choose_text_norm(setting, x, text_ids, speakers, split, y: np.ndarray):
+def choose_text_norm(setting, x, text_ids, speakers, split, y: np.ndarray, n_classes: int):
     """(the features to train on: x, or x with prompt means removed; the choice as a dict) for one run.
 
     x is the run's CenteredCache (layer chosen, speakers centred or not); text_ids one per cache row
     (None = the cache has none). Prompt means come from the rows the learner sees (labelled,
-    validation, pool). `auto` is off without prompt ids, when the median prompt has fewer than
-    MIN_UTTERANCES_PER_PROMPT of those rows (label-free: prompts barely repeat), or when L's labels
+    validation, pool). `auto` is off without prompt ids; when the median prompt has fewer than
+    MIN_UTTERANCES_PER_PROMPT of those rows (label-free: prompts barely repeat); when a speaker says
+    the median prompt in fewer takes than half the classes (label-free: the design does not cross
+    prompts with emotions, so a prompt's mean can hardly average over them); or when L's labels
     follow the prompt (prompt_label_dependence, p < DEPENDENCE_ALPHA) or that cannot be tested."""
     seen = np.concatenate([split.labeled, split.val, split.unlabeled])
     ids = np.full(len(x), "", dtype=object) if text_ids is None else np.asarray(text_ids, dtype=str)
     names, codes = prompt_codes(ids)
-    counts = np.bincount(codes[seen][codes[seen] >= 0], minlength=len(names))
-    med = float(np.median(counts[counts > 0])) if (counts > 0).any() else 0.0
+    known = seen[codes[seen] >= 0]
+    counts = np.bincount(codes[known], minlength=len(names))
+    med = float(np.median(counts[counts > 0])) if len(known) else 0.0
+    takes = pd.DataFrame({"speaker": np.asarray(speakers, dtype=str)[known], "prompt": ids[known]}).value_counts()
+    med_takes = float(np.median(takes)) if len(known) else 0.0
     out = {"text_norm": setting, "text_reason": "fixed", "prompts_seen": int((counts > 0).sum()),
-           "median_utterances_per_prompt": med, "prompt_label_stat": 0.0, "prompt_label_p": 1.0,
-           "prompt_tested_rows": 0, "prompts_normalised": 0}
+           "median_utterances_per_prompt": med, "median_takes_per_speaker_prompt": med_takes,
+           "prompt_label_stat": 0.0, "prompt_label_p": 1.0, "prompt_tested_rows": 0, "prompts_normalised": 0}
     if setting == "auto":
-        if not (counts > 0).any():
+        if not len(known):
             out["text_norm"], out["text_reason"] = False, "no prompt ids (text_id) in the cache: text norm off"
         elif med < MIN_UTTERANCES_PER_PROMPT:
             out["text_norm"], out["text_reason"] = False, (f"median utterances per prompt {med:.1f} < "
                                                            f"{MIN_UTTERANCES_PER_PROMPT}: text norm off")
+        elif med_takes < n_classes / 2:
+            out["text_norm"], out["text_reason"] = False, (
+                f"a speaker says the median prompt {med_takes:g} times, fewer than half the {n_classes} classes "
+                "(prompts are not spoken across the emotions): text norm off")
         else:
             stat, p, n = prompt_label_dependence(x, codes, speakers, seen, split.labeled, y[split.labeled])
             out.update(prompt_label_stat=stat, prompt_label_p=p, prompt_tested_rows=n)

@@ -150,7 +150,8 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     speakers = table["speaker"].astype(str).to_numpy()
-    x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y)
+    x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y,
+                                            len(classes))
     choice.update(text_choice)
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
     data = FoldData.build(x_run, y, speakers, split, len(classes), device, external_pools(cfg, x, attrs))
