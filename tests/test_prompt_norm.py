@@ -18,9 +18,10 @@ from trainer.prompt_norm import PromptCentered, prompt_label_dependence, subtrac
 
 
 def prompt_corpus(path, confounded: bool = False, n_speakers: int = 8, n_classes: int = 4, n_prompts: int = 6,
-                  prompt_scale: float = 3.0, seed: int = 0):
+                  prompt_scale: float = 3.0, seed: int = 0, one_take: bool = False):
     """Every speaker says every prompt in every class (balanced), or every prompt only in class
-    prompt % n_classes, twice per class slot (confounded); vector = class + prompt + speaker + noise."""
+    prompt % n_classes, as often (confounded), or (one_take) each prompt once, in class
+    (speaker + prompt) % n_classes; vector = class + prompt + speaker + noise."""
     rng = np.random.default_rng(seed)
     dim = 12
     cls, prm = rng.normal(size=(n_classes, dim)), prompt_scale * rng.normal(size=(n_prompts, dim))
@@ -28,7 +29,8 @@ def prompt_corpus(path, confounded: bool = False, n_speakers: int = 8, n_classes
     for s in range(n_speakers):
         offset = rng.normal(size=dim)
         for p in range(n_prompts):
-            for c in ([p % n_classes] * n_classes if confounded else range(n_classes)):
+            takes = [(s + p) % n_classes] if one_take else [p % n_classes] * n_classes if confounded else range(n_classes)
+            for c in takes:
                 v = cls[c] + prm[p] + offset + 0.5 * rng.normal(size=dim)
                 emb.append([v * 0.5, v, v * 0.5])
                 rows.append({"utt_id": f"s{s}_p{p}_{len(rows)}", "label": f"class{c}", "speaker": f"spk{s}",
@@ -78,6 +80,13 @@ def test_dependence_gate_turns_text_norm_off_on_a_text_confounded_corpus(tmp_pat
     assert balanced.cfg.text_norm is True and "no prompt-label dependence" in balanced.choice["text_reason"]
     assert confounded.cfg.text_norm is False and "follow the prompt" in confounded.choice["text_reason"]
     assert confounded.prompts is None and confounded.choice["prompt_label_p"] < 0.05
+
+
+def test_auto_is_off_where_a_speaker_says_each_prompt_once(tmp_path):
+    """Label-free: prompts crossed with emotions only across speakers are not trusted."""
+    job = prepare_fold(TrainConfig(), str(prompt_corpus(tmp_path / "o.h5", one_take=True, n_speakers=16)), "0", 0, "cpu")
+    assert job.choice["median_utterances_per_prompt"] >= 8 and job.choice["median_takes_per_speaker_prompt"] == 1
+    assert job.cfg.text_norm is False and "fewer than half the 4 classes" in job.choice["text_reason"]
 
 
 def test_auto_is_off_without_ids_and_for_prompts_that_barely_repeat(tmp_path):
