@@ -52,8 +52,8 @@ class PromptCentered:
     """A CenteredCache's rows minus their prompt's mean (zero for prompts without one): what
     FoldData and FeatureRows read, in place of the CenteredCache (same `rows`, `row_shape`)."""
 
-    def __init__(self, base, codes: np.ndarray, means: np.ndarray, names: np.ndarray):
-        self.base, self.codes, self.names = base, codes, names
+    def __init__(self, base, codes: np.ndarray, means: np.ndarray, names: np.ndarray, has_mean: np.ndarray):
+        self.base, self.codes, self.names, self.has_mean = base, codes, names, has_mean
         self.means = means  # [n_prompts, D'] float64; rows of prompts without a mean are zero
         self._offsets = np.concatenate([means, np.zeros((1, means.shape[1]))])  # code -1 -> the zero row
 
@@ -65,8 +65,9 @@ class PromptCentered:
         names, codes = prompt_codes(text_ids)
         train_rows = np.asarray(train_rows, np.int64)
         sums, counts = group_sums(base, train_rows, codes[train_rows], len(names))
-        means = np.where((counts >= max(min_utterances, 2))[:, None], sums / np.maximum(counts, 1)[:, None], 0.0)
-        return cls(base, codes, means, names)
+        has_mean = counts >= max(min_utterances, 2)
+        means = np.where(has_mean[:, None], sums / np.maximum(counts, 1)[:, None], 0.0)
+        return cls(base, codes, means, names, has_mean)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -78,7 +79,7 @@ class PromptCentered:
     @property
     def normalised(self) -> np.ndarray:
         """Names of the prompts that have a mean (are subtracted)."""
-        return self.names[np.abs(self.means).sum(1) > 0]
+        return self.names[self.has_mean]
 
     def rows(self, idx) -> np.ndarray:
         x = self.base.rows(idx)
