@@ -11,7 +11,7 @@ from pipeline.cache import load_cache, set_annotation, write_cache_arrays
 from pipeline.extract import sync_annotations
 from trainer.config import TrainConfig
 from trainer.feature_store import CenteredCache
-from trainer.fold_data import prepare_fold
+from trainer.fold_jobs import prepare_fold
 from trainer.policy import load_policies
 from trainer.predict import predict_features, prompt_note
 from trainer.prompt_norm import PromptCentered, prompt_label_dependence, subtract_prompt_means

@@ -5,7 +5,7 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 `train --recipe FILE.toml`, `ablate`'s grid file and `config.json` all set fields by name;
 `python cli.py recipe` prints every field with its default and help (a valid recipe file).
 
-Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
+Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
 and prompt-mean removal (text_norm) chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
@@ -66,7 +66,7 @@ class TrainConfig:
     # --- features (SPEC 3)
     layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
     speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")
-    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances, or when the labelled subset's labels follow the prompt; trainer/auto_choices.py).")
+    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the classes, or when the labelled subset's labels follow the prompt; trainer/auto_choices.py).")
     pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
     # --- head
     head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
@@ -245,13 +245,30 @@ def read_recipe(path) -> dict:
     return settings
 
 
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def flag_help(name: str) -> str:
+    """The help of a command-line flag that sets field `name`: the field's help and its default."""
+    f = TrainConfig.__dataclass_fields__[name]
+    default = _default(f)
+    if default is None:
+        return f.metadata["help"]
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    else:
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+    return f"{f.metadata['help']} (recipe: {shown})"
+
+
 def recipe_text() -> str:
     """Every field as `name = default` with its help above it: a recipe file of the defaults."""
     lines = []
     for f in dataclasses.fields(TrainConfig):
         if f.metadata["group"]:
             lines.append(f"\n# --- {f.metadata['group']}")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = _default(f)
         choices = typing.get_args(_hints()[f.name]) if typing.get_origin(_hints()[f.name]) is Literal else ()
         note = f"  [one of {', '.join(c if isinstance(c, str) else _toml_value(c) for c in choices)}]" if choices else \
             (f"  [range {f.metadata['within']}]" if f.metadata["within"] else "")

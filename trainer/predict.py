@@ -3,6 +3,7 @@ the class probabilities of the run's saved policies (one per fold x seed: an ens
 text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -49,6 +50,26 @@ def prompt_note(meta: dict, text_ids, n_files: int) -> str | None:
     how = "give --text-regex (the prompt from the file name)" if text_ids is None else "they are spoken as they are"
     return (f"the run removes prompt means (text_norm; {len(known)} prompts known) but {unknown} of {n_files} "
             f"file(s) have no known prompt: their content is not removed ({how})")
+
+
+def speakers_from_names(paths, speaker_regex: str) -> list[str]:
+    """The speaker of each file from its name: the regex's first group, or its whole match."""
+    matches = [(p, re.search(speaker_regex, Path(p).name)) for p in paths]
+    unmatched = [p for p, m in matches if m is None]
+    if unmatched:
+        raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
+                         f"e.g. {unmatched[0]}")
+    return [_first_group(m) for _, m in matches]
+
+
+def text_ids_from_names(paths, text_regex: str) -> list[str]:
+    """The prompt of each file from its name (first group, or the whole match); "" where it does not match."""
+    found = [re.search(text_regex, Path(p).name) for p in paths]
+    return ["" if m is None else _first_group(m) for m in found]
+
+
+def _first_group(match: re.Match) -> str:
+    return match.group(1) if match.groups() else match.group(0)
 
 
 def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> pd.DataFrame:
