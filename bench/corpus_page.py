@@ -75,8 +75,8 @@ def choice_summary(run: dict) -> str:
     layers = {}
     for c in choices:
         layers[c["layer"]] = layers.get(c["layer"], 0) + 1
-    return (f"norm on {on}/{len(choices)}; layer " + " ".join(f"{k}:{v}" for k, v in sorted(layers.items()))
-            + f"; text on {text}/{len(choices)}")
+    text_note = f"; text on {text}/{len(choices)}" if any("text_norm" in c for c in choices) else "; run before text_norm"
+    return f"norm on {on}/{len(choices)}; layer " + " ".join(f"{k}:{v}" for k, v in sorted(layers.items())) + text_note
 
 
 def text_norm_table(results: dict[str, dict], corpora: list[str], fractions: list[float]) -> str:
