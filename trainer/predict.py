@@ -87,7 +87,8 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=
     note = prompt_note(meta, text_ids, len(audio_paths))
     if note:
         print(f"note: {note}", file=sys.stderr)
-    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)
+    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device,
+                        weights_sha256=meta.get("weights_sha256") or None)
     probs = predict_features(policies, meta, feats, speakers, text_ids)
     classes = meta["classes"]
     out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
