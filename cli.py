@@ -88,12 +88,13 @@ ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relati
 INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
 N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5; at most one per speaker).")
 SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
+TEXT_REGEX = typer.Option(None, help="folders: regex over the file name giving the prompt (text_id; named group `text` or the first group); unmatched files get none.")
 LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
 FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.")
 MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
 ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
-ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "label_map", "four_class", "merge_excited",
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "text_regex", "label_map", "four_class", "merge_excited",
                    "allow_missing", "language", "strict")
 STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
 
@@ -105,6 +106,7 @@ def manifest(
     root: str = typer.Option(None, help=ROOT_HELP),
     out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
     allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
@@ -145,6 +147,7 @@ def extract(
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
     allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
 ) -> None:
@@ -308,12 +311,15 @@ def predict(
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
     speaker_regex: str = typer.Option(None, help="Speaker of each file from its name (first group), for "
                                       "--speaker-norm runs; default: all files are one speaker."),
+    text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
+                                   "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    from trainer.predict import predict as run_predict, speakers_from_names
+    from trainer.predict import predict as run_predict, speakers_from_names, text_ids_from_names
 
     speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
-    table = run_predict(run, audio, device, speakers)
+    text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
+    table = run_predict(run, audio, device, speakers, text_ids)
     classes = [c for c in table.columns if c not in ("path", "label")]
     for _, row in table.iterrows():
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
@@ -359,7 +365,7 @@ def demo(
 @app.command()
 def stress(
     cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),
-    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker (see pipeline/stress_corpora.py)."),
+    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker | text-confounded | unique-text (see pipeline/stress_corpora.py)."),
     out: str = typer.Option(..., help="Derived cache .h5 to write (same format; `train` runs on it unchanged)."),
     seed: int = typer.Option(0, help="Seed of the row choice."),
 ) -> None:
@@ -390,7 +396,8 @@ def label(
     write_text_atomic(nxt, suggest.to_csv(index=False))
     c = info["choice"]
     typer.echo(f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
-               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']})")
+               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']}); "
+               f"text norm {'on' if c['text_norm'] else 'off'} ({c['text_reason']})")
     typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in info["predicted_counts"].items()))
     typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, lowest margin first per class)")
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifests.storage import write_text_atomic
-from pipeline.stress_corpora import KINDS, derive
+from pipeline.cache import load_cache
+from pipeline.stress_corpora import KINDS, TEXT_KINDS, derive
 from trainer.ablate import ablate
 
 SHOWN = ("supervised", "bgrpo", "pseudo-label", "topline")
@@ -32,7 +33,8 @@ def development_caches(real: dict[str, str], out: Path, stress: bool = True) -> 
     for name, path in real.items():
         if not stress or name == "demo":
             continue
-        for kind in KINDS:
+        with_text = (load_cache(path, layers=[], columns=["text_id"]).table.get("text_id", pd.Series([""])) != "").any()
+        for kind in [k for k in KINDS if with_text or k not in TEXT_KINDS]:
             target = out / "caches" / f"{name}-{kind}.h5"
             if not target.exists():
                 derive(path, kind, target)

@@ -17,10 +17,15 @@ CANONICAL_LABELS: tuple[str, ...] = (
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "utt_id", "path", "speaker", "gender", "language", "label", "raw_label",
-    "fold", "split", "duration", "corpus", "sample_rate", "channels",
+    "fold", "split", "duration", "corpus", "sample_rate", "channels", "text_id",
 )
+# Columns a manifest may lack (older manifests, corpora without the information): filled with "".
+# text_id: what was said, the same id wherever the same prompt (sentence, word) is spoken; empty
+# where unknown (natural speech, where no prompt repeats). The trainer's text_norm reads it.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("text_id",)
+REQUIRED_COLUMNS = tuple(column for column in MANIFEST_COLUMNS if column not in OPTIONAL_COLUMNS)
 
-TEXT_COLUMNS = ("utt_id", "path", "speaker", "gender", "language", "label", "raw_label", "split", "corpus")
+TEXT_COLUMNS = ("utt_id", "path", "speaker", "gender", "language", "label", "raw_label", "split", "corpus", "text_id")
 SPLITS = ("train", "valid", "test")
 
 # Common spellings of the canonical labels across corpora and user folder names (lower case).
@@ -96,6 +101,9 @@ def listed_error(problem: str, items, remedy: str) -> ManifestError:
 def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     """Core columns in their fixed dtypes (text without NaN, fold Int64), core columns first."""
     df = df.copy()
+    for column in OPTIONAL_COLUMNS:
+        if column not in df.columns:
+            df[column] = ""
     for column in TEXT_COLUMNS:
         df[column] = df[column].fillna("").astype(str)
     df["fold"] = pd.to_numeric(df["fold"].replace("", pd.NA)).astype("Int64")
@@ -110,9 +118,9 @@ def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
 
 def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     """Check the contract and return the table with canonical dtypes; raise ManifestError otherwise."""
-    missing = [column for column in MANIFEST_COLUMNS if column not in df.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in df.columns]
     if missing:
-        raise ManifestError(f"{source}: missing columns {missing}; a manifest needs {list(MANIFEST_COLUMNS)}.")
+        raise ManifestError(f"{source}: missing columns {missing}; a manifest needs {list(REQUIRED_COLUMNS)}.")
     if df.empty:
         raise ManifestError(f"{source}: no utterances; check --root and the corpus layout.")
     df = coerce_dtypes(df)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .schema import MANIFEST_COLUMNS, ManifestError, validate_manifest
+from .schema import REQUIRED_COLUMNS, ManifestError, validate_manifest
 
 
 TEMP_SUFFIX = ".tmp"
@@ -79,7 +79,7 @@ def read_manifest(path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ManifestError(f"manifest {path} is not a readable CSV ({error}); regenerate it.") from error
-    missing = [column for column in MANIFEST_COLUMNS if column not in df.columns]
+    missing = [column for column in REQUIRED_COLUMNS if column not in df.columns]
     if missing:
         raise ManifestError(f"manifest {path} lacks columns {missing}; regenerate it with `python cli.py manifest`.")
     df["duration"] = pd.to_numeric(df["duration"])

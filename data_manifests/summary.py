@@ -21,9 +21,21 @@ def summarize(df: pd.DataFrame) -> str:
     splits = df.loc[df["split"] != "", "split"].value_counts()
     if len(splits):
         lines.append(f"splits: {', '.join(f'{split} {splits[split]}' for split in ('train', 'valid', 'test') if split in splits)}")
+    lines.append(prompt_line(df))
     lines.append(f"total hours: {df['duration'].sum() / 3600:.2f}")
     rates = df["sample_rate"].value_counts().sort_index()
     lines.append(f"sample rates: {', '.join(f'{rate} Hz ({count})' for rate, count in rates.items())}")
     channels = df["channels"].value_counts().sort_index()
     lines.append(f"channels: {', '.join(f'{ch} ({count})' for ch, count in channels.items())}")
     return "\n".join(lines)
+
+
+def prompt_line(df: pd.DataFrame) -> str:
+    """How many prompts (text_id) and utterances per prompt: what text normalisation can work with."""
+    ids = df["text_id"] if "text_id" in df else pd.Series("", index=df.index)
+    known = ids[ids != ""]
+    if known.empty:
+        return "prompts: none known (no text_id)"
+    per = known.value_counts()
+    return (f"prompts: {len(per)} ({len(known)} of {len(df)} utterances with a text_id; utterances per prompt "
+            f"min {per.min()}, median {per.median():g}, max {per.max()})")

@@ -10,6 +10,8 @@ Layout (row i = utterance i, in manifest order; failed rows keep their place, ok
   /fold         int16   [N]          speaker-independent fold, -1 where the corpus has a split
   /ok           bool    [N]          False = skipped; /error says why
   /utt_id /label /speaker /split /corpus /path /gender /language /error   utf-8 strings [N]
+  /text_id      utf-8   [N]          the prompt said (empty = unknown); absent in older caches, and
+                                     outside the fingerprint: `set_annotation` adds or updates it
   /row          int32   [N]          row in the manifest (orders shard part files for `merge`)
   attrs: encoder_id, weights_sha256, window, sample_rate, manifest_sha256, package_version,
          created, num_hidden_states, hidden_size, complete, fingerprint (+ shard,
@@ -30,8 +32,11 @@ import numpy as np
 import pandas as pd
 
 from data_manifests.storage import atomic_path, temp_path
+from data_manifests.summary import prompt_line
 
-STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
+STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error", "text_id")
+# table columns that describe utterances without changing their vectors: updated in place, no re-encoding
+ANNOTATION_COLUMNS = ("text_id",)
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
                    "row": np.int32}
 # bookkeeping, not identity: two caches with equal vectors from equal inputs share a fingerprint
@@ -156,7 +161,7 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(table)
     num_states, hidden = (int(x) for x in state_shape)
-    defaults = {"split": "", "corpus": "", "path": "", "gender": "", "language": "", "error": "",
+    defaults = {"split": "", "corpus": "", "path": "", "gender": "", "language": "", "error": "", "text_id": "",
                 "num_frames": 0, "duration": 0.0, "fold": -1, "ok": True}
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         emb = f.create_dataset("embeddings", shape=(n, num_states, hidden), dtype=np.float16,
@@ -247,6 +252,24 @@ def read_table(f: h5py.File, columns=None) -> pd.DataFrame:
     cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f and (wanted is None or c in wanted)}
     cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f and (wanted is None or c in wanted)})
     return pd.DataFrame(cols)
+
+
+def set_annotation(path, column: str, values) -> Path:
+    """Write an annotation column (one string per row, all rows) into a cache, atomically (a copy
+    is changed, then renamed over it): vectors, identity and fingerprint stay as they were."""
+    if column not in ANNOTATION_COLUMNS:
+        raise ValueError(f"{column!r} is not an annotation column ({', '.join(ANNOTATION_COLUMNS)})")
+    path = Path(path)
+    values = np.asarray([str(v) for v in values], dtype=object)
+    with atomic_path(path) as tmp:
+        shutil.copy2(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            if len(values) != len(f["utt_id"]):
+                raise ValueError(f"{column}: {len(values)} values for the {len(f['utt_id'])} rows of {path}")
+            if column in f:
+                del f[column]
+            f.create_dataset(column, data=values, dtype=STR)
+    return path
 
 
 def layer_chunked(dset: h5py.Dataset) -> bool:
@@ -401,6 +424,7 @@ def describe(path) -> str:
         lines.append("  labels: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
         lines.append(f"  speakers: {t.loc[ok, 'speaker'].nunique()}, folds: "
                      f"{sorted(int(x) for x in set(t.loc[ok, 'fold']) if x >= 0) or 'official split'}")
+        lines.append("  " + prompt_line(t.loc[ok]))
     for _, row in t.loc[~ok].head(20).iterrows():
         lines.append(f"  failed {row['utt_id']}: {row['error']}")
     return "\n".join(lines)

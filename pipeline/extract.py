@@ -32,7 +32,16 @@ from tqdm import tqdm
 
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, split_windows
 from pipeline.batch_encode import encode_batch, plan_batches
-from pipeline.cache import CacheMismatch, identity_of, merge, mismatches, read_table, write_cache
+from pipeline.cache import (
+    ANNOTATION_COLUMNS,
+    CacheMismatch,
+    identity_of,
+    merge,
+    mismatches,
+    read_table,
+    set_annotation,
+    write_cache,
+)
 from pipeline.encoder import Encoder, EncoderError, load_encoder
 from pipeline.log_mel import mel_filters
 from pipeline.resume_store import BatchStore
@@ -168,7 +177,9 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         identity = {"encoder_id": enc.encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
                     "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table)}
         result = None if overwrite else _finished(target, identity, log)
-        if result is None:
+        if result is not None:
+            sync_annotations(target, table, log)
+        else:
             budget = frame_budget or FRAME_BUDGET["cuda" if enc.device.type == "cuda" else "cpu"]
             workers = default_workers(enc.device) if workers is None else workers
             durations = table["duration"].to_numpy(np.float64) if "duration" in table else np.zeros(len(table))
@@ -214,6 +225,23 @@ def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
     log(f"{target} is already complete ({len(t)} utterances): nothing to do")
     failed = dict(zip(t.loc[~t["ok"], "utt_id"], t.loc[~t["ok"], "error"]))
     return ExtractResult(target, len(t), failed, secs, already_complete=True)
+
+
+def sync_annotations(target: Path, table: pd.DataFrame, log) -> list[str]:
+    """Copy the manifest's annotation columns (text_id) into a complete cache of the same manifest
+    when they differ (a manifest re-made with prompt ids): no re-encoding, same fingerprint."""
+    with h5py.File(target, "r") as f:
+        cached = read_table(f, ["row", *ANNOTATION_COLUMNS])
+    rows = cached["row"].to_numpy() if "row" in cached else np.arange(len(cached))
+    changed = []
+    for column in ANNOTATION_COLUMNS:
+        wanted = table[column].fillna("").astype(str).to_numpy()[rows] if column in table else None
+        if wanted is None or (column in cached and (cached[column].to_numpy() == wanted).all()):
+            continue
+        set_annotation(target, column, wanted)
+        changed.append(column)
+        log(f"{target}: {column} updated from the manifest ({len(set(wanted) - {''})} distinct; vectors unchanged)")
+    return changed
 
 
 def _bytes_per_row(enc: Encoder) -> int:

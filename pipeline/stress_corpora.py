@@ -11,7 +11,11 @@ Kinds (`python cli.py stress --kind ...`, same HDF5 format, so `train` runs on t
   few-per-speaker  every speaker's utterances are dealt into pseudo-speakers of `k` (default 4)
                    utterances, e.g. a crowd-sourced corpus where each contributor gives a few
                    clips; folds stay those of the real speakers, so test speakers stay unseen.
-The choice of rows is seeded and depends only on the table (labels, speakers), never on vectors.
+  text-confounded  `confounded` with prompts (text_id) in place of speakers: each prompt keeps its
+                   utterances of two dominant emotions and few others (dominant >= `share`), like
+                   corpora whose sentences were written for some emotions (needs text_id).
+  unique-text      every utterance its own prompt (text_id = utt_id), like natural speech.
+The choice of rows is seeded and depends only on the table (labels, speakers, prompts), never on vectors.
 """
 from __future__ import annotations
 
@@ -22,17 +26,18 @@ import pandas as pd
 
 from pipeline.cache import load_cache, write_cache_arrays
 
-KINDS = ("confounded", "unbalanced", "few-per-speaker")
+TEXT_KINDS = ("text-confounded", "unique-text")  # need a cache with prompt ids (text_id)
+KINDS = ("confounded", "unbalanced", "few-per-speaker", *TEXT_KINDS)
 
 
-def confounded_rows(table: pd.DataFrame, share: float = 0.8, seed: int = 0) -> np.ndarray:
-    """Row indices: per speaker, all rows of its two dominant labels plus floor(n_dom (1-share)/share)
-    others spread round-robin over the remaining labels."""
+def confounded_rows(table: pd.DataFrame, share: float = 0.8, seed: int = 0, by: str = "speaker") -> np.ndarray:
+    """Row indices: per speaker (or other group: `by`), all rows of its two dominant labels plus
+    floor(n_dom (1-share)/share) others spread round-robin over the remaining labels."""
     if not 0.5 <= share < 1:
         raise ValueError(f"--share {share}: must be in [0.5, 1)")
     rng = np.random.default_rng(seed)
     classes = sorted(table["label"].astype(str).unique())
-    labels, speakers = table["label"].astype(str).to_numpy(), table["speaker"].astype(str).to_numpy()
+    labels, speakers = table["label"].astype(str).to_numpy(), table[by].astype(str).to_numpy()
     keep = []
     for i, spk in enumerate(sorted(set(speakers))):
         dominant = {classes[(2 * i) % len(classes)], classes[(2 * i + 1) % len(classes)]}
@@ -88,8 +93,17 @@ def derive(cache_path, kind: str, out_path, seed: int = 0, **options) -> tuple[P
         raise ValueError(f"--kind {kind!r}: choose from {', '.join(KINDS)}")
     cache = load_cache(cache_path)
     table = cache.table.copy()
+    if kind in TEXT_KINDS and (table.get("text_id", pd.Series([""])) == "").all():
+        raise ValueError(f"--kind {kind}: {cache_path} has no prompt ids (text_id); re-make its manifest and "
+                         "run `extract` with it (the cache gains the column without re-encoding)")
     if kind == "confounded":
         rows = confounded_rows(table, seed=seed, **options)
+    elif kind == "text-confounded":
+        rows = confounded_rows(table[table["text_id"] != ""], seed=seed, by="text_id", **options)
+        rows = np.flatnonzero(table["text_id"] != "")[rows]
+    elif kind == "unique-text":
+        rows = np.arange(len(table))
+        table["text_id"] = table["utt_id"]
     elif kind == "unbalanced":
         rows = unbalanced_rows(table, seed=seed, **options)
     else:

@@ -34,3 +34,22 @@ def test_corpus_table_flags_where_bgrpo_loses():
     assert "Mean relative gain of bgrpo over supervised across these corpora: **+5.3%**" in t
     assert choice_summary({}) == ""
     assert [s.name for s in plan(["c"], [0.1])] == ["c-f0.1-inductive", "c-f0.1-transductive"]
+
+
+def test_text_norm_table_old_vs_new_and_the_text_off_runs():
+    from bench.corpus_page import text_norm_table, text_off_plan
+
+    def run(sup, bg, top, text):
+        return {"methods": {"supervised": summary(sup), "bgrpo": summary(bg), "topline": summary(top)},
+                "choices": [{"text_norm": t} for t in text]}
+    results = {"casia-f0.1-inductive": run(55, 57, 67, [True, True, False]),
+               "casia-f0.1-inductive-text-off": run(46, 48, 62, [False] * 3)}
+    t = text_norm_table(results, ["casia", "ravdess"], [0.1])
+    assert "| casia | 10% | 46.0 -> 55.0 | 48.0 -> **57.0** | +9.0 | 62.0 -> 67.0 | 2/3 |" in t.splitlines()
+    assert "ravdess" not in t and text_norm_table({}, ["casia"], [0.1]) == "_No runs yet._"
+    assert choice_summary({"choices": [{"layer": "3", "speaker_norm": True, "text_norm": True},
+                                       {"layer": "3", "speaker_norm": True, "text_norm": False}]}) == \
+        "norm on 2/2; layer 3:2; text on 1/2"
+    assert choice_summary({"choices": [{"layer": "3", "speaker_norm": True}]}).endswith("; run before text_norm")
+    spec = text_off_plan(["casia"], [0.05])[0]
+    assert spec.name == "casia-f0.05-inductive-text-off" and spec.overrides["text_norm"] is False

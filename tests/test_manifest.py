@@ -26,7 +26,16 @@ def test_contract_constants():
     assert CANONICAL_LABELS == ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
                                 "boredom", "contempt", "excited", "frustrated", "other")
     assert MANIFEST_COLUMNS == ("utt_id", "path", "speaker", "gender", "language", "label", "raw_label",
-                                "fold", "split", "duration", "corpus", "sample_rate", "channels")
+                                "fold", "split", "duration", "corpus", "sample_rate", "channels", "text_id")
+
+
+def test_text_id_is_optional_and_filled_empty(tmp_path):
+    """An older manifest without text_id still validates (and reads back) with an empty text_id."""
+    df = validate_manifest(_table())
+    assert (df["text_id"] == "").all()
+    path = tmp_path / "old.csv"
+    df.drop(columns="text_id").to_csv(path, index=False)
+    assert (read_manifest(path)["text_id"] == "").all()
 
 
 def test_round_trip_keeps_rows_and_dtypes_exactly(tmp_path):

@@ -64,3 +64,23 @@ def test_derive_writes_a_trainable_cache_with_the_chosen_vectors(tmp_path, synth
     with pytest.raises(ValueError, match="--kind 'noisy'"):
         derive(src, "noisy", tmp_path / "x.h5")
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_text_kinds_confound_prompts_with_two_emotions_or_make_every_prompt_unique(tmp_path):
+    from pipeline.cache import write_cache_arrays
+
+    t = corpus_table()
+    t["text_id"] = [f"p{i % 10}" for i in range(len(t))]  # every prompt in every emotion
+    path = write_cache_arrays(tmp_path / "c.h5", np.random.default_rng(0).normal(size=(len(t), 2, 3)), t,
+                              {"encoder_id": "x", "window": "trim"})
+    _, sub = derive(path, "text-confounded", tmp_path / "tc.h5")
+    for _, g in sub.groupby("text_id"):
+        counts = g["label"].value_counts()
+        assert counts.iloc[:2].sum() / len(g) >= 0.8 and counts.iloc[:2].sum() == 16
+    assert load_cache(tmp_path / "tc.h5").table["text_id"].nunique() == 10
+    _, unique = derive(path, "unique-text", tmp_path / "u.h5")
+    assert (unique["text_id"] == unique["utt_id"]).all() and len(unique) == len(t)
+    bare = write_cache_arrays(tmp_path / "b.h5", np.zeros((len(t), 2, 3)), t.drop(columns="text_id"),
+                              {"encoder_id": "x", "window": "trim"})
+    with pytest.raises(ValueError, match="no prompt ids"):
+        derive(bare, "unique-text", tmp_path / "x.h5")

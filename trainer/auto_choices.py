@@ -1,5 +1,6 @@
-"""Label-only automatic choices of what corpora differ in: speaker normalisation on/off and the
-hidden layer (`speaker_norm=auto`, `layer=auto`: `train --set ...`), decided inside each fold x seed run.
+"""Label-only automatic choices of what corpora differ in: speaker normalisation on/off, prompt-mean
+removal on/off and the hidden layer (`speaker_norm=auto`, `text_norm=auto`, `layer=auto`: `train
+--set ...`), decided inside each fold x seed run.
 
 Evidence used, and nothing else:
 - the labelled subset L: whether its labels depend on the speaker (a permutation test of the
@@ -7,8 +8,11 @@ Evidence used, and nothing else:
   vector carries them and centring removes the emotion with the speaker; and, for the layer,
   speaker-grouped cross-validation of the warm-up recipe (linear head, L-BFGS, --l2) on L
   (held-out speakers, as at test time);
-- label-free statistics of the rows the run sees: utterances per speaker (centring on a handful
-  of utterances subtracts the emotion with the speaker).
+- the labelled subset L and the prompts: whether L's labels follow the prompt (a permutation test of
+  the alignment between each labelled row's prompt mean, from the other speakers, and its class:
+  trainer/prompt_norm.py): where prompts were written for some emotions, their mean carries them;
+- label-free statistics of the rows the run sees: utterances per speaker and per prompt (centring
+  on a handful of utterances subtracts the emotion with the speaker or the prompt).
 Speaker normalisation is not chosen by the cross-validation: on the development corpora that
 was noisier than the dependence test (docs/CORPORA.md).
 The pool's hidden labels and the test fold's labels never enter.
@@ -18,11 +22,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 
 from trainer.features import Standardizer, middle_layer, prepare
 from trainer.metrics import fast_macro_f1
 from trainer.policy import Policy
+from trainer.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, prompt_label_dependence
 from trainer.supervised import fit_lbfgs
 
 MIN_UTTERANCES_PER_SPEAKER = 8  # below this median, a speaker mean is mostly the utterances' own content
@@ -141,6 +147,55 @@ def resolve_auto(cfg, cache, split, y: np.ndarray, n_classes: int):
                     cfg.layer, cfg.speaker_norm, cfg.l2, seen,
                     n_states=int(cache.attrs.get("num_hidden_states", cache.features.shape[1])))
     return cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm), choice.to_dict()
+
+
+def choose_text_norm(setting, x, text_ids, speakers, split, y: np.ndarray, n_classes: int):
+    """(the features to train on: x, or x with prompt means removed; the choice as a dict) for one run.
+
+    x is the run's CenteredCache (layer chosen, speakers centred or not); text_ids one per cache row
+    (None = the cache has none). Prompt means come from the rows the learner sees (labelled,
+    validation, pool). `auto` is off without prompt ids; when the median prompt has fewer than
+    MIN_UTTERANCES_PER_PROMPT of those rows (label-free: prompts barely repeat); when a speaker says
+    the median prompt in fewer takes than half the classes (label-free: the design does not cross
+    prompts with emotions, so a prompt's mean can hardly average over them); or when L's labels
+    follow the prompt (prompt_label_dependence, p < DEPENDENCE_ALPHA) or that cannot be tested."""
+    seen = np.concatenate([split.labeled, split.val, split.unlabeled])
+    ids = np.full(len(x), "", dtype=object) if text_ids is None else np.asarray(text_ids, dtype=str)
+    names, codes = prompt_codes(ids)
+    known = seen[codes[seen] >= 0]
+    counts = np.bincount(codes[known], minlength=len(names))
+    med = float(np.median(counts[counts > 0])) if len(known) else 0.0
+    takes = pd.DataFrame({"speaker": np.asarray(speakers, dtype=str)[known], "prompt": ids[known]}).value_counts()
+    med_takes = float(np.median(takes)) if len(known) else 0.0
+    out = {"text_norm": setting, "text_reason": "fixed", "prompts_seen": int((counts > 0).sum()),
+           "median_utterances_per_prompt": med, "median_takes_per_speaker_prompt": med_takes,
+           "prompt_label_stat": 0.0, "prompt_label_p": 1.0, "prompt_tested_rows": 0, "prompts_normalised": 0}
+    if setting == "auto":
+        if not len(known):
+            out["text_norm"], out["text_reason"] = False, "no prompt ids (text_id) in the cache: text norm off"
+        elif med < MIN_UTTERANCES_PER_PROMPT:
+            out["text_norm"], out["text_reason"] = False, (f"median utterances per prompt {med:.1f} < "
+                                                           f"{MIN_UTTERANCES_PER_PROMPT}: text norm off")
+        elif med_takes < n_classes / 2:
+            out["text_norm"], out["text_reason"] = False, (
+                f"a speaker says the median prompt {med_takes:g} times, fewer than half the {n_classes} classes "
+                "(prompts are not spoken across the emotions): text norm off")
+        else:
+            stat, p, n = prompt_label_dependence(x, codes, speakers, seen, split.labeled, y[split.labeled])
+            out.update(prompt_label_stat=stat, prompt_label_p=p, prompt_tested_rows=n)
+            if n == 0:
+                out["text_norm"], out["text_reason"] = False, ("no labelled prompt is spoken by another training "
+                                                               "speaker, so prompt-label dependence cannot be tested: text norm off")
+            elif p < DEPENDENCE_ALPHA:
+                out["text_norm"], out["text_reason"] = False, f"labels of L follow the prompt (p {p:.3f}, {n} rows): text norm off"
+            else:
+                out["text_norm"], out["text_reason"] = True, (f"no prompt-label dependence in L (p {p:.3f}, {n} rows), "
+                                                              f"{med:g} utterances per prompt: text norm on")
+    if not out["text_norm"]:
+        return x, out
+    centred = PromptCentered.fit(x, ids, seen)
+    out["prompts_normalised"] = len(centred.normalised)
+    return centred, out
 
 
 def em_prior(posteriors: torch.Tensor, train_prior: torch.Tensor, iters: int = 100, tol: float = 1e-6) -> torch.Tensor:

@@ -7,7 +7,7 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 
 Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
-chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
+and prompt-mean removal (text_norm) chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
 confidence as reward. SPEC section 5's literal form is `SPEC_FORM` below.
 """
@@ -66,6 +66,7 @@ class TrainConfig:
     # --- features (SPEC 3)
     layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
     speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")
+    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the classes, or when the labelled subset's labels follow the prompt; trainer/auto_choices.py).")
     pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
     # --- head
     head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
@@ -117,7 +118,8 @@ class TrainConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
         self.layer = str(self.layer)
-        self.speaker_norm = parse_speaker_norm(self.speaker_norm)
+        self.speaker_norm = parse_switch(self.speaker_norm)
+        self.text_norm = parse_switch(self.text_norm)
         for f in dataclasses.fields(self):  # TOML/JSON integers are fine where a float is meant
             if _hints()[f.name] is float and type(getattr(self, f.name)) is int:
                 setattr(self, f.name, float(getattr(self, f.name)))
@@ -190,7 +192,7 @@ def field_problem(f: dataclasses.Field, value) -> str | None:
             or (meta["check"] and value is not None and meta["check"](value)) or None)
 
 
-def parse_speaker_norm(value):
+def parse_switch(value):
     """True / False / "auto" from a bool or text (auto, on, off, true, false); other values are left
     for validate() to name."""
     table = {"auto": "auto", "on": True, "true": True, "off": False, "false": False}

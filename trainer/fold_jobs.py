@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cache import load_cache
-from trainer.auto_choices import resolve_auto
+from trainer.auto_choices import choose_text_norm, resolve_auto
 from trainer.feature_store import CenteredCache, states_to_read
 from trainer.fold_data import FoldData
 from trainer.protocol import Split, make_split
 
-TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
+TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
 
 @lru_cache(maxsize=2)
@@ -71,8 +71,9 @@ class FoldJob:
     table: pd.DataFrame
     y: np.ndarray  # label index of every cache row
     classes: list[str]
-    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm / text_norm resolved for this fold x seed
     choice: dict  # what was chosen and why (results.json "choices")
+    prompts: object = None  # the PromptCentered features when text_norm is on (its means are saved for predict)
 
 
 def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
@@ -100,6 +101,9 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
-    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
-                          external_pools(cfg, x, attrs))
-    return FoldJob(data, split, table, y, classes, cfg, choice)
+    speakers = table["speaker"].astype(str).to_numpy()
+    x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
+    choice.update(text_choice)
+    cfg = cfg.replace(text_norm=text_choice["text_norm"])
+    data = FoldData.build(x_run, y, speakers, split, len(classes), device, external_pools(cfg, x, attrs))
+    return FoldJob(data, split, table, y, classes, cfg, choice, x_run if cfg.text_norm else None)

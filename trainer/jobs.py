@@ -74,8 +74,11 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     for c in curves:
         c.update(fold=fold, seed=seed)
     for r in rows:
-        r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm)
+        r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm, text_norm=cfg.text_norm)
+    kept = None if job.prompts is None else job.prompts.has_mean  # prompts whose mean the run subtracted
+    prompts = None if kept is None else (job.prompts.names[kept].tolist(), job.prompts.means[kept].astype("float32"))
     return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
+            "prompt_means": prompts,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}

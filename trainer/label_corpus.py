@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from data_manifests.schema import CANONICAL_LABELS
-from trainer.auto_choices import choose
+from trainer.auto_choices import choose, choose_text_norm
 from trainer.config import TrainConfig
 from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
 from trainer.fold_data import FoldData
@@ -101,8 +101,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
                       cfg.speaker_norm)
     split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
+    x, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
+    cfg = cfg.replace(text_norm=text_choice["text_norm"])
+    choice = {**choice.to_dict(), **text_choice}
     data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device))
-    job = FoldJob(data, split, table, y, classes, cfg, choice.to_dict())
+    job = FoldJob(data, split, table, y, classes, cfg, choice)
     z_all = FeatureRows([(x, np.arange(len(x)))], data.standardizer, cfg.device)
     probs = []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
@@ -127,6 +130,6 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     nxt = suggest_next(p, pool, n_suggest)
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
-    info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice.to_dict(),
+    info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
             "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict()}
     return out, suggest, info

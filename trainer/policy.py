@@ -61,14 +61,19 @@ class Policy(nn.Module):
         return twin
 
 
-def save_policies(path, policies: dict[str, Policy], meta: dict) -> Path:
-    """Several policies (e.g. one per fold x seed) in one safetensors file, atomically."""
+PROMPT_MEANS = "~prompt_means"  # key prefix of the saved prompt means (text_norm), one tensor per policy
+
+
+def save_policies(path, policies: dict[str, Policy], meta: dict, extra: dict | None = None) -> Path:
+    """Several policies (e.g. one per fold x seed) in one safetensors file, atomically; `extra` holds
+    further named tensors (keys outside the policies' names, e.g. PROMPT_MEANS/<policy>)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}/{k}": v.detach().cpu().contiguous() for name, pol in policies.items()
                for k, v in pol.state_dict().items()}
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     arch = {name: pol.arch for name, pol in policies.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
@@ -76,6 +81,7 @@ def save_policies(path, policies: dict[str, Policy], meta: dict) -> Path:
 
 
 def load_policies(path) -> tuple[dict[str, Policy], dict]:
+    """(policies by name, meta); meta["extra"] holds the further tensors saved beside them."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -90,4 +96,6 @@ def load_policies(path) -> tuple[dict[str, Policy], dict]:
         pol = Policy(**a)
         pol.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == name})
         policies[name] = pol.eval()
-    return policies, json.loads(md["meta"])
+    meta = json.loads(md["meta"])
+    meta["extra"] = {k: v for k, v in tensors.items() if k.split("/", 1)[0] not in arch}
+    return policies, meta

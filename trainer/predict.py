@@ -1,5 +1,6 @@
 """Inference with a trained run: encode audio files with the run's encoder and window, then average
-the class probabilities of the run's saved policies (one per fold x seed: an ensemble)."""
+the class probabilities of the run's saved policies (one per fold x seed: an ensemble). Runs with
+text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
 from __future__ import annotations
 
 import re
@@ -11,24 +12,44 @@ import pandas as pd
 import torch
 
 from trainer.features import prepare
-from trainer.policy import load_policies
+from trainer.policy import PROMPT_MEANS, load_policies
+from trainer.prompt_norm import subtract_prompt_means
 
 
-def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None) -> np.ndarray:
+def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None) -> np.ndarray:
     """Mean probabilities [n, C] of all policies for pooled hidden states [n, L+1, D].
 
     Features go through float16 as in a cache, so a file scores exactly like its cached vector.
-    With speaker_norm runs, `speakers` groups the files (default: all files are one speaker).
+    With speaker_norm runs, `speakers` groups the files (default: all files are one speaker); with
+    text_norm runs, each file whose prompt (`text_ids`, "" = unknown) the policy has a mean for
+    gets it subtracted, as its training rows did.
     """
     feats = np.asarray(feats, dtype=np.float16)
     speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
-    choices = meta.get("choices", {})  # `auto` runs store each policy's layer / speaker_norm
+    choices = meta.get("choices", {})  # `auto` runs store each policy's layer / speaker_norm / text_norm
     probs = []
     for name, pol in policies.items():
         c = choices.get(name, meta)
-        x = torch.as_tensor(prepare(feats, speakers, c["layer"], c["speaker_norm"]))
+        x = prepare(feats, speakers, c["layer"], c["speaker_norm"])
+        if c.get("text_norm") is True and text_ids is not None:
+            x, _ = subtract_prompt_means(x, text_ids, c["prompts"], meta["extra"][f"{PROMPT_MEANS}/{name}"].numpy())
+        x = torch.as_tensor(x)
         probs.append(pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu())
     return torch.stack(probs).mean(0).numpy()
+
+
+def prompt_note(meta: dict, text_ids, n_files: int) -> str | None:
+    """What a text_norm run could not do for these files (None when nothing is missing)."""
+    known = {str(t) for c in meta.get("choices", {}).values() if c.get("text_norm") is True for t in c.get("prompts", [])}
+    if not known:
+        return None
+    ids = [""] * n_files if text_ids is None else [str(t) for t in text_ids]
+    unknown = sum(1 for t in ids if t not in known)
+    if not unknown:
+        return None
+    how = "give --text-regex (the prompt from the file name)" if text_ids is None else "they are spoken as they are"
+    return (f"the run removes prompt means (text_norm; {len(known)} prompts known) but {unknown} of {n_files} "
+            f"file(s) have no known prompt: their content is not removed ({how})")
 
 
 def speakers_from_names(paths, speaker_regex: str) -> list[str]:
@@ -38,10 +59,20 @@ def speakers_from_names(paths, speaker_regex: str) -> list[str]:
     if unmatched:
         raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
                          f"e.g. {unmatched[0]}")
-    return [m.group(1) if m.groups() else m.group(0) for _, m in matches]
+    return [_first_group(m) for _, m in matches]
 
 
-def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.DataFrame:
+def text_ids_from_names(paths, text_regex: str) -> list[str]:
+    """The prompt of each file from its name (first group, or the whole match); "" where it does not match."""
+    found = [re.search(text_regex, Path(p).name) for p in paths]
+    return ["" if m is None else _first_group(m) for m in found]
+
+
+def _first_group(match: re.Match) -> str:
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> pd.DataFrame:
     """One row per file: path, predicted label, probability of every class."""
     from pipeline.extract import embed_files
 
@@ -53,9 +84,12 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.Dat
             and len(audio_paths) < 8:
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
+    note = prompt_note(meta, text_ids, len(audio_paths))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device,
                         weights_sha256=meta.get("weights_sha256") or None)
-    probs = predict_features(policies, meta, feats, speakers)
+    probs = predict_features(policies, meta, feats, speakers, text_ids)
     classes = meta["classes"]
     out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
     return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1)

@@ -6,10 +6,11 @@ import subprocess
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from trainer.config import TrainConfig
 from trainer.metrics import SCORES, confusion, gap_recovered, mean_std, relative_gain
-from trainer.policy import Policy, save_policies
+from trainer.policy import PROMPT_MEANS, Policy, save_policies
 
 
 def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
@@ -66,10 +67,16 @@ def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: d
             pol.load_state_dict(state)
             policies[name] = pol
     if policies:
-        choices = {f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}": {k: r["choice"][k] for k in ("layer", "speaker_norm")}
+        name = lambda r: f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}"  # noqa: E731
+        choices = {name(r): {k: r["choice"].get(k, False) for k in ("layer", "speaker_norm", "text_norm")}
                    for r in results}  # `auto` runs choose per fold x seed
+        prompt_means = {}
+        for r in results:
+            if r.get("prompt_means"):
+                choices[name(r)]["prompts"], prompt_means[name(r)] = r["prompt_means"]
         save_policies(path, policies, {"method": cfg.methods[0], "layer": cfg.layer, "speaker_norm": cfg.speaker_norm,
-                                       "choices": choices, **cache_info})
+                                       "text_norm": cfg.text_norm, "choices": choices, **cache_info},
+                      {f"{PROMPT_MEANS}/{k}": torch.as_tensor(v) for k, v in prompt_means.items()})
 
 
 def git_revision() -> str:

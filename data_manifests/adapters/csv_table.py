@@ -1,5 +1,8 @@
-"""Bring-your-own table: a CSV with `path,label` and optional `speaker`, `split`, `fold` (and `utt_id`,
-`gender`, `language`; other columns are kept).
+"""Bring-your-own table: a CSV with `path,label` and optional `speaker`, `split`, `fold`, `text_id` or
+`text` (and `utt_id`, `gender`, `language`; other columns are kept).
+
+The prompt: `text_id` as given; else, with a `text` column (the words said), one id per text after
+case, punctuation and spacing are normalised ("Kids are talking!" = "kids are talking").
 
 `root` is the table itself; paths are relative to its folder (absolute paths inside it are made
 relative). Folds: the table's `fold` column if given; else its `split` (train/dev|valid|val/test);
@@ -7,6 +10,7 @@ else speaker groups from `speaker` (required then, so folds stay speaker-indepen
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +54,11 @@ def _relative(paths: pd.Series, base: Path, table: Path) -> pd.Series:
     return relative_paths
 
 
+def normalised_text(text: str) -> str:
+    """Lower case, punctuation dropped, runs of spaces as one: spellings of one prompt meet."""
+    return " ".join(re.sub(r"[^\w\s]", " ", str(text).lower()).split())
+
+
 def prepare(root, label_map=None, n_folds: int = 5, allow_missing: bool = False, language: str = "") -> pd.DataFrame:
     table_path = Path(root).expanduser()
     table = _read_table(table_path)
@@ -58,6 +67,8 @@ def prepare(root, label_map=None, n_folds: int = 5, allow_missing: bool = False,
     rows["path"] = _relative(table["path"], base, table_path)
     given_ids = rows["utt_id"].str.strip() if "utt_id" in rows.columns else pd.Series("", index=rows.index)
     rows["utt_id"] = given_ids.where(given_ids != "", rows["path"].map(lambda p: Path(p).with_suffix("").as_posix().replace("/", "__")))
+    if "text_id" not in rows.columns and "text" in rows.columns:
+        rows["text_id"] = rows["text"].map(normalised_text)
     if "language" not in rows.columns or (rows["language"] == "").all():
         rows["language"] = language
     if "split" in rows.columns:

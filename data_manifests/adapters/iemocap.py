@@ -8,6 +8,7 @@ sad 1084). Each evaluation line `[start - end]\tSes01F_impro01_F000\tneu\t[v, a,
 utterance's majority label. Default is the standard 4-class set (neutral, happy, sad, angry) with excited merged
 into happy; `four_class=False` keeps every label (xxx = no majority is always dropped). Speaker =
 session + gender of the talker (10 speakers); folds are leave-one-session-out (Session1 -> fold 0).
+text_id stays empty: improvised dialogues repeat no prompt, and the naming does not align scripted lines.
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ The release: 24449 utterances from 990 dialogues of 56 Chinese TV series, 7 emot
 Surprise, Sad, Disgust, Anger, Fear, Neutral). annotation.json: {movie: {clip: {"SpeakerInfo": {A: {"Name": ...}}, "Dialog": {utt: {"Speaker": A,
 "EmoAnnotation": {"final_main_emo": "Happy"}}}}}}. Official splits by TV series (val -> valid);
 speaker = series + character name; files listed in `depreciated_file_list.txt` are left out.
+text_id stays empty (natural dialogue: no prompt repeats).
 """
 from __future__ import annotations
 

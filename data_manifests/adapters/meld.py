@@ -6,7 +6,7 @@ rows in the three CSVs, 7 emotions (neutral, joy, sadness, anger, fear, disgust,
 which soundfile cannot read: extract 16 kHz mono wav with the same stem in place (ffmpeg), or use a
 wav re-pack whose folders still say train/dev/test. Known gaps: dev `dia110_utt7` has no clip (use
 --allow-missing), and some clips have no CSV row (ignored). The splits are official (dev -> valid);
-speaker = character.
+speaker = character. text_id stays empty (natural dialogue: no prompt repeats).
 """
 from __future__ import annotations
 

@@ -6,6 +6,8 @@ of each other emotion; plus 1012 song files (Audio_Song_Actors_01-24; actor 18 h
 Fields: modality, vocal channel (01 speech, 02 song), emotion (01..08), intensity (01 normal,
 02 strong), statement, repetition, actor (01..24; odd = male). Folds are the standard 6 groups of
 4 actors (1-4 -> fold 0, ..., 21-24 -> fold 5), so speech and song of one actor share a fold.
+text_id = the statement field: 2 prompts, 01 "Kids are talking by the door" and 02 "Dogs are sitting
+by the door", 720 speech utterances each (every actor says both in every emotion; song: 506 each).
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def prepare(root, include_song: bool = False, strict: bool = False) -> pd.DataFr
         return {"utt_id": rel.stem, "speaker": f"Actor_{actor:02d}", "gender": "male" if actor % 2 else "female",
                 "label": EMOTIONS[match["emotion"]], "raw_label": match["emotion"], "fold": (actor - 1) // 4,
                 "vocal_channel": channel, "intensity": "normal" if match["intensity"] == "01" else "strong",
-                "statement": match["statement"], "repetition": match["repetition"]}
+                "statement": match["statement"], "text_id": match["statement"], "repetition": match["repetition"]}
 
     rows = parse_files(root, "ravdess", NAME, SCHEME, parse, strict=strict)
     return build_manifest(rows, root, "ravdess", language="en")

@@ -4,7 +4,8 @@ The release: 2800 wav files (24.4 kHz) = 2 female speakers (OAF aged 64, YAF age
 words ("Say the word ...") x 7 emotions (angry, disgust, fear, happy, neutral, sad, pleasant surprise
 = `ps`; some re-packs spell it out), one folder per speaker and emotion (14 x 200). Known quirk:
 `OAF_neutral/OA_bite_neutral.wav` has the prefix `OA`, so the speaker is taken from the folder's
-prefix when there is one. With two speakers the folds are leave-one-speaker-out (2 folds).
+prefix when there is one. text_id = the word, lower-cased: 200 prompts, 14 utterances each (2
+speakers x 7 emotions). With two speakers the folds are leave-one-speaker-out (2 folds).
 """
 from __future__ import annotations
 
@@ -28,5 +29,5 @@ def _speaker(match: re.Match) -> str:
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
     rows = parse_files(root, "tess", NAME, SCHEME, lambda rel, m: {
         "utt_id": rel.stem, "speaker": _speaker(m), "gender": "female",
-        "raw_label": m["emotion"].lower(), "word": m["word"].lower()}, on_path=True, strict=strict)
+        "raw_label": m["emotion"].lower(), "word": m["word"].lower(), "text_id": m["word"].lower()}, on_path=True, strict=strict)
     return build_manifest(rows, root, "tess", language="en", n_folds=n_folds)
