@@ -1,0 +1,286 @@
+"""What to label next, measured (docs/ACTIVE_LEARNING.md): labelling in rounds, each rule of
+trainer/next_to_label.py against random picks.
+
+    python bench/active_learning.py --cache ravdess=/work/caches/ravdess/whisper-base-trim.h5 \
+        --cache casia=/work/caches/casia/whisper-base-trim.h5 [--seeds 0,1,2] [--workers 2] \
+        [--rules margin,entropy,k-center,random] [--inner] [--out docs/results/active-learning]
+
+Per corpus, outer test fold and seed: start from the protocol's stratified 5% of the training folds
+(trainer/protocol.py's split, the same for every rule), train the default recipe (inductive: the
+training folds' unlabelled rows are the pool, the test fold is only scored), then in rounds let a
+rule pick a fixed budget (2.5% of the training rows) from the pool, reveal those labels through
+the simulated annotator, and train again, up to 20%. Rules see the model's probabilities on the
+pool and the training folds' features, never a label; the annotator holds the training folds'
+labels only, and reveals one when its row is picked. `--inner` runs the model-selection protocol
+instead (each outer test fold removed, the next fold's speakers scored: `inner_validation`), which
+decides the rule `label` uses.
+
+Writes <out>/<protocol>/rounds.csv (one row per corpus x fold x seed x rule x round) and
+summary.json; `--render` writes the page and its plot from both protocols' files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from data_manifests.storage import atomic_path, write_text_atomic  # noqa: E402
+from pipeline.run_lock import die_with_parent  # noqa: E402
+from trainer.auto_choices import resolve_auto  # noqa: E402
+from trainer.bgrpo import train_bgrpo_refit  # noqa: E402
+from trainer.config import TrainConfig  # noqa: E402
+from trainer.fold_data import FoldData, FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
+from trainer.jobs import job_seed  # noqa: E402
+from trainer.metrics import scores  # noqa: E402
+from trainer.monitor import Monitor  # noqa: E402
+from trainer.next_to_label import RULES, choose_next  # noqa: E402
+from trainer.protocol import Split, fold_names, make_split  # noqa: E402
+from trainer.supervised import fit_supervised, new_policy  # noqa: E402
+from trainer.teachers import teacher_for  # noqa: E402
+
+START, STEP, STOP = 0.05, 0.025, 0.20  # labelled share of the training rows: start, budget per round, end
+
+
+class AnnotatorError(RuntimeError):
+    """A rule asked for a label the simulated annotator must not give (a test row, or twice)."""
+
+
+@dataclass
+class SimulatedAnnotator:
+    """The person who labels: knows the true label of every training-fold row and nothing else;
+    each call to `reveal` is one round's annotation, recorded in `log`."""
+
+    truth: np.ndarray  # [N] label index of every cache row, -1 outside the training folds
+    log: list = field(default_factory=list)
+
+    @classmethod
+    def for_training_rows(cls, y: np.ndarray, train: np.ndarray) -> "SimulatedAnnotator":
+        truth = np.full(len(y), -1)
+        truth[train] = y[train]
+        return cls(truth)
+
+    def reveal(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=int)
+        asked = np.concatenate([np.zeros(0, int), *self.log])
+        if (self.truth[rows] < 0).any():
+            raise AnnotatorError(f"rows {rows[self.truth[rows] < 0][:5].tolist()} are not training-fold rows")
+        if np.isin(rows, asked).any() or len(np.unique(rows)) < len(rows):
+            raise AnnotatorError("a row was asked for twice")
+        self.log.append(rows)
+        return self.truth[rows]
+
+
+@dataclass
+class RoundModel:
+    """What one round's training gives: test predictions (B-GRPO and its warm-up), the model's
+    probabilities on every pool row and the training rows' features (for the rules)."""
+
+    test_pred: np.ndarray
+    test_pred_supervised: np.ndarray
+    probs: np.ndarray  # [n_train, C] in split.train order, zero on labelled rows
+    features: torch.Tensor  # [n_train, L, D] z-scored, in split.train order
+    choice: dict
+
+
+def train_round(cfg: TrainConfig, cache_path: str, y_visible: np.ndarray, split: Split, classes: list[str],
+                seed_key: tuple[str, int], device) -> RoundModel:
+    """The default recipe (warm-up, then B-GRPO refit) on split.labeled with the labels in y_visible
+    (-1 = unknown; test rows carry their labels for scoring only), seeded by (fold, seed) alone so
+    that the same labelled set gives the same model whichever rule chose it."""
+    fold, seed = seed_key
+    table = table_cache(cache_path).table
+    cfg, choice = resolve_auto(cfg, table_cache(cache_path), split, y_visible, len(classes))
+    x, *_ = prepared_cache(cache_path, cfg.layer, cfg.speaker_norm)
+    data = FoldData.build(x, y_visible, table["speaker"].astype(str).to_numpy(), split, len(classes), device)
+    job = FoldJob(data, split, table, y_visible, classes, cfg, choice)
+    warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), device),
+                          data.x_lab, data.y_lab, cfg, torch.Generator().manual_seed(job_seed(fold, seed, "supervised")))
+    teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
+    model = train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(job_seed(fold, seed, "bgrpo")),
+                              Monitor(data, "bgrpo", [], cfg.refit_rounds), job_seed(fold, seed, "refit"))
+    probs = np.zeros((len(split.train), len(classes)))
+    probs[np.searchsorted(split.train, split.unlabeled)] = data.x_unl.map(model.probs).cpu().numpy()
+    return RoundModel(data.x_test.map(model.probs).argmax(1).cpu().numpy(),
+                      data.x_test.map(warm.probs).argmax(1).cpu().numpy(), probs, data.x_train_all[:], choice)
+
+
+def round_targets(n_train: int) -> tuple[int, int]:
+    """(budget per round, number of rounds): STEP of the training rows per round, from START to STOP."""
+    budget = max(1, int(round(STEP * n_train)))
+    return budget, int(round((STOP - START) / STEP))
+
+
+def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: TrainConfig, inner: bool = False,
+             true_labels: np.ndarray | None = None, start: np.ndarray | None = None) -> tuple[list[dict], dict]:
+    """Every rule's rounds for one fold x seed: (rows of scores per round, each rule's labelled rows
+    per round and the annotator's log, for checks). `true_labels` replaces the cache's labels and
+    `start` the stratified start (tests)."""
+    torch.set_num_threads(1)
+    table = table_cache(cache_path).table
+    classes = class_names(table)
+    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy() if true_labels is None \
+        else np.asarray(true_labels)
+    split0 = make_split(table.assign(label=y), fold, seed, START, 0.0, False, inner)
+    train, test = split0.train, split0.test
+    budget, n_rounds = round_targets(len(train))
+    device = torch.device("cpu")
+    rows, trace = [], {}
+    start_model = None
+    for rule in rules:
+        annotator = SimulatedAnnotator.for_training_rows(y, train)
+        labelled = np.sort(split0.labeled if start is None else start)
+        y_visible = np.full(len(y), -1)
+        y_visible[labelled] = annotator.reveal(labelled)
+        y_visible[test] = y[test]  # scored only: FoldData.y_test
+        rng = np.random.default_rng([seed, zlib.crc32(str(fold).encode()), zlib.crc32(rule.encode())])
+        trace[rule] = {"labelled": [labelled], "annotator": annotator}
+        for rnd in range(n_rounds + 1):
+            t0 = time.perf_counter()
+            split = Split(str(fold), seed, labelled, np.zeros(0, int), np.setdiff1d(train, labelled), test, train, 0)
+            if rnd == 0 and start_model is not None:
+                model = start_model  # the same labelled set and seeds: the same model for every rule
+            else:
+                model = train_round(cfg, cache_path, y_visible, split, classes, (str(fold), seed), device)
+                start_model = start_model or model
+            rows.append({"fold": str(fold), "seed": seed, "rule": rule, "round": rnd, "n_labelled": len(labelled),
+                         "share": len(labelled) / len(train), "nominal_share": START + STEP * rnd,
+                         **{k: v for k, v in scores(y[test], model.test_pred, len(classes)).items()},
+                         "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
+                         "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0})
+            if rnd == n_rounds:
+                break
+            picked = train[choose_next(rule, budget, np.searchsorted(train, split.unlabeled), probs=model.probs,
+                                       features=model.features, labelled=np.searchsorted(train, labelled), rng=rng)]
+            y_visible[picked] = annotator.reveal(picked)
+            labelled = np.sort(np.concatenate([labelled, picked]))
+            trace[rule]["labelled"].append(labelled)
+    return rows, trace
+
+
+def simulate_task(args: tuple) -> list[dict]:
+    corpus, cache_path, fold, seed, rules, cfg_dict, inner = args
+    rows, _ = simulate(cache_path, fold, seed, rules, TrainConfig.from_dict(cfg_dict), inner)
+    return [{"corpus": corpus, **r} for r in rows]
+
+
+def run_all(caches: dict[str, str], seeds: list[int], rules: list[str], workers: int, inner: bool,
+            cfg: TrainConfig) -> pd.DataFrame:
+    tasks = [(name, path, fold, seed, rules, cfg.to_dict(), inner)
+             for name, path in caches.items() for fold in fold_names(table_cache(path).table) for seed in seeds]
+    if workers <= 1:
+        out = [simulate_task(t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
+            out = list(pool.map(simulate_task, tasks))
+    return pd.DataFrame([r for rows in out for r in rows])
+
+
+# --- summary: curves, labels saved, the winning rule ----------------------------------------------
+def curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over folds x seeds of macro-F1 (and its labelled share) per corpus x rule x round."""
+    g = rows.groupby(["corpus", "rule", "round"])
+    return pd.DataFrame({"share": g["share"].mean() * 100, "macro_f1": g["macro_f1"].mean(),
+                         "std": g["macro_f1"].std(ddof=0), "supervised_macro_f1": g["supervised_macro_f1"].mean(),
+                         "n": g.size()}).reset_index()
+
+
+def share_to_reach(shares: np.ndarray, scores: np.ndarray, target: float) -> float | None:
+    """The labelled share at which the curve (shares ascending) first reaches `target`, by linear
+    interpolation between rounds; the first share when it starts above; None when it never does."""
+    if scores[0] >= target:
+        return float(shares[0])
+    for i in range(1, len(scores)):
+        if scores[i] >= target:
+            s0, s1, f0, f1 = shares[i - 1], shares[i], scores[i - 1], scores[i]
+            return float(s0 + (target - f0) / (f1 - f0) * (s1 - s0))
+    return None
+
+
+def labels_saved(curve: pd.DataFrame, rule: str, baseline: str = "random", at: float = 10.0) -> dict:
+    """Labels saved at `at`% = 1 - at / r, r = the share (%) `baseline` needs to reach the rule's
+    mean score at `at`% (the round nearest to it). None with 'more than' when the baseline never
+    gets there (r > the last share)."""
+    mine = curve[curve["rule"] == rule].sort_values("round")
+    base = curve[curve["rule"] == baseline].sort_values("round")
+    at_round = int((mine["share"] - at).abs().idxmin())
+    target = float(mine.loc[at_round, "macro_f1"])
+    shares = base["share"].to_numpy()
+    r = share_to_reach(shares, base["macro_f1"].to_numpy(), target)
+    if r is None:
+        return {"rule": rule, "score_at": target, "share_at": float(mine.loc[at_round, "share"]),
+                "random_share_needed": None, "saved": None, "saved_more_than": 1 - float(mine.loc[at_round, "share"]) / shares[-1]}
+    return {"rule": rule, "score_at": target, "share_at": float(mine.loc[at_round, "share"]),
+            "random_share_needed": r, "saved": 1 - float(mine.loc[at_round, "share"]) / r, "saved_more_than": None}
+
+
+def summarise(rows: pd.DataFrame) -> dict:
+    """Per corpus: each rule's curve, its gain over random per round, labels saved at 10%, whether
+    it beats random at every budget; the rule with the best mean over the rounds after the start."""
+    curve = curves(rows)
+    out = {}
+    for corpus, c in curve.groupby("corpus"):
+        rand = c[c["rule"] == "random"].set_index("round")["macro_f1"]
+        per_rule = {}
+        for rule, r in c.groupby("rule"):
+            r = r.set_index("round")
+            gain = (r["macro_f1"] - rand).drop(index=0)
+            per_rule[rule] = {"share": r["share"].round(2).tolist(), "macro_f1": r["macro_f1"].round(2).tolist(),
+                              "std": r["std"].round(2).tolist(),
+                              "supervised_macro_f1": r["supervised_macro_f1"].round(2).tolist(),
+                              "gain_vs_random": gain.round(2).tolist(), "beats_random_every_round": bool((gain > 0).all()),
+                              "mean_after_start": float(r["macro_f1"].drop(index=0).mean()),
+                              **({} if rule == "random" else labels_saved(c, rule))}
+        out[corpus] = per_rule
+    rules = sorted({rule for per in out.values() for rule in per})
+    overall = {rule: float(np.mean([out[c][rule]["mean_after_start"] for c in out])) for rule in rules}
+    return {"corpora": out, "mean_after_start": overall, "best_rule": max(overall, key=overall.get)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cache", action="append", default=[], help="NAME=PATH of a cache (repeatable)")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--rules", default=",".join(RULES))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--inner", action="store_true", help="inner validation (choose the rule): never the test folds")
+    ap.add_argument("--out", default="docs/results/active-learning")
+    args = ap.parse_args(argv)
+    caches = dict(c.split("=", 1) for c in args.cache)
+    rules = args.rules.split(",")
+    if "random" not in rules:
+        ap.error("--rules must include random (the baseline of every comparison)")
+    protocol = "inner" if args.inner else "outer"
+    out = Path(args.out) / protocol
+    t0 = time.time()
+    load = os.getloadavg()
+    rows = run_all(caches, [int(s) for s in args.seeds.split(",")], rules, args.workers, args.inner, TrainConfig())
+    wall = time.time() - t0
+    with atomic_path(out / "rounds.csv") as tmp:
+        rows.to_csv(tmp, index=False)
+    summary = {"protocol": protocol, "caches": caches, "seeds": args.seeds, "rules": rules, "workers": args.workers,
+               "wall_seconds": round(wall, 1), "load_before": load, "load_after": os.getloadavg(),
+               "cpu_count": os.cpu_count(), **summarise(rows)}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    print(json.dumps({k: summary[k] for k in ("protocol", "wall_seconds", "load_before", "load_after",
+                                               "mean_after_start", "best_rule")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
