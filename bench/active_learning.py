@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,7 +48,7 @@ from trainer.fold_data import FoldData, FoldJob, class_names, prepared_cache, ta
 from trainer.jobs import job_seed  # noqa: E402
 from trainer.metrics import scores  # noqa: E402
 from trainer.monitor import Monitor  # noqa: E402
-from trainer.next_to_label import RULES, choose_next  # noqa: E402
+from trainer.next_to_label import DEFAULT_RULE, RULES, choose_next  # noqa: E402
 from trainer.protocol import Split, fold_names, make_split  # noqa: E402
 from trainer.supervised import fit_supervised, new_policy  # noqa: E402
 from trainer.teachers import teacher_for  # noqa: E402
@@ -150,7 +150,7 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
         rng = np.random.default_rng([seed, zlib.crc32(str(fold).encode()), zlib.crc32(rule.encode())])
         trace[rule] = {"labelled": [labelled], "annotator": annotator}
         for rnd in range(n_rounds + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             split = Split(str(fold), seed, labelled, np.zeros(0, int), np.setdiff1d(train, labelled), test, train, 0)
             if rnd == 0 and start_model is not None:
                 model = start_model  # the same labelled set and seeds: the same model for every rule
@@ -161,7 +161,8 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
                          "share": len(labelled) / len(train), "nominal_share": START + STEP * rnd,
                          **{k: v for k, v in scores(y[test], model.test_pred, len(classes)).items()},
                          "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
-                         "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0})
+                         "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0,
+                         "cpu_seconds": time.process_time() - c0})
             if rnd == n_rounds:
                 break
             picked = train[choose_next(rule, budget, np.searchsorted(train, split.unlabeled), probs=model.probs,
@@ -180,15 +181,27 @@ def simulate_task(args: tuple) -> list[dict]:
 
 def run_all(caches: dict[str, str], seeds: list[int], rules: list[str], workers: int, inner: bool,
             cfg: TrainConfig) -> pd.DataFrame:
+    """Every corpus x fold x seed, in `workers` processes (one BLAS / torch thread each); prints progress."""
     tasks = [(name, path, fold, seed, rules, cfg.to_dict(), inner)
              for name, path in caches.items() for fold in fold_names(table_cache(path).table) for seed in seeds]
+    t0, out = time.time(), []
+
+    def done(rows):
+        out.append(rows)
+        print(f"{len(out)}/{len(tasks)} folds x seeds done, {time.time() - t0:.0f} s", flush=True)
+
     if workers <= 1:
-        out = [simulate_task(t) for t in tasks]
+        for t in tasks:
+            done(simulate_task(t))
     else:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, "1")  # the spawned workers' BLAS: one thread each, as torch's
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
                                  initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-            out = list(pool.map(simulate_task, tasks))
-    return pd.DataFrame([r for rows in out for r in rows])
+            for future in as_completed([pool.submit(simulate_task, t) for t in tasks]):
+                done(future.result())
+    return pd.DataFrame([r for rows in out for r in rows]).sort_values(
+        ["corpus", "fold", "seed", "rule", "round"], kind="stable").reset_index(drop=True)
 
 
 # --- summary: curves, labels saved, the winning rule ----------------------------------------------
@@ -236,20 +249,165 @@ def summarise(rows: pd.DataFrame) -> dict:
     out = {}
     for corpus, c in curve.groupby("corpus"):
         rand = c[c["rule"] == "random"].set_index("round")["macro_f1"]
+        runs = rows[rows["corpus"] == corpus].pivot_table(index=["fold", "seed", "round"], columns="rule",
+                                                          values="macro_f1")
         per_rule = {}
         for rule, r in c.groupby("rule"):
             r = r.set_index("round")
             gain = (r["macro_f1"] - rand).drop(index=0)
+            paired = (runs[rule] - runs["random"]).groupby(level="round")  # same fold x seed, same share
+            gain_se = (paired.std(ddof=1) / np.sqrt(paired.size())).drop(index=0)
             per_rule[rule] = {"share": r["share"].round(2).tolist(), "macro_f1": r["macro_f1"].round(2).tolist(),
                               "std": r["std"].round(2).tolist(),
                               "supervised_macro_f1": r["supervised_macro_f1"].round(2).tolist(),
-                              "gain_vs_random": gain.round(2).tolist(), "beats_random_every_round": bool((gain > 0).all()),
+                              "gain_vs_random": gain.round(2).tolist(), "gain_se": gain_se.round(2).tolist(),
+                              "beats_random_every_round": bool((gain > 0).all()),
                               "mean_after_start": float(r["macro_f1"].drop(index=0).mean()),
                               **({} if rule == "random" else labels_saved(c, rule))}
         out[corpus] = per_rule
     rules = sorted({rule for per in out.values() for rule in per})
     overall = {rule: float(np.mean([out[c][rule]["mean_after_start"] for c in out])) for rule in rules}
-    return {"corpora": out, "mean_after_start": overall, "best_rule": max(overall, key=overall.get)}
+    n_runs = rows.drop_duplicates(["corpus", "fold", "seed"]).groupby("corpus").size().to_dict()
+    return {"corpora": out, "mean_after_start": overall, "best_rule": max(overall, key=overall.get),
+            "n_runs": {k: int(v) for k, v in n_runs.items()}}
+
+
+# --- the page -------------------------------------------------------------------------------------
+RULE_TEXT = {"margin": "margin (the `label` rule: lowest top-1/top-2 margin, class by class)",
+             "entropy": "entropy (highest predictive entropy)", "k-center": "k-center (diversity over the features)",
+             "random": "random"}
+
+
+def pct(v) -> str:
+    return "" if v is None else f"{100 * v:.0f}%"
+
+
+def curve_table(per_rule: dict) -> list[str]:
+    shares = per_rule["random"]["share"]
+    out = ["| rule | " + " | ".join(f"{s:.1f}%" for s in shares) + " |", "|---|" + "---|" * len(shares)]
+    for rule, r in per_rule.items():
+        out.append(f"| {rule} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(r["macro_f1"], r["std"])) + " |")
+    out.append("| *warm-up alone (random)* | " + " | ".join(f"{m:.1f}" for m in per_rule["random"]["supervised_macro_f1"]) + " |")
+    return out
+
+
+def gain_table(summary: dict) -> list[str]:
+    head = ["corpus", "rule", *(f"round {k}" for k in range(1, 7)), "beats random every round"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for corpus, per_rule in summary["corpora"].items():
+        for rule, r in per_rule.items():
+            if rule != "random":
+                out.append(f"| {corpus} | {rule} | " + " | ".join(f"{g:+.1f} ± {e:.1f}" for g, e in
+                                                                 zip(r["gain_vs_random"], r["gain_se"])) +
+                           f" | {'yes' if r['beats_random_every_round'] else 'no'} |")
+    return out
+
+
+def saved_table(summary: dict) -> list[str]:
+    out = ["| corpus | rule | labelled share | macro-F1 | random needs | labels saved |", "|---|---|---|---|---|---|"]
+    for corpus, per_rule in summary["corpora"].items():
+        for rule, r in per_rule.items():
+            if rule == "random":
+                continue
+            need = f"{r['random_share_needed']:.1f}%" if r["random_share_needed"] is not None else \
+                f"> {per_rule['random']['share'][-1]:.1f}%"
+            saved = pct(r["saved"]) if r["saved"] is not None else f"more than {pct(r['saved_more_than'])}"
+            out.append(f"| {corpus} | {rule} | {r['share_at']:.1f}% | {r['score_at']:.1f} | {need} | **{saved}** |")
+    return out
+
+
+def target_lines(summary: dict, rule: str = DEFAULT_RULE) -> list[str]:
+    """The issue's targets for the default rule, met or not, per corpus (outer test folds)."""
+    out = []
+    for corpus, per_rule in summary["corpora"].items():
+        r = per_rule[rule]
+        gains = ", ".join(f"{g:+.1f}" for g in r["gain_vs_random"])
+        saved = pct(r["saved"]) if r["saved"] is not None else f"more than {pct(r['saved_more_than'])}"
+        met_rounds = "met" if r["beats_random_every_round"] else "**not met**"
+        met_saved = "met" if (r["saved"] is None or r["saved"] >= 0.3) else "**not met**"
+        out.append(f"- {corpus}: `{rule}` beats random at every budget: {met_rounds} (gain per round {gains}); "
+                   f"labels saved at 10% >= 30%: {met_saved} ({saved}).")
+    return out
+
+
+def plot(summary: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = summary["corpora"]
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.2 * len(corpora), 3.8), squeeze=False)
+    for ax, (corpus, per_rule) in zip(axes[0], corpora.items()):
+        n = summary["n_runs"][corpus]
+        for rule, r in per_rule.items():
+            m, se = np.array(r["macro_f1"]), np.array(r["std"]) / np.sqrt(n)
+            ax.plot(r["share"], m, marker="o", ms=3, label=rule, lw=2.2 if rule == "margin" else 1.2,
+                    ls="--" if rule == "random" else "-")
+            ax.fill_between(r["share"], m - se, m + se, alpha=0.12)
+        ax.set_title(f"{corpus} ({n} folds x seeds, outer test folds)")
+        ax.set_xlabel("labelled share of the training folds (%)")
+        ax.set_ylabel("macro-F1 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
+    """docs/ACTIVE_LEARNING.md from the summaries (every number comes from summary.json)."""
+    plot(outer, figure)
+    lines = ["# What to label next, measured", "",
+             "Generated by `bench/active_learning.py --render` from "
+             f"`{outer['out']}/outer/summary.json`" + (f" and `{inner['out']}/inner/summary.json`" if inner else "") + ".", "",
+             "Labels come in rounds. Per corpus, outer test fold and seed (3 seeds): start from the protocol's "
+             "stratified 5% of the training folds, train the default recipe (inductive; the training folds' "
+             "unlabelled rows are the pool; the test fold is only scored), then in each round a rule picks "
+             "2.5% of the training rows from the pool, a simulated annotator reveals their labels (it holds the "
+             "training folds' labels only), and the recipe is trained again, up to 20%. Every rule starts from "
+             "the same labels and the same model; the model of a round is seeded by fold and seed alone. "
+             "Rules (trainer/next_to_label.py): " + "; ".join(RULE_TEXT[r] for r in outer["rules"]) + ".", "",
+             f"Caches: {', '.join(f'`{k}` = `{v}`' for k, v in outer['caches'].items())}. "
+             f"Wall time {outer['wall_seconds'] / 60:.1f} min for both corpora ({outer['workers']} workers on "
+             f"{outer['cpu_count']} cores; load average {outer['load_before'][0]:.1f} before, "
+             f"{outer['load_after'][0]:.1f} after: the machine was shared).", "",
+             f"![macro-F1 against labelled share]({os.path.relpath(figure, page.parent)})", "",
+             "(bands: ± the standard error over folds x seeds)", "",
+             "## Macro-F1 (%) against labelled share (mean ± std over folds x seeds, outer test folds)", ""]
+    for corpus, per_rule in outer["corpora"].items():
+        lines += [f"**{corpus}**", "", *curve_table(per_rule), ""]
+    lines += ["## Gain over random (macro-F1 points, same labelled share)", "",
+              "Mean over folds x seeds ± the standard error of the paired difference (same fold, seed and share).",
+              "", *gain_table(outer), "",
+              "## Labels saved at 10%", "",
+              "labels saved = 1 - 10 / r, r = the labelled share (%) random needs to reach the rule's mean score "
+              "at the 10% round (linear interpolation between rounds; 'more than' when random does not reach "
+              "it by the last round).", "", *saved_table(outer), ""]
+    lines += ["## Targets", "", *target_lines(outer), ""]
+    if inner:
+        lines += ["## Which rule `label` uses: inner validation", "",
+                  "The same rounds under `inner_validation` (each outer test fold removed, the next fold's "
+                  "speakers scored; the test folds are never read). Mean macro-F1 over the rounds after the "
+                  "start, per corpus, and labels saved at 10%:", "",
+                  "| rule | " + " | ".join(inner["corpora"]) + " | mean |", "|---|" + "---|" * (len(inner["corpora"]) + 1)]
+        for rule in inner["rules"]:
+            cells = [f"{inner['corpora'][c][rule]['mean_after_start']:.1f}"
+                     + ("" if rule == "random" else f" (saved {pct(inner['corpora'][c][rule]['saved']) or 'more than ' + pct(inner['corpora'][c][rule]['saved_more_than'])})")
+                     for c in inner["corpora"]]
+            lines.append(f"| {rule} | " + " | ".join(cells) + f" | {inner['mean_after_start'][rule]:.1f} |")
+        lines += ["", f"Best on inner validation: **{inner['best_rule']}**.", ""]
+    return "\n".join(lines)
+
+
+def stored_summary(folder: Path) -> dict | None:
+    """A protocol's summary.json with its numbers recomputed from rounds.csv beside it; None if absent."""
+    if not (folder / "summary.json").exists():
+        return None
+    meta = json.loads((folder / "summary.json").read_text())
+    return {**meta, "out": str(folder.parent), **summarise(pd.read_csv(folder / "rounds.csv", dtype={"fold": str}))}
 
 
 def main(argv=None) -> int:
@@ -260,22 +418,28 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--inner", action="store_true", help="inner validation (choose the rule): never the test folds")
     ap.add_argument("--out", default="docs/results/active-learning")
+    ap.add_argument("--render", action="store_true", help="write --page from <out>/outer and <out>/inner, run nothing")
+    ap.add_argument("--page", default="docs/ACTIVE_LEARNING.md")
     args = ap.parse_args(argv)
+    if args.render:
+        outer, inner = (stored_summary(Path(args.out) / p) for p in ("outer", "inner"))
+        write_text_atomic(args.page, render(outer, inner, Path(args.page), Path(args.out) / "curves.png"))
+        print(f"wrote {args.page} and {Path(args.out) / 'curves.png'}")
+        return 0
     caches = dict(c.split("=", 1) for c in args.cache)
     rules = args.rules.split(",")
     if "random" not in rules:
         ap.error("--rules must include random (the baseline of every comparison)")
     protocol = "inner" if args.inner else "outer"
     out = Path(args.out) / protocol
-    t0 = time.time()
-    load = os.getloadavg()
+    t0, load = time.time(), os.getloadavg()
     rows = run_all(caches, [int(s) for s in args.seeds.split(",")], rules, args.workers, args.inner, TrainConfig())
     wall = time.time() - t0
     with atomic_path(out / "rounds.csv") as tmp:
         rows.to_csv(tmp, index=False)
-    summary = {"protocol": protocol, "caches": caches, "seeds": args.seeds, "rules": rules, "workers": args.workers,
-               "wall_seconds": round(wall, 1), "load_before": load, "load_after": os.getloadavg(),
-               "cpu_count": os.cpu_count(), **summarise(rows)}
+    summary = {"protocol": protocol, "out": args.out, "caches": caches, "seeds": args.seeds, "rules": rules,
+               "workers": args.workers, "wall_seconds": round(wall, 1), "load_before": load,
+               "load_after": os.getloadavg(), "cpu_count": os.cpu_count(), **summarise(rows)}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("protocol", "wall_seconds", "load_before", "load_after",
                                                "mean_after_start", "best_rule")}))
