@@ -161,6 +161,7 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
                          "share": len(labelled) / len(train), "nominal_share": START + STEP * rnd,
                          **{k: v for k, v in scores(y[test], model.test_pred, len(classes)).items()},
                          "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
+                         "labelled_per_class": "|".join(map(str, np.bincount(y_visible[labelled], minlength=len(classes)))),
                          "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0,
                          "cpu_seconds": time.process_time() - c0})
             if rnd == n_rounds:
@@ -242,6 +243,18 @@ def labels_saved(curve: pd.DataFrame, rule: str, baseline: str = "random", at: f
             "random_share_needed": r, "saved": 1 - float(mine.loc[at_round, "share"]) / r, "saved_more_than": None}
 
 
+def class_balance(rows: pd.DataFrame) -> dict:
+    """The labelled set's class shares at the last round (mean over folds x seeds), smallest and
+    largest: how far a rule moves the labelled prior (which the balanced actions aim at) from the
+    stratified start. Reporting only: the annotator's labels, read after the run."""
+    if "labelled_per_class" not in rows:
+        return {}
+    last = rows[rows["round"] == rows["round"].max()]["labelled_per_class"]
+    counts = np.array([list(map(int, c.split("|"))) for c in last], dtype=float)
+    shares = (counts / counts.sum(1, keepdims=True)).mean(0)
+    return {"last_round_class_share_min": float(shares.min()), "last_round_class_share_max": float(shares.max())}
+
+
 def summarise(rows: pd.DataFrame) -> dict:
     """Per corpus: each rule's curve, its gain over random per round, labels saved at 10%, whether
     it beats random at every budget; the rule with the best mean over the rounds after the start."""
@@ -263,6 +276,7 @@ def summarise(rows: pd.DataFrame) -> dict:
                               "gain_vs_random": gain.round(2).tolist(), "gain_se": gain_se.round(2).tolist(),
                               "beats_random_every_round": bool((gain > 0).all()),
                               "mean_after_start": float(r["macro_f1"].drop(index=0).mean()),
+                              **class_balance(rows[(rows["corpus"] == corpus) & (rows["rule"] == rule)]),
                               **({} if rule == "random" else labels_saved(c, rule))}
         out[corpus] = per_rule
     rules = sorted({rule for per in out.values() for rule in per})
@@ -386,6 +400,17 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
               "labels saved = 1 - 10 / r, r = the labelled share (%) random needs to reach the rule's mean score "
               "at the 10% round (linear interpolation between rounds; 'more than' when random does not reach "
               "it by the last round).", "", *saved_table(outer), ""]
+    if "last_round_class_share_min" in next(iter(outer["corpora"].values()))["random"]:
+        lines += ["## Class balance of the labelled set at 20%", "",
+                  "Smallest and largest class share of the labelled rows after the last round (mean over folds x "
+                  "seeds). The recipe's balanced actions aim at the labelled set's class prior, so a rule that "
+                  "skews it also skews every pool assignment.", "",
+                  "| corpus | " + " | ".join(outer["rules"]) + " |", "|---|" + "---|" * len(outer["rules"])]
+        for corpus, per_rule in outer["corpora"].items():
+            lines.append(f"| {corpus} | " + " | ".join(
+                f"{100 * per_rule[r]['last_round_class_share_min']:.1f}-{100 * per_rule[r]['last_round_class_share_max']:.1f}%"
+                for r in outer["rules"]) + " |")
+        lines.append("")
     lines += ["## Targets", "", *target_lines(outer), ""]
     if inner:
         lines += ["## Which rule `label` uses: inner validation", "",
