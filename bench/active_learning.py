@@ -28,6 +28,7 @@ import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -42,16 +43,15 @@ import torch  # noqa: E402
 from data_manifests.storage import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.run_lock import die_with_parent  # noqa: E402
 from trainer.auto_choices import resolve_auto  # noqa: E402
-from trainer.bgrpo import train_bgrpo_refit  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.fold_data import FoldData, FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
+from trainer.fold_data import FoldData  # noqa: E402
+from trainer.fold_jobs import FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
 from trainer.jobs import job_seed  # noqa: E402
+from trainer.methods import monitored_epochs, train_method, warm_up  # noqa: E402
 from trainer.metrics import scores  # noqa: E402
 from trainer.monitor import Monitor  # noqa: E402
 from trainer.next_to_label import DEFAULT_RULE, RULES, choose_next  # noqa: E402
 from trainer.protocol import Split, fold_names, make_split  # noqa: E402
-from trainer.supervised import fit_supervised, new_policy  # noqa: E402
-from trainer.teachers import teacher_for  # noqa: E402
 
 START, STEP, STOP = 0.05, 0.025, 0.20  # labelled share of the training rows: start, budget per round, end
 
@@ -99,20 +99,18 @@ class RoundModel:
 
 def train_round(cfg: TrainConfig, cache_path: str, y_visible: np.ndarray, split: Split, classes: list[str],
                 seed_key: tuple[str, int], device) -> RoundModel:
-    """The default recipe (warm-up, then B-GRPO refit) on split.labeled with the labels in y_visible
-    (-1 = unknown; test rows carry their labels for scoring only), seeded by (fold, seed) alone so
-    that the same labelled set gives the same model whichever rule chose it."""
-    fold, seed = seed_key
+    """The default recipe (warm-up, then B-GRPO; trainer/methods.py, as `train` builds it) on
+    split.labeled with the labels in y_visible (-1 = unknown; test rows carry their labels for scoring
+    only), seeded by (fold, seed) alone so that the same labelled set gives the same model whichever
+    rule chose it."""
     table = table_cache(cache_path).table
     cfg, choice = resolve_auto(cfg, table_cache(cache_path), split, y_visible, len(classes))
-    x, *_ = prepared_cache(cache_path, cfg.layer, cfg.speaker_norm)
-    data = FoldData.build(x, y_visible, table["speaker"].astype(str).to_numpy(), split, len(classes), device)
+    data = FoldData.build(prepared_cache(cache_path, cfg.layer, cfg.speaker_norm).features, y_visible,
+                          table["speaker"].astype(str).to_numpy(), split, len(classes), device)
     job = FoldJob(data, split, table, y_visible, classes, cfg, choice)
-    warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed(fold, seed, "init"), device),
-                          data.x_lab, data.y_lab, cfg, torch.Generator().manual_seed(job_seed(fold, seed, "supervised")))
-    teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
-    model = train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(job_seed(fold, seed, "bgrpo")),
-                              Monitor(data, "bgrpo", [], cfg.refit_rounds), job_seed(fold, seed, "refit"))
+    seed_of = partial(job_seed, *seed_key)
+    warm = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+    model = train_method("bgrpo", warm, job, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
     probs = np.zeros((len(split.train), len(classes)))
     probs[np.searchsorted(split.train, split.unlabeled)] = data.x_unl.map(model.probs).cpu().numpy()
     return RoundModel(data.x_test.map(model.probs).argmax(1).cpu().numpy(),

@@ -16,7 +16,7 @@ from bench.active_learning import (
 )
 from pipeline.cache import load_cache
 from trainer.config import TrainConfig
-from trainer.fold_data import class_names
+from trainer.fold_jobs import class_names
 from trainer.protocol import fold_masks
 
 RULES = ["margin", "entropy", "k-center", "random"]
