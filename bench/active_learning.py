@@ -157,7 +157,7 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
                 start_model = start_model or model
             rows.append({"fold": str(fold), "seed": seed, "rule": rule, "round": rnd, "n_labelled": len(labelled),
                          "share": len(labelled) / len(train), "nominal_share": START + STEP * rnd,
-                         **{k: v for k, v in scores(y[test], model.test_pred, len(classes)).items()},
+                         **scores(y[test], model.test_pred, len(classes)),
                          "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
                          "labelled_per_class": "|".join(map(str, np.bincount(y_visible[labelled], minlength=len(classes)))),
                          "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0,
@@ -279,7 +279,8 @@ def summarise(rows: pd.DataFrame) -> dict:
     overall = {rule: float(np.mean([out[c][rule]["mean_after_start"] for c in out])) for rule in rules}
     n_runs = rows.drop_duplicates(["corpus", "fold", "seed"]).groupby("corpus").size().to_dict()
     return {"corpora": out, "mean_after_start": overall, "best_rule": max(overall, key=overall.get),
-            "n_runs": {k: int(v) for k, v in n_runs.items()}}
+            "n_runs": {k: int(v) for k, v in n_runs.items()},
+            "cpu_seconds": float(rows["cpu_seconds"].sum()) if "cpu_seconds" in rows else None}
 
 
 # --- the page -------------------------------------------------------------------------------------
@@ -383,6 +384,13 @@ def plot(summary: dict, path: Path) -> Path:
     return path
 
 
+def command_line(summary: dict) -> str:
+    """The command that wrote a protocol's files (results copied to the default --out)."""
+    caches = " ".join(f"--cache {k}={v}" for k, v in summary["caches"].items())
+    return (f"python bench/active_learning.py {caches} --seeds {summary['seeds']} --workers {summary['workers']}"
+            + (" --inner" if summary["protocol"] == "inner" else ""))
+
+
 def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
     """docs/ACTIVE_LEARNING.md from the summaries (every number comes from summary.json)."""
     plot(outer, figure)
@@ -399,7 +407,12 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
              f"Caches: {', '.join(f'`{k}` = `{v}`' for k, v in outer['caches'].items())}. "
              f"Wall time {outer['wall_seconds'] / 60:.1f} min for both corpora ({outer['workers']} workers on "
              f"{outer['cpu_count']} cores; load average {outer['load_before'][0]:.1f} before, "
-             f"{outer['load_after'][0]:.1f} after: the machine was shared).", "",
+             f"{outer['load_after'][0]:.1f} after: the machine was shared)"
+             + (f"; the rounds' CPU time, summed over workers, {outer['cpu_seconds'] / 60:.1f} min." if outer.get("cpu_seconds") else ".")
+             + " Same command, same numbers: the workers run one BLAS thread (margin and entropy picks follow the "
+             "last digits of the probabilities, which the thread count changes).", "",
+             "```", command_line(outer), *([command_line(inner)] if inner else []),
+             "python bench/active_learning.py --render", "```", "",
              f"![macro-F1 against labelled share]({os.path.relpath(figure, page.parent)})", "",
              "(bands: ± the standard error over folds x seeds)", "",
              "## Macro-F1 (%) against labelled share (mean ± std over folds x seeds, outer test folds)", ""]
@@ -423,7 +436,13 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
                 f"{100 * per_rule[r]['last_round_class_share_min']:.1f}-{100 * per_rule[r]['last_round_class_share_max']:.1f}%"
                 for r in outer["rules"]) + " |")
         lines.append("")
-    lines += ["## Targets", "", *target_lines(outer), "", "## Reading", "", *reading_lines(outer), ""]
+    lines += ["## Targets", "", *target_lines(outer), "", "## Reading", "", *reading_lines(outer),
+              "- k-center picks the utterances farthest from every labelled one: the outliers of the feature "
+              "space, unevenly over the classes (class balance above). The warm-up alone loses with them, and "
+              "B-GRPO, whose balanced actions aim at the labelled prior, loses its gain over the warm-up.",
+              "- margin takes the predicted classes in turn, so its labelled set stays near balanced (class "
+              "balance above); entropy does not balance classes and stays within two paired standard errors of "
+              "random.", ""]
     if inner:
         lines += ["## Which rule `label` uses: inner validation", "",
                   "The same rounds under `inner_validation` (each outer test fold removed, the next fold's "
