@@ -454,7 +454,8 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
                      + ("" if rule == "random" else f" (saved {pct(inner['corpora'][c][rule]['saved']) or 'more than ' + pct(inner['corpora'][c][rule]['saved_more_than'])})")
                      for c in inner["corpora"]]
             lines.append(f"| {rule} | " + " | ".join(cells) + f" | {inner['mean_after_start'][rule]:.1f} |")
-        lines += ["", f"Best on inner validation: **{inner['best_rule']}**.", ""]
+        lines += ["", f"Best on inner validation: **{inner['best_rule']}**; `label` suggests by `{DEFAULT_RULE}` "
+                  "(trainer/next_to_label.DEFAULT_RULE).", ""]
     return "\n".join(lines)
 
 

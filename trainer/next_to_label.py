@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 RULES = ("margin", "entropy", "k-center", "random")
-DEFAULT_RULE = "margin"
+DEFAULT_RULE = "margin"  # what `label` writes (suggest_next): best on inner validation, docs/ACTIVE_LEARNING.md
 
 
 def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
