@@ -53,7 +53,8 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.Dat
             and len(audio_paths) < 8:
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
-    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)
+    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device,
+                        weights_sha256=meta.get("weights_sha256") or None)
     probs = predict_features(policies, meta, feats, speakers)
     classes = meta["classes"]
     out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
