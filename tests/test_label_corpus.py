@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
-from trainer.label_corpus import label_corpus, suggest_next
+from trainer.label_corpus import label_corpus
+from trainer.next_to_label import suggest_next
 
 NAMES = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
 

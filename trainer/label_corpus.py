@@ -27,6 +27,7 @@ from trainer.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.methods import monitored_epochs, train_method, warm_up
 from trainer.monitor import Monitor
+from trainer.next_to_label import suggest_next
 from trainer.protocol import Split
 
 
@@ -59,24 +60,6 @@ def read_user_labels(path, utt_ids) -> pd.Series:
     if len(counts) < 2:
         raise ValueError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
     return labels
-
-
-def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int) -> np.ndarray:
-    """Row indices (taken from `candidates`) of n utterances to annotate next: per predicted class the
-    lowest top-1 minus top-2 margin first, classes taken in turn so that every class gets its share."""
-    top2 = np.sort(probs, 1)[:, -2:]
-    margin = top2[:, 1] - top2[:, 0]
-    pred = probs.argmax(1)
-    candidates = np.asarray(candidates)
-    queues = []
-    for c in range(probs.shape[1]):
-        mine = candidates[pred[candidates] == c]
-        queues.append(mine[np.argsort(margin[mine], kind="stable")])
-    out = []
-    depth = max((len(q) for q in queues), default=0)
-    for j in range(depth):
-        out.extend(int(q[j]) for q in queues if j < len(q))
-    return np.asarray(out[:n], dtype=int)
 
 
 def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
