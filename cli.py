@@ -41,13 +41,6 @@ def _fail(error: Exception) -> None:
     raise typer.Exit(code=2) from error
 
 
-TABLE_LEGEND = (
-    "G = gap recovered = (F1 - F1 supervised) / (F1 topline - F1 supervised): 0 = no better than the labelled "
-    "subset alone, 1 = as good as every label.\n"
-    "collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few classes "
-    "(normalised prediction entropy < 0.75).")
-
-
 @contextlib.contextmanager
 def _reported_warnings():
     """Show the project's own warnings as one `warning:` line each; other warnings as Python shows them."""
@@ -81,14 +74,17 @@ def _corpus_root(corpus: str, root: str | None) -> str:
 ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relative to its folder). "
              "Default: $BGRPO_SER_DATA/<corpus>, else data/<corpus>.")
 INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
-N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5; at most one per speaker).")
+N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds (default: 5; at most one per speaker); on a corpus with "
+                       "standard folds (ravdess, iemocap) it replaces them (e.g. for a part of the corpus).")
+SPEAKERS = typer.Option(None, help="Keep only these speakers, comma separated as in the manifest's speaker column "
+                        "(e.g. Actor_01,Actor_02,Actor_05,Actor_06: two RAVDESS folds): a part of the corpus.")
 SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
 LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
 FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.")
 MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
 ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
-ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "label_map", "four_class", "merge_excited",
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speakers", "speaker_regex", "label_map", "four_class", "merge_excited",
                    "allow_missing", "language", "strict")
 STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
 
@@ -101,16 +97,18 @@ def manifest(
     out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
-    from data_manifests import ManifestError, audio_root, prepare, summarize, write_manifest, write_manifest_root
+    from data_manifests import (ManifestError, audio_root, check_trainable, prepare, summarize, write_manifest,
+                                write_manifest_root)
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     try:
         with _reported_warnings():
             root = _corpus_root(corpus, root)
             table = prepare(corpus, root, **options)
+        check_trainable(table, corpus)
         path = write_manifest(table, out or f"manifests/{corpus}.csv")
         write_manifest_root(path, audio_root(corpus, root))
     except ManifestError as error:
@@ -138,14 +136,14 @@ def extract(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
 ) -> None:
     """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable).
 
     With --corpus it runs the corpus adapter first (it takes every option `manifest` takes)."""
     import os
 
-    from data_manifests import ManifestError, audio_root, manifest_root, prepare, read_manifest
+    from data_manifests import ManifestError, audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import EncoderError, resolve_model
     from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
     from pipeline.run_lock import Locked
@@ -160,6 +158,7 @@ def extract(
             with _reported_warnings():
                 root = _corpus_root(corpus, root)
                 table = prepare(corpus, root, **options)
+            check_trainable(table, corpus)
             root = str(audio_root(corpus, root))
         else:
             raise ManifestError("give --corpus NAME [--root DIR], or --manifest FILE.csv")
@@ -270,13 +269,13 @@ def train(
         out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
         if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
             cache = find_cache(corpus, model, window, cache_dir).resolve()
-            typer.echo(f"cache {os.path.relpath(cache)}")
+            typer.echo(f"training on {os.path.relpath(cache)} (the cache found in {cache_dir}/; "
+                       "--cache FILE.h5 picks another)")
         with _reported_warnings():
             summary = run(cfg, cache, out_dir)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo(format_table(summary))
-    typer.echo(TABLE_LEGEND)
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
 
@@ -301,16 +300,18 @@ def ablate(
 
     from pipeline.locate import find_cache
     from trainer.ablate import ablate as run
+    from trainer.report import table_legend
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
         cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
         with _reported_warnings():
-            run(cache, grid, out_dir, workers)
+            table = run(cache, grid, out_dir, workers)
     except (ValueError, FileNotFoundError, OSError) as error:
         _fail(error)
     typer.echo((Path(out_dir) / "ablation.md").read_text())
-    typer.echo(TABLE_LEGEND)
+    typer.echo(table_legend("each row's folds x seeds (their number: after the / of collapsed)",
+                            table["gap_recovered"].notna().any()))
     typer.echo(f"wrote {out_dir}/ablation.csv, ablation.md, all_runs.csv")
 
 
@@ -425,9 +426,8 @@ def demo(
         _fail(error)
     if not keep:
         shutil.rmtree(base / "corpus")
-    typer.echo("\nDemo results (synthetic eSpeak corpus; macro-F1/UA/WA in %, mean ± std over folds x seeds):")
+    typer.echo("\nDemo results (synthetic eSpeak corpus):")
     typer.echo(format_table(summary))
-    typer.echo(TABLE_LEGEND)
     typer.echo("\nwritten:")
     for path in [manifest_path, cache, *sorted((base / "run").iterdir())] + ([base / "corpus"] if keep else []):
         typer.echo(f"  {path}")

@@ -50,10 +50,13 @@ class CacheError(ValueError):
     """A file given as a cache that cannot be used as one; the message names it and says what to do."""
 
 
-def check_cache_file(path) -> Path:
-    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it is instead."""
+READ_REMEDY = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
+
+
+def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
+    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it
+    is instead and `remedy` (what to do)."""
     path = Path(path)
-    remedy = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first, or {remedy}")
     if path.is_dir():

@@ -127,7 +127,7 @@ def test_train_finds_the_cache_from_the_corpus_or_the_only_one(tmp_path, monkeyp
     proc = run_cli("train", "--reward", "self+teacher", "--seeds", "0", "--method", "supervised,bgrpo",
                    "--out", "runs/r")
     assert proc.exit_code == 0, proc.output
-    assert "cache cache/ravdess/whisper-base-trim.h5" in proc.output
+    assert "training on cache/ravdess/whisper-base-trim.h5" in proc.output
     synthetic_cache(tmp_path / "cache/ravdess/whisper-base-full.h5", n_speakers=6, per_class=8, n_folds=2)
     synthetic_cache(tmp_path / "cache/casia/whisper-base-trim.h5", n_speakers=6, per_class=8, n_folds=2)
     assert find_cache(corpus="casia") == Path("cache/casia/whisper-base-trim.h5")

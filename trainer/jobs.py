@@ -19,7 +19,7 @@ from trainer.config import TrainConfig
 from trainer.fold_data import prepare_fold, prepared_cache
 from trainer.metrics import histogram_entropy, scores
 from trainer.monitor import Monitor
-from trainer.protocol import fold_names
+from trainer.protocol import POOL_METHODS, fold_names
 from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import teacher_for
 
@@ -84,7 +84,9 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
                     "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
         mon = Monitor(data, method, curves, n_epochs)
         torch.manual_seed(job_seed(fold, seed, method))  # dropout's global stream: each method its own
-        if method == "bgrpo":
+        if method in POOL_METHODS and not len(data.x_unl):  # every training row labelled: nothing to learn from
+            model = warm
+        elif method == "bgrpo":
             teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
             if cfg.update == "refit":
                 model = train_bgrpo_refit(warm, data, cfg, teacher, gen("bgrpo"), mon, job_seed(fold, seed, "refit"))
