@@ -466,7 +466,8 @@ def label(
     from trainer.label_corpus import label_corpus
 
     try:
-        table, suggest, info = label_corpus(cache, labels, _R(seeds=[int(s) for s in seeds.split(",")]), n_next)
+        table, suggest, info = label_corpus(cache, labels, _R(seeds=[int(s) for s in seeds.split(",")]), n_next,
+                                          log=lambda line: typer.echo(line, err=True))
         out_path = Path(out)
         nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
         write_text_atomic(out_path, table.to_csv(index=False))

@@ -27,3 +27,22 @@ def summarize(df: pd.DataFrame) -> str:
     channels = df["channels"].value_counts().sort_index()
     lines.append(f"channels: {', '.join(f'{ch} ({count})' for ch, count in channels.items())}")
     return "\n".join(lines)
+
+
+def manifest_changes(before: pd.DataFrame, after: pd.DataFrame, columns) -> str:
+    """In words, how the table `after` differs from `before` in `columns` (matched by utt_id): utterances
+    gone and new, then per column how many of the shared ones changed, each with one example."""
+    old, new = (t.astype({c: str for c in columns if c in t}).set_index("utt_id") for t in (before, after))
+    changes = [f"{len(ids)} utterance(s) {what} (e.g. {ids[0]})"
+               for ids, what in ((old.index.difference(new.index), "gone"), (new.index.difference(old.index), "new"))
+               if len(ids)]
+    shared = old.index.intersection(new.index)
+    for column in (c for c in columns if c != "utt_id" and c in old and c in new):
+        differs = old.loc[shared, column] != new.loc[shared, column]
+        if differs.any():
+            utt = differs.idxmax()
+            changes.append(f"{column} changed for {int(differs.sum())} (e.g. {utt}: {old.at[utt, column]!r} -> "
+                           f"{new.at[utt, column]!r})")
+    if not changes and list(old.index) != list(new.index):
+        changes.append("the same utterances in another order")
+    return "; ".join(changes) or "no difference in " + ", ".join(columns)

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from data_manifests.storage import atomic_path, write_text_atomic
+from data_manifests.summary import manifest_changes
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
 from pipeline.cache import check_cache_file, open_checked, read_table, write_cache
 from pipeline.encoder import Encoder, EncoderError, encoder_frames, load_encoder, pooled_hidden_states, resolve_model
@@ -176,8 +177,12 @@ def _identity_of_file(path: Path) -> dict:
                 for k in list(IDENTITY_KEYS) + ["complete"] if k in f.attrs}
 
 
-def _mismatch(found: dict, wanted: dict) -> list[str]:
-    return [f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
+def _mismatch(found: dict, wanted: dict, manifest_change: str = "") -> list[str]:
+    """The identity keys that differ, in words; a manifest's digests are replaced by what changed
+    (`manifest_change`, when the old table is at hand)."""
+    what = manifest_change or "its ids, paths, labels, speakers or folds"
+    return [f"the manifest is not the one it was made from: {what}" if k == "manifest_sha256"
+            else f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
             for k in IDENTITY_KEYS if str(found.get(k, "")) != str(wanted[k])]
 
 
@@ -261,7 +266,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         enc = load_encoder(model, device)
         identity = {"encoder_id": encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
                     "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table)}
-        result = None if overwrite else _finished(target, identity, log)
+        result = None if overwrite else _finished(target, identity, table, log)
         if result is None:
             if batch_size is None:
                 batch_size = 16 if window == "trim" or enc.device.type == "cuda" else 4
@@ -289,12 +294,16 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     return result
 
 
-def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
+def _finished(target: Path, identity: dict, table: pd.DataFrame, log) -> ExtractResult | None:
     """The result of an earlier complete run with the same identity; refuses a different one."""
     if not target.exists():
         return None
     found = _identity_of_file(target)
-    problems = _mismatch(found, identity)
+    change = ""
+    if str(found.get("manifest_sha256", "")) != identity["manifest_sha256"]:
+        with open_checked(target) as f:
+            change = manifest_changes(read_table(f), table, [c for c in MANIFEST_KEYS if c in table])
+    problems = _mismatch(found, identity, change)
     if problems:
         raise CacheMismatch(f"{target} was made with another setup (" + "; ".join(problems)
                             + "): use another --cache-dir, or pass --overwrite to replace it")
