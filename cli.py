@@ -338,17 +338,23 @@ def predict(
                 raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
                                  f"e.g. {unmatched[0]}")
             speakers = [m.group(1) if m.groups() else m.group(0) for _, m in matches]
-        table = run_predict(run, audio, device, speakers)
+        table, unreadable = run_predict(run, audio, device, speakers)
+        if csv:
+            from data_manifests.storage import write_text_atomic
+
+            write_text_atomic(Path(csv), table.to_csv(index=False))
     except (ValueError, FileNotFoundError, OSError, KeyError) as error:
         _fail(error)
     classes = [c for c in table.columns if c not in ("path", "label")]
+    typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
     for _, row in table.iterrows():
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
         typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
-    if csv:
-        from data_manifests.storage import write_text_atomic
-
-        write_text_atomic(Path(csv), table.to_csv(index=False))
+    if unreadable:
+        typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
+        for path, reason in unreadable.items():
+            typer.echo(f"  {path}: {reason}", err=True)
+        raise typer.Exit(code=1)
 
 
 # --- demo ----------------------------------------------------------------------------------

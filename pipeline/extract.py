@@ -446,11 +446,12 @@ def merge(parts, out_path) -> Path:
 
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
                 batch_size: int = 8, encoder: Encoder | None = None,
-                weights_sha256: str | None = None) -> np.ndarray:
+                weights_sha256: str | None = None, unreadable: dict | None = None) -> np.ndarray:
     """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
 
     To match a cache: model=attrs["encoder_id"], window=attrs["window"], and
-    weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file.
+    weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file,
+    or, given an `unreadable` dict, records path -> reason there and returns the other files' rows.
     """
     enc = encoder or load_encoder(model, device)
     if weights_sha256 and enc.weights_sha256 != weights_sha256:
@@ -463,9 +464,14 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
             try:
                 audio = load_audio(p)
             except BadAudio as exc:
-                raise BadAudio(f"{p}: {exc}") from exc
+                if unreadable is None:
+                    raise BadAudio(f"{p}: {exc}") from exc
+                unreadable[p] = str(exc)
+                continue
             mels, counts = log_mel_windows(audio, enc.feature_extractor, window)
-            items.append(Item(i, mels, counts, len(audio) / SAMPLE_RATE))
+            items.append(Item(len(items), mels, counts, len(audio) / SAMPLE_RATE))
+        if not items:
+            continue
         res = encode_batch(enc, collate(items), window)
         out.extend(res[i][0] for i in range(len(items)))
     hidden = (enc.num_hidden_states, enc.hidden_size)

@@ -30,20 +30,22 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     return torch.stack(probs).mean(0).numpy()
 
 
-def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> pd.DataFrame:
-    """One row per file: path, predicted label, probability of every class."""
+def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> tuple[pd.DataFrame, dict]:
+    """(one row per readable file: path, predicted label, probability of every class;
+    {path: why it could not be read} for the others, missing files included)."""
     from pipeline.extract import embed_files
 
     policies, meta = load_policies(Path(run_dir) / "models.safetensors")
-    missing = [p for p in audio_paths if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"audio file {missing[0]} not found")
     if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
             and len(audio_paths) < 8:
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
-    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device)
-    probs = predict_features(policies, meta, feats, speakers)
+    paths, unreadable = [str(p) for p in audio_paths], {}
+    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device, unreadable=unreadable)
+    read = [i for i, p in enumerate(paths) if p not in unreadable]
     classes = meta["classes"]
-    out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
-    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1)
+    if not read:
+        return pd.DataFrame(columns=["path", "label", *classes]), unreadable
+    probs = predict_features(policies, meta, feats, None if speakers is None else [speakers[i] for i in read])
+    out = pd.DataFrame({"path": [paths[i] for i in read], "label": [classes[i] for i in probs.argmax(1)]})
+    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1), unreadable
