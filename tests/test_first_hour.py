@@ -184,7 +184,7 @@ def test_tiny_data_gives_one_clear_warning_and_a_legend(tmp_path, synthetic_cach
     assert proc.exit_code == 0, proc.output
     assert proc.output.count("warning: too few labelled utterances per class") == 1
     assert "UserWarning" not in proc.output and "Only one sample available" not in proc.output
-    assert "G = gap recovered" in proc.output and "collapsed = runs" in proc.output
+    assert "Scores in %" in proc.output and "collapsed = runs" in proc.output
 
 
 def test_ablate_help_shows_the_grid_file_sections():
