@@ -212,9 +212,8 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
 
     try:
         changed = run(cache)
-    except (OSError, KeyError, ValueError) as error:
-        typer.echo(f"error: {cache}: {error}", err=True)
-        raise typer.Exit(code=2) from error
+    except (OSError, KeyError, ValueError) as error:  # the message names the file and what to do
+        _fail(error)
     typer.echo(f"rewrote {cache}: one hidden state per chunk" if changed else
                f"{cache} already has one hidden state per chunk: nothing to do")
 

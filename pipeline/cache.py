@@ -78,6 +78,16 @@ def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
     return path
 
 
+def check_output(path, command: str) -> Path:
+    """`path` as where `command` writes a cache: absent, or a cache already (a user's other file,
+    a text file or another HDF5 file, is never written over)."""
+    path = Path(path)
+    if path.exists():
+        check_cache_file(path, f"{command} writes only over its own caches: pass another --out than {path}, "
+                               "or move that file away")
+    return path
+
+
 class CacheDamaged(CacheError):
     """A finished cache whose bytes changed after it was written (truncated copy, bad disk)."""
 
@@ -294,7 +304,7 @@ def load_cache(path, layers=None, columns=None) -> CacheData:
 def rechunk(path) -> bool:
     """Rewrite a cache in the layer-contiguous chunk layout (same vectors, same fingerprint), in
     place and atomically; False (nothing written) when it already has that layout."""
-    path = Path(path)
+    path = check_cache_file(path)
     with h5py.File(path, "r") as f:
         if not f.attrs.get("complete", False):
             raise ValueError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from data_manifests.storage import atomic_path, write_text_atomic
 from data_manifests.summary import manifest_changes
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, log_mel_windows
-from pipeline.cache import check_cache_file, open_checked, read_table, write_cache
+from pipeline.cache import check_output, open_checked, read_table, write_cache
 from pipeline.encoder import Encoder, EncoderError, encoder_frames, load_encoder, pooled_hidden_states, resolve_model
 from pipeline.run_lock import die_with_parent, exclusive
 
@@ -254,9 +254,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
-    if target.exists() and not overwrite:  # never write over a file that is not one of our caches
-        check_cache_file(target, f"extract writes only over its own caches: pass another --out than {target}, "
-                                 "or move that file away")
+    if not overwrite:
+        check_output(target, "extract")
     if overwrite or not _holds_manifest(target, table, window):
         check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -412,6 +411,7 @@ def _finalize(table, work: Path, target: Path, plan, identity, shard, enc, log):
 def merge(parts, out_path) -> Path:
     """Join shard part files (same encoder/window/manifest) into one cache in manifest order."""
     parts = [Path(p) for p in parts]
+    check_output(out_path, "merge")
     idents = [_identity_of_file(p) for p in parts]
     for p, ident in zip(parts, idents):
         if not ident.get("complete"):

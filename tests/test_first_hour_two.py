@@ -71,6 +71,19 @@ def test_extract_refuses_to_write_over_a_text_file(tmp_path):
     assert "Traceback" not in proc.output and notes.read_text() == "my notes\n"
 
 
+def test_stress_merge_and_rechunk_never_write_over_a_text_file(tmp_path, synthetic_cache):
+    cache = synthetic_cache(tmp_path / "c.h5", n_speakers=4, per_class=4, n_folds=2)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for command in (["stress", "--cache", cache, "--kind", "confounded", "--out", notes],
+                    ["merge", cache, "--out", notes], ["rechunk", notes]):
+        proc = run_cli(*command)
+        assert proc.exit_code == 2, (command, proc.output)
+        text = " ".join(proc.output.split())
+        assert text.startswith(f"error: {notes} is not a cache: it is a text file"), text
+    assert notes.read_text() == "my notes\n"
+
+
 # --- 3: the README's data link, a dangling link named as such, data/ ignored ----------------------------
 def test_the_readme_data_link_resolves_and_a_dangling_one_is_named(tmp_path, monkeypatch):
     readme = (REPO / "README.md").read_text()
