@@ -22,6 +22,14 @@ REPO = Path(__file__).resolve().parents[1]
 CANONICAL = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
 
 
+def folders_manifest(tmp_path: Path) -> Path:
+    """The manifest (m.csv) of a 12-clip folders corpus under tmp_path/corpus."""
+    folders_corpus(tmp_path / "corpus")
+    run_cli("manifest", "--corpus", "folders", "--root", tmp_path / "corpus", "--speaker-regex", "^(s\\d)_",
+            "--out", tmp_path / "m.csv", check_rc=0)
+    return tmp_path / "m.csv"
+
+
 def ravdess_names(actors, per_actor: int = 4) -> list[str]:
     """RAVDESS-coded file names (speech, two emotions, two statements) of the given actor numbers."""
     return [f"Actor_{a:02d}/03-01-{emotion:02d}-01-{statement:02d}-01-{a:02d}.wav"
@@ -59,12 +67,10 @@ def test_no_pool_warning_without_pool_methods_or_when_transductive(tmp_path, syn
 
 # --- 2: extract --out over a file that is not a cache ---------------------------------------------------
 def test_extract_refuses_to_write_over_a_text_file(tmp_path):
-    folders_corpus(tmp_path / "corpus")
-    run_cli("manifest", "--corpus", "folders", "--root", tmp_path / "corpus", "--speaker-regex", "^(s\\d)_",
-            "--out", tmp_path / "m.csv", check_rc=0)
+    csv = folders_manifest(tmp_path)
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
-    proc = run_cli("extract", "--manifest", tmp_path / "m.csv", "--model", "tiny.en", "--window", "trim", "--out", notes)
+    proc = run_cli("extract", "--manifest", csv, "--model", "tiny.en", "--window", "trim", "--out", notes)
     assert proc.exit_code == 2, proc.output
     text = " ".join(proc.output.split())
     assert f"{notes} is not a cache: it is a text file, not an HDF5 file; extract writes only over its own caches" in text
@@ -159,10 +165,7 @@ def test_train_on_a_one_fold_cache_says_so_before_any_work(tmp_path, synthetic_c
 
 # --- 5: a changed manifest, said in words -----------------------------------------------------------------
 def test_a_changed_manifest_is_described_in_words(tmp_path):
-    folders_corpus(tmp_path / "corpus")
-    csv = tmp_path / "m.csv"
-    run_cli("manifest", "--corpus", "folders", "--root", tmp_path / "corpus", "--speaker-regex", "^(s\\d)_",
-            "--out", csv, check_rc=0)
+    csv = folders_manifest(tmp_path)
     out = tmp_path / "c.h5"
     run_cli("extract", "--manifest", csv, "--model", "tiny.en", "--window", "trim", "--out", out, check_rc=0)
     table = pd.read_csv(csv, keep_default_na=False, dtype=str)
