@@ -163,6 +163,13 @@ def test_train_on_a_one_fold_cache_says_so_before_any_work(tmp_path, synthetic_c
     assert "labelled" not in text and not (tmp_path / "run").exists()
 
 
+def test_inner_validation_on_two_folds_says_it_needs_three(tmp_path, synthetic_cache):
+    cache = synthetic_cache(tmp_path / "c.h5", n_speakers=4, per_class=4, n_folds=2)
+    proc = run_cli("train", "--cache", cache, "--seeds", "0", "--set", "inner_validation=true", "--out", tmp_path / "r")
+    assert proc.exit_code == 2, proc.output
+    assert "so it needs at least 3 folds" in " ".join(proc.output.split()) and "labelled" not in proc.output
+
+
 # --- 5: a changed manifest, said in words -----------------------------------------------------------------
 def test_a_changed_manifest_is_described_in_words(tmp_path):
     csv = folders_manifest(tmp_path)
