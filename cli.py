@@ -12,33 +12,38 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
+from data_manifests import ManifestError
 from data_manifests.os_faults import fault_message, signals_raise
+from data_manifests.synthetic_demo import DemoDependencyError
+from trainer.config import TrainConfig, flag_help
+
+# Bad input: the message names the file or setting and what to do; exit 2. (Value errors include
+# the cache, encoder and extraction mismatches; OS errors that are not machine faults are missing
+# or existing files and a cache another run is writing.)
+USER_ERRORS = (ValueError, KeyError, OSError, ManifestError, DemoDependencyError)
 
 
 class Commands(TyperGroup):
-    """Runs every command with SIGTERM raising like Ctrl-C, and turns machine faults (disk full,
-    no permission, read-only folder, interrupted) into a message and their exit code."""
+    """Runs every command with SIGTERM raising like Ctrl-C; turns machine faults (disk full, no
+    permission, read-only folder, interrupted) into a message and their exit code, and user errors
+    into `error: ...` and exit 2."""
 
     def invoke(self, ctx):
         with signals_raise():
             try:
                 return super().invoke(ctx)
-            except (KeyboardInterrupt, OSError) as error:
+            except (KeyboardInterrupt, *USER_ERRORS) as error:
                 found = fault_message(error)
-                if found is None:
+                if found is not None:
+                    typer.echo(found[1], err=True)
+                    raise typer.Exit(code=found[0]) from None
+                if isinstance(error, KeyboardInterrupt):
                     raise
-                typer.echo(found[1], err=True)
-                raise typer.Exit(code=found[0]) from None
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(code=2) from error
 
 
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help=__doc__)
-
-
-def _fail(error: Exception) -> None:
-    if fault_message(error) is not None:
-        raise error  # disk full, permissions: reported by Commands with their own exit code
-    typer.echo(f"error: {error}", err=True)
-    raise typer.Exit(code=2) from error
 
 
 @contextlib.contextmanager
@@ -100,19 +105,15 @@ def manifest(
     allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
-    from data_manifests import (ManifestError, audio_root, check_trainable, prepare, summarize, write_manifest,
-                                write_manifest_root)
+    from data_manifests import audio_root, check_trainable, prepare, summarize, write_manifest, write_manifest_root
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
-    try:
-        with _reported_warnings():
-            root = _corpus_root(corpus, root)
-            table = prepare(corpus, root, **options)
-        check_trainable(table, corpus)
-        path = write_manifest(table, out or f"manifests/{corpus}.csv")
-        write_manifest_root(path, audio_root(corpus, root))
-    except ManifestError as error:
-        _fail(error)
+    with _reported_warnings():
+        root = _corpus_root(corpus, root)
+        table = prepare(corpus, root, **options)
+    check_trainable(table, corpus)
+    path = write_manifest(table, out or f"manifests/{corpus}.csv")
+    write_manifest_root(path, audio_root(corpus, root))
     typer.echo(summarize(table))
     typer.echo(f"wrote {path} (audio under {audio_root(corpus, root)})")
 
@@ -143,35 +144,30 @@ def extract(
     With --corpus it runs the corpus adapter first (it takes every option `manifest` takes)."""
     import os
 
-    from data_manifests import ManifestError, audio_root, check_trainable, manifest_root, prepare, read_manifest
-    from pipeline.encoder import EncoderError, resolve_model
-    from pipeline.extract import CacheMismatch, cache_path, extract as run, parse_shard
-    from pipeline.run_lock import Locked
+    from data_manifests import audio_root, check_trainable, manifest_root, prepare, read_manifest
+    from pipeline.encoder import resolve_model
+    from pipeline.extract import cache_path, extract as run, parse_shard
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
-    try:
-        if manifest:
-            table = read_manifest(manifest)
-            root = root or str(manifest_root(manifest))
-            corpus = corpus or str(table["corpus"].iloc[0])
-        elif corpus:
-            with _reported_warnings():
-                root = _corpus_root(corpus, root)
-                table = prepare(corpus, root, **options)
-            check_trainable(table, corpus)
-            root = str(audio_root(corpus, root))
-        else:
-            raise ManifestError("give --corpus NAME [--root DIR], or --manifest FILE.csv")
-        where = parse_shard(shard)
-        if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
-            device = f"cuda:{os.environ['LOCAL_RANK']}"
-        _, _, tag = resolve_model(model)
-        path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
-        result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
-                     workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
-    except (ManifestError, EncoderError, CacheMismatch, Locked, ValueError, FileNotFoundError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(code=2) from error
+    if manifest:
+        table = read_manifest(manifest)
+        root = root or str(manifest_root(manifest))
+        corpus = corpus or str(table["corpus"].iloc[0])
+    elif corpus:
+        with _reported_warnings():
+            root = _corpus_root(corpus, root)
+            table = prepare(corpus, root, **options)
+        check_trainable(table, corpus)
+        root = str(audio_root(corpus, root))
+    else:
+        raise ManifestError("give --corpus NAME [--root DIR], or --manifest FILE.csv")
+    where = parse_shard(shard)
+    if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{os.environ['LOCAL_RANK']}"
+    _, _, tag = resolve_model(model)
+    path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
+    result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
+                 workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
     typer.echo(f"wrote {result.path}" if not result.already_complete else f"cache {result.path}")
     for utt, reason in list(result.failed.items())[:20]:
         typer.echo(f"  failed {utt}: {reason}")
@@ -184,10 +180,7 @@ def info(cache: str = typer.Argument(..., help="A cache .h5 written by `extract`
     """Print what a cache holds: shape, encoder/window/manifest identity, labels, failures."""
     from pipeline.cache import describe
 
-    try:
-        typer.echo(describe(cache))
-    except (ValueError, OSError, KeyError) as error:  # the message names the file and what to do
-        _fail(error)
+    typer.echo(describe(cache))
 
 
 @app.command()
@@ -196,12 +189,9 @@ def merge(
     out: str = typer.Option(..., help="The merged cache path."),
 ) -> None:
     """Join the part files of `extract --shard i/n` into one cache (manifest order)."""
-    from pipeline.extract import CacheMismatch, merge as run
+    from pipeline.extract import merge as run
 
-    try:
-        typer.echo(f"wrote {run(parts, out)}")
-    except (CacheMismatch, ValueError, OSError) as error:
-        _fail(error)
+    typer.echo(f"wrote {run(parts, out)}")
 
 
 @app.command()
@@ -210,17 +200,12 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
     fingerprint; atomic: the old file stays until the new one is complete and checked)."""
     from pipeline.cache import rechunk as run
 
-    try:
-        changed = run(cache)
-    except (OSError, KeyError, ValueError) as error:  # the message names the file and what to do
-        _fail(error)
+    changed = run(cache)
     typer.echo(f"rewrote {cache}: one hidden state per chunk" if changed else
                f"{cache} already has one hidden state per chunk: nothing to do")
 
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
-from trainer.config import METHODS as _METHODS, TrainConfig as _R  # noqa: E402  (recipe defaults for --help)
-
 # where train / ablate look for the cache when --cache is not given (pipeline.locate.find_cache)
 CORPUS = typer.Option(None, help="Instead of --cache: this corpus's cache in --cache-dir.")
 MODEL = typer.Option(None, help="With --corpus: the encoder (base, tiny.en, ...).")
@@ -232,18 +217,18 @@ CACHE_DIR = typer.Option("cache", help="With --corpus: where `extract` wrote.")
 def train(
     cache: str = typer.Option(None, help="HDF5 cache from `extract` (default: found, see --corpus)."),
     corpus: str = CORPUS, model: str = MODEL, window: str = WINDOW, cache_dir: str = CACHE_DIR,
-    method: str = typer.Option(None, help=f"Comma list of {', '.join(_METHODS)}."),
-    reward: str = typer.Option(None, help=f"B-GRPO reward, e.g. self+teacher (recipe: {_R.reward})."),
-    labeled_fraction: float = typer.Option(None, help=f"Stratified labelled share of each training fold (recipe: {_R.labeled_fraction})."),
-    seeds: str = typer.Option(None, help=f"Comma list of seeds (recipe: {','.join(map(str, _R.seeds))})."),
-    folds: str = typer.Option(None, help="Comma list of folds (default: all)."),
-    transductive: bool = typer.Option(None, "--transductive", help="Also put the test fold's audio (no labels) into the pool (recipe: inductive).", show_default=False),
-    workers: int = typer.Option(None, help=f"Processes over folds x seeds (recipe: {_R.workers})."),
+    method: str = typer.Option(None, metavar="A,B", help=flag_help("methods")),
+    reward: str = typer.Option(None, help=flag_help("reward")),
+    labeled_fraction: float = typer.Option(None, help=flag_help("labeled_fraction")),
+    seeds: str = typer.Option(None, metavar="A,B", help=flag_help("seeds")),
+    folds: str = typer.Option(None, metavar="A,B", help=flag_help("folds")),
+    transductive: bool = typer.Option(None, "--transductive", help=flag_help("transductive"), show_default=False),
+    workers: int = typer.Option(None, help=flag_help("workers")),
     out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
     set_: list[str] = typer.Option(None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
-    """Run the protocol (folds x seeds): warm-up, B-GRPO and baselines; print a table, write a run dir.
+    """Train the methods over folds x seeds; print a table and write a run dir.
 
     Settings apply in order: the recipe defaults, --recipe FILE, --set, then the flags below.
     `python cli.py recipe` lists every field with its default and help.
@@ -252,28 +237,25 @@ def train(
     import time
 
     from pipeline.locate import find_cache
-    from trainer.config import TrainConfig, parse_set, read_recipe
+    from trainer.config import parse_set, read_recipe
     from trainer.report import format_table
     from trainer.run import train as run
 
     flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
              "seeds": seeds and [int(s) for s in seeds.split(",") if s.strip()], "folds": folds and folds.split(","),
              "transductive": transductive, "workers": workers}
-    try:
-        if seeds is not None and not flags["seeds"]:
-            raise ValueError("--seeds must list at least one seed")
-        settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
-                    **{k: v for k, v in flags.items() if v is not None}}
-        cfg = TrainConfig.from_dict(settings)
-        out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
-            cache = find_cache(corpus, model, window, cache_dir).resolve()
-            typer.echo(f"training on {os.path.relpath(cache)} (the cache found in {cache_dir}/; "
-                       "--cache FILE.h5 picks another)")
-        with _reported_warnings():
-            summary = run(cfg, cache, out_dir)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        _fail(error)
+    if seeds is not None and not flags["seeds"]:
+        raise ValueError("--seeds must list at least one seed")
+    settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
+                **{k: v for k, v in flags.items() if v is not None}}
+    cfg = TrainConfig.from_dict(settings)
+    out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
+        cache = find_cache(corpus, model, window, cache_dir).resolve()
+        typer.echo(f"training on {os.path.relpath(cache)} (the cache found in {cache_dir}/; "
+                   "--cache FILE.h5 picks another)")
+    with _reported_warnings():
+        summary = run(cfg, cache, out_dir)
     typer.echo(format_table(summary))
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
@@ -302,12 +284,9 @@ def ablate(
     from trainer.report import table_legend
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
-        with _reported_warnings():
-            table = run(cache, grid, out_dir, workers)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        _fail(error)
+    cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
+    with _reported_warnings():
+        table = run(cache, grid, out_dir, workers)
     typer.echo((Path(out_dir) / "ablation.md").read_text())
     typer.echo(table_legend("each row's folds x seeds (their number: after the / of collapsed)",
                             table["gap_recovered"].notna().any()))
@@ -324,26 +303,14 @@ def predict(
                                       "--speaker-norm runs; default: all files are one speaker."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    import re
+    from trainer.predict import predict as run_predict, speakers_from_names
 
-    from trainer.predict import predict as run_predict
+    speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
+    table, unreadable = run_predict(run, audio, device, speakers)
+    if csv:
+        from data_manifests.storage import write_text_atomic
 
-    try:
-        speakers = None
-        if speaker_regex:
-            matches = [(p, re.search(speaker_regex, Path(p).name)) for p in audio]
-            unmatched = [p for p, m in matches if m is None]
-            if unmatched:
-                raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
-                                 f"e.g. {unmatched[0]}")
-            speakers = [m.group(1) if m.groups() else m.group(0) for _, m in matches]
-        table, unreadable = run_predict(run, audio, device, speakers)
-        if csv:
-            from data_manifests.storage import write_text_atomic
-
-            write_text_atomic(Path(csv), table.to_csv(index=False))
-    except (ValueError, FileNotFoundError, OSError, KeyError) as error:
-        _fail(error)
+        write_text_atomic(Path(csv), table.to_csv(index=False))
     classes = [c for c in table.columns if c not in ("path", "label")]
     typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
     for _, row in table.iterrows():
@@ -357,24 +324,6 @@ def predict(
 
 
 # --- demo ----------------------------------------------------------------------------------
-DEMO_LABELLED_PER_CLASS = 10
-
-
-def demo_label_fraction(table) -> tuple[float, int]:
-    """(labelled share, fewest labelled utterances of a class in a training fold) for the demo: the
-    smallest multiple of 5% (10% at the least, 50% at the most, so the unlabelled pool stays the larger
-    part) giving every class DEMO_LABELLED_PER_CLASS labelled utterances in every training fold. Below
-    ~10 per class the warm-up is a few-shot guess and the comparison is noise (the default demo corpus
-    has 5 per class at 10%; B-GRPO then loses to supervised), so the demo runs where the protocol
-    means something; the choice uses class counts only, never a score."""
-    from trainer.protocol import class_quota
-
-    smallest = min(int(((table["fold"] != fold) & (table["label"] == label)).sum())
-                   for fold in table["fold"].unique() for label in table["label"].unique())
-    fraction = next((k / 20 for k in range(2, 10) if class_quota(smallest, k / 20) >= DEMO_LABELLED_PER_CLASS), 0.5)
-    return fraction, class_quota(smallest, fraction)
-
-
 @app.command()
 def demo(
     out: str = typer.Option("demo_out", help="Folder for everything the demo writes."),
@@ -391,50 +340,15 @@ def demo(
     which differ only in rate, pitch, pitch range and loudness (with jitter). It shows the
     pipeline working end to end offline; its scores say nothing about real emotional speech.
     """
-    import shutil
-
-    from data_manifests import ManifestError, prepare, summarize, write_manifest, write_manifest_root
-    from data_manifests.synthetic_demo import SPEAKER_REGEX, DemoDependencyError, generate
-    from pipeline.encoder import EncoderError, resolve_model
-    from pipeline.extract import cache_path, extract as run_extract
-    from trainer.config import TrainConfig
+    from trainer.demo import run_demo
     from trainer.report import format_table
-    from trainer.run import train as run_train
 
-    base = Path(out)
-    try:
-        if speakers < 4:
-            raise ValueError("--speakers must be at least 4: the demo uses 4 speaker-independent folds")
-        _, _, tag = resolve_model(None)  # the embedded encoder: fail before any work if missing
-        typer.echo("1/4 generating the demo corpus with eSpeak NG")
-        generate(base / "corpus", seed=seed, n_speakers=speakers, n_sentences=sentences, n_takes=takes)
-        typer.echo("2/4 manifest (folders adapter, speaker-grouped folds)")
-        table = prepare("folders", base / "corpus", speaker_regex=SPEAKER_REGEX, n_folds=4, language="en")
-        manifest_path = write_manifest(table, base / "manifest.csv")
-        write_manifest_root(manifest_path, base / "corpus")
-        typer.echo(summarize(table))
-        typer.echo("3/4 extract (embedded Whisper base, trim window)")
-        cache = cache_path(base / "cache", "demo", tag, "trim")
-        result = run_extract(table, base / "corpus", cache, window="trim", log=typer.echo)
-        if result.failed:
-            raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
-        if not result.already_complete:
-            typer.echo(result.final_line())
-        fraction, per_class = demo_label_fraction(table)
-        cfg = TrainConfig(methods=["supervised", "bgrpo", "topline"], seeds=list(range(seed, seed + seeds)),
-                 labeled_fraction=fraction)
-        typer.echo(f"4/4 train: supervised ({fraction:.0%} labels: at least {per_class} labelled utterances per "
-                   f"class and fold), bgrpo, topline (all labels) over 4 speaker folds x {seeds} seeds")
-        with _reported_warnings():
-            summary = run_train(cfg, cache, base / "run")
-    except (DemoDependencyError, EncoderError, ManifestError, ValueError, FileExistsError, OSError) as error:
-        _fail(error)
-    if not keep:
-        shutil.rmtree(base / "corpus")
+    with _reported_warnings():
+        done = run_demo(out, seed, seeds, speakers, sentences, takes, keep, log=typer.echo)
     typer.echo("\nDemo results (synthetic eSpeak corpus):")
-    typer.echo(format_table(summary))
+    typer.echo(format_table(done.summary))
     typer.echo("\nwritten:")
-    for path in [manifest_path, cache, *sorted((base / "run").iterdir())] + ([base / "corpus"] if keep else []):
+    for path in done.written:
         typer.echo(f"  {path}")
 
 
@@ -450,10 +364,7 @@ def stress(
     """Derive a stress corpus (speaker-confounded, natural-like unbalanced, few utterances per speaker)."""
     from pipeline.stress_corpora import derive, describe_stress
 
-    try:
-        path, table = derive(cache, kind, out, seed)
-    except (ValueError, FileNotFoundError, OSError) as error:
-        _fail(error)
+    path, table = derive(cache, kind, out, seed)
     typer.echo(f"wrote {path}: {describe_stress(table)}")
 
 
@@ -470,15 +381,12 @@ def label(
     from data_manifests.storage import write_text_atomic
     from trainer.label_corpus import label_corpus
 
-    try:
-        table, suggest, info = label_corpus(cache, labels, _R(seeds=[int(s) for s in seeds.split(",")]), n_next,
-                                          log=lambda line: typer.echo(line, err=True))
-        out_path = Path(out)
-        nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
-        write_text_atomic(out_path, table.to_csv(index=False))
-        write_text_atomic(nxt, suggest.to_csv(index=False))
-    except (ValueError, FileNotFoundError, OSError) as error:
-        _fail(error)
+    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=[int(s) for s in seeds.split(",")]), n_next,
+                                      log=lambda line: typer.echo(line, err=True))
+    out_path = Path(out)
+    nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
+    write_text_atomic(out_path, table.to_csv(index=False))
+    write_text_atomic(nxt, suggest.to_csv(index=False))
     c = info["choice"]
     typer.echo(f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
                f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']})")

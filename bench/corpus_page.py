@@ -1,4 +1,4 @@
-"""docs/CORPORA.md: one default on every corpus (issue 14). Rows = corpora (real caches, the demo
+"""docs/CORPORA.md: one default on every corpus. Rows = corpora (real caches, the demo
 cache, the stress corpora derived from the real ones), columns = methods, outer test folds with
 the defaults of `train`, inductive and transductive, rel and G, beside published numbers.
 

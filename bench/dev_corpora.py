@@ -1,4 +1,4 @@
-"""Multi-corpus development (issue 14): every candidate default on every development corpus under
+"""Multi-corpus development: every candidate default on every development corpus under
 the inner-validation protocol (test folds dropped), and the choice made on the MEAN over corpora.
 
 Development corpora: the real caches given (RAVDESS, CASIA, ...), the demo cache when given, and

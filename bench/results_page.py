@@ -298,7 +298,7 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
                   *[f"![{Path(p).stem}]({p})\n" for p in plots]]
     parts += ["## Beside the paper and EmoBox", "", reference_section(results), ""]
     parts += ["## Ablation", "",
-              "The research search behind the defaults (issue 6), on the **inner-validation** protocol: for each "
+              "The research search behind the defaults, on the **inner-validation** protocol: for each "
               "outer fold the test fold is removed and the next fold's speakers are scored, so these numbers are "
               "not the test-fold numbers above and no choice looked at a test fold. Regenerate with "
               "`python cli.py ablate --cache cache/ravdess/whisper-base-trim.h5 --grid bench/research_grid.toml "

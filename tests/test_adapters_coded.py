@@ -83,7 +83,7 @@ def test_a_corpus_where_nothing_fits_stops_the_run(tmp_path, corpus, stray):
         prepare(corpus, tmp_path)
 
 
-# --- real releases as users have them (issue 10, trap 1) -------------------------------------------
+# --- real releases as users have them -------------------------------------------------------------
 EMODB_TEXTS = ["a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10"]
 
 

@@ -1,4 +1,4 @@
-"""Label-only automatic choices (issue 14): speaker normalisation off on a speaker-confounded set,
+"""Label-only automatic choices: speaker normalisation off on a speaker-confounded set,
 on on a balanced multi-speaker set; the utterances-per-speaker guard; EM prior adaptation."""
 import numpy as np
 import pytest

@@ -85,4 +85,5 @@ def test_collapse_is_detected_without_kl_and_prevented_by_beta(weak_cache):
     last = [c for c in free["curves"] if c["method"] == "bgrpo"][-1]
     assert last["action_entropy"] < 0.75 and last["action_hist"].count("|") == 3
     for c in [c for c in anchored["curves"] if c["method"] == "bgrpo"]:
-        assert 0 <= c["selection_rate"] <= 1 and 0 <= c["selection_precision"] <= 1 and 0 <= c["mean_reward"] <= 1
+        # A = max(r - group mean, 0): some rows of every group are above their mean, never all
+        assert 0 < c["selection_rate"] < 1 and 0 < c["mean_reward"] <= 1

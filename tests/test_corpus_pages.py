@@ -1,4 +1,4 @@
-"""Issue 14's pages: the development table (mean over corpora) and the per-corpus results table."""
+"""The corpus pages: the development table (mean over corpora) and the per-corpus results table."""
 import pandas as pd
 
 from bench.corpus_page import choice_summary, corpus_table, plan

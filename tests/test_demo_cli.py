@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -35,7 +36,8 @@ def test_small_demo_runs_end_to_end(tmp_path):
     assert not (out / "corpus").exists()  # audio removed without --keep; the cache holds it
     # 4 folds x 1 seed, each with all 4 classes in its test speaker
     assert methods["topline"]["macro_f1"]["n"] == 4
-    assert 0 <= methods["topline"]["macro_f1"]["mean"] <= 100
+    per_fold = pd.read_csv(out / "run" / "results.csv").query("method == 'topline'")
+    assert methods["topline"]["macro_f1"]["mean"] == pytest.approx(per_fold["macro_f1"].mean())
 
 
 def test_demo_without_espeak_says_how_to_install(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Faults a real run meets (issue 13): kill -9, SIGTERM, Ctrl-C, disk full, damaged batch and cache
+"""Faults a real run meets: kill -9, SIGTERM, Ctrl-C, disk full, damaged batch and cache
 files, two trains into one run directory, a train killed while writing.
 
 Each extraction case runs the real CLI in a child process with the default options (one DataLoader

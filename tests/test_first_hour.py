@@ -1,4 +1,4 @@
-"""A new user's first hour (issue 10): every trap found by following the README on real corpora,
+"""A new user's first hour: every trap found by following the README on real corpora,
 each held by a test that failed on the code before the fix."""
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def test_ablate_help_shows_the_grid_file_sections():
 
 
 def test_the_demo_labels_enough_utterances_per_class():
-    from cli import DEMO_LABELLED_PER_CLASS, demo_label_fraction
+    from trainer.demo import DEMO_LABELLED_PER_CLASS, demo_label_fraction
     from trainer.protocol import class_quota
 
     # the default demo corpus: 8 speakers x 4 sentences x 2 takes per class, 4 folds of 2 speakers

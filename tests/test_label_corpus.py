@@ -1,4 +1,4 @@
-"""`cli.py label` (issue 14): a row for every utterance, given labels kept verbatim, clear refusals,
+"""`cli.py label`: a row for every utterance, given labels kept verbatim, clear refusals,
 and the to-annotate list (lowest margin, class by class)."""
 import numpy as np
 import pandas as pd
@@ -42,7 +42,8 @@ def test_every_utterance_gets_a_row_and_given_labels_stay(cache, given):
     assert (g.loc[labels.index, "label"] == labels).all() and (g.loc[labels.index, "source"] == "given").all()
     pred = out[out["source"] == "predicted"]
     assert len(pred) == len(out) - len(labels) == info["n_predicted"]
-    assert pred["probability"].between(0, 1).all() and (pred["probability"] >= pred["second_probability"]).all()
+    assert pred["probability"].between(1 / 4, 1).all() and (pred["probability"] >= pred["second_probability"]).all()
+    assert (pred["probability"] + pred["second_probability"] <= 1 + 1e-6).all()  # two shares of one distribution
     assert (pred["label"] != pred["second"]).all()
     acc = (pred["utt_id"].str.extract(r"_c(\d)_")[0].map(lambda c: NAMES[f"class{c}"]) == pred["label"]).mean()
     assert acc > 0.8  # the synthetic classes are well separated
@@ -81,3 +82,16 @@ def test_label_command_writes_both_files(cache, given, tmp_path):
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out)) == 192 and len(pd.read_csv(tmp_path / "labelled-to-label.csv")) == 5
     assert "utterances predicted" in res.output
+
+
+@pytest.mark.parametrize("field, value", [("update", "grpo"), ("pool_prior", "em"), ("act_on", "policy"),
+                                          ("refit_rounds", 1)])
+def test_label_follows_every_recipe_field(cache, given, field, value):
+    """`label` builds its model as `train` does (trainer/methods.py): changing one recipe field
+    changes its probabilities."""
+    base = TrainConfig(seeds=(0,), epochs=3)
+    changed = base.replace(**{field: value})
+    assert getattr(changed, field) != getattr(base, field)
+    p_base = label_corpus(cache, given[0], base)[0]["probability"]
+    p_changed = label_corpus(cache, given[0], changed)[0]["probability"]
+    assert not np.allclose(p_base.fillna(0), p_changed.fillna(0))

@@ -168,3 +168,16 @@ def test_a_method_trains_the_same_whichever_other_methods_run(synthetic_cache, t
     (a, _), = alone["models"].values()
     (b, _), = after["models"].values()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_flag_help_is_the_recipe_fields_help_and_default():
+    from cli import app
+    from trainer.config import TrainConfig, flag_help
+
+    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output.replace("│", " ").split())
+    for name in ("reward", "labeled_fraction", "workers", "methods", "seeds", "transductive"):
+        f = TrainConfig.__dataclass_fields__[name]
+        assert flag_help(name).startswith(f.metadata["help"]) and flag_help(name) in help_text, name
+    assert flag_help("seeds") == "Seeds; every fold runs once per seed. (recipe: 0,1,2)"
+    assert flag_help("transductive").endswith("(recipe: off)")
+    assert flag_help("folds") == TrainConfig.__dataclass_fields__["folds"].metadata["help"]  # no default to show

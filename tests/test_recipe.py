@@ -7,17 +7,19 @@ from sklearn.linear_model import LogisticRegression
 
 from trainer.config import TrainConfig
 from trainer.features import select_layers
-from trainer.lda_teacher import LDATeacher, mix_probs
+from trainer.bgrpo import acting_distribution
+from trainer.lda_teacher import LDATeacher
 from trainer.policy import Policy
 from trainer.protocol import fold_masks, make_split
 from trainer.jobs import run_job
 from trainer.supervised import fit_lbfgs
 
 
-def test_mix_probs_is_the_normalised_geometric_mean():
+def test_mixed_acting_distribution_is_the_normalised_geometric_mean():
     p = torch.tensor([[0.5, 0.5, 0.0], [0.8, 0.1, 0.1]])
     t = torch.tensor([[0.5, 0.0, 0.5], [0.2, 0.4, 0.4]])
-    g = mix_probs(p, t)
+    g = acting_distribution(p, t)
+    assert acting_distribution(p, None) is p  # act_on=policy: pi_old itself
     # row 0: only class 0 has support from both views
     assert g[0, 0] == pytest.approx(1.0, abs=1e-5)
     # row 1: sqrt(.16), sqrt(.04), sqrt(.04) = .4, .2, .2 -> .5, .25, .25

@@ -1,4 +1,4 @@
-"""Stress corpora derived from a cache (issue 14): the properties each kind promises."""
+"""Stress corpora derived from a cache: the properties each kind promises."""
 import numpy as np
 import pandas as pd
 import pytest

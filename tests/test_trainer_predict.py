@@ -96,3 +96,12 @@ def test_predict_groups_speakers_by_regex_and_names_unmatched_files(tone_run):
     assert (table.label == truth).mean() >= 0.9
     bad = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--speaker-regex", r"^(x\d)_", files[0]])
     assert bad.exit_code == 2 and Path(files[0]).name in bad.output
+
+
+def test_speakers_from_file_names_take_the_first_group_or_the_match():
+    from trainer.predict import speakers_from_names
+
+    assert speakers_from_names(["a/s1_x.wav", "s2_y.wav"], r"^(s\d)_") == ["s1", "s2"]
+    assert speakers_from_names(["s1_x.wav"], r"s\d") == ["s1"]
+    with pytest.raises(ValueError, match="does not match 1 file name"):
+        speakers_from_names(["s1_x.wav", "other.wav"], r"^(s\d)_")

@@ -9,8 +9,8 @@ Evidence used, and nothing else:
   (held-out speakers, as at test time);
 - label-free statistics of the rows the run sees: utterances per speaker (centring on a handful
   of utterances subtracts the emotion with the speaker).
-A first version chose speaker normalisation by the cross-validation too; on the development
-corpora it was noisier than the dependence test (docs/CORPORA.md).
+Speaker normalisation is not chosen by the cross-validation: on the development corpora that
+was noisier than the dependence test (docs/CORPORA.md).
 The pool's hidden labels and the test fold's labels never enter.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from trainer.features import Standardizer, prepare
+from trainer.features import Standardizer, middle_layer, prepare
 from trainer.metrics import fast_macro_f1
 from trainer.policy import Policy
 from trainer.supervised import fit_lbfgs
@@ -75,7 +75,7 @@ def candidate_layers(n_states: int, layer: str) -> list[str]:
     """`auto`: every encoder layer output (hidden states 1..L; 0 is the convolutional front end)."""
     if layer == "auto":
         return [str(i) for i in range(1, n_states)]
-    return [str(n_states // 2)] if layer == "middle" else [layer]
+    return [str(middle_layer(n_states))] if layer == "middle" else [layer]
 
 
 def median_utterances_per_speaker(speakers) -> float:
@@ -102,7 +102,7 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
     n_lab_spk = len(np.unique(speakers[labelled]))
     mi, p = speaker_label_dependence(speakers[labelled], y_lab)
     n_states = raw.shape[1] if n_states is None else n_states
-    middle = str(n_states // 2)
+    middle = str(middle_layer(n_states))
     out = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=speaker_norm, reason="fixed",
                      median_utterances_per_speaker=med, labelled_speakers=n_lab_spk,
                      speaker_label_mi=mi, speaker_label_p=p)

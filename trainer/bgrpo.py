@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 from trainer.actions import select_actions, sinkhorn
 from trainer.fold_data import FoldData
-from trainer.lda_teacher import mix_probs
 from trainer.monitor import Monitor, selection_diagnostics
 from trainer.policy import Policy
 from trainer.rewards import compute_reward, parse_reward
@@ -40,8 +39,12 @@ from trainer.self_training import Selection, self_train
 
 # --- E1-E5: pure functions of probabilities ---------------------------------------------------
 def acting_distribution(p_old: torch.Tensor, p_teacher: torch.Tensor | None) -> torch.Tensor:
-    """E1's distribution: pi_old, or sqrt(pi_old * T) when a teacher's probabilities are given."""
-    return p_old if p_teacher is None else mix_probs(p_old, p_teacher)
+    """E1's distribution: pi_old, or with a teacher's probabilities their normalised geometric mean
+    sqrt(pi_old * T) (a class needs both views' support to be chosen)."""
+    if p_teacher is None:
+        return p_old
+    g = torch.sqrt(p_old.clamp_min(1e-12) * p_teacher.clamp_min(1e-12))
+    return g / g.sum(1, keepdim=True)
 
 
 def balanced_assignment(p_act: torch.Tensor, prior: torch.Tensor, scope: torch.Tensor | None, cfg) -> torch.Tensor:
@@ -105,35 +108,41 @@ class Scored:
                                                self.p_old, data.n_classes))
 
 
+def _probabilities(policy: Policy, teacher, data: FoldData, rows: torch.Tensor | None):
+    """(pi_old, T or None) on pool `rows`, or on every pool row (rows=None) a chunk at a time, one
+    pass for both views (the pool is never gathered whole)."""
+    if rows is not None:
+        x = data.x_unl[rows]
+        return policy.probs(x), (teacher.probs(x, rows) if teacher is not None else None)
+    if teacher is None:
+        return data.x_unl.map(policy.probs), None
+    return data.x_unl.map_indexed(lambda z, seen: (policy.probs(z), teacher.probs(z, seen)))
+
+
 def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, teacher,
                generator: torch.Generator) -> Scored:
-    """E1-E5 for pool `rows` under pi_old = policy; consecutive runs of G rows are the groups.
-
-    A balanced assignment over the pool (or per speaker) is computed on every pool row and read at
-    `rows`; with balance_scope=batch each group is its own scope.
-    """
+    """One B-GRPO round's E1-E5 for pool `rows` under pi_old = policy; consecutive runs of G rows are
+    the groups. A balanced assignment over the pool (or per speaker) is computed on every pool row
+    and read at `rows`; with balance_scope=batch each group is its own scope."""
     groups = torch.arange(len(rows), device=rows.device) // cfg.batch_size
-    plan_needed = cfg.action == "balanced" or "assign" in terms
-    pool_wide = plan_needed and cfg.balance_scope != "batch"
-    if pool_wide:  # every pool row, a chunk at a time (the pool is never gathered whole); one pass for both views
-        if teacher is None:
-            p_old, p_teacher = data.x_unl.map(policy.probs), None
-        else:
-            p_old, p_teacher = data.x_unl.map_indexed(lambda z, seen: (policy.probs(z), teacher.probs(z, seen)))
-    else:
-        x = data.x_unl[rows]
-        p_old = policy.probs(x)
-        p_teacher = teacher.probs(x, rows) if teacher is not None else None
+    needs_plan = cfg.action == "balanced" or "assign" in terms
+    pool_wide = needs_plan and cfg.balance_scope != "batch"
+    p_old, p_teacher = _probabilities(policy, teacher, data, None if pool_wide else rows)
+    # E1: the acting distribution
     p_act = acting_distribution(p_old, p_teacher if cfg.act_on == "mix" else None)
+    # E1 (balanced) / SPEC 8: the assignment Q of p_act to the prior within each scope
     plan = None
-    if plan_needed:
+    if needs_plan:
         scope = (data.group_speaker if cfg.balance_scope == "speaker" else None) if pool_wide else groups
         plan = balanced_assignment(p_act, data.prior, scope, cfg)
     if pool_wide:
         p_old, p_act, plan = p_old[rows], p_act[rows], plan[rows]
         p_teacher = p_teacher[rows] if p_teacher is not None else None
+    # E1: the actions
     actions = select_actions(p_act, cfg.action, generator if rows.device.type == "cpu" else None, plan)
+    # E2-E3: the reward
     r = compute_reward(terms, p_old, actions, p_teacher, plan)
+    # E4-E5: the advantage
     adv = advantage(r, groups, cfg.adv_std, actions if cfg.baseline == "class" else None, data.n_classes)
     return Scored(rows, p_old, actions, r, adv)
 

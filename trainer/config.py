@@ -5,7 +5,7 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 `train --recipe FILE.toml`, `ablate`'s grid file and `config.json` all set fields by name;
 `python cli.py recipe` prints every field with its default and help (a valid recipe file).
 
-Defaults = the project's recipe (README "Method"; chosen with the inner-validation protocol, see
+Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
 chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
@@ -243,13 +243,30 @@ def read_recipe(path) -> dict:
     return settings
 
 
+def _default(f: dataclasses.Field):
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def flag_help(name: str) -> str:
+    """The help of a command-line flag that sets field `name`: the field's help and its default."""
+    f = TrainConfig.__dataclass_fields__[name]
+    default = _default(f)
+    if default is None:
+        return f.metadata["help"]
+    if isinstance(default, bool):
+        shown = "on" if default else "off"
+    else:
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+    return f"{f.metadata['help']} (recipe: {shown})"
+
+
 def recipe_text() -> str:
     """Every field as `name = default` with its help above it: a recipe file of the defaults."""
     lines = []
     for f in dataclasses.fields(TrainConfig):
         if f.metadata["group"]:
             lines.append(f"\n# --- {f.metadata['group']}")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = _default(f)
         choices = typing.get_args(_hints()[f.name]) if typing.get_origin(_hints()[f.name]) is Literal else ()
         note = f"  [one of {', '.join(c if isinstance(c, str) else _toml_value(c) for c in choices)}]" if choices else \
             (f"  [range {f.metadata['within']}]" if f.metadata["within"] else "")

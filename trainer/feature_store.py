@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trainer.features import middle_layer
+
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
 
 
@@ -18,17 +20,10 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     """The hidden states a `layer` setting uses: one for an index or 'middle', all otherwise."""
     if layer in ("weighted", "concat"):
         return list(range(n_states))
-    i = n_states // 2 if layer == "middle" else int(layer)
+    i = middle_layer(n_states) if layer == "middle" else int(layer)
     if not -n_states <= i < n_states:
         raise ValueError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
-
-
-def sequential_sum(acc: np.ndarray | None, block: np.ndarray) -> np.ndarray:
-    """acc + the rows of block, added one after the other in float64: the association order of
-    numpy's axis-0 sum over all blocks at once, so a sum over chunks equals the one-shot sum."""
-    block = np.asarray(block, np.float64)
-    return (block if acc is None else np.concatenate([acc[None], block])).sum(0)
 
 
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:

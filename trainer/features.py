@@ -6,15 +6,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat ([N,1,L*D]).
+def middle_layer(n_states: int) -> int:
+    """The hidden state `layer=middle` means: L // 2 of 0..L (Whisper base: 3 of 0..6). Mid-depth
+    encoder layers carry the most paralinguistic information in probing studies, and it names no
+    corpus-specific index."""
+    return n_states // 2
 
-    'middle' = hidden state L // 2 (Whisper base: 3 of 0..6): mid-depth encoder layers carry the
-    most paralinguistic information in probing studies, and it names no corpus-specific index.
-    """
+
+def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
+    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat
+    ([N,1,L*D]); 'middle' is middle_layer."""
     raw = np.asarray(raw)
     if layer == "middle":
-        layer = str(raw.shape[1] // 2)
+        layer = str(middle_layer(raw.shape[1]))
     if layer == "weighted":
         out = raw
     elif layer == "concat":
@@ -41,6 +45,13 @@ def speaker_center(x: np.ndarray, speakers) -> np.ndarray:
     return (flat - means[inv]).astype(np.float32).reshape(x.shape)
 
 
+def sequential_sum(acc: np.ndarray | None, block: np.ndarray) -> np.ndarray:
+    """acc + the rows of block, added one after the other in float64: the association order of
+    numpy's axis-0 sum over all blocks at once, so a sum over chunks equals the one-shot sum."""
+    block = np.asarray(block, np.float64)
+    return (block if acc is None else np.concatenate([acc[None], block])).sum(0)
+
+
 class Standardizer:
     """Per-(layer, dim) z-scoring; fit on training rows only so test statistics never leak in."""
 
@@ -50,8 +61,6 @@ class Standardizer:
     def fit_blocks(self, blocks) -> "Standardizer":
         """Fit on the rows of the blocks that `blocks()` yields (called twice: mean, then spread),
         in float64 sums taken row after row, so chunks give the one-shot statistics exactly."""
-        from trainer.feature_store import sequential_sum
-
         total, n = None, 0
         for b in blocks():
             total, n = sequential_sum(total, b), n + len(b)

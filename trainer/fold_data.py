@@ -1,5 +1,5 @@
-"""The data of one fold x seed: cached features prepared once per process (SPEC 3), the split
-(SPEC 2), and the tensors on the device, shared by every method's training loop.
+"""The data of one fold x seed (SPEC 2-3): the tensors on the device, shared by every method's
+training loop (trainer/fold_jobs.py prepares them from a cache).
 
 Only the hidden state(s) a run uses are read, and they stay float16 (trainer/feature_store.py).
 The small labelled and validation sets are float32 tensors; the pool, the test fold and the whole
@@ -8,17 +8,13 @@ tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain
 
 import numpy as np
-import pandas as pd
 import torch
 
-from pipeline.cache import load_cache
-from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
+from trainer.feature_store import CenteredCache, FeatureRows
 from trainer.features import Standardizer
-from trainer.protocol import Split, make_split
 
 
 @dataclass
@@ -68,86 +64,3 @@ class FoldData:
                    x_train_all=FeatureRows([(x, split.train)], st, dev), y_train_all=t(y[split.train], torch.long),
                    x_test=FeatureRows([(x, split.test)], st, dev), y_test=t(y[split.test], torch.long),
                    prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)
-
-
-# --- preparing a fold x seed from a cache --------------------------------------------------------
-TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
-
-
-@lru_cache(maxsize=2)
-def raw_cache(path: str):
-    """The cache as stored (every hidden state, float16), once per process: what layer=auto's
-    per-run cross-validation over layers and the `label` command need. Runs with a fixed layer
-    never load it (prepared_cache reads their one layer)."""
-    return load_cache(path)
-
-
-@lru_cache(maxsize=2)
-def table_cache(path: str):
-    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D])."""
-    return load_cache(path, layers=[], columns=TABLE_COLUMNS)
-
-
-@lru_cache(maxsize=8)
-def prepared_cache(path: str, layer: str, speaker_norm):
-    """(CenteredCache of the hidden state(s) `layer` uses, table, attrs, fingerprint) of a cache,
-    once per process: only those states are read from disk, and they stay float16 in memory.
-    `auto` settings are resolved per fold x seed (prepare_fold); with them only the table is read.
-
-    The one place the trainer reads cached features for training.
-    """
-    t = table_cache(path)  # one copy of the table per process, whatever the settings
-    if layer == "auto" or speaker_norm == "auto":
-        return None, t.table, t.attrs, t.fingerprint
-    feats = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=()).features
-    return CenteredCache(feats, t.table["speaker"].to_numpy(), layer, speaker_norm), t.table, t.attrs, t.fingerprint
-
-
-def class_names(table: pd.DataFrame) -> list[str]:
-    """The label vocabulary (sorted); a vocabulary, not test evidence: shuffling test labels keeps it."""
-    return sorted(set(table["label"].astype(str)))
-
-
-@dataclass
-class FoldJob:
-    """A fold x seed ready to train: its tensors plus what the run needs to name and score rows."""
-
-    data: FoldData
-    split: Split
-    table: pd.DataFrame
-    y: np.ndarray  # label index of every cache row
-    classes: list[str]
-    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
-    choice: dict  # what was chosen and why (results.json "choices")
-
-
-def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
-    """(CenteredCache, speakers) of each unlabeled_cache (comma list): more unlabelled audio for
-    the pool, from caches of the same encoder; their labels are never read."""
-    pools = []
-    for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
-        x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
-        if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
-            raise ValueError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
-                             f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
-                             "same encoder (and use the same layer)")
-        pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))
-    return pools
-
-
-def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
-    """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
-    from trainer.auto_choices import resolve_auto  # late import: auto_choices -> supervised -> monitor -> here
-
-    table = table_cache(str(cache_path)).table
-    classes = class_names(table)
-    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
-    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
-                       cfg.inner_validation)
-    # label-only choices; only layer=auto reads every hidden state (its CV compares them)
-    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
-                               split, y, len(classes))
-    x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
-    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
-                          external_pools(cfg, x, attrs))
-    return FoldJob(data, split, table, y, classes, cfg, choice)

@@ -12,18 +12,12 @@ import torch
 from tqdm import tqdm
 
 from pipeline.run_lock import die_with_parent
-from trainer.auto_choices import em_prior
-from trainer.baselines import train_dino, train_pseudo_label
-from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer.fold_data import prepare_fold, prepared_cache
+from trainer.fold_jobs import prepare_fold, prepared_cache
+from trainer.methods import METHOD_ORDER, monitored_epochs, train_method, warm_up
 from trainer.metrics import histogram_entropy, scores
 from trainer.monitor import Monitor
-from trainer.protocol import POOL_METHODS, fold_names
-from trainer.supervised import fit_supervised, new_policy
-from trainer.teachers import teacher_for
-
-METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
+from trainer.protocol import fold_names
 
 
 def job_seed(fold: str, seed: int, salt: str) -> int:
@@ -47,11 +41,8 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
     rows, curves, preds, models = [], [], {}, {}
 
-    def gen(salt):
-        return torch.Generator().manual_seed(job_seed(fold, seed, salt))
-
-    def fresh_head():
-        return new_policy(cfg, data.standardizer, n_classes, job_seed(fold, seed, "init"), dev)
+    def seed_of(salt):
+        return job_seed(fold, seed, salt)
 
     def finish(method, model, t0, kept_epoch=None):
         pred = data.x_test.map(model.probs).argmax(1).cpu().numpy()
@@ -70,34 +61,15 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     warm, t_warm = None, 0.0
     if set(cfg.methods) - {"topline"}:
         t0 = time.perf_counter()
-        mon = Monitor(data, "supervised", curves, cfg.warmup_epochs)
-        warm = fit_supervised(fresh_head(), data.x_lab, data.y_lab, cfg, gen("supervised"), mon)
-        if cfg.pool_prior == "em" and len(data.x_unl):  # the pool's prior, label-free
-            data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
-        job.choice["pool_prior"] = data.prior.cpu().tolist()
+        mon = Monitor(data, "supervised", curves, monitored_epochs("supervised", cfg))
+        warm = warm_up(job, seed_of, mon)
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)
     for method in [m for m in METHOD_ORDER if m in cfg.methods and m != "supervised"]:
         t0 = time.perf_counter() - (t_warm if method != "topline" else 0.0)
-        n_epochs = {"pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs,
-                    "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
-        mon = Monitor(data, method, curves, n_epochs)
-        torch.manual_seed(job_seed(fold, seed, method))  # dropout's global stream: each method its own
-        if method in POOL_METHODS and not len(data.x_unl):  # every training row labelled: nothing to learn from
-            model = warm
-        elif method == "bgrpo":
-            teacher = teacher_for(cfg, warm, job, job_seed(fold, seed, "teacher"))
-            if cfg.update == "refit":
-                model = train_bgrpo_refit(warm, data, cfg, teacher, gen("bgrpo"), mon, job_seed(fold, seed, "refit"))
-            else:
-                model = train_bgrpo(warm, data, cfg, teacher, gen("bgrpo"), mon)
-        elif method == "pseudo-label":
-            model = train_pseudo_label(warm, data, cfg, job_seed(fold, seed, "pl"), gen("pseudo-label"), mon)
-        elif method == "dino":
-            model = train_dino(warm, data, cfg, gen("dino"), mon)
-        else:  # topline: the same head and recipe on every training label
-            model = fit_supervised(fresh_head(), data.x_train_all[:], data.y_train_all, cfg, gen("topline"), mon)
+        mon = Monitor(data, method, curves, monitored_epochs(method, cfg))
+        model = train_method(method, warm, job, seed_of, mon)
         finish(method, model, t0, mon.best_epoch)
     for c in curves:
         c.update(fold=fold, seed=seed)
@@ -111,7 +83,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
 
 def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
     """(cfg_dict, cache, fold, seed) for every requested fold x seed; unknown folds named."""
-    table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)[1]
+    table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm).table
     all_folds = fold_names(table)
     folds = list(cfg.folds) if cfg.folds else all_folds
     bad = [f for f in folds if f not in all_folds]

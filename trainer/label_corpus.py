@@ -1,14 +1,17 @@
 """`cli.py label`: label my corpus. From a cache and the labels a user has (CSV `utt_id,label`; empty
 labels = unlabelled), train transductively on everything (the given labels as L, every other
-utterance of the cache as the pool) with the defaults of `train` (speaker normalisation decided
-from the given labels, warm-up, B-GRPO), and return for every utterance its label (given labels are
-kept verbatim) or the prediction with its probability and runner-up, plus the utterances whose
-label would help most: the lowest top-1 / top-2 margins, taken class by class in turn.
+utterance of the cache as the pool) with the recipe of `train` (speaker normalisation decided
+from the given labels; the warm-up and B-GRPO built by trainer/methods.py, as `train` builds
+them), and return for every utterance its label (given labels are kept verbatim) or the prediction
+with its probability and runner-up, plus the utterances whose label would help most: the lowest
+top-1 / top-2 margins, taken class by class in turn.
 Its accuracy is that of the transductive protocol (`train --transductive`, docs/RESULTS.md).
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +20,14 @@ import torch
 
 from data_manifests.schema import CANONICAL_LABELS
 from trainer.auto_choices import choose
-from trainer.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
 from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
-from trainer.fold_data import FoldData, FoldJob, raw_cache
+from trainer.fold_data import FoldData
+from trainer.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
+from trainer.methods import monitored_epochs, train_method, warm_up
 from trainer.monitor import Monitor
 from trainer.protocol import Split
-from trainer.supervised import fit_supervised, new_policy
-from trainer.teachers import teacher_for
 
 
 def read_user_labels(path, utt_ids) -> pd.Series:
@@ -112,12 +114,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
         for i, seed in enumerate(cfg.seeds):
             log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
                 f"the {len(pool)} unlabelled utterances")
-            gen = torch.Generator().manual_seed(job_seed("label", seed, "bgrpo"))
-            warm = fit_supervised(new_policy(cfg, data.standardizer, len(classes), job_seed("label", seed, "init"), cfg.device),
-                                  data.x_lab, data.y_lab, cfg, gen)
-            teacher = teacher_for(cfg, warm, job, job_seed("label", seed, "teacher"))
-            model = train_bgrpo_refit(warm, data, cfg, teacher, gen, Monitor(data, "bgrpo", [], cfg.refit_rounds),
-                                      job_seed("label", seed, "refit"))
+            seed_of = partial(job_seed, "label", seed)
+            job_s = replace(job, data=replace(data), choice=dict(job.choice))  # each seed estimates its own prior
+            warm = warm_up(job_s, seed_of, Monitor(job_s.data, "supervised", [], monitored_epochs("supervised", cfg)))
+            model = train_method("bgrpo", warm, job_s, seed_of,
+                                 Monitor(job_s.data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
             probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
     order = np.argsort(-p, 1)

@@ -7,7 +7,7 @@ ones self-training then reinforces. A Gaussian class model with a shared, shrunk
 (through the PCA, fitted label-free on the learner's rows) and is refitted each round on the
 labelled set plus the actions the round selected, so it follows the clusters of the pool rather
 than the decision boundary of the few labels. Its probabilities are mixed into the actions
-(geometric mean with pi_old) and give r3-r5 when asked for.
+(geometric mean with pi_old, bgrpo.acting_distribution) and give r3-r5 when asked for.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from trainer.feature_store import CHUNK_ROWS
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     """A fitted PCA (transform, n_components_) of the rows of `blocks()` ([n, ...] float32).
 
-    Small data: scikit-learn's PCA on the rows in memory, as before. From ten rows per feature on,
+    Small data: scikit-learn's PCA on the rows in memory. From ten rows per feature on,
     scikit-learn itself switches to the eigenvectors of the covariance ('covariance_eigh'); that is
     computed here from X^T X summed chunk by chunk, so the pool is never one float32 matrix."""
     dim = None
@@ -115,8 +115,3 @@ class LDATeacher:
     def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.fit(x, y)
 
-
-def mix_probs(p_policy: torch.Tensor, p_teacher: torch.Tensor) -> torch.Tensor:
-    """Normalised geometric mean sqrt(pi * T): a class needs both views' support to be chosen."""
-    g = torch.sqrt(p_policy.clamp_min(1e-12) * p_teacher.clamp_min(1e-12))
-    return g / g.sum(1, keepdim=True)

@@ -2,6 +2,7 @@
 the class probabilities of the run's saved policies (one per fold x seed: an ensemble)."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
         x = torch.as_tensor(prepare(feats, speakers, c["layer"], c["speaker_norm"]))
         probs.append(pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu())
     return torch.stack(probs).mean(0).numpy()
+
+
+def speakers_from_names(paths, speaker_regex: str) -> list[str]:
+    """The speaker of each file from its name: the regex's first group, or its whole match."""
+    matches = [(p, re.search(speaker_regex, Path(p).name)) for p in paths]
+    unmatched = [p for p, m in matches if m is None]
+    if unmatched:
+        raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
+                         f"e.g. {unmatched[0]}")
+    return [m.group(1) if m.groups() else m.group(0) for _, m in matches]
 
 
 def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> tuple[pd.DataFrame, dict]:

@@ -13,7 +13,7 @@ import torch
 
 from trainer.feature_store import FeatureRows
 from trainer.features import Standardizer
-from trainer.fold_data import FoldJob, prepared_cache
+from trainer.fold_jobs import FoldJob, prepared_cache
 from trainer.lda_teacher import LDATeacher
 from trainer.policy import Policy
 from trainer.rewards import needs_teacher, parse_reward
@@ -88,7 +88,8 @@ def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
 def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes: int, seed: int, device) -> torch.Tensor:
     """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
     probabilities for the pool's utterances (matched by utt_id)."""
-    x, table = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)[:2]
+    teacher_view = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)
+    x, table = teacher_view.features, teacher_view.table
     pos = {u: i for i, u in enumerate(table["utt_id"])}
     missing = [u for u in list(utt_lab) + list(utt_pool) if u not in pos]
     if missing:

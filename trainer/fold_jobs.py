@@ -1,0 +1,105 @@
+"""Preparing a fold x seed from a cache: the cache read once per process (only the hidden states a
+run uses), the split (SPEC 2), the `auto` choices resolved on the fold's labels, and the FoldData."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cache import load_cache
+from trainer.auto_choices import resolve_auto
+from trainer.feature_store import CenteredCache, states_to_read
+from trainer.fold_data import FoldData
+from trainer.protocol import Split, make_split
+
+TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus")  # what a run reads of a cache's table
+
+
+@lru_cache(maxsize=2)
+def raw_cache(path: str):
+    """The cache as stored (every hidden state, float16), once per process: what layer=auto's
+    per-run cross-validation over layers and the `label` command need. Runs with a fixed layer
+    never load it (prepared_cache reads their one layer)."""
+    return load_cache(path)
+
+
+@lru_cache(maxsize=2)
+def table_cache(path: str):
+    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D])."""
+    return load_cache(path, layers=[], columns=TABLE_COLUMNS)
+
+
+class PreparedCache(NamedTuple):
+    """A cache as a run reads it: the hidden state(s) its layer uses (None while `auto` is unresolved)."""
+
+    features: CenteredCache | None
+    table: pd.DataFrame
+    attrs: dict
+    fingerprint: str
+
+
+@lru_cache(maxsize=8)
+def prepared_cache(path: str, layer: str, speaker_norm) -> PreparedCache:
+    """The cache once per process: only the states `layer` uses are read from disk, and they stay
+    float16 in memory. `auto` settings are resolved per fold x seed (prepare_fold); with them only
+    the table is read.
+
+    The one place the trainer reads cached features for training.
+    """
+    t = table_cache(path)  # one copy of the table per process, whatever the settings
+    if layer == "auto" or speaker_norm == "auto":
+        return PreparedCache(None, t.table, t.attrs, t.fingerprint)
+    feats = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=()).features
+    return PreparedCache(CenteredCache(feats, t.table["speaker"].to_numpy(), layer, speaker_norm), t.table, t.attrs,
+                         t.fingerprint)
+
+
+def class_names(table: pd.DataFrame) -> list[str]:
+    """The label vocabulary (sorted); a vocabulary, not test evidence: shuffling test labels keeps it."""
+    return sorted(set(table["label"].astype(str)))
+
+
+@dataclass
+class FoldJob:
+    """A fold x seed ready to train: its tensors plus what the run needs to name and score rows."""
+
+    data: FoldData
+    split: Split
+    table: pd.DataFrame
+    y: np.ndarray  # label index of every cache row
+    classes: list[str]
+    cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm resolved for this fold x seed
+    choice: dict  # what was chosen and why (results.json "choices")
+
+
+def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
+    """(CenteredCache, speakers) of each unlabeled_cache (comma list): more unlabelled audio for
+    the pool, from caches of the same encoder; their labels are never read."""
+    pools = []
+    for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
+        x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
+        if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
+            raise ValueError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
+                             f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
+                             "same encoder (and use the same layer)")
+        pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))
+    return pools
+
+
+def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
+    """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
+    table = table_cache(str(cache_path)).table
+    classes = class_names(table)
+    y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
+    split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
+                       cfg.inner_validation)
+    # label-only choices; only layer=auto reads every hidden state (its CV compares them)
+    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
+                               split, y, len(classes))
+    x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    data = FoldData.build(x, y, table["speaker"].astype(str).to_numpy(), split, len(classes), device,
+                          external_pools(cfg, x, attrs))
+    return FoldJob(data, split, table, y, classes, cfg, choice)

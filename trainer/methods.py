@@ -1,0 +1,76 @@
+"""Each method of the protocol trained on one prepared fold x seed (a FoldJob, whose cfg has its
+`auto` choices resolved): the warm-up first (supervised on L, SPEC 5; with pool_prior=em the pool's
+class prior estimated from it), then any other method from that warm-up. `train`
+(trainer/jobs.py) and `label` (trainer/label_corpus.py) both build their models here, so a recipe
+field means the same in both.
+
+`seed_of(salt)` gives the seed of one random stream of the fold x seed (trainer/jobs.job_seed).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from trainer.auto_choices import em_prior
+from trainer.baselines import train_dino, train_pseudo_label
+from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.fold_jobs import FoldJob
+from trainer.monitor import Monitor
+from trainer.policy import Policy
+from trainer.protocol import POOL_METHODS
+from trainer.supervised import fit_supervised, new_policy
+from trainer.teachers import teacher_for
+
+METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
+
+
+def monitored_epochs(method: str, cfg) -> int:
+    """How many epochs (or rounds) a method's Monitor watches."""
+    return {"supervised": cfg.warmup_epochs, "pseudo-label": cfg.pl_rounds, "topline": cfg.warmup_epochs,
+            "bgrpo": cfg.refit_rounds if cfg.update == "refit" else cfg.epochs}.get(method, cfg.epochs)
+
+
+def _generator(seed_of: Callable[[str], int], salt: str) -> torch.Generator:
+    return torch.Generator().manual_seed(seed_of(salt))
+
+
+def _fresh_head(job: FoldJob, seed_of: Callable[[str], int]) -> Policy:
+    data = job.data
+    return new_policy(job.cfg, data.standardizer, data.n_classes, seed_of("init"), data.x_lab.device)
+
+
+def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> Policy:
+    """The warm-up on the labelled rows; with pool_prior=em it replaces job.data.prior by the pool's
+    prior estimated label-free from its predictions. The prior used is recorded in job.choice."""
+    cfg, data = job.cfg, job.data
+    warm = fit_supervised(_fresh_head(job, seed_of), data.x_lab, data.y_lab, cfg, _generator(seed_of, "supervised"),
+                          monitor)
+    if cfg.pool_prior == "em" and len(data.x_unl):
+        data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
+    job.choice["pool_prior"] = data.prior.cpu().tolist()
+    return warm
+
+
+def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callable[[str], int],
+                 monitor: Monitor) -> Policy:
+    """`method` (bgrpo: its teacher, then the refit or GRPO update; pseudo-label; dino; topline: the
+    warm-up recipe on every training label) trained from `warm` (unused by topline). With an empty
+    pool (every training row labelled) the pool methods have nothing to learn from: `warm` itself."""
+    cfg, data = job.cfg, job.data
+    torch.manual_seed(seed_of(method))  # dropout's global stream: each method its own
+    if method in POOL_METHODS and not len(data.x_unl):
+        return warm
+    if method == "bgrpo":
+        teacher = teacher_for(cfg, warm, job, seed_of("teacher"))
+        if cfg.update == "refit":
+            return train_bgrpo_refit(warm, data, cfg, teacher, _generator(seed_of, "bgrpo"), monitor, seed_of("refit"))
+        return train_bgrpo(warm, data, cfg, teacher, _generator(seed_of, "bgrpo"), monitor)
+    if method == "pseudo-label":
+        return train_pseudo_label(warm, data, cfg, seed_of("pl"), _generator(seed_of, "pseudo-label"), monitor)
+    if method == "dino":
+        return train_dino(warm, data, cfg, _generator(seed_of, "dino"), monitor)
+    if method == "topline":
+        return fit_supervised(_fresh_head(job, seed_of), data.x_train_all[:], data.y_train_all, cfg,
+                              _generator(seed_of, "topline"), monitor)
+    raise ValueError(f"unknown method {method!r}: use {', '.join(METHOD_ORDER)}")
