@@ -127,12 +127,18 @@ def extract(
                              "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
     model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
-    window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames."),
+    window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames; "
+                               "padN: padded to the next N s (docs/EXTRACTION.md)."),
     cache_dir: str = typer.Option("cache", help="Caches go to <cache-dir>/<corpus>/<encoder-tag>-<window>.h5."),
     out: str = typer.Option(None, help="Exact output path (overrides --cache-dir)."),
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
-    batch_size: int = typer.Option(None, help="Utterances per batch (default: 16 for trim or GPU, 4 for full on CPU)."),
-    workers: int = typer.Option(None, help="DataLoader workers for decode/resample/log-mel (default: 1 on CPU, 4 on GPU)."),
+    batch_size: int = typer.Option(None, help="At most this many utterances per batch (default 256; batches are "
+                                   "sized by --frame-budget)."),
+    frame_budget: int = typer.Option(None, help="Mel frames of encoder input per batch, padding included (default: "
+                                     "64 full windows on a GPU, 4 on a CPU)."),
+    dtype: str = typer.Option("auto", help="auto (bf16 or fp16 on a GPU, fp32 on a CPU), float32, float16, bfloat16."),
+    workers: int = typer.Option(None, help="DataLoader workers for decode and resample (default: every core but one "
+                                "on a GPU machine, 1 on a CPU)."),
     shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
@@ -167,7 +173,8 @@ def extract(
     _, _, tag = resolve_model(model)
     path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
     result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
-                 workers=workers, shard=where, overwrite=overwrite, log=typer.echo)
+                 frame_budget=frame_budget, dtype=dtype, workers=workers, shard=where, overwrite=overwrite,
+                 log=typer.echo)
     typer.echo(f"wrote {result.path}" if not result.already_complete else f"cache {result.path}")
     for utt, reason in list(result.failed.items())[:20]:
         typer.echo(f"  failed {utt}: {reason}")
@@ -189,7 +196,7 @@ def merge(
     out: str = typer.Option(..., help="The merged cache path."),
 ) -> None:
     """Join the part files of `extract --shard i/n` into one cache (manifest order)."""
-    from pipeline.extract import merge as run
+    from pipeline.cache import merge as run
 
     typer.echo(f"wrote {run(parts, out)}")
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+import socket
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +16,13 @@ from .schema import MANIFEST_COLUMNS, ManifestError, validate_manifest
 TEMP_SUFFIX = ".tmp"
 
 
+def temp_path(path) -> Path:
+    """A hidden temp name beside `path`, unique across hosts sharing a folder and across calls:
+    `.<name>.<host>-<pid>-<random>.tmp` (the pid lets a lock's next holder find a dead one's files)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temp path beside `path`; on success it replaces `path` in one rename, on any error
@@ -22,7 +31,7 @@ def atomic_path(path):
     team can share outputs; the project's one way to write a file (or a folder) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    tmp = temp_path(path)
     try:
         yield tmp
         if tmp.is_file():
@@ -38,9 +47,9 @@ def atomic_path(path):
 
 
 def remove_leftovers(folder, pid: int) -> list[Path]:
-    """Delete the temp files and folders `atomic_path` left in `folder` for process `pid` when that
-    process was killed (kill -9 skips its cleanup); returns what was removed."""
-    found = sorted(Path(folder).glob(f".*.{pid}{TEMP_SUFFIX}"))
+    """Delete the temp files and folders `atomic_path` left in `folder` for process `pid` of this
+    host when that process was killed (kill -9 skips its cleanup); returns what was removed."""
+    found = sorted(Path(folder).glob(f".*.{socket.gethostname()}-{pid}-*{TEMP_SUFFIX}"))
     for junk in found:
         shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
     return found

@@ -1,13 +1,14 @@
-"""Audio -> Whisper log-mel windows: soundfile decode, mono downmix, soxr to 16 kHz, 30 s windows.
+"""Audio for the encoder: soundfile decode, mono downmix, soxr to 16 kHz, 30 s pieces, batches.
 
-Runs inside DataLoader workers so that decoding and the log-mel never make the encoder wait.
+Runs inside DataLoader workers so that decoding never makes the encoder wait (the log-mel is
+computed batched on the encoder's device: pipeline.log_mel).
 A bad file (unreadable, empty, zero-length, non-finite) becomes an item with `error` set,
 never an exception: one file must not kill a corpus-sized run.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soundfile as sf
@@ -44,38 +45,25 @@ def load_audio(path) -> np.ndarray:
     return audio
 
 
-def log_mel_windows(audio: np.ndarray, feature_extractor, window: str):
-    """Cut into 30 s windows -> (list of [n_mels, T] float32 log-mel, list of real mel frames).
-
-    Every window goes through WhisperFeatureExtractor padded to 30 s (its normalisation is
-    defined on that input); trim mode then keeps only the window's real frames.
-    """
-    mels, counts = [], []
-    for start in range(0, len(audio), WINDOW_SAMPLES):
-        piece = audio[start:start + WINDOW_SAMPLES]
-        if len(piece) < HOP and start > 0:  # a sliver under one frame after a 30 s cut adds nothing
-            continue
-        n_mel = min(-(-len(piece) // HOP), FULL_MEL_FRAMES)
-        mel = feature_extractor(piece, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
-        mels.append(np.ascontiguousarray(mel[:, :n_mel] if window == "trim" else mel, dtype=np.float32))
-        counts.append(n_mel)
-    return mels, counts
+def split_windows(audio: np.ndarray) -> list[np.ndarray]:
+    """Cut into 30 s pieces (Whisper's input length); a sliver under one mel frame after a cut adds nothing."""
+    return [audio[start:start + WINDOW_SAMPLES] for start in range(0, len(audio), WINDOW_SAMPLES)
+            if start == 0 or len(audio) - start >= HOP]
 
 
 @dataclass
 class Item:
     index: int
-    mels: list = field(default_factory=list)
-    num_mel: list = field(default_factory=list)
+    pieces: list = field(default_factory=list)  # float32 audio, <= 30 s each
     seconds: float = 0.0
     error: str = ""
 
 
 class AudioDataset(torch.utils.data.Dataset):
-    """Item i = log-mel windows of file i (or the reason it could not be read)."""
+    """Item i = the 30 s pieces of file i's audio (or the reason it could not be read)."""
 
-    def __init__(self, paths, feature_extractor, window: str):
-        self.paths, self.fe, self.window = list(paths), feature_extractor, window
+    def __init__(self, paths):
+        self.paths = list(paths)
 
     def __len__(self):
         return len(self.paths)
@@ -85,19 +73,22 @@ class AudioDataset(torch.utils.data.Dataset):
             audio = load_audio(self.paths[i])
         except BadAudio as exc:
             return Item(i, error=str(exc))
-        mels, counts = log_mel_windows(audio, self.fe, self.window)
-        return Item(i, mels, counts, len(audio) / SAMPLE_RATE)
+        return Item(i, split_windows(audio), len(audio) / SAMPLE_RATE)
 
 
 def collate(items: list[Item]):
-    """Stack all windows of a batch, zero-padded to the longest (trim) -> (items, mel, num_mel, owner)."""
+    """All pieces of a batch, zero-padded to the longest -> (items, audio [W, S], samples [W], owner [W]).
+
+    owner[j] = position among the batch's readable items of the item piece j belongs to.  The
+    items come back without their pieces: the audio travels once, as the (shared-memory) tensor."""
     good = [it for it in items if not it.error]
-    windows = [(k, m, n) for k, it in enumerate(good) for m, n in zip(it.mels, it.num_mel)]
-    if not windows:
+    pieces = [(k, p) for k, it in enumerate(good) for p in it.pieces]
+    items = [replace(it, pieces=[]) for it in items]
+    if not pieces:
         return items, None, None, None
-    width = max(m.shape[1] for _, m, _ in windows)
-    mel = np.zeros((len(windows), windows[0][1].shape[0], width), np.float32)
-    for j, (_, m, _) in enumerate(windows):
-        mel[j, :, :m.shape[1]] = m
-    owner = torch.tensor([k for k, _, _ in windows])
-    return items, torch.from_numpy(mel), torch.tensor([n for _, _, n in windows]), owner
+    width = -(-max(len(p) for _, p in pieces) // HOP) * HOP
+    audio = np.zeros((len(pieces), width), np.float32)
+    for j, (_, p) in enumerate(pieces):
+        audio[j, :len(p)] = p
+    return (items, torch.from_numpy(audio), torch.tensor([len(p) for _, p in pieces]),
+            torch.tensor([k for k, _ in pieces]))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from data_manifests.storage import TEMP_SUFFIX, atomic_path
+from data_manifests.storage import atomic_path, temp_path
 
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error")
 NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.int16, "ok": np.bool_,
@@ -41,6 +40,8 @@ VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shar
 CHUNK_ROWS = 256
 READ_ROWS = 64 * CHUNK_ROWS  # rows per block when reading layers: memory = output + one block
 STR = h5py.string_dtype("utf-8")
+# what a cache was made from: caches (and shard parts) with different values never mix
+IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256")
 # (device, inode, size, mtime) of the cache files whose fingerprint this process has checked:
 # a run opens its cache several times (table, layer, each speaker_norm) and hashes it once
 _VERIFIED: set[tuple] = set()
@@ -86,6 +87,31 @@ def check_output(path, command: str) -> Path:
         check_cache_file(path, f"{command} writes only over its own caches: pass another --out than {path}, "
                                "or move that file away")
     return path
+
+
+class CacheMismatch(ValueError):
+    """An existing cache or partial run made with another encoder, window or manifest."""
+
+
+def decoded_attrs(attrs, keys=None) -> dict:
+    """HDF5 attributes as plain Python values (numpy scalars unwrapped): all, or those of `keys` present."""
+    keys = attrs.keys() if keys is None else [k for k in keys if k in attrs]
+    return {k: (attrs[k].item() if hasattr(attrs[k], "item") else attrs[k]) for k in keys}
+
+
+def identity_of(path) -> dict:
+    """The identity attributes of a cache file, plus whether it is complete (fingerprint checked)."""
+    with open_checked(path) as f:
+        return decoded_attrs(f.attrs, list(IDENTITY_KEYS) + ["complete"])
+
+
+def mismatches(found: dict, wanted: dict, manifest_change: str = "") -> list[str]:
+    """'key: cache has X, this run Y' for every identity key on which `found` differs from `wanted`;
+    for the manifest, in words instead of two digests (`manifest_change`, when the old table is at hand)."""
+    what = manifest_change or "its ids, paths, labels, speakers or folds"
+    return [f"the manifest is not the one it was made from: {what}" if k == "manifest_sha256"
+            else f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
+            for k in IDENTITY_KEYS if str(found.get(k, "")) != str(wanted[k])]
 
 
 class CacheDamaged(CacheError):
@@ -161,7 +187,7 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
                 values = table[col].fillna(defaults[col]) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(values, dtype=dtype))
         # named like atomic_path's temp files, so a killed run's leftovers are found and removed
-        stage_dir = path.with_name(f".{path.name}.stage.{os.getpid()}{TEMP_SUFFIX}")
+        stage_dir = temp_path(path.with_name(f"{path.name}.stage"))
         stage_dir.mkdir(exist_ok=True)
         try:
             write_blocks(emb, blocks, stage_dir)
@@ -296,9 +322,47 @@ def load_cache(path, layers=None, columns=None) -> CacheData:
             raise ValueError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
         chosen = list(range(states)) if layers is None else sorted({int(i) % states for i in layers})
         feats = read_layers(dset, chosen, ok)
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        attrs = decoded_attrs(f.attrs)
     return CacheData(features=feats, table=table[ok].reset_index(drop=True), attrs=attrs,
                      fingerprint=str(attrs.get("fingerprint", "")), path=path)
+
+
+def merge(parts, out_path) -> Path:
+    """Join shard part files (same encoder/window/manifest) into one cache in manifest order.
+    Two hosts merging the same parts at once each write their own temp file: the last rename wins
+    and both leave the same cache."""
+    parts = [Path(p) for p in parts]
+    check_output(out_path, "merge")
+    idents = [identity_of(p) for p in parts]
+    for p, ident in zip(parts, idents):
+        if not ident.get("complete"):
+            raise ValueError(f"{p} is incomplete: finish that shard first")
+        problems = mismatches(ident, idents[0])
+        if problems:
+            raise CacheMismatch(f"{p} does not belong with {parts[0]}: " + "; ".join(problems))
+    tables, shapes = [], set()
+    for p in parts:
+        with h5py.File(p, "r") as f:
+            tables.append(read_table(f))
+            shapes.add(f["embeddings"].shape[1:])
+            attrs = decoded_attrs(f.attrs)
+    rows = np.concatenate([t["row"].to_numpy() for t in tables])
+    if len(shapes) != 1 or np.unique(rows).size != rows.size or set(rows) != set(range(rows.size)):
+        raise ValueError("parts do not form one cache: they overlap, miss rows, or differ in shape")
+    table = pd.concat(tables, ignore_index=True).sort_values("row", kind="stable").reset_index(drop=True)
+    position = np.empty(rows.size, np.int64)
+    position[table["row"].to_numpy()] = np.arange(rows.size)
+
+    def blocks():
+        for p, t in zip(parts, tables):
+            with h5py.File(p, "r") as f:
+                yield position[t["row"].to_numpy()], f["embeddings"][...]
+
+    attrs = {k: v for k, v in attrs.items() if k not in ("fingerprint", "complete")}
+    attrs.update(shard="merged", num_failed=int((~table["ok"]).sum()),
+                 audio_seconds=float(table["duration"].sum()))
+    write_cache(out_path, table, attrs, next(iter(shapes)), blocks())
+    return Path(out_path)
 
 
 def rechunk(path) -> bool:
@@ -312,8 +376,7 @@ def rechunk(path) -> bool:
             return False
         table = read_table(f)
         shape = f["embeddings"].shape[1:]
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()
-                 if k not in ("fingerprint", "complete")}
+        attrs = {k: v for k, v in decoded_attrs(f.attrs).items() if k not in ("fingerprint", "complete")}
         before = str(f.attrs.get("fingerprint", ""))
 
         def blocks():
@@ -340,7 +403,7 @@ def describe(path) -> str:
         t = read_table(f)
         n, states, hidden = f["embeddings"].shape
         by_layer = layer_chunked(f["embeddings"])
-        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        attrs = decoded_attrs(f.attrs)
     ok = t["ok"].to_numpy(bool)
     lines = [f"{path}: {n} utterances x {states} hidden states x {hidden}"
              f" ({int(ok.sum())} ok, {int((~ok).sum())} failed)"

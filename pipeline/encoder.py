@@ -129,7 +129,10 @@ def load_encoder(model: str | None = None, device: str = "auto", dtype: str = "a
         dt = torch.float32 if dev.type == "cpu" else (
             torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     else:
-        dt = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+        dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        if dtype not in dtypes:
+            raise EncoderError(f"--dtype {dtype!r}: choose auto, float32, float16 or bfloat16")
+        dt = dtypes[dtype]
     try:
         config = WhisperConfig.from_pretrained(source)
         if "WhisperEncoder" in (config.architectures or []):
@@ -166,34 +169,32 @@ def encoder_frames(num_mel_frames):
 
 
 @torch.inference_mode()
-def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor, window: str) -> torch.Tensor:
-    """Mean over real-audio encoder frames of every hidden state -> [B, L+1, D] float32.
+def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor, mask_padding: bool) -> torch.Tensor:
+    """Mean over real-audio encoder frames of every hidden state -> [B, L+1, D] float32, on the device.
 
-    mel: [B, n_mels, T] log-mel (T = 3000 in full mode; the batch's longest clip in trim mode).
-    State 0 is conv + positional output, state i the output of layer i, the last one after the
-    final layer norm (transformers' `hidden_states` convention).  In `full` mode the encoder sees
-    Whisper's 30 s padded input unmasked, exactly as published; in `trim` mode it sees only each
-    clip's real frames: mel and conv1 output beyond a clip are zeroed (what a lone clip's conv
-    padding sees) and attention ignores other clips' padding, so a batch equals one-at-a-time.
+    mel: [B, n_mels, T] log-mel on enc.device (T = 3000 for the full window, fewer for the others);
+    num_mel: [B] real mel frames on enc.device.  State 0 is conv + positional output, state i the
+    output of layer i, the last one after the final layer norm (transformers' `hidden_states`
+    convention).  Unmasked, the encoder sees the padded input as Whisper does (full: exactly as
+    published); with `mask_padding` it sees only each clip's real frames: mel and conv1 output
+    beyond a clip are zeroed (what a lone clip's conv padding sees) and attention ignores other
+    clips' padding, so a batch equals one-at-a-time.  No host synchronisation happens here.
     """
     m = enc.module
-    x = mel.to(enc.device, enc.dtype)
-    num_mel = num_mel.to(enc.device)
+    x = mel.to(enc.dtype)
     n_enc = encoder_frames(num_mel)
-    if window == "trim":
-        t = x.shape[-1]
-        x = x * (torch.arange(t, device=enc.device) < num_mel[:, None])[:, None, :].to(x.dtype)
-        h = torch.nn.functional.gelu(m.conv1(x))
-        h = h * (torch.arange(t, device=enc.device) < num_mel[:, None])[:, None, :].to(h.dtype)
+    if mask_padding:
+        inside = (torch.arange(x.shape[-1], device=x.device) < num_mel[:, None])[:, None, :].to(x.dtype)
+        h = torch.nn.functional.gelu(m.conv1(x * inside)) * inside
     else:
         h = torch.nn.functional.gelu(m.conv1(x))
     h = torch.nn.functional.gelu(m.conv2(h)).permute(0, 2, 1)
     frames = h.shape[1]
     h = h + m.embed_positions.weight[:frames]
-    real = torch.arange(frames, device=enc.device)[None, :] < n_enc[:, None]  # [B, F]
+    real = torch.arange(frames, device=x.device)[None, :] < n_enc[:, None]  # [B, F]
     mask = None
-    if window == "trim" and bool((~real).any()):
-        mask = torch.zeros(real.shape, dtype=h.dtype, device=enc.device)
+    if mask_padding:
+        mask = torch.zeros(real.shape, dtype=h.dtype, device=x.device)
         mask = mask.masked_fill(~real, torch.finfo(h.dtype).min)[:, None, None, :]
     weights = (real.to(torch.float32) / n_enc[:, None].to(torch.float32))[:, :, None]  # [B, F, 1]
     pooled = [(h.float() * weights).sum(1)]
@@ -202,4 +203,4 @@ def pooled_hidden_states(enc: Encoder, mel: torch.Tensor, num_mel: torch.Tensor,
         if i == len(m.layers) - 1:
             h = m.layer_norm(h)
         pooled.append((h.float() * weights).sum(1))
-    return torch.stack(pooled, 1).cpu()
+    return torch.stack(pooled, 1)

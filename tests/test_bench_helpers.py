@@ -40,23 +40,42 @@ def test_compare_measures_fp16_agreement():
     assert not worse["within_fp16"] and worse["max_abs_diff"] == pytest.approx(0.05 * abs(a[2, 3, 4]) + 0.01, rel=1e-4)
 
 
-def test_summarize_ratios_and_table():
+def test_summarize_ratios_flops_and_table():
     vec = np.ones((2, 3, 4), np.float32)
-    runs = [{"name": "usual", "dtype": "float32", "utt_per_s": 2.0, "rtf": 0.5, "peak_rss_mb": 900.0},
-            {"name": "ours-full", "dtype": "float32", "utt_per_s": 3.0, "rtf": 0.3, "peak_rss_mb": 950.0},
-            {"name": "ours-trim", "dtype": "float32", "utt_per_s": 16.0, "rtf": 0.06, "peak_rss_mb": 800.0}]
-    rows = es.summarize(runs, {"usual": vec, "ours-full": vec, "ours-trim": vec * 1.5})
+    common = {"model": "base", "dtype": "float32", "wall_s": 2.0}
+    runs = [{"name": "usual", "method": "usual", "utt_per_s": 2.0, "rtf": 0.5, "peak_rss_mb": 900.0, "flops": 4e12, **common},
+            {"name": "ours-full", "method": "full", "utt_per_s": 3.0, "rtf": 0.3, "peak_rss_mb": 950.0, "flops": 6e12, **common},
+            {"name": "ours-trim", "method": "trim", "utt_per_s": 16.0, "rtf": 0.06, "peak_rss_mb": 800.0, "flops": 4e12, **common}]
+    rows = es.summarize(runs, {"usual": vec, "ours-full": vec, "ours-trim": vec * 1.5}, {"float32": 10.0})
     assert [r["ratio_vs_usual"] for r in rows] == [1.0, 1.5, 8.0]
+    assert [r["tflops"] for r in rows] == [2.0, 3.0, 2.0] and rows[1]["share_of_peak"] == 0.3
     assert rows[1]["within_fp16"] and not rows[2]["within_fp16"]
     table = es.format_table(rows)
-    assert "ours-trim" in table and "8.00" in table
+    assert "ours-trim" in table and "8.00" in table and "30.0%" in table
 
 
-def test_variants_cover_dtypes_on_gpu_only():
+def test_trim_check_flags_a_trim_row_slower_than_full():
+    rows = [{"model": "base", "method": m, "dtype": d, "utt_per_s": v}
+            for m, d, v in [("full", "float16", 100.0), ("trim", "float16", 90.0),
+                            ("full", "float32", 50.0), ("trim", "float32", 400.0)]]
+    assert es.trim_not_slower(rows) == ["base float16: trim 90.0 < full 100.0 utt/s"]
+    assert es.trim_not_slower(rows[2:]) == []
+
+
+def test_encoder_flops_formula():
+    """Whisper base at 30 s: conv 3.10 GFLOP + 6 layers x 14.04 GFLOP = 87.4 GFLOP; large-v3 2.27 TFLOP."""
+    assert es.encoder_flops(3000, 80, 512, 2048, 6) == pytest.approx(87.37e9, rel=1e-3)
+    assert es.encoder_flops(3000, 128, 1280, 5120, 32) == pytest.approx(2.274e12, rel=1e-3)
+    # one layer by hand at F = 2 frames, d = 1, f = 1: 8*2 + 4*4 + 4*2 = 40; conv1 2*4*3*1 + conv2 2*2*3 = 36
+    assert es.encoder_flops(4, 1, 1, 1, 1) == 76
+
+
+def test_variants_cover_dtypes_and_large_on_gpu_only():
     assert [v[0] for v in es.variants_for(False)] == ["usual", "ours-full", "ours-trim"]
     gpu = es.variants_for(True)
-    assert len(gpu) == 7 and {d for _, m, d in gpu if m == "trim"} == {"float16", "bfloat16", "float32"}
-    assert gpu[0] == ("usual", "usual", "float32")
+    assert len(gpu) == 14 and {d for _, _, m, d in gpu if m == "trim"} == {"float16", "bfloat16", "float32"}
+    assert gpu[0] == ("usual", "base", "usual", "float32") and gpu[7] == ("large-usual", "large-v3-dims", "usual", "float32")
+    assert [v[0] for v in es.variants_for(False, ("pad10",))] == ["usual", "ours-pad10"]
 
 
 def test_per_epoch_seconds():

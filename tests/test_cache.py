@@ -1,11 +1,16 @@
 """The HDF5 cache: round trip, streamed == one-shot writing, fingerprints, chunked reading, info."""
 from __future__ import annotations
 
+import multiprocessing
+import os
+import socket
+
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
 
+from data_manifests.storage import temp_path
 from pipeline.cache import CHUNK_ROWS, cache_shape, describe, fingerprint_of, layer_chunked, load_cache, \
     read_layers, rechunk, write_cache, write_cache_arrays
 
@@ -170,3 +175,37 @@ def test_a_cache_is_hashed_once_per_version_and_again_when_rewritten(tmp_path, m
     calls.clear()
     np.testing.assert_array_equal(load_cache(path).features, emb[::-1][[0, 1, 3, 4]])
     assert len(calls) == 1  # the new file (another inode) is checked again
+
+
+def _merge_at_barrier(barrier, parts, out):
+    from pipeline.cache import merge
+
+    barrier.wait()
+    merge(parts, out)
+
+
+def test_two_merges_into_one_folder_at_once_leave_one_good_cache(tmp_path):
+    """Two nodes finishing the last shards at the same moment both merge into the same path on
+    shared storage: their temp files never collide and the cache is the one merge's result."""
+
+    emb, table = small_cache(n=400, states=3, hidden=64)
+    table["row"] = np.arange(len(table))
+    attrs = {"encoder_id": "x", "weights_sha256": "w", "window": "trim", "sample_rate": 16000, "manifest_sha256": "m"}
+    parts = [write_cache(tmp_path / f"c.part-{i}-of-2.h5", table.iloc[i::2].reset_index(drop=True), attrs,
+                         emb.shape[1:], [(np.arange(len(emb[i::2])), emb[i::2])]) for i in range(2)]
+    out = tmp_path / "c.h5"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_merge_at_barrier, args=(barrier, parts, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    merged = load_cache(out)
+    assert merged.table["utt_id"].tolist() == table.loc[table["ok"], "utt_id"].tolist()
+    np.testing.assert_array_equal(merged.features, emb[table["ok"].to_numpy()])
+    assert not list(tmp_path.glob(".*")), "no temp file is left behind"
+    names = {temp_path(out).name for _ in range(50)}
+    assert len(names) == 50 and all(n.startswith(".c.h5.") and n.endswith(".tmp") for n in names)
+    assert f".c.h5.{socket.gethostname()}-{os.getpid()}-" in next(iter(names))

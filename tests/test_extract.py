@@ -20,7 +20,8 @@ from data_manifests import write_manifest
 from pipeline.audio import BadAudio, load_audio
 from pipeline.cache import load_cache
 from pipeline.encoder import EncoderError, load_encoder
-from pipeline.extract import AudioNotFound, CacheMismatch, embed_files, extract
+from pipeline.cache import CacheMismatch
+from pipeline.extract import AudioNotFound, embed_files, extract
 from pipeline.run_lock import Locked
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,3 +268,16 @@ def test_torchrun_two_ranks_merge_into_the_single_process_cache(tmp_path, tiny):
     assert a.table["utt_id"].tolist() == b.table["utt_id"].tolist()
     with h5py.File(out) as f:
         assert f.attrs["shard"] == "merged"
+
+
+def test_pad_window_batched_equals_one_at_a_time_and_lies_between_trim_and_full(tmp_path, tiny):
+    """padN clips share no mask: each batch holds one padded length, so a clip is encoded alike in
+    any batch; clips of different padded lengths in one call are encoded per length."""
+    clips = [make_clip(tmp_path / f"{i}.wav", s, i) for i, s in enumerate((0.6, 2.2, 1.4, 5.5))]
+    batched = embed_files(clips, encoder=tiny, window="pad2", batch_size=4)
+    single = np.concatenate([embed_files([c], encoder=tiny, window="pad2", batch_size=1) for c in clips])
+    np.testing.assert_allclose(batched, single, atol=2e-4)
+    full, trim = (embed_files(clips[:1], encoder=tiny, window=w)[0, -1] for w in ("full", "trim"))
+    pad30 = embed_files(clips[:1], encoder=tiny, window="pad30")[0, -1]
+    np.testing.assert_allclose(pad30, full, atol=2e-4)  # pad30 is the full window
+    assert not np.allclose(batched[0, -1], full, atol=1e-3) and not np.allclose(batched[0, -1], trim, atol=1e-3)

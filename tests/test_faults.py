@@ -45,6 +45,7 @@ import errno, os, sys, time
 point, n = sys.argv[1], int(sys.argv[2])
 sys.argv = ["cli.py"] + sys.argv[3:]
 import pipeline.extract as ex
+import pipeline.resume_store as store
 import data_manifests.storage as storage
 
 def pause():
@@ -53,13 +54,13 @@ def pause():
         time.sleep(3600)
 
 def after_batches(act):
-    save, count = ex._save_batch, [0]
+    save, count = store.BatchStore.save, [0]
     def wrapped(*a, **k):
         save(*a, **k)
         count[0] += 1
         if count[0] == n:
             act()
-    ex._save_batch = wrapped
+    store.BatchStore.save = wrapped
 
 def in_final_write(act):
     write = ex.write_cache
@@ -72,7 +73,7 @@ def in_final_write(act):
         return write(path, table, attrs, shape, some_blocks(), **k)
     ex.write_cache = wrapped
 
-class FullDisk:  # a file that takes the first n bytes written through `open` in extract.py, then ENOSPC
+class FullDisk:  # a file that takes the first n bytes written through `open` in resume_store.py, then ENOSPC
     budget = n
     def __init__(self, *a, **k):
         self.f = open(*a, **k)
@@ -104,7 +105,7 @@ if point == "batches":
 elif point == "final":
     in_final_write(pause)
 elif point == "disk-batches":
-    ex.open = FullDisk
+    store.open = FullDisk
 elif point == "disk-final":
     in_final_write(no_space)
 elif point == "results":
@@ -238,10 +239,10 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_cache(corpus, refe
     assert_all_gone(workers)
     assert not out.exists()
     if point == "final":  # kill -9 skips atomic_path's cleanup: the half-written cache is a hidden temp file
-        assert list(tmp_path.glob(f".c.h5.{proc.pid}.tmp"))
+        assert list(tmp_path.glob(f".c.h5.*-{proc.pid}-*.tmp"))
     output = resume(corpus, out, reference)
     assert f"note: taking over {out}.lock: its holder (pid {proc.pid}) is gone" in output
-    assert not list(tmp_path.glob(f".*.{proc.pid}.tmp")), "the killed run's temp files are removed"
+    assert not list(tmp_path.glob(f".*-{proc.pid}-*.tmp")), "the killed run's temp files are removed"
     kept = 1 if point == "batches" else 3
     assert f"resuming: {kept} of 3 batches already done" in output
 
@@ -333,7 +334,7 @@ def test_two_trains_into_one_folder_and_a_train_killed_while_writing(tmp_path, s
     assert f"run directory {out} is being written by another process (pid {first.pid}" in second.output
     first.send_signal(signal.SIGKILL)
     first.wait()
-    assert not (out / "results.json").exists() and list(out.glob(f".results.json.{first.pid}.tmp"))
+    assert not (out / "results.json").exists() and list(out.glob(f".results.json.*-{first.pid}-*.tmp"))
     third = run_cli(*args, check_rc=0)
     assert f"note: taking over {out}.lock: its holder (pid {first.pid}) is gone" in third.output
     results = json.loads((out / "results.json").read_text())

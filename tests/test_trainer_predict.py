@@ -1,11 +1,15 @@
 """`predict` end to end on generated audio: encode a two-class tone corpus with the embedded
 Whisper base, train a run on its cache, then label new files through the CLI."""
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from pipeline.cache import write_cache_arrays
@@ -40,7 +44,8 @@ def tone_run(tmp_path_factory):
                 paths.append(tone(d / f"s{s}_{label}{k}.wav", rng.uniform(lo, hi), amp))
                 rows.append({"utt_id": f"s{s}_{label}{k}", "label": label, "speaker": f"s{s}", "fold": s % 2})
     feats = embed_files(paths, model="base", window="trim", encoder=enc)
-    cache = write_cache_arrays(d / "tones.h5", feats, pd.DataFrame(rows), {"encoder_id": "base", "window": "trim"})
+    cache = write_cache_arrays(d / "tones.h5", feats, pd.DataFrame(rows), {"encoder_id": "base", "window": "trim",
+                                                                               "weights_sha256": enc.weights_sha256})
     cfg = TrainConfig(methods=("bgrpo", "supervised"), seeds=(0,), labeled_fraction=0.5, epochs=2, warmup_epochs=30)
     train(cfg, cache, d / "run")
     return d
@@ -96,6 +101,28 @@ def test_predict_groups_speakers_by_regex_and_names_unmatched_files(tone_run):
     assert (table.label == truth).mean() >= 0.9
     bad = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--speaker-regex", r"^(x\d)_", files[0]])
     assert bad.exit_code == 2 and Path(files[0]).name in bad.output
+
+
+def test_predict_refuses_a_run_made_with_other_encoder_weights(tone_run, tmp_path):
+    """The run records its cache's encoder weights; predict with other weights stops (exit 2)."""
+    from cli import app
+
+    run = tone_run / "run"
+    meta = json.loads((run / "results.json").read_text())["cache"]
+    assert len(meta["weights_sha256"]) == 64
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    with safe_open(str(run / "models.safetensors"), framework="pt") as f:
+        metadata = f.metadata()
+    stored = json.loads(metadata["meta"])
+    stored["weights_sha256"] = "0" * 64
+    save_file(load_file(str(run / "models.safetensors")), str(other / "models.safetensors"),
+              metadata={**metadata, "meta": json.dumps(stored)})
+    result = CliRunner().invoke(app, ["predict", "--run", str(other), "--device", "cpu",
+                                      tone(tmp_path / "x.wav", 220, 0.25)])
+    assert result.exit_code == 2, result.output
+    assert "the vectors were made with weights 000000000000..." in result.output
+    assert "use the same model files, or re-extract and retrain" in result.output
 
 
 def test_speakers_from_file_names_take_the_first_group_or_the_match():

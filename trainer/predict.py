@@ -52,7 +52,8 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None) -> tuple[
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
               "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
     paths, unreadable = [str(p) for p in audio_paths], {}
-    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device, unreadable=unreadable)
+    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
+                        weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
     read = [i for i, p in enumerate(paths) if p not in unreadable]
     classes = meta["classes"]
     if not read:

@@ -7,7 +7,7 @@ Run directory (scores in percent):
                    "gap_recovered": G (when supervised and topline ran),
                    "collapsed_runs": int, "per_fold_macro_f1": {fold: mean over seeds},
                    "confusion": [[...]] (summed over folds x seeds, rows = true, cache.classes order)}},
-                 "config": TrainConfig fields, "cache": {path, fingerprint, encoder_id, window, classes,
+                 "config": TrainConfig fields, "cache": {path, fingerprint, encoder_id, weights_sha256, window, classes,
                  n_utterances}, "git_revision": str, "wall_seconds": float}
   results.csv   one row per method x fold x seed: macro_f1, ua, wa, pool_pred_entropy, collapsed,
                 kept_epoch, n_labeled, n_val, n_unlabeled, n_test, speaker_overlap, seconds
@@ -56,7 +56,7 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     results = run_jobs(jobs, cfg.workers)
     rows, curves, preds, conf = collect(results, classes)
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
-                  "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
+                  "weights_sha256": attrs.get("weights_sha256", ""), "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
                "choices": [{"fold": r["fold"], "seed": r["seed"], **r["choice"]} for r in results],
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}
