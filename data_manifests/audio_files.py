@@ -6,7 +6,6 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 from tqdm import tqdm
 
 from .home import broken_link
@@ -75,6 +74,8 @@ def check_unmatched(unmatched: list, fitting: int, corpus: str, scheme: str, roo
 
 def read_headers(root, paths: list) -> pd.DataFrame:
     """duration (s), sample_rate, channels per file from the header; unreadable files raise ManifestError."""
+    import soundfile as sf  # here, not at the top: the package's readers of caches need no audio library
+
     root = Path(root)
     rows, unreadable = [], []
     for rel in tqdm(paths, desc="reading headers", unit="file", disable=len(paths) < 2000, leave=False):

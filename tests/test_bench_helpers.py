@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from bench import extract_speed as es
 from bench import train_speed as ts
@@ -140,3 +141,20 @@ def test_synthetic_pool_cache_is_streamed_in_the_real_shape_and_reused(tmp_path)
         assert f["embeddings"].chunks[1] == 1  # one hidden state per chunk
     stamp = path.stat().st_mtime_ns
     assert ts.synthetic_pool_cache(path, 300) == path and path.stat().st_mtime_ns == stamp  # complete: reused
+
+
+def test_devices_side_by_side():
+    """--device cpu,cuda: a device this machine lacks is dropped with a note; each measurement
+    prints every device's figure, the speed-up over the first one and its macro-F1."""
+    devices, notes = ts.usable_devices("cpu, cuda:0" if not torch.cuda.is_available() else "cpu")
+    assert devices == ["cpu"] and (torch.cuda.is_available() or "cuda:0: no CUDA device" in notes[0])
+    rows = [ts.named({"name": "pool 1000", "utterances": 1000, "pool": 700, "device": d, "s_per_epoch": s,
+                      "wall_s": 3.0, "warmup_s": 1.0, "peak_rss_mb": 500.0, "macro_f1": {"bgrpo": 50.0}}, d)
+            for d, s in (("cpu", 2.0), ("cuda", 0.5))]
+    rows.append(ts.named({"name": "RAVDESS protocol", "device": "cpu", "wall_s": 20.0, "macro_f1": {"bgrpo": 76.2}}, "cpu"))
+    rows.append(ts.named({"name": "RAVDESS protocol", "device": "cuda", "failed": 1}, "cuda"))
+    lines = ts.device_comparison(rows)
+    assert lines[0] == ("pool 1000: cpu 2.000 s/round (macro-F1 bgrpo 50.00); cuda 0.500 s/round, speed-up 4.00x "
+                        "over cpu (macro-F1 bgrpo 50.00)")
+    assert lines[1] == "RAVDESS protocol: cpu 20.000 s wall (macro-F1 bgrpo 76.20); cuda failed (exit 1)"
+    assert "cuda" in ts.format_pool_table(ts.growth(rows[:2])).splitlines()[-1]

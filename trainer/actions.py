@@ -9,6 +9,16 @@ from __future__ import annotations
 
 import torch
 
+from trainer.placement import host_path
+
+
+def group_sums(q: torch.Tensor, gid: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """[n_groups, C] column sums of q's rows per group id: rows added in order on the CPU; on an
+    accelerator one group is a plain reduction (atomic adds of every row into one row serialise)."""
+    if n_groups == 1 and not host_path(q.device):
+        return q.sum(0, keepdim=True)
+    return torch.zeros(n_groups, q.shape[1], dtype=q.dtype, device=q.device).index_add_(0, gid, q)
+
 
 def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | None = None,
              iters: int = 50, temp: float = 1.0) -> torch.Tensor:
@@ -18,7 +28,7 @@ def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | No
     Starts from probs^(1/temp) (temp < 1 makes the plan closer to a hard assignment, so that its
     argmax follows the prior). Ends with the row step: each row is the sample's assignment.
     """
-    n, c = probs.shape
+    n = len(probs)
     groups = torch.zeros(n, dtype=torch.long, device=probs.device) if groups is None else groups
     _, gid = torch.unique(groups, return_inverse=True)
     n_groups = int(gid.max()) + 1
@@ -27,7 +37,7 @@ def sinkhorn(probs: torch.Tensor, prior: torch.Tensor, groups: torch.Tensor | No
     logq = torch.log(probs.clamp_min(1e-12)) / temp
     q = torch.softmax(logq, 1)
     for _ in range(iters):
-        col = torch.zeros(n_groups, c, dtype=q.dtype, device=q.device).index_add_(0, gid, q)
+        col = group_sums(q, gid, n_groups)
         q = q * (target / col)[gid]
         q = q / q.sum(1, keepdim=True)
     return q

@@ -4,7 +4,9 @@ are centred (SPEC 8 speaker means, label-free) and z-scored to float32 only a ch
 A pool of a million utterances of one 512-wide layer is 1 GB as float16 and 2 GB per float32
 copy; the in-memory path made several copies (layer selection, centring, z-scoring, tensors). Here
 each chunk goes through exactly the operations of that path, in the same order and precision,
-so a row's float32 input is bit-for-bit what it was, whatever the chunk size.
+so a row's float32 input is bit-for-bit what it was, whatever the chunk size. The operations are
+torch's, on the run's device (the float16 rows are copied there once), so a GPU run never sends
+the pool through the host; on the CPU they are numpy's (trainer/placement.py), bit for bit.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 
 from trainer.features import middle_layer
+from trainer.placement import host_path
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
 
@@ -37,9 +40,20 @@ def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) ->
     sums[present] = np.add.reduceat(stacked, np.searchsorted(keys[order], present), axis=0)
 
 
+def centre(x16: torch.Tensor, speaker_means: torch.Tensor | None) -> torch.Tensor:
+    """Float16 rows [n, L', D] -> float32, minus each row's speaker mean (float64 [n, L'*D]) in
+    float64, rounded to float32: CenteredCache.rows's operations, bit for bit, on any device."""
+    x = x16.float()
+    if speaker_means is None:
+        return x
+    flat = torch.sub(x.reshape(len(x), speaker_means.shape[1]), speaker_means, out=speaker_means)
+    return flat.float().reshape(x.shape)
+
+
 class CenteredCache:
     """The float16 rows of one cache ([N, L', D], L' = 1 for one layer; 'concat' = [N, 1, L*D])
-    and, with speaker_norm, each speaker's mean vector over all its rows (float64)."""
+    and, with speaker_norm, each speaker's mean vector over all its rows (float64). The means are
+    summed on the host once; `take` centres rows on a device from copies made there once."""
 
     def __init__(self, raw16: np.ndarray, speakers, layer: str, speaker_norm: bool, chunk_rows: int = CHUNK_ROWS):
         self.raw = raw16.reshape(len(raw16), 1, -1) if layer == "concat" else raw16
@@ -52,6 +66,7 @@ class CenteredCache:
                 sl = slice(start, start + chunk_rows)
                 add_rows_by_group(sums, self.inv[sl], self.raw[sl].reshape(-1, sums.shape[1]).astype(np.float32))
             self.means = sums / np.bincount(self.inv, minlength=n_spk)[:, None]
+        self._on: dict[torch.device, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -61,79 +76,103 @@ class CenteredCache:
         return self.raw.shape[1:]
 
     def rows(self, idx) -> np.ndarray:
-        """Centred float32 [n, L', D] of rows idx (no standardisation)."""
+        """Centred float32 [n, L', D] of rows idx (no standardisation), on the host."""
         x = self.raw[idx].astype(np.float32)
         if self.means is None:
             return x
         flat = x.reshape(len(x), self.means.shape[1])
         return (flat - self.means[self.inv[idx]]).astype(np.float32).reshape(x.shape)
 
+    def on(self, device) -> tuple:
+        """(rows float16, speaker index, speaker means float64) as tensors on `device`, copied once."""
+        device = torch.device(device)
+        if device not in self._on:
+            as_t = lambda a: None if a is None else torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
+            self._on[device] = (as_t(self.raw), as_t(self.inv), as_t(self.means))
+        return self._on[device]
+
+    def take(self, idx: torch.Tensor, device) -> torch.Tensor:
+        """Centred float32 [n, L', D] of rows idx (a tensor on `device`), on `device`."""
+        if host_path(device):
+            return torch.from_numpy(self.rows(idx.numpy()))
+        raw, inv, means = self.on(device)
+        return centre(raw[idx], None if means is None else means[inv[idx]])
+
 
 class FeatureRows:
     """Rows of one or more CenteredCaches (parts: (cache, row indices)), z-scored by a fitted
-    Standardizer on demand: x[idx] -> float32 tensor, map(fn) -> fn over chunks, concatenated."""
+    Standardizer on demand: x[idx] -> float32 tensor, map(fn) -> fn over chunks, concatenated.
+    Everything (indices, rows, chunks) stays on `device`: nothing is copied to the host."""
 
     def __init__(self, parts: list[tuple[CenteredCache, np.ndarray]], standardizer=None, device="cpu",
                  chunk_rows: int = CHUNK_ROWS):
-        self.parts = [(c, np.asarray(r, np.int64)) for c, r in parts]
-        self.offsets = np.cumsum([0] + [len(r) for _, r in self.parts])
-        self.standardizer, self.device, self.chunk_rows = standardizer, torch.device(device), chunk_rows
-        self.shape = (int(self.offsets[-1]), *self.parts[0][0].row_shape)
+        self.device = torch.device(device)
+        self.parts = [(c, torch.as_tensor(np.asarray(r, np.int64), device=self.device)) for c, r in parts]
+        offsets = np.cumsum([0] + [len(r) for _, r in self.parts])
+        self.offsets = torch.as_tensor(offsets, device=self.device)
+        self.standardizer, self.chunk_rows = standardizer, chunk_rows
+        self.shape = (int(offsets[-1]), *self.parts[0][0].row_shape)
 
     def __len__(self) -> int:
         return self.shape[0]
 
-    def centered(self, idx: np.ndarray, standardize: bool = False, out: np.ndarray | None = None) -> np.ndarray:
+    def _block(self, pos: torch.Tensor) -> torch.Tensor:
+        """Centred rows at positions pos (into the concatenated parts)."""
+        if len(self.parts) == 1:
+            cache, rows = self.parts[0]
+            return cache.take(rows[pos], self.device)
+        part = torch.searchsorted(self.offsets, pos, right=True) - 1
+        block = torch.empty((len(pos), *self.shape[1:]), dtype=torch.float32, device=self.device)
+        for k, (cache, rows) in enumerate(self.parts):
+            mine = torch.nonzero(part == k).flatten()
+            block[mine] = cache.take(rows[pos[mine] - self.offsets[k]], self.device)
+        return block
+
+    def centered(self, idx: torch.Tensor, standardize: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
         """Centred (and optionally z-scored) float32 rows at positions idx (into the concatenated
         parts), in idx's order, written into `out` if given; built chunk by chunk, so temporaries
         stay one chunk large."""
-        out = np.empty((len(idx), *self.shape[1:]), np.float32) if out is None else out
+        if out is None:
+            out = torch.empty((len(idx), *self.shape[1:]), dtype=torch.float32, device=self.device)
         for start in range(0, len(idx), self.chunk_rows):
-            pos = idx[start:start + self.chunk_rows]
-            part = np.searchsorted(self.offsets, pos, side="right") - 1
-            block = np.empty((len(pos), *self.shape[1:]), np.float32)
-            for k, (cache, rows) in enumerate(self.parts):
-                mine = np.flatnonzero(part == k)
-                if len(mine):
-                    block[mine] = cache.rows(rows[pos[mine] - self.offsets[k]])
-            out[start:start + len(pos)] = self.standardizer.transform(block) if standardize else block
+            block = self._block(idx[start:start + self.chunk_rows])
+            out[start:start + len(block)] = self.standardizer.transform(block) if standardize else block
         return out
 
-    def _positions(self, idx) -> np.ndarray:
+    def _positions(self, idx) -> torch.Tensor:
         if isinstance(idx, slice):
-            return np.arange(len(self))[idx]
-        idx = idx.cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
-        return np.flatnonzero(idx) if idx.dtype == bool else idx.astype(np.int64)
+            return torch.arange(len(self), device=self.device)[idx]
+        idx = torch.as_tensor(idx, device=self.device)
+        return torch.nonzero(idx).flatten() if idx.dtype == torch.bool else idx.long()
 
     def __getitem__(self, idx) -> torch.Tensor:
-        x = self.centered(self._positions(idx), standardize=self.standardizer is not None)
-        return torch.as_tensor(x, device=self.device)
+        return self.centered(self._positions(idx), standardize=self.standardizer is not None)
 
     def after(self, head: torch.Tensor, idx) -> torch.Tensor:
         """torch.cat([head, self[idx]]) built in one allocation (a refit's labelled + selected rows:
         the selection of a large pool is not materialised twice)."""
         pos = self._positions(idx)
-        out = np.empty((len(head) + len(pos), *self.shape[1:]), np.float32)
-        out[:len(head)] = head.cpu().numpy()
+        out = torch.empty((len(head) + len(pos), *self.shape[1:]), dtype=torch.float32, device=self.device)
+        out[:len(head)] = head
         self.centered(pos, standardize=self.standardizer is not None, out=out[len(head):])
-        return torch.as_tensor(out, device=self.device)
+        return out
 
     def position_chunks(self):
         for start in range(0, len(self), self.chunk_rows):
-            yield np.arange(start, min(start + self.chunk_rows, len(self)))
+            yield torch.arange(start, min(start + self.chunk_rows, len(self)), device=self.device)
 
     def map(self, fn) -> torch.Tensor:
         """torch.cat of fn(chunk) over the rows in order (e.g. a policy's probabilities)."""
         outs = [fn(self[pos]) for pos in self.position_chunks()]
-        return torch.cat(outs) if outs else fn(self[np.zeros(0, np.int64)])
+        return torch.cat(outs) if outs else fn(self[torch.zeros(0, dtype=torch.long)])
 
     def map_indexed(self, fn):
-        """torch.cat of fn(chunk, its positions as a tensor) (teachers look rows up); a fn that
-        returns a tuple gives a tuple of concatenations, so several views share one pass."""
-        outs = [fn(self[pos], torch.as_tensor(pos, device=self.device)) for pos in self.position_chunks()]
+        """torch.cat of fn(chunk, its positions) (teachers look rows up); a fn that returns a tuple
+        gives a tuple of concatenations, so several views share one pass."""
+        outs = [fn(self[pos], pos) for pos in self.position_chunks()]
         return tuple(map(torch.cat, zip(*outs))) if isinstance(outs[0], tuple) else torch.cat(outs)
 
     def centered_chunks(self):
-        """Centred float32 chunks in row order (fitting the Standardizer or a PCA)."""
+        """Centred float32 chunks in row order, on the device (fitting the Standardizer or a PCA)."""
         for pos in self.position_chunks():
             yield self.centered(pos)

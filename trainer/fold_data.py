@@ -4,7 +4,8 @@ training loop (trainer/fold_jobs.py prepares them from a cache).
 Only the hidden state(s) a run uses are read, and they stay float16 (trainer/feature_store.py).
 The small labelled and validation sets are float32 tensors; the pool, the test fold and the whole
 training fold are FeatureRows (float16 rows z-scored a chunk at a time): x[idx] gives a float32
-tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists in float32 whole."""
+tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists in float32 whole.
+On a GPU the float16 rows are copied to it once and the standardisation is fitted there."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,13 +54,13 @@ class FoldData:
             y_unl[: len(in_test)][in_test] = -1
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
         pool = FeatureRows(parts, device=dev)
-        x_lab, x_val = x.rows(split.labeled), x.rows(split.val)
+        x_lab, x_val = (x.take(t(rows, torch.long), dev) for rows in (split.labeled, split.val))
         st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], pool.centered_chunks()))  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)
-        return cls(x_lab=t(st.transform(x_lab)), y_lab=t(y[split.labeled], torch.long),
-                   x_val=t(st.transform(x_val)), y_val=t(y[split.val], torch.long),
+        return cls(x_lab=st.transform(x_lab), y_lab=t(y[split.labeled], torch.long),
+                   x_val=st.transform(x_val), y_val=t(y[split.val], torch.long),
                    x_unl=pool, y_unl_hidden=t(y_unl, torch.long), group_speaker=t(spk_ids, torch.long),
                    x_train_all=FeatureRows([(x, split.train)], st, dev), y_train_all=t(y[split.train], torch.long),
                    x_test=FeatureRows([(x, split.test)], st, dev), y_test=t(y[split.test], torch.long),

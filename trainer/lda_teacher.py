@@ -19,33 +19,37 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from trainer.feature_store import CHUNK_ROWS
+from trainer.features import sequential_sum
+from trainer.placement import host_path
 
 
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
-    """A fitted PCA (transform, n_components_) of the rows of `blocks()` ([n, ...] float32).
+    """A fitted PCA (transform, mean_, components_, n_components_) of the rows of `blocks()`
+    ([n, ...] float32 arrays or tensors, on any device).
 
     Small data: scikit-learn's PCA on the rows in memory. From ten rows per feature on,
     scikit-learn itself switches to the eigenvectors of the covariance ('covariance_eigh'); that is
-    computed here from X^T X summed chunk by chunk, so the pool is never one float32 matrix."""
+    computed here from X^T X summed chunk by chunk on the blocks' device, so the pool is never one
+    float32 matrix and never leaves the device."""
     dim = None
     for first in blocks():
-        dim = first[0].size
+        dim = first[0].numel() if torch.is_tensor(first) else first[0].size
         break
     k = int(min(n_components, n_rows - 1, dim))
     if n_rows <= 10 * dim:
-        return PCA(k, random_state=seed).fit(np.concatenate([b.reshape(len(b), dim) for b in blocks()]))
-    total, gram = np.zeros(dim), np.zeros((dim, dim))
+        flat = [torch.as_tensor(b).reshape(len(b), dim).cpu().numpy() for b in blocks()]
+        return PCA(k, random_state=seed).fit(np.concatenate(flat))
+    total = gram = None
     for b in blocks():
-        flat = b.reshape(len(b), dim)
-        total += flat.sum(0, dtype=np.float64)
-        block = torch.from_numpy(np.ascontiguousarray(flat))  # torch's matmul: the run's thread budget
-        gram += (block.T @ block).double().numpy()
+        block = torch.as_tensor(b).reshape(len(b), dim).contiguous()
+        total = sequential_sum(None, block) + (0 if total is None else total)  # per block, as numpy's sum(0)
+        gram = (block.T @ block).double() + (0 if gram is None else gram)  # torch's matmul: the run's threads
     mean = total / n_rows
-    cov = (gram - n_rows * np.outer(mean, mean)) / (n_rows - 1)
-    vectors = torch.linalg.eigh(torch.from_numpy(cov))[1].numpy()
-    axes = vectors[:, ::-1][:, :k].T  # descending variance
-    axes *= np.sign(axes[np.arange(k), np.abs(axes).argmax(1)])[:, None]  # sign convention of svd_flip
-    return Projection(mean.astype(np.float32), axes.astype(np.float32))
+    cov = (gram - n_rows * torch.outer(mean, mean)) / (n_rows - 1)
+    axes = torch.linalg.eigh(cov)[1].flip(1)[:, :k].T  # descending variance
+    largest = axes[torch.arange(k, device=axes.device), axes.abs().argmax(1)]
+    axes = axes * torch.sign(largest)[:, None]  # sign convention of svd_flip
+    return Projection(mean.float().cpu().numpy(), axes.float().cpu().numpy())
 
 
 class Projection:
@@ -58,6 +62,42 @@ class Projection:
         return (x - self.mean_) @ self.components_.T
 
 
+def shrinkage_lda(z: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coef [C, k], intercept [C]) of scikit-learn's LinearDiscriminantAnalysis(solver='lsqr',
+    shrinkage='auto') on rows z [n, k] with labels y in 0..C-1, every class present, in z's dtype
+    and on its device: class means; the shared covariance sum_c prior_c S_c, S_c the Ledoit-Wolf
+    shrunk covariance of class c's rows taken on features scaled to unit variance, then scaled
+    back; coef = Sigma^-1 mu_c, intercept = -mu_c coef_c / 2 + log prior_c."""
+    n, k = z.shape
+    counts = torch.bincount(y, minlength=n_classes).to(z.dtype)
+    priors = counts / n
+    onehot = torch.nn.functional.one_hot(y, n_classes).to(z.dtype)
+    means = (onehot.T @ z) / counts[:, None]
+    centred = z - means[y]
+    var = (onehot.T @ centred ** 2) / counts[:, None]  # [C, k], population variance per class
+    eps = torch.finfo(torch.float64).eps  # scikit-learn's test for constant features, then scale 1
+    constant = var <= counts[:, None] * eps * var + (counts[:, None] * means * eps) ** 2
+    scale = torch.where(constant, torch.ones_like(var), var.sqrt())
+    scaled = centred / scale[y]
+    cov = torch.zeros(k, k, dtype=z.dtype, device=z.device)
+    for c in range(n_classes):
+        xc = scaled * onehot[:, c:c + 1]  # the class's rows, the others zero
+        gram, n_c = xc.T @ xc, counts[c]
+        trace = torch.diagonal(gram) / n_c
+        mu = trace.sum() / k
+        sq = xc ** 2
+        beta_ = (sq.T @ sq).sum()
+        delta_ = (gram ** 2).sum() / n_c ** 2
+        beta = (beta_ / n_c - delta_) / (k * n_c)
+        delta = (delta_ - 2.0 * mu * trace.sum() + k * mu ** 2) / k
+        beta = torch.minimum(beta, delta)
+        shrink = torch.where(beta == 0, torch.zeros_like(beta), beta / delta)
+        shrunk = (1.0 - shrink) * gram / n_c + shrink * mu * torch.eye(k, dtype=z.dtype, device=z.device)
+        cov += priors[c] * scale[c][:, None] * shrunk * scale[c][None, :]
+    coef = torch.linalg.lstsq(cov, means.T).solution.T
+    return coef, -0.5 * (means * coef).sum(1) + torch.log(priors)
+
+
 class LDATeacher:
     """T(c|x) from shrinkage LDA over PCA-`n_components` of flattened standardised features.
 
@@ -65,22 +105,32 @@ class LDATeacher:
     not follow the policy) and end_round(x, y), which refits it on the round's selection.
     `x_fit`: the rows the PCA is fitted on (label-free), a tensor or a list of tensors and
     FeatureRows (labelled, validation and pool), read a chunk at a time.
+    On the CPU the class model is scikit-learn's estimator on the host; on another device it is
+    `shrinkage_lda` (the same estimator in torch, float64), so the rows never leave the device.
     """
 
-    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0):
+    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0, on_device: bool | None = None):
         sources = [x_fit] if torch.is_tensor(x_fit) else list(x_fit)
 
         def blocks():
             for src in sources:
                 if torch.is_tensor(src):
-                    yield src.cpu().numpy()
+                    yield src
                 else:
-                    yield from (src[pos].cpu().numpy() for pos in src.position_chunks())
+                    yield from (src[pos] for pos in src.position_chunks())
         self.pca = principal_axes(blocks, sum(len(s) for s in sources), n_components, seed)
         self.n_classes = n_classes
         self.lda = None
+        device = sources[0].device
+        self.on_device = not host_path(device) if on_device is None else on_device
+        self.axes = [torch.as_tensor(np.asarray(a, np.float32), device=device)
+                     for a in (self.pca.mean_, self.pca.components_)]
 
-    def _project(self, x: torch.Tensor) -> np.ndarray:
+    def _project(self, x: torch.Tensor):
+        """PCA coordinates: a float64 tensor on x's device (on_device), else a numpy array."""
+        if self.on_device:
+            mean, components = self.axes
+            return ((x.reshape(len(x), components.shape[1]) - mean) @ components.T).double()
         flat = x.reshape(len(x), self.pca.components_.shape[1]).cpu().numpy()
         return np.concatenate([self.pca.transform(flat[i:i + CHUNK_ROWS])
                                for i in range(0, len(flat), CHUNK_ROWS)] or [np.zeros((0, self.pca.n_components_))])
@@ -91,20 +141,29 @@ class LDATeacher:
         With no more rows than classes a covariance cannot be estimated: the teacher then stays
         uninformative (uniform), so sqrt(pi_old * T) ranks classes as pi_old does.
         """
-        y = y.cpu().numpy()
-        self.classes_ = np.unique(y)
+        classes = torch.unique(y)
+        self.classes_ = classes if self.on_device else classes.cpu().numpy()
         self.lda = None
-        if len(y) > len(self.classes_) >= 2:
-            # a class with one sample makes sklearn warn per fit; `train` says it once (warn_few_labels)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
-                self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(self._project(x), y)
+        if len(y) > len(classes) >= 2:
+            if self.on_device:
+                self.lda = shrinkage_lda(self._project(x), torch.searchsorted(classes, y), len(classes))
+            else:
+                # a class with one sample makes sklearn warn per fit; `train` says it once (warn_few_labels)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
+                    self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(
+                        self._project(x), y.cpu().numpy())
         return self
 
     def probs(self, x: torch.Tensor, pool_idx: torch.Tensor | None = None) -> torch.Tensor:
         """[N, C] probabilities; a class the fit never saw gets probability 0."""
         if self.lda is None:
             return torch.full((len(x), self.n_classes), 1.0 / self.n_classes, device=x.device)
+        if self.on_device:
+            coef, intercept = self.lda
+            p = torch.zeros(len(x), self.n_classes, dtype=torch.float32, device=x.device)
+            p[:, self.classes_] = torch.softmax(self._project(x) @ coef.T + intercept, 1).float()
+            return p
         p = np.zeros((len(x), self.n_classes), dtype=np.float32)
         p[:, self.classes_] = self.lda.predict_proba(self._project(x))
         return torch.as_tensor(p, device=x.device)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 SCORES = ("macro_f1", "ua", "wa")
@@ -22,7 +23,19 @@ def scores(y_true, y_pred, n_classes: int) -> dict:
 def fast_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     """Percent macro-F1 over the classes present in y_true, from one bincount (per-epoch curves;
     equals scikit-learn's, see tests)."""
-    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return confusion_macro_f1(np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+                              .reshape(n_classes, n_classes))
+
+
+def device_confusion(y_true: torch.Tensor, y_pred: torch.Tensor, n_classes: int) -> np.ndarray:
+    """The [C, C] confusion counts (rows = true) of label tensors, counted on their device: only
+    C x C numbers reach the host."""
+    return torch.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes).cpu().numpy()
+
+
+def confusion_macro_f1(cm: np.ndarray) -> float:
+    """Percent macro-F1 over the classes present in the truth (rows) of confusion counts."""
     tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
     denom = support + predicted
     f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
@@ -35,7 +48,12 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
 
 def histogram_entropy(pred: np.ndarray, n_classes: int) -> float:
     """Normalised entropy of the predicted-class histogram: 1 = uniform use of classes, 0 = one class."""
-    counts = np.bincount(np.asarray(pred, dtype=int), minlength=n_classes).astype(float)
+    return counts_entropy(np.bincount(np.asarray(pred, dtype=int), minlength=n_classes), n_classes)
+
+
+def counts_entropy(counts, n_classes: int) -> float:
+    """histogram_entropy from the histogram's counts (a bincount made where the predictions are)."""
+    counts = np.asarray(counts, dtype=float)
     p = counts / max(counts.sum(), 1)
     nz = p[p > 0]
     return float(-(nz * np.log(nz)).sum() / math.log(n_classes)) if n_classes > 1 else 1.0

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from trainer.fold_data import FoldData
-from trainer.metrics import fast_macro_f1, histogram_entropy
+from trainer.metrics import confusion_macro_f1, counts_entropy, device_confusion
 
 
 class Monitor:
@@ -25,18 +25,18 @@ class Monitor:
     def end_epoch(self, policy, epoch: int, **diag) -> None:
         d = self.data
         if len(d.x_val):
-            val_f1 = fast_macro_f1(d.y_val.cpu().numpy(), policy.probs(d.x_val).argmax(1).cpu().numpy(), d.n_classes)
+            val_f1 = confusion_macro_f1(device_confusion(d.y_val, policy.probs(d.x_val).argmax(1), d.n_classes))
             if val_f1 > self.best_val:
                 self.best_val, self.best_epoch = val_f1, epoch
                 self.best_state = copy.deepcopy(policy.state_dict())
         if epoch % self.every and epoch != self.last:
             return
         row = {"method": self.method, "epoch": epoch}
-        pred_test = d.x_test.map(policy.probs).argmax(1).cpu().numpy()
-        row["test_macro_f1"] = fast_macro_f1(d.y_test.cpu().numpy(), pred_test, d.n_classes)
+        pred_test = d.x_test.map(policy.probs).argmax(1)
+        row["test_macro_f1"] = confusion_macro_f1(device_confusion(d.y_test, pred_test, d.n_classes))
         if len(d.x_unl):
-            pred_unl = d.x_unl.map(policy.probs).argmax(1).cpu().numpy()
-            row["pool_pred_entropy"] = histogram_entropy(pred_unl, d.n_classes)
+            pred_unl = d.x_unl.map(policy.probs).argmax(1)
+            row["pool_pred_entropy"] = counts_entropy(torch.bincount(pred_unl, minlength=d.n_classes).cpu(), d.n_classes)
         if len(d.x_val):
             row["val_macro_f1"] = val_f1
         row.update(diag)
@@ -53,14 +53,15 @@ class Monitor:
 def selection_diagnostics(actions: torch.Tensor, adv: torch.Tensor, reward: torch.Tensor,
                           hidden: torch.Tensor, p_old: torch.Tensor, n_classes: int) -> dict:
     """Epoch aggregates of E1/E5: selection rate, precision of selected actions vs hidden labels
-    (reported, never used), mean reward, mean prediction entropy, action histogram."""
+    (reported, never used), mean reward, mean prediction entropy, action histogram; reduced where
+    the tensors are and brought to the host in one copy."""
     sel = adv > 0
     known = sel & (hidden >= 0)
     ent = -(p_old * torch.log(p_old.clamp_min(1e-12))).sum(1) / np.log(n_classes)
-    hist = torch.bincount(actions, minlength=n_classes).cpu().numpy()
-    return {"selection_rate": float(sel.float().mean()),
-            "selection_precision": float((actions[known] == hidden[known]).float().mean()) if known.any() else float("nan"),
-            "mean_reward": float(reward.mean()),
-            "mean_pred_entropy": float(ent.mean()),
-            "action_entropy": histogram_entropy(actions.cpu().numpy(), n_classes),
+    stats = torch.stack([sel.float().mean(), ((actions == hidden) & known).sum() / known.sum(),  # 0/0 = nan
+                         reward.mean(), ent.mean()])
+    host = torch.cat([stats.double(), torch.bincount(actions, minlength=n_classes).double()]).cpu().numpy()
+    hist = host[4:].astype(np.int64)
+    return {"selection_rate": float(host[0]), "selection_precision": float(host[1]), "mean_reward": float(host[2]),
+            "mean_pred_entropy": float(host[3]), "action_entropy": counts_entropy(hist, n_classes),
             "action_hist": "|".join(str(int(h)) for h in hist)}

@@ -26,13 +26,17 @@ class Selection:
     labels: torch.Tensor  # [k] class indices (a prediction or an action, never a hidden label)
     weights: torch.Tensor | None = None  # [k]; None = weight 1
     diagnostics: dict = field(default_factory=dict)  # per-round curves (trainer/monitor.py)
+    _union: tuple | None = field(default=None, repr=False)
 
     def labelled_plus_selected(self, data: FoldData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, y, weight): the labelled rows with weight 1, then the selected pool rows."""
-        ones = torch.ones(len(data.x_lab), device=data.x_lab.device)
-        w = torch.ones(len(self.rows), device=ones.device) if self.weights is None else self.weights
-        return (data.x_unl.after(data.x_lab, self.rows), torch.cat([data.y_lab, self.labels]),
-                torch.cat([ones, w]))
+        """(x, y, weight): the labelled rows with weight 1, then the selected pool rows; built once
+        per round (the teacher's refit and the head's share it)."""
+        if self._union is None:
+            ones = torch.ones(len(data.x_lab), device=data.x_lab.device)
+            w = torch.ones(len(self.rows), device=ones.device) if self.weights is None else self.weights
+            self._union = (data.x_unl.after(data.x_lab, self.rows), torch.cat([data.y_lab, self.labels]),
+                           torch.cat([ones, w]))
+        return self._union
 
 
 def self_train(warm: Policy, data: FoldData, cfg, select: Callable[[Policy, int], Selection], rounds: int,
