@@ -46,13 +46,6 @@ class Commands(TyperGroup):
 app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help=__doc__)
 
 
-TABLE_LEGEND = (
-    "G = gap recovered = (F1 - F1 supervised) / (F1 topline - F1 supervised): 0 = no better than the labelled "
-    "subset alone, 1 = as good as every label.\n"
-    "collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few classes "
-    "(normalised prediction entropy < 0.75).")
-
-
 @contextlib.contextmanager
 def _reported_warnings():
     """Show the project's own warnings as one `warning:` line each; other warnings as Python shows them."""
@@ -86,7 +79,10 @@ def _corpus_root(corpus: str, root: str | None) -> str:
 ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relative to its folder). "
              "Default: $BGRPO_SER_DATA/<corpus>, else data/<corpus>.")
 INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
-N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds for corpora without a standard split (default: 5; at most one per speaker).")
+N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds (default: 5; at most one per speaker); on a corpus with "
+                       "standard folds (ravdess, iemocap) it replaces them (e.g. for a part of the corpus).")
+SPEAKERS = typer.Option(None, help="Keep only these speakers, comma separated as in the manifest's speaker column "
+                        "(e.g. Actor_01,Actor_02,Actor_05,Actor_06: two RAVDESS folds): a part of the corpus.")
 SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
 TEXT_REGEX = typer.Option(None, help="folders: regex over the file name giving the prompt (text_id; named group `text` or the first group); unmatched files get none.")
 LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
@@ -94,8 +90,8 @@ FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the 
 MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
 ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
-ADAPTER_OPTIONS = ("include_song", "n_folds", "speaker_regex", "text_regex", "label_map", "four_class", "merge_excited",
-                   "allow_missing", "language", "strict")
+ADAPTER_OPTIONS = ("include_song", "n_folds", "speakers", "speaker_regex", "text_regex", "label_map", "four_class",
+                   "merge_excited", "allow_missing", "language", "strict")
 STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
 
 
@@ -108,15 +104,16 @@ def manifest(
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
     text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
-    from data_manifests import audio_root, prepare, summarize, write_manifest, write_manifest_root
+    from data_manifests import audio_root, check_trainable, prepare, summarize, write_manifest, write_manifest_root
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     with _reported_warnings():
         root = _corpus_root(corpus, root)
         table = prepare(corpus, root, **options)
+    check_trainable(table, corpus)
     path = write_manifest(table, out or f"manifests/{corpus}.csv")
     write_manifest_root(path, audio_root(corpus, root))
     typer.echo(summarize(table))
@@ -149,14 +146,14 @@ def extract(
     include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
     text_regex: str = TEXT_REGEX,
     label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT,
+    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
 ) -> None:
     """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable).
 
     With --corpus it runs the corpus adapter first (it takes every option `manifest` takes)."""
     import os
 
-    from data_manifests import audio_root, manifest_root, prepare, read_manifest
+    from data_manifests import audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import resolve_model
     from pipeline.extract import cache_path, extract as run, parse_shard
 
@@ -169,6 +166,7 @@ def extract(
         with _reported_warnings():
             root = _corpus_root(corpus, root)
             table = prepare(corpus, root, **options)
+        check_trainable(table, corpus)
         root = str(audio_root(corpus, root))
     else:
         raise ManifestError("give --corpus NAME [--root DIR], or --manifest FILE.csv")
@@ -264,11 +262,11 @@ def train(
     out_dir = out or f"runs/train-{time.strftime('%Y%m%d-%H%M%S')}"
     if not cache:  # found, not given: say which, and pin it (the trainer keys its memo by path)
         cache = find_cache(corpus, model, window, cache_dir).resolve()
-        typer.echo(f"cache {os.path.relpath(cache)}")
+        typer.echo(f"training on {os.path.relpath(cache)} (the cache found in {cache_dir}/; "
+                   "--cache FILE.h5 picks another)")
     with _reported_warnings():
         summary = run(cfg, cache, out_dir)
     typer.echo(format_table(summary))
-    typer.echo(TABLE_LEGEND)
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
 
@@ -293,13 +291,15 @@ def ablate(
 
     from pipeline.locate import find_cache
     from trainer.ablate import ablate as run
+    from trainer.report import table_legend
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
     cache = cache or find_cache(corpus, model, window, cache_dir).resolve()
     with _reported_warnings():
-        run(cache, grid, out_dir, workers)
+        table = run(cache, grid, out_dir, workers)
     typer.echo((Path(out_dir) / "ablation.md").read_text())
-    typer.echo(TABLE_LEGEND)
+    typer.echo(table_legend("each row's folds x seeds (their number: after the / of collapsed)",
+                            table["gap_recovered"].notna().any()))
     typer.echo(f"wrote {out_dir}/ablation.csv, ablation.md, all_runs.csv")
 
 
@@ -319,15 +319,21 @@ def predict(
 
     speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
     text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
-    table = run_predict(run, audio, device, speakers, text_ids)
-    classes = [c for c in table.columns if c not in ("path", "label")]
-    for _, row in table.iterrows():
-        probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
-        typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
+    table, unreadable = run_predict(run, audio, device, speakers, text_ids)
     if csv:
         from data_manifests.storage import write_text_atomic
 
         write_text_atomic(Path(csv), table.to_csv(index=False))
+    classes = [c for c in table.columns if c not in ("path", "label")]
+    typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
+    for _, row in table.iterrows():
+        probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
+        typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
+    if unreadable:
+        typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
+        for path, reason in unreadable.items():
+            typer.echo(f"  {path}: {reason}", err=True)
+        raise typer.Exit(code=1)
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -352,9 +358,8 @@ def demo(
 
     with _reported_warnings():
         done = run_demo(out, seed, seeds, speakers, sentences, takes, keep, log=typer.echo)
-    typer.echo("\nDemo results (synthetic eSpeak corpus; macro-F1/UA/WA in %, mean ± std over folds x seeds):")
+    typer.echo("\nDemo results (synthetic eSpeak corpus):")
     typer.echo(format_table(done.summary))
-    typer.echo(TABLE_LEGEND)
     typer.echo("\nwritten:")
     for path in done.written:
         typer.echo(f"  {path}")
@@ -389,7 +394,8 @@ def label(
     from data_manifests.storage import write_text_atomic
     from trainer.label_corpus import label_corpus
 
-    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=[int(s) for s in seeds.split(",")]), n_next)
+    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=[int(s) for s in seeds.split(",")]), n_next,
+                                      log=lambda line: typer.echo(line, err=True))
     out_path = Path(out)
     nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
     write_text_atomic(out_path, table.to_csv(index=False))

@@ -1,12 +1,14 @@
 """Finding a corpus's audio files and reading their headers (duration, rate, channels) without decoding."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
+from .home import broken_link
 from .schema import ManifestError, ManifestWarning, _listing
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -16,21 +18,36 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mp3", ".m4a")
 def check_root(root) -> Path:
     """The corpus root as an existing directory, or a ManifestError saying what was given."""
     path = Path(root).expanduser()
+    if broken_link(path):
+        raise ManifestError(f"corpus root {broken_link(path)}")
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
         raise ManifestError(f"corpus root {path} {what}; pass --root the folder that holds the corpus.")
     return path
 
 
+def files_under(root: Path):
+    """Every file under root, following symlinked folders (a subset made of links to a corpus's
+    speaker folders), each real folder once (a link back up the tree cannot loop)."""
+    seen = set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        yield from (Path(folder) / name for name in names)
+
+
 def find_audio(root, corpus: str = "corpus") -> list[Path]:
     """Audio files under root, relative and sorted; skips hidden files and macOS `__MACOSX`/`._` debris."""
     root = check_root(root)
     files = sorted(
-        path.relative_to(root) for path in root.rglob("*")
+        path.relative_to(root) for path in files_under(root)
         if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
         and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts))
     if not files:
-        videos = sum(1 for path in root.rglob("*") if path.suffix.lower() in VIDEO_SUFFIXES)
+        videos = sum(1 for path in files_under(root) if path.suffix.lower() in VIDEO_SUFFIXES)
         hint = (f"it holds {videos} video/compressed files ({'/'.join(VIDEO_SUFFIXES)}): extract their audio to "
                 "16 kHz mono wav with the same stem first, e.g. `ffmpeg -i X.mp4 -ac 1 -ar 16000 X.wav`"
                 if videos else "pass --root the folder that holds the corpus")

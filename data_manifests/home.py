@@ -16,6 +16,18 @@ DATA_HOME_VARIABLE = "BGRPO_SER_DATA"
 DEFAULT_DATA_HOME = "data"
 
 
+def broken_link(path) -> str:
+    """What is wrong with `path` when it is a symlink to nothing (else ''): a relative target is read
+    from the link's own folder, not from where `ln -s` ran, the usual way such a link dangles."""
+    path = Path(path)
+    if not path.is_symlink() or path.exists():
+        return ""
+    target = os.readlink(path)
+    return (f"{path} is a symlink to {target}, which does not exist (seen from {path.parent}/, the link's folder"
+            f"{'' if os.path.isabs(target) else ', where a relative target is read from'}). Recreate it with an "
+            f"absolute target: ln -sfn \"$(realpath YOUR/CORPUS/FOLDER)\" {path}")
+
+
 def default_root(corpus: str) -> Path:
     """`$BGRPO_SER_DATA/<corpus>` when that variable is set and the folder exists, else `data/<corpus>`;
     a ManifestError naming both places when neither exists."""
@@ -24,6 +36,8 @@ def default_root(corpus: str) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
+        if broken_link(candidate):
+            raise ManifestError(f"no --root given, and the data home's {broken_link(candidate)}")
     looked = (f"${DATA_HOME_VARIABLE}/{corpus} ({candidates[0]})" if home
               else f"${DATA_HOME_VARIABLE}/{corpus} (${DATA_HOME_VARIABLE} is not set)")
     raise ManifestError(

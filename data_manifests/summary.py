@@ -39,3 +39,22 @@ def prompt_line(df: pd.DataFrame) -> str:
     per = known.value_counts()
     return (f"prompts: {len(per)} ({len(known)} of {len(df)} utterances with a text_id; utterances per prompt "
             f"min {per.min()}, median {per.median():g}, max {per.max()})")
+
+
+def manifest_changes(before: pd.DataFrame, after: pd.DataFrame, columns) -> str:
+    """In words, how the table `after` differs from `before` in `columns` (matched by utt_id): utterances
+    gone and new, then per column how many of the shared ones changed, each with one example."""
+    old, new = (t.astype({c: str for c in columns if c in t}).set_index("utt_id") for t in (before, after))
+    changes = [f"{len(ids)} utterance(s) {what} (e.g. {ids[0]})"
+               for ids, what in ((old.index.difference(new.index), "gone"), (new.index.difference(old.index), "new"))
+               if len(ids)]
+    shared = old.index.intersection(new.index)
+    for column in (c for c in columns if c != "utt_id" and c in old and c in new):
+        differs = old.loc[shared, column] != new.loc[shared, column]
+        if differs.any():
+            utt = differs.idxmax()
+            changes.append(f"{column} changed for {int(differs.sum())} (e.g. {utt}: {old.at[utt, column]!r} -> "
+                           f"{new.at[utt, column]!r})")
+    if not changes and list(old.index) != list(new.index):
+        changes.append("the same utterances in another order")
+    return "; ".join(changes) or "no difference in " + ", ".join(columns)

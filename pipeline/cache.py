@@ -56,10 +56,13 @@ class CacheError(ValueError):
     """A file given as a cache that cannot be used as one; the message names it and says what to do."""
 
 
-def check_cache_file(path) -> Path:
-    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it is instead."""
+READ_REMEDY = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
+
+
+def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
+    """`path` as an HDF5 file laid out as a cache, or FileNotFoundError / CacheError saying what it
+    is instead and `remedy` (what to do)."""
     path = Path(path)
-    remedy = "pass a cache .h5 written by `python cli.py extract` (`python cli.py info FILE` describes one)"
     if not path.exists():
         raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first, or {remedy}")
     if path.is_dir():
@@ -81,6 +84,16 @@ def check_cache_file(path) -> Path:
     return path
 
 
+def check_output(path, command: str) -> Path:
+    """`path` as where `command` writes a cache: absent, or a cache already (a user's other file,
+    a text file or another HDF5 file, is never written over)."""
+    path = Path(path)
+    if path.exists():
+        check_cache_file(path, f"{command} writes only over its own caches: pass another --out than {path}, "
+                               "or move that file away")
+    return path
+
+
 class CacheMismatch(ValueError):
     """An existing cache or partial run made with another encoder, window or manifest."""
 
@@ -97,9 +110,12 @@ def identity_of(path) -> dict:
         return decoded_attrs(f.attrs, list(IDENTITY_KEYS) + ["complete"])
 
 
-def mismatches(found: dict, wanted: dict) -> list[str]:
-    """'key: cache has X, this run Y' for every identity key on which `found` differs from `wanted`."""
-    return [f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
+def mismatches(found: dict, wanted: dict, manifest_change: str = "") -> list[str]:
+    """'key: cache has X, this run Y' for every identity key on which `found` differs from `wanted`;
+    for the manifest, in words instead of two digests (`manifest_change`, when the old table is at hand)."""
+    what = manifest_change or "its ids, paths, labels, speakers or folds"
+    return [f"the manifest is not the one it was made from: {what}" if k == "manifest_sha256"
+            else f"{k}: cache has {found.get(k)!r}, this run {wanted[k]!r}"
             for k in IDENTITY_KEYS if str(found.get(k, "")) != str(wanted[k])]
 
 
@@ -339,6 +355,7 @@ def merge(parts, out_path) -> Path:
     Two hosts merging the same parts at once each write their own temp file: the last rename wins
     and both leave the same cache."""
     parts = [Path(p) for p in parts]
+    check_output(out_path, "merge")
     idents = [identity_of(p) for p in parts]
     for p, ident in zip(parts, idents):
         if not ident.get("complete"):
@@ -374,7 +391,7 @@ def merge(parts, out_path) -> Path:
 def rechunk(path) -> bool:
     """Rewrite a cache in the layer-contiguous chunk layout (same vectors, same fingerprint), in
     place and atomically; False (nothing written) when it already has that layout."""
-    path = Path(path)
+    path = check_cache_file(path)
     with h5py.File(path, "r") as f:
         if not f.attrs.get("complete", False):
             raise ValueError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")

@@ -30,14 +30,17 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from data_manifests.summary import manifest_changes
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, split_windows
 from pipeline.batch_encode import encode_batch, plan_batches
 from pipeline.cache import (
     ANNOTATION_COLUMNS,
     CacheMismatch,
+    check_output,
     identity_of,
     merge,
     mismatches,
+    open_checked,
     read_table,
     set_annotation,
     write_cache,
@@ -168,6 +171,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     t0 = time.time()
     out_path = Path(out_path)
     target = part_path(out_path, shard)
+    if not overwrite:
+        check_output(target, "extract")
     if overwrite or not _holds_manifest(target, table, window):
         check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +181,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         enc = encoder or load_encoder(model, device, dtype)
         identity = {"encoder_id": enc.encoder_id, "weights_sha256": enc.weights_sha256, "window": window,
                     "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table)}
-        result = None if overwrite else _finished(target, identity, log)
+        result = None if overwrite else _finished(target, identity, table, log)
         if result is not None:
             sync_annotations(target, table, log)
         else:
@@ -205,12 +210,16 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     return result
 
 
-def _finished(target: Path, identity: dict, log) -> ExtractResult | None:
+def _finished(target: Path, identity: dict, table: pd.DataFrame, log) -> ExtractResult | None:
     """The result of an earlier complete run with the same identity; refuses a different one."""
     if not target.exists():
         return None
     found = identity_of(target)
-    problems = mismatches(found, identity)
+    change = ""
+    if str(found.get("manifest_sha256", "")) != identity["manifest_sha256"]:
+        with open_checked(target) as f:
+            change = manifest_changes(read_table(f), table, [c for c in MANIFEST_KEYS if c in table])
+    problems = mismatches(found, identity, change)
     if problems:
         raise CacheMismatch(f"{target} was made with another setup (" + "; ".join(problems)
                             + "): use another --cache-dir, or pass --overwrite to replace it")
@@ -360,11 +369,12 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
 
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
                 batch_size: int = 8, encoder: Encoder | None = None,
-                weights_sha256: str | None = None) -> np.ndarray:
+                weights_sha256: str | None = None, unreadable: dict | None = None) -> np.ndarray:
     """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
 
     To match a cache: model=attrs["encoder_id"], window=attrs["window"], and
-    weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file.
+    weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file,
+    or, given an `unreadable` dict, records path -> reason there and returns the other files' rows.
     """
     check_window(window)
     enc = encoder or load_encoder(model, device)
@@ -376,12 +386,17 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
     out = []
     for start in range(0, len(paths), batch_size):
         items = []
-        for i, p in enumerate(paths[start:start + batch_size]):
+        for p in paths[start:start + batch_size]:
             try:
                 audio = load_audio(p)
             except BadAudio as exc:
-                raise BadAudio(f"{p}: {exc}") from exc
-            items.append(Item(i, split_windows(audio), len(audio) / SAMPLE_RATE))
+                if unreadable is None:
+                    raise BadAudio(f"{p}: {exc}") from exc
+                unreadable[p] = str(exc)
+                continue
+            items.append(Item(len(items), split_windows(audio), len(audio) / SAMPLE_RATE))
+        if not items:
+            continue
         pooled, _, _ = encode_batch(enc, filters, collate(items), window)
         out.append(pooled.cpu().numpy())
     hidden = (enc.num_hidden_states, enc.hidden_size)

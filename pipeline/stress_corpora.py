@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.cache import load_cache, write_cache_arrays
+from pipeline.cache import check_output, load_cache, write_cache_arrays
 
 TEXT_KINDS = ("text-confounded", "unique-text")  # need a cache with prompt ids (text_id)
 KINDS = ("confounded", "unbalanced", "few-per-speaker", *TEXT_KINDS)
@@ -91,6 +91,7 @@ def derive(cache_path, kind: str, out_path, seed: int = 0, **options) -> tuple[P
     """Write the stress corpus `kind` of a cache to out_path (same format); returns (path, table)."""
     if kind not in KINDS:
         raise ValueError(f"--kind {kind!r}: choose from {', '.join(KINDS)}")
+    check_output(out_path, "stress")
     cache = load_cache(cache_path)
     table = cache.table.copy()
     if kind in TEXT_KINDS and (table.get("text_id", pd.Series([""])) == "").all():

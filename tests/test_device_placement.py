@@ -17,6 +17,7 @@ from trainer.fold_data import FoldData
 from trainer.jobs import run_job
 from trainer.lda_teacher import LDATeacher, shrinkage_lda
 from trainer.monitor import Monitor
+from trainer.prompt_norm import PromptCentered
 from trainer.protocol import Split
 from trainer.supervised import fit_supervised, new_policy
 
@@ -68,6 +69,19 @@ def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm, monkey
     monkeypatch.setattr(placement, "HOST_PATHS", False)
     assert torch.equal(cache.take(idx, "cpu"), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
     assert cache.take(idx[:0], "cpu").shape == (0, *cache.row_shape)
+
+
+def test_prompt_centred_rows_on_the_device_are_the_hosts(monkeypatch):
+    """PromptCentered.take without the host's path (a GPU's) subtracts the same prompt means, bit for bit."""
+    rng = np.random.default_rng(2)
+    base = CenteredCache((rng.normal(size=(30, 1, 4)) * 3).astype(np.float16), np.arange(30) % 3, "0", True)
+    centred = PromptCentered.fit(base, ["a"] * 12 + ["b"] * 12 + ["c"] * 6, np.arange(24))
+    idx = torch.tensor([0, 13, 29, 5])
+    on_host = centred.take(idx, "cpu")
+    assert torch.equal(on_host, torch.from_numpy(centred.rows(idx.numpy())))
+    assert not torch.equal(on_host, base.take(idx, "cpu"))  # prompts a and b lost their means
+    monkeypatch.setattr(placement, "HOST_PATHS", False)
+    assert torch.equal(centred.take(idx, "cpu"), on_host)
 
 
 def test_fold_tensors_live_on_the_run_device():

@@ -34,7 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 RAVDESS = REPO.parent / "shared/corpora/ravdess"
 MARK = "FAULT-POINT"
 
-# The launcher: run cli.py's app, but pause (print MARK, sleep) or fail with ENOSPC at one point.
+# How long a case waits for an event (the fault point reached, the run gone) before calling the run hung:
+# a safety net far above any delay of a loaded machine, never a timing the test relies on.
+PATIENCE = 900
+
+# The launcher: run cli.py's app, but pause (print MARK, then stay until signalled) or fail with ENOSPC
+# at one point. The pause has no end of its own, so a slow test can never let the run pass the point.
 LAUNCHER = r"""
 import errno, os, sys, time
 point, n = sys.argv[1], int(sys.argv[2])
@@ -45,7 +50,8 @@ import data_manifests.storage as storage
 
 def pause():
     print("FAULT-POINT", flush=True)
-    time.sleep(120)
+    while True:
+        time.sleep(3600)
 
 def after_batches(act):
     save, count = store.BatchStore.save, [0]
@@ -163,11 +169,12 @@ def start(point: str, n: int, args: list[str], logs: Path) -> subprocess.Popen:
     return STARTED[-1]
 
 
-def wait_for_mark(proc: subprocess.Popen, logs: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
+def wait_for_mark(proc: subprocess.Popen, logs: Path) -> None:
+    """Until the run prints MARK (it holds there) or exits (a failure, with its stderr)."""
+    deadline = time.time() + PATIENCE
     while MARK not in (logs / "stdout").read_text():
         assert proc.poll() is None, (logs / "stderr").read_text()[-3000:]
-        assert time.time() < deadline, "the run never reached the fault point"
+        assert time.time() < deadline, f"the run did not reach the fault point in {PATIENCE} s: hung?"
         time.sleep(0.05)
 
 
@@ -191,8 +198,9 @@ def alive(pid: int) -> bool:
         return False
 
 
-def assert_all_gone(pids: list[int], timeout: float = 15) -> None:
-    deadline = time.time() + timeout
+def assert_all_gone(pids: list[int]) -> None:
+    """Until every pid has exited (at once when they have; PATIENCE only catches a process that never does)."""
+    deadline = time.time() + PATIENCE
     while any(alive(p) for p in pids) and time.time() < deadline:
         time.sleep(0.1)
     assert not any(alive(p) for p in pids), f"left behind: {[p for p in pids if alive(p)]}"
@@ -249,7 +257,7 @@ def test_sigterm_and_ctrl_c_say_what_was_kept_then_resume(corpus, reference, tmp
         os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole foreground group, workers included
     else:
         proc.send_signal(signum)
-    assert proc.wait(timeout=60) == 128 + signum
+    assert proc.wait(timeout=PATIENCE) == 128 + signum
     assert_all_gone(workers)
     err = (tmp_path / "stderr").read_text()
     assert f"interrupted ({signal.Signals(signum).name})." in err and "Traceback" not in err
@@ -262,7 +270,7 @@ def test_disk_full_names_the_path_and_the_space_then_resumes(corpus, reference, 
     """ENOSPC in the middle of a batch file (the first 12 kB fit: one batch) or of the final write."""
     out = tmp_path / "c.h5"
     proc = start(point, 12_000 if point == "disk-batches" else 1, command(corpus, out), tmp_path)
-    assert proc.wait(timeout=180) == EXIT_NO_SPACE
+    assert proc.wait(timeout=PATIENCE) == EXIT_NO_SPACE
     err = (tmp_path / "stderr").read_text()
     assert "Traceback" not in err, err[-2000:]
     written = f"{out}.partial" if point == "disk-batches" else str(out)

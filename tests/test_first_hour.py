@@ -127,7 +127,7 @@ def test_train_finds_the_cache_from_the_corpus_or_the_only_one(tmp_path, monkeyp
     proc = run_cli("train", "--reward", "self+teacher", "--seeds", "0", "--method", "supervised,bgrpo",
                    "--out", "runs/r")
     assert proc.exit_code == 0, proc.output
-    assert "cache cache/ravdess/whisper-base-trim.h5" in proc.output
+    assert "training on cache/ravdess/whisper-base-trim.h5" in proc.output
     synthetic_cache(tmp_path / "cache/ravdess/whisper-base-full.h5", n_speakers=6, per_class=8, n_folds=2)
     synthetic_cache(tmp_path / "cache/casia/whisper-base-trim.h5", n_speakers=6, per_class=8, n_folds=2)
     assert find_cache(corpus="casia") == Path("cache/casia/whisper-base-trim.h5")
@@ -184,7 +184,7 @@ def test_tiny_data_gives_one_clear_warning_and_a_legend(tmp_path, synthetic_cach
     assert proc.exit_code == 0, proc.output
     assert proc.output.count("warning: too few labelled utterances per class") == 1
     assert "UserWarning" not in proc.output and "Only one sample available" not in proc.output
-    assert "G = gap recovered" in proc.output and "collapsed = runs" in proc.output
+    assert "Scores in %" in proc.output and "collapsed = runs" in proc.output
 
 
 def test_ablate_help_shows_the_grid_file_sections():

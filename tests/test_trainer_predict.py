@@ -64,11 +64,22 @@ def test_predict_labels_new_generated_files(tone_run):
     assert "new_low.wav\tlow\thigh=" in result.output
 
 
-def test_predict_names_a_missing_file(tone_run):
+def test_predict_labels_every_readable_file_then_lists_the_others(tone_run):
     from cli import app
 
-    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), str(tone_run / "nope.wav")])
-    assert result.exit_code == 2 and "nope.wav" in result.output
+    broken = tone_run / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    good = [tone(tone_run / "good_low.wav", 200, 0.25), tone(tone_run / "good_high.wav", 3000, 0.4)]
+    files = [good[0], str(broken), str(tone_run / "nope.wav"), good[1]]
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
+                                      "--csv", str(tone_run / "some.csv"), *files])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("file\tpredicted label\tprobability of each class")
+    assert "good_low.wav\tlow\t" in result.output and "good_high.wav\thigh\t" in result.output
+    assert "could not read 2 of 4 files" in result.output
+    assert f"  {broken}: unreadable" in result.output and f"{tone_run / 'nope.wav'}: missing" in result.output
+    assert pd.read_csv(tone_run / "some.csv")["label"].tolist() == ["low", "high"]
 
 
 def test_predict_without_a_trained_run_fails_cleanly(tmp_path):

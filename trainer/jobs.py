@@ -92,6 +92,10 @@ def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
     bad = [f for f in folds if f not in all_folds]
     if bad:
         raise ValueError(f"folds {','.join(bad)}: {cache_path} has folds {','.join(all_folds)}")
+    if cfg.inner_validation and all_folds != ["split"] and len(all_folds) < 3:
+        raise ValueError(f"inner_validation scores the next fold's speakers with the test fold removed, so it needs "
+                         f"at least 3 folds; {cache_path} has {len(all_folds)}: drop --set inner_validation=true, "
+                         "or rebuild the manifest with more folds (--n-folds)")
     return [(cfg.to_dict(), str(cache_path), f, s) for f in folds for s in cfg.seeds]
 
 

@@ -62,8 +62,10 @@ def read_user_labels(path, utt_ids) -> pd.Series:
     return labels
 
 
-def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """(every utterance's label table, the to-annotate list, info). Probabilities average cfg.seeds."""
+def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20,
+                 log=lambda line: None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """(every utterance's label table, the to-annotate list, info). Probabilities average cfg.seeds;
+    `log` gets one line per step (the steps take from seconds to minutes on large corpora)."""
     cfg = cfg or TrainConfig()
     cfg = cfg.replace(device=resolve_device(cfg.device))
     cache = raw_cache(str(cache_path))
@@ -79,6 +81,8 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     y = np.full(len(table), -1)
     y[lab] = pd.Series(utt[lab]).map(given).map({c: i for i, c in enumerate(classes)}).to_numpy()
     speakers = table["speaker"].astype(str).to_numpy()
+    log(f"{len(lab)} given labels, {len(pool)} utterances to predict: choosing the layer and speaker "
+        "normalisation from the given labels")
     choice = choose(cache.features, speakers, lab, y[lab], len(classes), cfg.layer, cfg.speaker_norm, cfg.l2)
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
     x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
@@ -93,7 +97,9 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     probs = []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
         warnings.simplefilter("ignore", RuntimeWarning)
-        for seed in cfg.seeds:
+        for i, seed in enumerate(cfg.seeds):
+            log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
+                f"the {len(pool)} unlabelled utterances")
             seed_of = partial(job_seed, "label", seed)
             job_s = replace(job, data=replace(data), choice=dict(job.choice))  # each seed estimates its own prior
             warm = warm_up(job_s, seed_of, Monitor(job_s.data, "supervised", [], monitored_epochs("supervised", cfg)))

@@ -18,6 +18,7 @@ from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
 from trainer.fold_jobs import FoldJob
 from trainer.monitor import Monitor
 from trainer.policy import Policy
+from trainer.protocol import POOL_METHODS
 from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import teacher_for
 
@@ -54,9 +55,12 @@ def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> Po
 def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callable[[str], int],
                  monitor: Monitor) -> Policy:
     """`method` (bgrpo: its teacher, then the refit or GRPO update; pseudo-label; dino; topline: the
-    warm-up recipe on every training label) trained from `warm` (unused by topline)."""
+    warm-up recipe on every training label) trained from `warm` (unused by topline). With an empty
+    pool (every training row labelled) the pool methods have nothing to learn from: `warm` itself."""
     cfg, data = job.cfg, job.data
     torch.manual_seed(seed_of(method))  # dropout's global stream: each method its own
+    if method in POOL_METHODS and not len(data.x_unl):
+        return warm
     if method == "bgrpo":
         teacher = teacher_for(cfg, warm, job, seed_of("teacher"))
         if cfg.update == "refit":

@@ -72,14 +72,12 @@ def _first_group(match: re.Match) -> str:
     return match.group(1) if match.groups() else match.group(0)
 
 
-def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> pd.DataFrame:
-    """One row per file: path, predicted label, probability of every class."""
+def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> tuple[pd.DataFrame, dict]:
+    """(one row per readable file: path, predicted label, probability of every class;
+    {path: why it could not be read} for the others, missing files included)."""
     from pipeline.extract import embed_files
 
     policies, meta = load_policies(Path(run_dir) / "models.safetensors")
-    missing = [p for p in audio_paths if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"audio file {missing[0]} not found")
     if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
             and len(audio_paths) < 8:
         print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
@@ -87,9 +85,14 @@ def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=
     note = prompt_note(meta, text_ids, len(audio_paths))
     if note:
         print(f"note: {note}", file=sys.stderr)
-    feats = embed_files([str(p) for p in audio_paths], model=meta["encoder_id"], window=meta["window"], device=device,
-                        weights_sha256=meta.get("weights_sha256") or None)
-    probs = predict_features(policies, meta, feats, speakers, text_ids)
+    paths, unreadable = [str(p) for p in audio_paths], {}
+    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
+                        weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
+    read = [i for i, p in enumerate(paths) if p not in unreadable]
     classes = meta["classes"]
-    out = pd.DataFrame({"path": [str(p) for p in audio_paths], "label": [classes[i] for i in probs.argmax(1)]})
-    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1)
+    if not read:
+        return pd.DataFrame(columns=["path", "label", *classes]), unreadable
+    probs = predict_features(policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
+                             None if text_ids is None else [text_ids[i] for i in read])
+    out = pd.DataFrame({"path": [paths[i] for i in read], "label": [classes[i] for i in probs.argmax(1)]})
+    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1), unreadable

@@ -17,8 +17,10 @@ what is to be recognised: `prompt_label_dependence` tests that on the labelled s
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from trainer.feature_store import CHUNK_ROWS, add_rows_by_group
+from trainer.placement import host_path
 
 MIN_UTTERANCES_PER_PROMPT = 8  # as for speakers: below this a mean is mostly its utterances' own content
 MAX_TESTED_ROWS = 2000  # labelled rows the dependence test uses at most (a seeded sample beyond)
@@ -56,6 +58,7 @@ class PromptCentered:
         self.base, self.codes, self.names, self.has_mean = base, codes, names, has_mean
         self.means = means  # [n_prompts, D'] float64; rows of prompts without a mean are zero
         self._offsets = np.concatenate([means, np.zeros((1, means.shape[1]))])  # code -1 -> the zero row
+        self._on: dict[torch.device, tuple] = {}
 
     @classmethod
     def fit(cls, base, text_ids, train_rows: np.ndarray,
@@ -85,6 +88,17 @@ class PromptCentered:
         x = self.base.rows(idx)
         offset = self._offsets[self.codes[idx]]
         return (x.reshape(len(x), offset.shape[1]) - offset).astype(np.float32).reshape(x.shape)
+
+    def take(self, idx: torch.Tensor, device) -> torch.Tensor:
+        """`rows` of idx (a tensor on `device`) computed on `device`, as CenteredCache.take does."""
+        if host_path(device):
+            return torch.from_numpy(self.rows(idx.numpy()))
+        device = torch.device(device)
+        if device not in self._on:
+            self._on[device] = (torch.as_tensor(self._offsets, device=device), torch.as_tensor(self.codes, device=device))
+        offsets, codes = self._on[device]
+        x = self.base.take(idx, device)
+        return (x.reshape(len(x), offsets.shape[1]).double() - offsets[codes[idx]]).float().reshape(x.shape)
 
 
 def subtract_prompt_means(x: np.ndarray, text_ids, names, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

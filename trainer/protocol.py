@@ -31,6 +31,10 @@ class Split:
 def fold_names(table: pd.DataFrame) -> list[str]:
     """Fold ids of the cache: its `fold` column (>= 0), or one fold 'split' from train/test splits."""
     folds = sorted(int(f) for f in np.unique(table["fold"]) if int(f) >= 0)
+    if len(folds) == 1:  # every speaker in the test fold: nothing left to train on
+        raise ValueError(f"every utterance of the cache is in fold {folds[0]}, but a speaker-independent test needs "
+                         "at least 2 folds: rebuild its manifest with speakers of 2 or more folds (`manifest "
+                         "--speakers`) or `--n-folds 2`, then extract again")
     if folds:
         return [str(f) for f in folds]
     split = table.get("split", pd.Series([""] * len(table))).astype(str)
@@ -81,6 +85,13 @@ class FewLabelsWarning(UserWarning):
     """Too few labelled utterances per class for the protocol's numbers to mean much."""
 
 
+class EmptyPoolWarning(FewLabelsWarning):
+    """Every training utterance is labelled: the methods that learn from the pool have nothing to learn from."""
+
+
+POOL_METHODS = ("bgrpo", "pseudo-label", "dino")
+
+
 MIN_LABELLED_PER_CLASS = 5
 
 
@@ -101,6 +112,25 @@ def warn_few_labels(table: pd.DataFrame, folds: list[str], fraction: float, inne
             f"too few labelled utterances per class: with --labeled-fraction {fraction:g}, fold {fold} has {k} "
             f"labelled '{c}' (fewer than {MIN_LABELLED_PER_CLASS} for some class): scores will be noisy and the "
             "LDA teacher degenerate. Raise --labeled-fraction or use a larger corpus."), stacklevel=2)
+
+
+def warn_empty_pool(table: pd.DataFrame, folds: list[str], fraction: float, methods, inner: bool = False,
+                    transductive: bool = False) -> None:
+    """One warning when some fold's unlabelled pool is empty (every training utterance labelled, not
+    transductive): the pool methods then return the warm-up, so their scores are supervised's."""
+    pooled = [m for m in methods if m in POOL_METHODS]
+    if transductive or not pooled:
+        return
+    labels = table["label"].astype(str).to_numpy()
+    empty = [fold for fold in folds
+             if all(class_quota(int((train == c).sum()), fraction) == int((train == c).sum())
+                    for train in [labels[fold_masks(table, fold, inner)[0]]] for c in np.unique(train))]
+    if empty:
+        warnings.warn(EmptyPoolWarning(
+            f"--labeled-fraction {fraction:g} labels every training utterance of fold(s) {', '.join(empty)}: "
+            f"there is no unlabelled pool, so {', '.join(pooled)} equal supervised there (the warm-up, unchanged). "
+            "Use a fraction below 1 (e.g. 0.1) to compare them, or --transductive to pool the test audio."),
+            stacklevel=2)
 
 
 def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: float,

@@ -46,8 +46,24 @@ def summarise(rows: pd.DataFrame, n_classes: int, conf_by_method: dict | None = 
     return out
 
 
+def table_legend(over: str, shows_gap: bool) -> str:
+    """What the printed tables' numbers are, and each abbreviation (G only when a G is shown)."""
+    lines = [
+        f"Scores in %, mean ± std over {over} (each test fold's speakers unseen in training).",
+        "UA = unweighted accuracy (mean of the per-class recalls); WA = weighted accuracy (share of test "
+        "utterances labelled right); rel vs sup = macro-F1 change relative to supervised (the labelled subset alone)."]
+    if shows_gap:
+        lines.append("G = gap recovered = (F1 - F1 supervised) / (F1 topline - F1 supervised): 0 = no better than "
+                     "the labelled subset alone, 1 = as good as every label.")
+    lines.append("collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few "
+                 "classes (normalised prediction entropy < 0.75).")
+    return "\n".join(lines)
+
+
 def format_table(summary: dict) -> str:
-    """The printed table: mean ± std per method, relative gain vs supervised, G, collapsed runs."""
+    """The printed table (mean ± std per method, relative gain vs supervised, G, collapsed runs),
+    then the legend saying what its numbers are."""
+    n_folds, n_seeds = len({r["fold"] for r in summary["choices"]}), len(summary["config"]["seeds"])
     lines = [f"{'method':<14}{'macro-F1':>15}{'UA':>15}{'WA':>15}{'rel vs sup':>12}{'G':>8}{'collapsed':>11}"]
     for m, d in summary["methods"].items():
         cell = lambda s: f"{d[s]['mean']:6.1f} ± {d[s]['std']:4.1f}"  # noqa: E731
@@ -56,7 +72,8 @@ def format_table(summary: dict) -> str:
         lines.append(f"{m:<14}{cell('macro_f1'):>15}{cell('ua'):>15}{cell('wa'):>15}"
                      f"{'' if rel is None else f'{rel:+.1f}%':>12}{'' if g is None else f'{g:.2f}':>8}"
                      f"{d['collapsed_runs']:>6}/{d['macro_f1']['n']}")
-    return "\n".join(lines)
+    shows_gap = any(d.get("gap_recovered") is not None for d in summary["methods"].values())
+    return "\n".join(lines) + "\n" + table_legend(f"{n_folds} fold(s) x {n_seeds} seed(s)", shows_gap)
 
 
 def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: dict) -> None:

@@ -30,7 +30,7 @@ from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig
 from trainer.fold_jobs import class_names, prepared_cache
 from trainer.jobs import jobs_for, resolve_device, run_jobs
-from trainer.protocol import warn_few_labels
+from trainer.protocol import warn_empty_pool, warn_few_labels
 from trainer.report import collect, git_revision, save_models, summarise
 
 
@@ -50,7 +50,9 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     _, table, attrs, fingerprint = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
     classes = class_names(table)
     jobs = jobs_for(cfg, cache_path)
-    warn_few_labels(table, sorted({job[2] for job in jobs}), cfg.labeled_fraction, cfg.inner_validation)
+    folds = sorted({job[2] for job in jobs})
+    warn_few_labels(table, folds, cfg.labeled_fraction, cfg.inner_validation)
+    warn_empty_pool(table, folds, cfg.labeled_fraction, cfg.methods, cfg.inner_validation, cfg.transductive)
     results = run_jobs(jobs, cfg.workers)
     rows, curves, preds, conf = collect(results, classes)
     cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
