@@ -12,15 +12,14 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from data_manifests import ManifestError
+from data_manifests.errors import UserError
 from data_manifests.os_faults import fault_message, signals_raise
-from data_manifests.synthetic_demo import DemoDependencyError
 from trainer.config import TrainConfig, flag_help
 
-# Bad input: the message names the file or setting and what to do; exit 2. (Value errors include
-# the cache, encoder and extraction mismatches; OS errors that are not machine faults are missing
-# or existing files and a cache another run is writing.)
-USER_ERRORS = (ValueError, KeyError, OSError, ManifestError, DemoDependencyError)
+# Bad input: the message names the file or setting and what to do; exit 2. OS errors that are not
+# machine faults (those have their own exit codes) are files the user named: missing, not readable
+# as what they should be, or a cache another run is writing. Anything else is a bug: a traceback.
+USER_ERRORS = (UserError, OSError)
 
 
 class Commands(TyperGroup):

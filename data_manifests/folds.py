@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import UserError
+
 
 def speaker_folds(speakers: pd.Series, k: int = 5) -> pd.Series:
     """Fold (0..k-1) per row, every speaker in exactly one fold, folds balanced by utterance count.
@@ -13,7 +15,7 @@ def speaker_folds(speakers: pd.Series, k: int = 5) -> pd.Series:
     seed. k is capped at the number of speakers (leave-one-speaker-out when there are few).
     """
     if k < 2:
-        raise ValueError(f"k must be >= 2 folds, got {k}")
+        raise UserError(f"k must be >= 2 folds, got {k}")
     counts = speakers.value_counts()
     order = sorted(counts.index, key=lambda speaker: (-counts[speaker], str(speaker)))
     sizes = np.zeros(min(k, len(order)), dtype=np.int64)

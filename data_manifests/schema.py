@@ -10,6 +10,8 @@ import re
 
 import pandas as pd
 
+from data_manifests.errors import UserError
+
 CANONICAL_LABELS: tuple[str, ...] = (
     "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
     "boredom", "contempt", "excited", "frustrated", "other",
@@ -48,7 +50,7 @@ LABEL_SYNONYMS: dict[str, str] = {
 }
 
 
-class ManifestError(Exception):
+class ManifestError(UserError):
     """A corpus or manifest problem the user can fix; the message names the files and what to do."""
 
 

@@ -27,6 +27,8 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
+from data_manifests.errors import UserError
+
 SAMPLE_RATE = 16000
 SPEAKER_REGEX = r"^(s\d+)_"  # speaker id at the start of the file name, for the `folders` adapter
 MARKER = "demo_corpus.json"
@@ -72,7 +74,7 @@ SENTENCES = (
 NOISE_STD = 20.0  # int16 units (about -64 dBFS): a recording-like floor instead of digital silence
 
 
-class DemoDependencyError(RuntimeError):
+class DemoDependencyError(UserError):
     """eSpeak NG is not available (the `demo` extra is not installed)."""
 
 
@@ -128,7 +130,7 @@ class ESpeak:
     def synthesize(self, text: str, voice: str, prosody: Prosody) -> np.ndarray:
         """int16 samples at `self.sample_rate` of `text` spoken by `voice` with `prosody`."""
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r}")
+            raise UserError(f"eSpeak NG has no voice {voice!r}")
         for name, code in _PARAM.items():
             self._lib.espeak_SetParameter(code, int(round(getattr(prosody, name))), 0)
         self._chunks = []
@@ -159,14 +161,14 @@ def corpus_plan(seed: int = 0, n_speakers: int = 8, n_sentences: int = 4, n_take
     row's prosody does not depend on how many other speakers/sentences are asked for.
     """
     if not 1 <= n_speakers <= len(VOICES):
-        raise ValueError(f"n_speakers must be in 1..{len(VOICES)}, got {n_speakers}")
+        raise UserError(f"n_speakers must be in 1..{len(VOICES)}, got {n_speakers}")
     if not 1 <= n_sentences <= len(SENTENCES):
-        raise ValueError(f"n_sentences must be in 1..{len(SENTENCES)}, got {n_sentences}")
+        raise UserError(f"n_sentences must be in 1..{len(SENTENCES)}, got {n_sentences}")
     if n_takes < 1:
-        raise ValueError(f"n_takes must be >= 1, got {n_takes}")
+        raise UserError(f"n_takes must be >= 1, got {n_takes}")
     unknown = set(labels) - set(CLASS_PROSODY)
     if unknown:
-        raise ValueError(f"unknown demo labels {sorted(unknown)}; choose from {list(CLASS_PROSODY)}")
+        raise UserError(f"unknown demo labels {sorted(unknown)}; choose from {list(CLASS_PROSODY)}")
     names = tuple(asdict(JITTER))
     spread, jitter = np.array(astuple(SPEAKER_SPREAD)), np.array(astuple(JITTER))
     lo, hi = np.array(astuple(PARAM_LOW)), np.array(astuple(PARAM_HIGH))

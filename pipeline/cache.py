@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import UserError
 from data_manifests.storage import atomic_path, temp_path
 from data_manifests.summary import prompt_line
 
@@ -52,7 +53,7 @@ IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manif
 _VERIFIED: set[tuple] = set()
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A file given as a cache that cannot be used as one; the message names it and says what to do."""
 
 
@@ -94,7 +95,7 @@ def check_output(path, command: str) -> Path:
     return path
 
 
-class CacheMismatch(ValueError):
+class CacheMismatch(UserError):
     """An existing cache or partial run made with another encoder, window or manifest."""
 
 
@@ -163,7 +164,7 @@ def write_cache_arrays(path, embeddings: np.ndarray, table: pd.DataFrame, attrs:
     """
     embeddings = np.asarray(embeddings, dtype=np.float16)
     if embeddings.ndim != 3 or embeddings.shape[0] != len(table):
-        raise ValueError(f"embeddings must be [N, L, D] with N={len(table)}, got {embeddings.shape}")
+        raise UserError(f"embeddings must be [N, L, D] with N={len(table)}, got {embeddings.shape}")
     rows = np.arange(len(table))
     return write_cache(path, table, attrs, embeddings.shape[1:], [(rows, embeddings)])
 
@@ -274,14 +275,14 @@ def set_annotation(path, column: str, values) -> Path:
     """Write an annotation column (one string per row, all rows) into a cache, atomically (a copy
     is changed, then renamed over it): vectors, identity and fingerprint stay as they were."""
     if column not in ANNOTATION_COLUMNS:
-        raise ValueError(f"{column!r} is not an annotation column ({', '.join(ANNOTATION_COLUMNS)})")
+        raise UserError(f"{column!r} is not an annotation column ({', '.join(ANNOTATION_COLUMNS)})")
     path = Path(path)
     values = np.asarray([str(v) for v in values], dtype=object)
     with atomic_path(path) as tmp:
         shutil.copy2(path, tmp)
         with h5py.File(tmp, "r+") as f:
             if len(values) != len(f["utt_id"]):
-                raise ValueError(f"{column}: {len(values)} values for the {len(f['utt_id'])} rows of {path}")
+                raise UserError(f"{column}: {len(values)} values for the {len(f['utt_id'])} rows of {path}")
             if column in f:
                 del f[column]
             f.create_dataset(column, data=values, dtype=STR)
@@ -342,7 +343,7 @@ def load_cache(path, layers=None, columns=None) -> CacheData:
         layers = layers(states) if callable(layers) else layers
         bad = [i for i in ([] if layers is None else layers) if not -states <= int(i) < states]
         if bad:
-            raise ValueError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
+            raise UserError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
         chosen = list(range(states)) if layers is None else sorted({int(i) % states for i in layers})
         feats = read_layers(dset, chosen, ok)
         attrs = decoded_attrs(f.attrs)
@@ -359,7 +360,7 @@ def merge(parts, out_path) -> Path:
     idents = [identity_of(p) for p in parts]
     for p, ident in zip(parts, idents):
         if not ident.get("complete"):
-            raise ValueError(f"{p} is incomplete: finish that shard first")
+            raise UserError(f"{p} is incomplete: finish that shard first")
         problems = mismatches(ident, idents[0])
         if problems:
             raise CacheMismatch(f"{p} does not belong with {parts[0]}: " + "; ".join(problems))
@@ -371,7 +372,7 @@ def merge(parts, out_path) -> Path:
             attrs = decoded_attrs(f.attrs)
     rows = np.concatenate([t["row"].to_numpy() for t in tables])
     if len(shapes) != 1 or np.unique(rows).size != rows.size or set(rows) != set(range(rows.size)):
-        raise ValueError("parts do not form one cache: they overlap, miss rows, or differ in shape")
+        raise UserError("parts do not form one cache: they overlap, miss rows, or differ in shape")
     table = pd.concat(tables, ignore_index=True).sort_values("row", kind="stable").reset_index(drop=True)
     position = np.empty(rows.size, np.int64)
     position[table["row"].to_numpy()] = np.arange(rows.size)
@@ -394,7 +395,7 @@ def rechunk(path) -> bool:
     path = check_cache_file(path)
     with h5py.File(path, "r") as f:
         if not f.attrs.get("complete", False):
-            raise ValueError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")
+            raise UserError(f"cache {path} is incomplete: finish its `extract` before re-chunking it")
         if layer_chunked(f["embeddings"]):
             return False
         table = read_table(f)
@@ -413,7 +414,7 @@ def rechunk(path) -> bool:
             with h5py.File(tmp, "r") as g:
                 after = str(g.attrs["fingerprint"])
             if after != before:
-                raise ValueError(f"re-chunking {path} would change its fingerprint ({before[:12]} -> "
+                raise UserError(f"re-chunking {path} would change its fingerprint ({before[:12]} -> "
                                  f"{after[:12]}): its vectors do not match the recorded fingerprint; "
                                  "re-extract it instead")
     return True

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from data_manifests.errors import UserError
+
 CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """A CTranslate2 model that cannot be read or is not a Whisper model."""
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from data_manifests.errors import UserError
+
 DEFAULT_MODEL = "base"
 # embedded name -> (PyPI package holding config.json, [(package, model.bin part)], pip extra)
 EMBEDDED = {
@@ -29,7 +31,7 @@ EMBEDDED = {
 ALIASES = {"whisper-base": "base", "whisper-tiny.en": "tiny.en"}
 
 
-class EncoderError(ValueError):
+class EncoderError(UserError):
     """An encoder that cannot be found, converted or loaded."""
 
 

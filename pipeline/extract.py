@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from data_manifests.errors import UserError
 from data_manifests.summary import manifest_changes
 from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, split_windows
 from pipeline.batch_encode import encode_batch, plan_batches
@@ -56,11 +57,11 @@ MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fo
 FRAME_BUDGET = {"cuda": 64 * FULL_MEL_FRAMES, "cpu": 4 * FULL_MEL_FRAMES}
 
 
-class AudioNotFound(ValueError):
+class AudioNotFound(UserError):
     """Most of a manifest's files are not under the given root: nothing is worth encoding."""
 
 
-class NothingEncoded(ValueError):
+class NothingEncoded(UserError):
     """Every file of a run failed: no cache is written (a cache without vectors is never complete)."""
 
 
@@ -133,9 +134,9 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
+        raise UserError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {text!r}: need 0 <= i < n")
+        raise UserError(f"--shard {text!r}: need 0 <= i < n")
     return i, n
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import UserError
 from pipeline.cache import check_output, load_cache, write_cache_arrays
 
 TEXT_KINDS = ("text-confounded", "unique-text")  # need a cache with prompt ids (text_id)
@@ -34,7 +35,7 @@ def confounded_rows(table: pd.DataFrame, share: float = 0.8, seed: int = 0, by: 
     """Row indices: per speaker (or other group: `by`), all rows of its two dominant labels plus
     floor(n_dom (1-share)/share) others spread round-robin over the remaining labels."""
     if not 0.5 <= share < 1:
-        raise ValueError(f"--share {share}: must be in [0.5, 1)")
+        raise UserError(f"--share {share}: must be in [0.5, 1)")
     rng = np.random.default_rng(seed)
     classes = sorted(table["label"].astype(str).unique())
     labels, speakers = table["label"].astype(str).to_numpy(), table[by].astype(str).to_numpy()
@@ -59,10 +60,10 @@ def unbalanced_rows(table: pd.DataFrame, major: str = "neutral", major_share: fl
     labels = table["label"].astype(str).to_numpy()
     classes = sorted(set(labels))
     if major not in classes:
-        raise ValueError(f"--major {major!r} is not a label of this cache ({', '.join(classes)})")
+        raise UserError(f"--major {major!r} is not a label of this cache ({', '.join(classes)})")
     rare = rare or [c for c in classes if c != major][-1]
     if rare not in classes or rare == major or len(classes) < 3:
-        raise ValueError(f"--rare {rare!r}: a label other than {major!r} (needs >= 3 labels)")
+        raise UserError(f"--rare {rare!r}: a label other than {major!r} (needs >= 3 labels)")
     rest = (1 - major_share - rare_share) / (len(classes) - 2)
     share = {c: major_share if c == major else rare_share if c == rare else rest for c in classes}
     avail = {c: int((labels == c).sum()) for c in classes}
@@ -76,7 +77,7 @@ def unbalanced_rows(table: pd.DataFrame, major: str = "neutral", major_share: fl
 def few_per_speaker(table: pd.DataFrame, k: int = 4, seed: int = 0) -> pd.Series:
     """New speaker ids: each speaker's rows (shuffled) dealt into pseudo-speakers of k rows ("spk~j")."""
     if k < 1:
-        raise ValueError(f"-k {k}: must be >= 1")
+        raise UserError(f"-k {k}: must be >= 1")
     rng = np.random.default_rng(seed)
     speakers = table["speaker"].astype(str).to_numpy()
     out = speakers.astype(object).copy()
@@ -90,12 +91,12 @@ def few_per_speaker(table: pd.DataFrame, k: int = 4, seed: int = 0) -> pd.Series
 def derive(cache_path, kind: str, out_path, seed: int = 0, **options) -> tuple[Path, pd.DataFrame]:
     """Write the stress corpus `kind` of a cache to out_path (same format); returns (path, table)."""
     if kind not in KINDS:
-        raise ValueError(f"--kind {kind!r}: choose from {', '.join(KINDS)}")
+        raise UserError(f"--kind {kind!r}: choose from {', '.join(KINDS)}")
     check_output(out_path, "stress")
     cache = load_cache(cache_path)
     table = cache.table.copy()
     if kind in TEXT_KINDS and (table.get("text_id", pd.Series([""])) == "").all():
-        raise ValueError(f"--kind {kind}: {cache_path} has no prompt ids (text_id); re-make its manifest and "
+        raise UserError(f"--kind {kind}: {cache_path} has no prompt ids (text_id); re-make its manifest and "
                          "run `extract` with it (the cache gains the column without re-encoding)")
     if kind == "confounded":
         rows = confounded_rows(table, seed=seed, **options)

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from data_manifests.errors import UserError
 from pipeline.audio import FULL_MEL_FRAMES, HOP, SAMPLE_RATE
 
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP  # 100 mel frames
@@ -25,7 +26,7 @@ PATTERN = re.compile(r"full|trim|pad([1-9]|[12][0-9]|30)")
 def check_window(window: str) -> str:
     """`window` if it is one of full, trim, pad1..pad30; else ValueError saying what to pass."""
     if not isinstance(window, str) or not PATTERN.fullmatch(window):
-        raise ValueError(f"--window {window!r}: choose full, trim, or padN (N whole seconds 1-30, e.g. pad10)")
+        raise UserError(f"--window {window!r}: choose full, trim, or padN (N whole seconds 1-30, e.g. pad10)")
     return window
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_manifests.errors import UserError
 from data_manifests.storage import write_text_atomic
 from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig, check_names, read_toml
@@ -35,14 +36,14 @@ def read_grid(path) -> tuple[dict, dict, dict]:
     base, grid, variants = dict(spec.get("base", {})), dict(spec.get("grid", {})), dict(spec.get("variants", {}))
     stray = sorted(set(spec) - {"base", "grid", "variants"})
     if stray:
-        raise ValueError(f"{path}: unknown table/key {stray[0]!r}; use [base], [grid] and [variants.NAME]")
+        raise UserError(f"{path}: unknown table/key {stray[0]!r}; use [base], [grid] and [variants.NAME]")
     check_names(base, f"{path} [base]")
     check_names(grid, f"{path} [grid]")
     for name, fields in variants.items():
         check_names(fields, f"{path} [variants.{name}]")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ValueError(f"{path}: [grid] {key} must be a non-empty list")
+            raise UserError(f"{path}: [grid] {key} must be a non-empty list")
     return base, grid, variants
 
 

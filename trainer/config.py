@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from data_manifests.errors import UserError
+
 Method = Literal["bgrpo", "supervised", "pseudo-label", "dino", "topline"]
 METHODS = typing.get_args(Method)
 
@@ -130,7 +132,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             problem = field_problem(f, getattr(self, f.name))
             if problem:
-                raise ValueError(f"invalid config: {f.name} = {getattr(self, f.name)!r}: {problem}")
+                raise UserError(f"invalid config: {f.name} = {getattr(self, f.name)!r}: {problem}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -206,7 +208,7 @@ def field_names() -> list[str]:
 def check_names(settings: dict, where: str) -> None:
     unknown = sorted(set(settings) - set(field_names()))
     if unknown:
-        raise ValueError(f"invalid {where}: unknown field(s) {', '.join(unknown)}; "
+        raise UserError(f"invalid {where}: unknown field(s) {', '.join(unknown)}; "
                          f"`python cli.py recipe` lists them all")
 
 
@@ -217,7 +219,7 @@ def parse_set(pairs: list[str]) -> dict:
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"--set {pair!r}: write field=value, e.g. --set refit_rounds=5")
+            raise UserError(f"--set {pair!r}: write field=value, e.g. --set refit_rounds=5")
         try:
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -235,7 +237,7 @@ def read_toml(path) -> dict:
     try:
         return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: not valid TOML ({error})") from error
+        raise UserError(f"{path}: not valid TOML ({error})") from error
 
 
 def read_recipe(path) -> dict:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data_manifests import prepare, summarize, write_manifest, write_manifest_root
+from data_manifests.errors import UserError
 from data_manifests.synthetic_demo import SPEAKER_REGEX, generate
 from pipeline.encoder import resolve_model
 from pipeline.extract import cache_path, extract
@@ -43,7 +44,7 @@ def run_demo(base, seed: int = 0, seeds: int = 3, speakers: int = 8, sentences: 
     extract (embedded Whisper base, trim window) and train supervised, bgrpo and topline on it."""
     base = Path(base)
     if speakers < 4:
-        raise ValueError("--speakers must be at least 4: the demo uses 4 speaker-independent folds")
+        raise UserError("--speakers must be at least 4: the demo uses 4 speaker-independent folds")
     _, _, tag = resolve_model(None)  # the embedded encoder: fail before any work if missing
     log("1/4 generating the demo corpus with eSpeak NG")
     generate(base / "corpus", seed=seed, n_speakers=speakers, n_sentences=sentences, n_takes=takes)
@@ -56,7 +57,7 @@ def run_demo(base, seed: int = 0, seeds: int = 3, speakers: int = 8, sentences: 
     cache = cache_path(base / "cache", "demo", tag, "trim")
     result = extract(table, base / "corpus", cache, window="trim", log=log)
     if result.failed:
-        raise ValueError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
+        raise UserError(f"{len(result.failed)} demo files failed to encode: {result.failed}")
     if not result.already_complete:
         log(result.final_line())
     fraction, per_class = demo_label_fraction(table)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_manifests.errors import UserError
 from trainer.features import middle_layer
 from trainer.placement import host_path
 
@@ -25,7 +26,7 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
         return list(range(n_states))
     i = middle_layer(n_states) if layer == "middle" else int(layer)
     if not -n_states <= i < n_states:
-        raise ValueError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
+        raise UserError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
 
 

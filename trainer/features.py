@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_manifests.errors import UserError
 from trainer.placement import host_path
 
 
@@ -29,7 +30,7 @@ def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
     else:
         i = int(layer)
         if not -raw.shape[1] <= i < raw.shape[1]:
-            raise ValueError(f"layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
+            raise UserError(f"layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
         out = raw[:, [i], :]
     return out.astype(np.float32)
 
@@ -79,7 +80,7 @@ class Standardizer:
         for b in blocks():
             total, n = sequential_sum(total, b), n + len(b)
         if n < 2:
-            raise ValueError("standardisation needs at least 2 training rows")
+            raise UserError("standardisation needs at least 2 training rows")
         mean = total / n
         squares = None
         for b in blocks():

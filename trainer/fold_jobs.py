@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import UserError
 from pipeline.cache import load_cache
 from trainer.auto_choices import choose_text_norm, resolve_auto
 from trainer.feature_store import CenteredCache, states_to_read
@@ -83,7 +84,7 @@ def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
     for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
         x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
         if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
-            raise ValueError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
+            raise UserError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
                              f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
                              "same encoder (and use the same layer)")
         pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))

@@ -11,6 +11,7 @@ from multiprocessing import get_context
 import torch
 from tqdm import tqdm
 
+from data_manifests.errors import UserError
 from pipeline.run_lock import die_with_parent
 from trainer.config import TrainConfig
 from trainer.fold_jobs import prepare_fold, prepared_cache
@@ -28,7 +29,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device}: no CUDA device here; use --set device=cpu")
+        raise UserError(f"device {device}: no CUDA device here; use --set device=cpu")
     return device
 
 
@@ -91,9 +92,9 @@ def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
     folds = list(cfg.folds) if cfg.folds else all_folds
     bad = [f for f in folds if f not in all_folds]
     if bad:
-        raise ValueError(f"folds {','.join(bad)}: {cache_path} has folds {','.join(all_folds)}")
+        raise UserError(f"folds {','.join(bad)}: {cache_path} has folds {','.join(all_folds)}")
     if cfg.inner_validation and all_folds != ["split"] and len(all_folds) < 3:
-        raise ValueError(f"inner_validation scores the next fold's speakers with the test fold removed, so it needs "
+        raise UserError(f"inner_validation scores the next fold's speakers with the test fold removed, so it needs "
                          f"at least 3 folds; {cache_path} has {len(all_folds)}: drop --set inner_validation=true, "
                          "or rebuild the manifest with more folds (--n-folds)")
     return [(cfg.to_dict(), str(cache_path), f, s) for f in folds for s in cfg.seeds]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_manifests.errors import UserError
 from data_manifests.schema import CANONICAL_LABELS
 from trainer.auto_choices import choose, choose_text_norm
 from trainer.config import TrainConfig
@@ -39,26 +40,26 @@ def read_user_labels(path, utt_ids) -> pd.Series:
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = [c for c in ("utt_id", "label") if c not in table.columns]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; the file needs utt_id,label "
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the file needs utt_id,label "
                          f"(found {', '.join(table.columns)})")
     table = table.assign(label=table["label"].str.strip(), utt_id=table["utt_id"].str.strip())
     table = table[table["label"] != ""]
     unknown_ids = sorted(set(table["utt_id"]) - set(map(str, utt_ids)))
     if unknown_ids:
-        raise ValueError(f"{path}: {len(unknown_ids)} utt_id(s) are not in the cache, e.g. {', '.join(unknown_ids[:5])}; "
+        raise UserError(f"{path}: {len(unknown_ids)} utt_id(s) are not in the cache, e.g. {', '.join(unknown_ids[:5])}; "
                          "use the utt_id column of the manifest the cache was extracted from")
     unknown = sorted(set(table["label"]) - set(CANONICAL_LABELS))
     if unknown:
-        raise ValueError(f"{path}: unknown label(s) {', '.join(unknown)}; use the project's vocabulary: "
+        raise UserError(f"{path}: unknown label(s) {', '.join(unknown)}; use the project's vocabulary: "
                          f"{', '.join(CANONICAL_LABELS)}")
     conflicts = table.groupby("utt_id")["label"].nunique()
     if (conflicts > 1).any():
         bad = conflicts[conflicts > 1].index[:5]
-        raise ValueError(f"{path}: utterance(s) with two different labels: {', '.join(bad)}")
+        raise UserError(f"{path}: utterance(s) with two different labels: {', '.join(bad)}")
     labels = table.drop_duplicates("utt_id").set_index("utt_id")["label"]
     counts = labels.value_counts()
     if len(counts) < 2:
-        raise ValueError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
+        raise UserError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
     return labels
 
 
@@ -77,7 +78,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     lab = np.flatnonzero(is_given)
     pool = np.flatnonzero(~is_given)
     if len(pool) == 0:
-        raise ValueError(f"{labels_csv}: every utterance already has a label; nothing to predict")
+        raise UserError(f"{labels_csv}: every utterance already has a label; nothing to predict")
     y = np.full(len(table), -1)
     y[lab] = pd.Series(utt[lab]).map(given).map({c: i for i, c in enumerate(classes)}).to_numpy()
     speakers = table["speaker"].astype(str).to_numpy()

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from data_manifests.errors import UserError
 from trainer.auto_choices import em_prior
 from trainer.baselines import train_dino, train_pseudo_label
 from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
@@ -73,4 +74,4 @@ def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callab
     if method == "topline":
         return fit_supervised(_fresh_head(job, seed_of), data.x_train_all[:], data.y_train_all, cfg,
                               _generator(seed_of, "topline"), monitor)
-    raise ValueError(f"unknown method {method!r}: use {', '.join(METHOD_ORDER)}")
+    raise UserError(f"unknown method {method!r}: use {', '.join(METHOD_ORDER)}")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_manifests.errors import UserError
+
 RULES = ("margin", "entropy", "k-center", "random")
 DEFAULT_RULE = "margin"  # what `label` writes (suggest_next): best on inner validation, docs/ACTIVE_LEARNING.md
 
@@ -82,4 +84,4 @@ def choose_next(rule: str, n: int, candidates: np.ndarray, probs: np.ndarray | N
         return k_center(features, np.zeros(0, int) if labelled is None else labelled, candidates, n)
     if rule == "random":
         return np.sort(rng.choice(candidates, size=n, replace=False))
-    raise ValueError(f"unknown rule {rule!r}: choose from {', '.join(RULES)}")
+    raise UserError(f"unknown rule {rule!r}: choose from {', '.join(RULES)}")

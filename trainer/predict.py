@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from data_manifests.errors import UserError
 from trainer.features import prepare
 from trainer.policy import PROMPT_MEANS, load_policies
 from trainer.prompt_norm import subtract_prompt_means
@@ -57,7 +58,7 @@ def speakers_from_names(paths, speaker_regex: str) -> list[str]:
     matches = [(p, re.search(speaker_regex, Path(p).name)) for p in paths]
     unmatched = [p for p, m in matches if m is None]
     if unmatched:
-        raise ValueError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
+        raise UserError(f"--speaker-regex {speaker_regex!r} does not match {len(unmatched)} file name(s), "
                          f"e.g. {unmatched[0]}")
     return [_first_group(m) for _, m in matches]
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from data_manifests.errors import UserError
+
 
 @dataclass
 class Split:
@@ -32,7 +34,7 @@ def fold_names(table: pd.DataFrame) -> list[str]:
     """Fold ids of the cache: its `fold` column (>= 0), or one fold 'split' from train/test splits."""
     folds = sorted(int(f) for f in np.unique(table["fold"]) if int(f) >= 0)
     if len(folds) == 1:  # every speaker in the test fold: nothing left to train on
-        raise ValueError(f"every utterance of the cache is in fold {folds[0]}, but a speaker-independent test needs "
+        raise UserError(f"every utterance of the cache is in fold {folds[0]}, but a speaker-independent test needs "
                          "at least 2 folds: rebuild its manifest with speakers of 2 or more folds (`manifest "
                          "--speakers`) or `--n-folds 2`, then extract again")
     if folds:
@@ -40,7 +42,7 @@ def fold_names(table: pd.DataFrame) -> list[str]:
     split = table.get("split", pd.Series([""] * len(table))).astype(str)
     if (split == "test").any() and split.isin(["train", "valid", "validation", "dev"]).any():
         return ["split"]
-    raise ValueError("the cache has neither speaker folds (fold >= 0) nor a train/test split: "
+    raise UserError("the cache has neither speaker folds (fold >= 0) nor a train/test split: "
                      "rebuild its manifest with folds (see `python cli.py manifest --help`)")
 
 
@@ -139,7 +141,7 @@ def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: floa
     train = np.flatnonzero(train_mask)
     test = np.flatnonzero(test_mask)
     if len(train) == 0 or len(test) == 0:
-        raise ValueError(f"fold {fold}: {len(train)} training and {len(test)} test rows; a fold needs both")
+        raise UserError(f"fold {fold}: {len(train)} training and {len(test)} test rows; a fold needs both")
     overlap = len(set(table["speaker"].iloc[train]) & set(table["speaker"].iloc[test]))
     if overlap:
         warnings.warn(f"fold {fold}: {overlap} speaker(s) appear in both train and test (official split?)")

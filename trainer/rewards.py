@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from data_manifests.errors import UserError
+
 SELF_TERMS = ("r1", "r2")
 TEACHER_TERMS = ("r3", "r4", "r5")
 ALIASES = {"self": SELF_TERMS, "teacher": TEACHER_TERMS}
@@ -23,7 +25,7 @@ def parse_reward(spec: str) -> tuple[str, ...]:
         expanded = ALIASES.get(part, (part,))
         for t in expanded:
             if t not in TERMS:
-                raise ValueError(f"invalid config: reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'")
+                raise UserError(f"invalid config: reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'")
             if t not in terms:
                 terms.append(t)
     return tuple(terms)
@@ -70,7 +72,7 @@ def compute_reward(terms, p_old, actions, p_teacher=None, plan=None) -> torch.Te
     parts = []
     for t in terms:
         if t in TEACHER_TERMS and p_teacher is None:
-            raise ValueError(f"reward {t} needs a teacher")
+            raise UserError(f"reward {t} needs a teacher")
         if t == "r1":
             parts.append(r1_confidence(p_old, actions))
         elif t == "r2":
@@ -83,6 +85,6 @@ def compute_reward(terms, p_old, actions, p_teacher=None, plan=None) -> torch.Te
             parts.append(r5_distribution_agreement(p_teacher, p_old))
         else:  # assign
             if plan is None:
-                raise ValueError("reward 'assign' needs the balanced (Sinkhorn) assignment")
+                raise UserError("reward 'assign' needs the balanced (Sinkhorn) assignment")
             parts.append(assign_confidence(plan, actions))
     return torch.stack(parts).mean(0)

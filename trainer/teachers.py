@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_manifests.errors import UserError
 from trainer.feature_store import FeatureRows
 from trainer.features import Standardizer
 from trainer.fold_jobs import FoldJob, prepared_cache
@@ -77,7 +78,7 @@ def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
         return LDATeacher([data.x_lab, data.x_val, data.x_unl], data.n_classes, cfg.lda_components,
                           seed).fit(data.x_lab, data.y_lab)
     if cfg.unlabeled_cache:
-        raise ValueError("teacher cache:FILE with unlabeled_cache is not supported: "
+        raise UserError("teacher cache:FILE with unlabeled_cache is not supported: "
                          "the teacher cache has no vectors for the external corpus")
     utt = job.table["utt_id"].astype(str).to_numpy()
     lab, pool = job.split.labeled, job.split.unlabeled
@@ -93,7 +94,7 @@ def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes:
     pos = {u: i for i, u in enumerate(table["utt_id"])}
     missing = [u for u in list(utt_lab) + list(utt_pool) if u not in pos]
     if missing:
-        raise ValueError(f"teacher cache {teacher_cache} lacks {len(missing)} utterance(s) of this run "
+        raise UserError(f"teacher cache {teacher_cache} lacks {len(missing)} utterance(s) of this run "
                          f"(e.g. {missing[0]}): extract the same manifest with the teacher's encoder")
     rows_lab = np.array([pos[u] for u in utt_lab], np.int64)
     rows_pool = np.array([pos[u] for u in utt_pool], np.int64)
