@@ -1,8 +1,8 @@
 """What to label next, measured (docs/ACTIVE_LEARNING.md): labelling in rounds, each rule of
 trainer/next_to_label.py against random picks.
 
-    python bench/active_learning.py --cache ravdess=/work/caches/ravdess/whisper-base-trim.h5 \
-        --cache casia=/work/caches/casia/whisper-base-trim.h5 [--seeds 0,1,2] [--workers 2] \
+    python bench/active_learning.py --cache ravdess=cache/ravdess/whisper-base-trim.h5 \
+        --cache casia=cache/casia/whisper-base-trim.h5 [--seeds 0,1,2] [--workers 2] \
         [--rules margin,entropy,k-center,random] [--inner] [--out docs/results/active-learning]
 
 Per corpus, outer test fold and seed: start from the protocol's stratified 5% of the training folds
