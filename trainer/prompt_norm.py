@@ -36,7 +36,7 @@ def prompt_codes(text_ids) -> tuple[np.ndarray, np.ndarray]:
     return names, codes
 
 
-def group_sums(x, rows: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def row_sums_by_group(x, rows: np.ndarray, groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """(float64 sums [n_groups, D'], counts) of the centred rows `rows` of x (a CenteredCache) by group
     id (`groups`, aligned with rows; -1 = none), read a chunk at a time."""
     width = int(np.prod(x.row_shape))
@@ -67,7 +67,7 @@ class PromptCentered:
         `min_utterances` of them."""
         names, codes = prompt_codes(text_ids)
         train_rows = np.asarray(train_rows, np.int64)
-        sums, counts = group_sums(base, train_rows, codes[train_rows], len(names))
+        sums, counts = row_sums_by_group(base, train_rows, codes[train_rows], len(names))
         has_mean = counts >= max(min_utterances, 2)
         means = np.where(has_mean[:, None], sums / np.maximum(counts, 1)[:, None], 0.0)
         return cls(base, codes, means, names, has_mean)
@@ -132,14 +132,14 @@ def prompt_label_dependence(x, codes: np.ndarray, speakers, train_rows: np.ndarr
     _, spk = np.unique(speakers, return_inverse=True)
     train_rows = np.asarray(train_rows, np.int64)
     n_prompts = int(codes.max()) + 1 if len(codes) and codes.max() >= 0 else 0
-    p_sum, p_cnt = group_sums(x, train_rows, codes[train_rows], n_prompts)
+    p_sum, p_cnt = row_sums_by_group(x, train_rows, codes[train_rows], n_prompts)
     # (speaker, prompt) sums only for the pairs of labelled rows
     key = np.where(codes >= 0, spk * max(n_prompts, 1) + codes, -1)
     pairs, lab_pair = np.unique(key[labelled], return_inverse=True)
     train_pair = np.searchsorted(pairs, key[train_rows])
     in_pairs = (train_pair < len(pairs)) & (pairs[np.minimum(train_pair, len(pairs) - 1)] == key[train_rows]) \
         & (key[train_rows] >= 0)
-    s_sum, s_cnt = group_sums(x, train_rows, np.where(in_pairs, train_pair, -1), len(pairs))
+    s_sum, s_cnt = row_sums_by_group(x, train_rows, np.where(in_pairs, train_pair, -1), len(pairs))
     c = codes[labelled]
     others = np.where(c >= 0, p_cnt[np.maximum(c, 0)] - s_cnt[lab_pair], 0)
     tested = (c >= 0) & (others > 0)
