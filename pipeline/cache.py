@@ -164,7 +164,7 @@ def write_cache_arrays(path, embeddings: np.ndarray, table: pd.DataFrame, attrs:
     """
     embeddings = np.asarray(embeddings, dtype=np.float16)
     if embeddings.ndim != 3 or embeddings.shape[0] != len(table):
-        raise UserError(f"embeddings must be [N, L, D] with N={len(table)}, got {embeddings.shape}")
+        raise ValueError(f"embeddings must be [N, L, D] with N={len(table)}, got {embeddings.shape}")
     rows = np.arange(len(table))
     return write_cache(path, table, attrs, embeddings.shape[1:], [(rows, embeddings)])
 
@@ -275,14 +275,14 @@ def set_annotation(path, column: str, values) -> Path:
     """Write an annotation column (one string per row, all rows) into a cache, atomically (a copy
     is changed, then renamed over it): vectors, identity and fingerprint stay as they were."""
     if column not in ANNOTATION_COLUMNS:
-        raise UserError(f"{column!r} is not an annotation column ({', '.join(ANNOTATION_COLUMNS)})")
+        raise ValueError(f"{column!r} is not an annotation column ({', '.join(ANNOTATION_COLUMNS)})")
     path = Path(path)
     values = np.asarray([str(v) for v in values], dtype=object)
     with atomic_path(path) as tmp:
         shutil.copy2(path, tmp)
         with h5py.File(tmp, "r+") as f:
             if len(values) != len(f["utt_id"]):
-                raise UserError(f"{column}: {len(values)} values for the {len(f['utt_id'])} rows of {path}")
+                raise ValueError(f"{column}: {len(values)} values for the {len(f['utt_id'])} rows of {path}")
             if column in f:
                 del f[column]
             f.create_dataset(column, data=values, dtype=STR)

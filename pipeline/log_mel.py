@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 
-from data_manifests.errors import UserError
 from pipeline.audio import FULL_MEL_FRAMES, HOP, WINDOW_SAMPLES
 
 N_FFT = 400
@@ -30,7 +29,7 @@ def log_mel(audio: torch.Tensor, frames: int, filters: torch.Tensor) -> torch.Te
     `frames` (<= 3000) is how many mel frames to return; each clip must end within them.
     """
     if not 0 < frames <= FULL_MEL_FRAMES:
-        raise UserError(f"frames must be in 1..{FULL_MEL_FRAMES}, got {frames}")
+        raise ValueError(f"frames must be in 1..{FULL_MEL_FRAMES}, got {frames}")
     computed = min(frames + EDGE_FRAMES, FULL_MEL_FRAMES)
     # zeros up to where the last computed frame's window ends: the end's reflect padding then
     # mirrors zeros, as it does in the 30 s input (which is exactly this when computed == 3000)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from data_manifests.errors import UserError
 from trainer.placement import host_path
 
 
@@ -53,6 +52,6 @@ def select_actions(p_old: torch.Tensor, mode: str, generator: torch.Generator | 
         return p_old.argmax(1)
     if mode == "balanced":
         if plan is None:
-            raise UserError("balanced actions need the Sinkhorn plan")
+            raise ValueError("balanced actions need the Sinkhorn plan")
         return plan.argmax(1)
-    raise UserError(f"unknown action mode {mode!r}")
+    raise ValueError(f"unknown action mode {mode!r}")
