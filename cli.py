@@ -203,6 +203,26 @@ def merge(
     typer.echo(f"wrote {run(parts, out)}")
 
 
+@app.command("import-features")
+def import_features(
+    folder: str = typer.Argument(..., help="Folder of per-utterance .npy files (<audio path>.npy or <utt_id>.npy)."),
+    manifest: str = typer.Option(..., help="The manifest CSV of those utterances (from `cli.py manifest`)."),
+    encoder_id: str = typer.Option(..., help="Name of the encoder the features came from (recorded in the cache; "
+                                   "caches of different ids never mix)."),
+    out: str = typer.Option(..., help="The cache .h5 to write."),
+    rows: str = typer.Option("time", help="What the first axis of a 2-D array is: time (mean-pooled) or layers."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache made from other features."),
+) -> None:
+    """Turn features made by another tool (EmoBox layout: one [D], [T, D], [layers, D] or
+    [layers, T, D] .npy per utterance) into a cache that train, ablate and label read."""
+    from data_manifests import read_manifest
+    from pipeline.cache import describe
+    from pipeline.npy_import import import_npy
+
+    path = import_npy(read_manifest(manifest), folder, out, encoder_id, rows, overwrite)
+    typer.echo(f"wrote {describe(path)}")
+
+
 @app.command()
 def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before the layer-per-chunk layout.")) -> None:
     """Rewrite an older cache so that one hidden state is one contiguous read (same vectors and
