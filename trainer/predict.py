@@ -1,14 +1,13 @@
-"""Inference with a trained run: encode audio files with the run's encoder and window, then average
-the class probabilities of the run's saved policies (one per fold x seed: an ensemble). Runs with
-text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
+"""Inference with a trained run: the class probabilities of the run's saved policies (one per fold
+x seed: an ensemble) averaged over pooled hidden states; trainer/run_loader.py encodes the audio
+with the run's encoder and window first. Runs with text_norm subtract their stored prompt means
+from files whose prompt (text_id) they know."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from data_manifests.errors import UserError
@@ -71,29 +70,3 @@ def text_ids_from_names(paths, text_regex: str) -> list[str]:
 
 def _first_group(match: re.Match) -> str:
     return match.group(1) if match.groups() else match.group(0)
-
-
-def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> tuple[pd.DataFrame, dict]:
-    """(one row per readable file: path, predicted label, probability of every class;
-    {path: why it could not be read} for the others, missing files included)."""
-    from pipeline.extract import embed_files
-
-    policies, meta = load_policies(Path(run_dir) / "models.safetensors")
-    if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
-            and len(audio_paths) < 8:
-        print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
-              "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
-    note = prompt_note(meta, text_ids, len(audio_paths))
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    paths, unreadable = [str(p) for p in audio_paths], {}
-    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
-                        weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
-    read = [i for i, p in enumerate(paths) if p not in unreadable]
-    classes = meta["classes"]
-    if not read:
-        return pd.DataFrame(columns=["path", "label", *classes]), unreadable
-    probs = predict_features(policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
-                             None if text_ids is None else [text_ids[i] for i in read])
-    out = pd.DataFrame({"path": [paths[i] for i in read], "label": [classes[i] for i in probs.argmax(1)]})
-    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1), unreadable
