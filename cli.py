@@ -49,7 +49,7 @@ app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help
 def _reported_warnings():
     """Show the project's own warnings as one `warning:` line each; other warnings as Python shows them."""
     from data_manifests import ManifestWarning
-    from trainer.protocol import FewLabelsWarning
+    from trainer.inputs.protocol import FewLabelsWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.auto_choices import (
+from trainer.inputs.auto_choices import (
     choose,
     em_prior,
     grouped_cv_macro_f1,
@@ -13,8 +13,8 @@ from trainer.auto_choices import (
     speaker_label_dependence,
 )
 from trainer.config import TrainConfig
-from trainer.features import prepare
-from trainer.protocol import Split
+from trainer.inputs.features import prepare
+from trainer.inputs.protocol import Split
 
 
 def make_set(confounded: bool, n_speakers=12, per_speaker=24, n_classes=4, dim=12, seed=0):

@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, states_to_read
-from trainer.features import sequential_sum
-from trainer.features import Standardizer, prepare
-from trainer.lda_teacher import LDATeacher, principal_axes
+from trainer.inputs.feature_store import CenteredCache, FeatureRows, add_rows_by_group, states_to_read
+from trainer.inputs.features import sequential_sum
+from trainer.inputs.features import Standardizer, prepare
+from trainer.method.lda_teacher import LDATeacher, principal_axes
 
 
 def raw_cache(n=50, states=3, dim=4, seed=0):

@@ -10,11 +10,11 @@ import pytest
 from pipeline.cache import load_cache, set_annotation, write_cache_arrays
 from pipeline.extract import sync_annotations
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache
-from trainer.fold_jobs import prepare_fold
-from trainer.policy import load_policies
+from trainer.inputs.feature_store import CenteredCache
+from trainer.inputs.fold_jobs import prepare_fold
+from trainer.method.policy import load_policies
 from trainer.predict import predict_features, prompt_note
-from trainer.prompt_norm import PromptCentered, prompt_label_dependence, subtract_prompt_means
+from trainer.inputs.prompt_norm import PromptCentered, prompt_label_dependence, subtract_prompt_means
 
 
 def prompt_corpus(path, confounded: bool = False, n_speakers: int = 8, n_classes: int = 4, n_prompts: int = 6,

@@ -6,13 +6,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from trainer.config import TrainConfig
-from trainer.features import select_layers
-from trainer.bgrpo import acting_distribution
-from trainer.lda_teacher import LDATeacher
-from trainer.policy import Policy
-from trainer.protocol import fold_masks, make_split
+from trainer.inputs.features import select_layers
+from trainer.method.bgrpo import acting_distribution
+from trainer.method.lda_teacher import LDATeacher
+from trainer.method.policy import Policy
+from trainer.inputs.protocol import fold_masks, make_split
 from trainer.jobs import run_job
-from trainer.supervised import fit_lbfgs
+from trainer.method.supervised import fit_lbfgs
 
 
 def test_mixed_acting_distribution_is_the_normalised_geometric_mean():

@@ -14,11 +14,11 @@ from tqdm import tqdm
 from data_manifests.errors import UserError
 from pipeline.run_lock import die_with_parent
 from trainer.config import TrainConfig
-from trainer.fold_jobs import prepare_fold, prepared_cache
-from trainer.methods import METHOD_ORDER, monitored_epochs, train_method, warm_up
+from trainer.inputs.fold_jobs import prepare_fold, prepared_cache
+from trainer.method.methods import METHOD_ORDER, monitored_epochs, train_method, warm_up
 from trainer.metrics import histogram_entropy, scores
-from trainer.monitor import Monitor
-from trainer.protocol import fold_names
+from trainer.method.monitor import Monitor
+from trainer.inputs.protocol import fold_names
 
 
 def job_seed(fold: str, seed: int, salt: str) -> int:

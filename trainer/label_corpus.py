@@ -1,7 +1,7 @@
 """`cli.py label`: label my corpus. From a cache and the labels a user has (CSV `utt_id,label`; empty
 labels = unlabelled), train transductively on everything (the given labels as L, every other
 utterance of the cache as the pool) with the recipe of `train` (speaker normalisation decided
-from the given labels; the warm-up and B-GRPO built by trainer/methods.py, as `train` builds
+from the given labels; the warm-up and B-GRPO built by trainer/method/methods.py, as `train` builds
 them), and return for every utterance its label (given labels are kept verbatim) or the prediction
 with its probability and runner-up, plus the utterances whose label would help most: the lowest
 top-1 / top-2 margins, taken class by class in turn.
@@ -20,16 +20,16 @@ import torch
 
 from data_manifests.errors import UserError
 from data_manifests.schema import CANONICAL_LABELS
-from trainer.auto_choices import choose, choose_text_norm
+from trainer.inputs.auto_choices import choose, choose_text_norm
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
-from trainer.fold_data import FoldData
-from trainer.fold_jobs import FoldJob, raw_cache
+from trainer.inputs.feature_store import CenteredCache, FeatureRows, states_to_read
+from trainer.inputs.fold_data import FoldData
+from trainer.inputs.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
-from trainer.methods import monitored_epochs, train_method, warm_up
-from trainer.monitor import Monitor
+from trainer.method.methods import monitored_epochs, train_method, warm_up
+from trainer.method.monitor import Monitor
 from trainer.next_to_label import suggest_next
-from trainer.protocol import Split
+from trainer.inputs.protocol import Split
 
 
 def read_user_labels(path, utt_ids) -> pd.Series:

@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from data_manifests.errors import UserError
-from trainer.features import prepare
-from trainer.policy import PROMPT_MEANS, load_policies
-from trainer.prompt_norm import subtract_prompt_means
+from trainer.inputs.features import prepare
+from trainer.method.policy import PROMPT_MEANS, load_policies
+from trainer.inputs.prompt_norm import subtract_prompt_means
 
 
 def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None) -> np.ndarray:

@@ -6,7 +6,7 @@ copy; the in-memory path made several copies (layer selection, centring, z-scori
 each chunk goes through exactly the operations of that path, in the same order and precision,
 so a row's float32 input is bit-for-bit what it was, whatever the chunk size. The operations are
 torch's, on the run's device (the float16 rows are copied there once), so a GPU run never sends
-the pool through the host; on the CPU they are numpy's (trainer/placement.py), bit for bit.
+the pool through the host; on the CPU they are numpy's (trainer/inputs/placement.py), bit for bit.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.features import middle_layer
-from trainer.placement import host_path
+from trainer.inputs.features import middle_layer
+from trainer.inputs.placement import host_path
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
 

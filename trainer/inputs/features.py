@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.placement import host_path
+from trainer.inputs.placement import host_path
 
 
 def middle_layer(n_states: int) -> int:

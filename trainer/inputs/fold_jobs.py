@@ -11,10 +11,10 @@ import pandas as pd
 
 from data_manifests.errors import UserError
 from pipeline.cache import load_cache
-from trainer.auto_choices import choose_text_norm, resolve_auto
-from trainer.feature_store import CenteredCache, states_to_read
-from trainer.fold_data import FoldData
-from trainer.protocol import Split, make_split
+from trainer.inputs.auto_choices import choose_text_norm, resolve_auto
+from trainer.inputs.feature_store import CenteredCache, states_to_read
+from trainer.inputs.fold_data import FoldData
+from trainer.inputs.protocol import Split, make_split
 
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 

@@ -12,15 +12,15 @@ it is: the mean of a few utterances is mostly their own content, emotion include
 
 Where prompts were written for one emotion, their mean *is* that emotion and removing it removes
 what is to be recognised: `prompt_label_dependence` tests that on the labelled subset
-(trainer/auto_choices.py decides).
+(trainer/inputs/auto_choices.py decides).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from trainer.feature_store import CHUNK_ROWS, add_rows_by_group
-from trainer.placement import host_path
+from trainer.inputs.feature_store import CHUNK_ROWS, add_rows_by_group
+from trainer.inputs.placement import host_path
 
 MIN_UTTERANCES_PER_PROMPT = 8  # as for speakers: below this a mean is mostly its utterances' own content
 MAX_TESTED_ROWS = 2000  # labelled rows the dependence test uses at most (a seeded sample beyond)

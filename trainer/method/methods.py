@@ -13,15 +13,15 @@ from typing import Callable
 import torch
 
 from data_manifests.errors import UserError
-from trainer.auto_choices import em_prior
-from trainer.baselines import train_dino, train_pseudo_label
-from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
-from trainer.fold_jobs import FoldJob
-from trainer.monitor import Monitor
-from trainer.policy import Policy
-from trainer.protocol import POOL_METHODS
-from trainer.supervised import fit_supervised, new_policy
-from trainer.teachers import teacher_for
+from trainer.inputs.auto_choices import em_prior
+from trainer.method.baselines import train_dino, train_pseudo_label
+from trainer.method.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.inputs.fold_jobs import FoldJob
+from trainer.method.monitor import Monitor
+from trainer.method.policy import Policy
+from trainer.inputs.protocol import POOL_METHODS
+from trainer.method.supervised import fit_supervised, new_policy
+from trainer.method.teachers import teacher_for
 
 METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
 

@@ -10,7 +10,7 @@ import copy
 import numpy as np
 import torch
 
-from trainer.fold_data import FoldData
+from trainer.inputs.fold_data import FoldData
 from trainer.metrics import confusion_macro_f1, counts_entropy, device_confusion
 
 
