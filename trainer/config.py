@@ -117,8 +117,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.methods = tuple(self.methods if not isinstance(self.methods, str) else self.methods.split(","))
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
+        self.seeds = _seeds(self.seeds)
+        self.folds = None if self.folds is None else tuple(str(f) for f in _as_list(self.folds))
         self.layer = str(self.layer)
         self.speaker_norm = parse_switch(self.speaker_norm)
         self.text_norm = parse_switch(self.text_norm)
@@ -192,6 +192,22 @@ def field_problem(f: dataclasses.Field, value) -> str | None:
     return (_type_problem(_hints()[f.name], value)
             or (meta["within"] and _range_problem(meta["within"], value))
             or (meta["check"] and value is not None and meta["check"](value)) or None)
+
+
+def _as_list(value) -> list:
+    """A list field's value: a list, or one comma-separated string (`--set seeds=0,1`)."""
+    return value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _seeds(value) -> tuple[int, ...]:
+    """The seeds as integers, or a UserError naming what is not one (not a ValueError traceback)."""
+    try:
+        seeds = tuple(int(s) for s in _as_list(value) if str(s).strip())
+    except (TypeError, ValueError) as error:
+        raise UserError(f"invalid config: seeds = {value!r}: integers, e.g. [0, 1, 2] ({error})") from None
+    if not seeds:
+        raise UserError("invalid config: seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+    return seeds
 
 
 def parse_switch(value):
