@@ -13,7 +13,7 @@ from trainer.inputs.auto_choices import (
     speaker_label_dependence,
 )
 from trainer.config import TrainConfig
-from trainer.inputs.features import prepare
+from trainer.inputs.feature_store import policy_rows
 from trainer.inputs.protocol import Split
 
 
@@ -50,7 +50,7 @@ def test_auto_speaker_norm_off_when_confounded_on_when_balanced(confounded, expe
     assert (c.speaker_label_p < 0.01) if confounded else (c.speaker_label_p > 0.05)
     # and the choice is the right one: held-out-speaker CV on the same set agrees
     groups = speaker_groups(spk[lab])
-    on, off = (grouped_cv_macro_f1(prepare(raw, spk, "1", norm)[lab], y[lab], groups, 4, 10.0) for norm in (True, False))
+    on, off = (grouped_cv_macro_f1(policy_rows(raw, spk, "1", norm).rows(lab), y[lab], groups, 4, 10.0) for norm in (True, False))
     assert (off > on + 10) if confounded else (on > off + 5)
 
 

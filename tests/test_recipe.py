@@ -6,7 +6,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from trainer.config import TrainConfig
-from trainer.inputs.features import select_layers
+from trainer.inputs.feature_store import policy_rows
 from trainer.method.bgrpo import acting_distribution
 from trainer.method.lda_teacher import LDATeacher
 from trainer.method.policy import Policy
@@ -63,7 +63,7 @@ def test_inner_validation_drops_the_test_fold_and_scores_the_next_one():
 
 def test_middle_layer_is_half_the_depth():
     raw = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
-    assert np.array_equal(select_layers(raw, "middle"), raw[:, [3]])
+    assert np.array_equal(policy_rows(raw, None, "middle", False).rows(np.arange(2)), raw[:, [3]])
 
 
 def test_default_recipe_gains_over_supervised_on_clustered_data(tmp_path, synthetic_cache):

@@ -22,7 +22,7 @@ from data_manifests.errors import UserError
 from data_manifests.schema import CANONICAL_LABELS
 from trainer.inputs.auto_choices import choose, choose_text_norm
 from trainer.config import TrainConfig
-from trainer.inputs.feature_store import CenteredCache, FeatureRows, states_to_read
+from trainer.inputs.feature_store import FeatureRows, policy_rows
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
@@ -86,8 +86,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
         "normalisation from the given labels")
     choice = choose(cache.features, speakers, lab, y[lab], len(classes), cfg.layer, cfg.speaker_norm, cfg.l2)
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
-    x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
-                      cfg.speaker_norm)
+    x = policy_rows(cache.features, speakers, cfg.layer, cfg.speaker_norm)
     split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
     x, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
     cfg = cfg.replace(text_norm=text_choice["text_norm"])

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainer.inputs.features import Standardizer, middle_layer, prepare
+from trainer.inputs.feature_store import policy_rows
+from trainer.inputs.features import Standardizer, middle_layer
 from trainer.metrics import fast_macro_f1
 from trainer.method.policy import Policy
 from trainer.inputs.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, prompt_label_dependence
@@ -127,7 +128,7 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
         out.reason += "; fewer than 2 labelled speakers: middle layer kept"
         return out
     groups = speaker_groups(speakers[labelled])
-    scores = {lay: grouped_cv_macro_f1(prepare(raw, speakers, lay, out.speaker_norm)[labelled], y_lab, groups,
+    scores = {lay: grouped_cv_macro_f1(policy_rows(raw, speakers, lay, out.speaker_norm).rows(labelled), y_lab, groups,
                                        n_classes, l2) for lay in layers}
     out.layer = max(scores, key=scores.get)  # max keeps the first of equal scores
     out.cv_macro_f1 = scores

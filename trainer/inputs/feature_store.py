@@ -30,6 +30,15 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     return [i % n_states]
 
 
+def policy_rows(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> "CenteredCache":
+    """The one builder of what the policy sees from pooled hidden states [N, L+1, D] (a cache's
+    float16 vectors, or files `predict` embedded): the states `layer` uses, centred by speaker when
+    speaker_norm. `train` reads the same CenteredCache from disk a layer at a time (fold_jobs.py);
+    `label`, the layer CV and `predict` build it here; prompt means and z-scoring follow."""
+    raw = np.asarray(raw)
+    return CenteredCache(raw[:, states_to_read(layer, raw.shape[1])], speakers, layer, speaker_norm)
+
+
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:
     """sums[g] += each row of group g, in row order, in float64: np.add.at's result bit for bit
     (a group's running sum heads its segment, then its rows follow in order), at the speed of
