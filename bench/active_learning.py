@@ -109,12 +109,12 @@ def train_round(cfg: TrainConfig, cache_path: str, y_visible: np.ndarray, split:
                           table["speaker"].astype(str).to_numpy(), split, len(classes), device)
     job = FoldJob(data, split, table, y_visible, classes, cfg, choice)
     seed_of = partial(job_seed, *seed_key)
-    warm = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+    warm, job = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
     model = train_method("bgrpo", warm, job, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
     probs = np.zeros((len(split.train), len(classes)))
     probs[np.searchsorted(split.train, split.unlabeled)] = data.x_unl.map(model.probs).cpu().numpy()
     return RoundModel(data.x_test.map(model.probs).argmax(1).cpu().numpy(),
-                      data.x_test.map(warm.probs).argmax(1).cpu().numpy(), probs, data.x_train_all[:], choice)
+                      data.x_test.map(warm.probs).argmax(1).cpu().numpy(), probs, data.x_train_all[:], job.choice)
 
 
 def round_targets(n_train: int) -> tuple[int, int]:

@@ -63,7 +63,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     if set(cfg.methods) - {"topline"}:
         t0 = time.perf_counter()
         mon = Monitor(data, "supervised", curves, monitored_epochs("supervised", cfg))
-        warm = warm_up(job, seed_of, mon)
+        warm, job = warm_up(job, seed_of, mon)
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)

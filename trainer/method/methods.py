@@ -8,6 +8,7 @@ field means the same in both.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -41,16 +42,16 @@ def _fresh_head(job: FoldJob, seed_of: Callable[[str], int]) -> Policy:
     return new_policy(job.cfg, data.standardizer, data.n_classes, seed_of("init"), data.x_lab.device)
 
 
-def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> Policy:
-    """The warm-up on the labelled rows; with pool_prior=em it replaces job.data.prior by the pool's
-    prior estimated label-free from its predictions. The prior used is recorded in job.choice."""
+def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> tuple[Policy, FoldJob]:
+    """(the warm-up on the labelled rows, the job the other methods train from). That job is a copy
+    (`job` is left as it is): its prior is the labelled subset's, or with pool_prior=em the pool's
+    prior estimated label-free from the warm-up's predictions, and its choice records the prior used."""
     cfg, data = job.cfg, job.data
     warm = fit_supervised(_fresh_head(job, seed_of), data.x_lab, data.y_lab, cfg, _generator(seed_of, "supervised"),
                           monitor)
-    if cfg.pool_prior == "em" and len(data.x_unl):
-        data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
-    job.choice["pool_prior"] = data.prior.cpu().tolist()
-    return warm
+    prior = em_prior(data.x_unl.map(warm.probs), data.prior) if cfg.pool_prior == "em" and len(data.x_unl) \
+        else data.prior
+    return warm, replace(job, data=replace(data, prior=prior), choice={**job.choice, "pool_prior": prior.cpu().tolist()})
 
 
 def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callable[[str], int],
