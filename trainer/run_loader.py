@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_manifests.errors import UserError
 from pipeline.npy_import import IMPORTED_WINDOW
-from trainer.policy import load_policies
+from trainer.method.policy import load_policies
 from trainer.predict import predict_features, prompt_note
 
 
