@@ -8,6 +8,7 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -76,13 +77,20 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         c.update(fold=fold, seed=seed)
     for r in rows:
         r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm, text_norm=cfg.text_norm)
-    kept = None if job.prompts is None else job.prompts.has_mean  # prompts whose mean the run subtracted
-    prompts = None if kept is None else (job.prompts.names[kept].tolist(), job.prompts.means[kept].astype("float32"))
+    prompts = saved_prompt_means(job)
     return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
             "prompt_means": prompts,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}
+
+
+def saved_prompt_means(job) -> tuple[list, np.ndarray] | None:
+    """(prompt names, float32 means) that a text_norm job subtracted, as `predict` needs them; None without text_norm."""
+    if job.prompts is None:
+        return None
+    kept = job.prompts.has_mean
+    return job.prompts.names[kept].tolist(), job.prompts.means[kept].astype("float32")
 
 
 def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
