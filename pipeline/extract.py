@@ -39,6 +39,7 @@ from pipeline.cache import (
     CacheMismatch,
     check_output,
     identity_of,
+    manifest_rows,
     merge,
     mismatches,
     open_checked,
@@ -354,12 +355,8 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
     rows_all = np.sort(np.asarray([r for batch in plan for r in batch], np.int64))
     position = np.full(len(table), -1, np.int64)
     position[rows_all] = np.arange(len(rows_all))
-    sub = table.iloc[rows_all].reset_index(drop=True).copy()
-    sub["row"] = rows_all
-    sub["ok"], sub["error"] = True, ""
+    sub = manifest_rows(table, rows_all)
     sub["num_frames"], sub["duration"] = 0, 0.0
-    if "fold" in sub:
-        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
     for p in batches:
         z = store.load(p)
         pos = position[z["rows"]]

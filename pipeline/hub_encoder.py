@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from pipeline.audio import SAMPLE_RATE, BadAudio, load_audio
-from pipeline.cache import check_output, write_cache
+from pipeline.cache import check_output, manifest_rows, write_cache
 from pipeline.encoder import EncoderError, _sha256_files, pick_device
 
 HUB_WINDOW = "utterance"
@@ -134,12 +134,9 @@ def extract_hub(table: pd.DataFrame, root, out_path, model, device: str = "auto"
     paths = [str(Path(root) / p) for p in table["path"]]
     unreadable: dict = {}
     feats = embed_hub_files(paths, enc, batch_size, unreadable)
-    sub = table.reset_index(drop=True).copy()
-    sub["row"] = np.arange(len(sub))
+    sub = manifest_rows(table)
     sub["ok"] = [p not in unreadable for p in paths]
     sub["error"] = [unreadable.get(p, "") for p in paths]
-    if "fold" in sub:
-        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
     if not sub["ok"].any():
         raise BadAudio(f"none of the {len(sub)} files could be read (e.g. {paths[0]}: {unreadable[paths[0]]}); "
                        "no cache was written")

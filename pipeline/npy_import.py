@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from data_manifests.errors import UserError
-from pipeline.cache import CHUNK_ROWS, CacheMismatch, check_output, identity_of, write_cache
+from pipeline.cache import CHUNK_ROWS, CacheMismatch, check_output, identity_of, manifest_rows, write_cache
 from pipeline.extract import manifest_sha256
 
 ROW_KINDS = ("time", "layers")
@@ -98,8 +98,4 @@ def import_npy(table: pd.DataFrame, folder, out_path, encoder_id: str, rows: str
             block = [read_states(path, rows, first.shape, files[0]) for path in files[start:start + CHUNK_ROWS]]
             yield np.arange(start, start + len(block)), np.stack(block)
 
-    sub = table.reset_index(drop=True).copy()
-    sub["row"], sub["ok"], sub["error"] = np.arange(len(sub)), True, ""
-    if "fold" in sub:
-        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
-    return write_cache(out_path, sub, identity, first.shape, blocks())
+    return write_cache(out_path, manifest_rows(table), identity, first.shape, blocks())
