@@ -135,3 +135,23 @@ def test_scikit_learn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(estimator)
+
+
+def test_the_readme_python_example_runs(tmp_path, synthetic_cache, monkeypatch):
+    """The README's example as written, on .npy files of a synthetic cache (up to load_run, which
+    needs a trained run and audio: test_trainer_predict.py covers it)."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Python.*?```python\n(.*?)```", readme, re.S).group(1)
+    lines = block.splitlines()
+    assert len(lines) <= 10
+    data = load_cache(synthetic_cache(tmp_path / "syn.h5"))
+    y = np.where(np.arange(len(data.table)) % 4 == 0, data.table["label"].to_numpy(object), -1)
+    monkeypatch.chdir(tmp_path)
+    np.save("feats.npy", data.features.astype(np.float32))
+    np.save("labels.npy", y)
+    np.save("speakers.npy", data.table["speaker"].to_numpy(str))
+    scope: dict = {}
+    exec("\n".join(line for line in lines if "load_run(" not in line and "run.predict" not in line), scope)
+    assert (scope["clf"].transduction_ != -1).all() and len(scope["clf"].transduction_) == len(y)
