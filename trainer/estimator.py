@@ -31,7 +31,7 @@ from trainer.inputs.auto_choices import resolve_auto
 from trainer.inputs.feature_store import policy_rows
 from trainer.inputs.fold_jobs import fold_job
 from trainer.inputs.protocol import Split
-from trainer.jobs import job_seed, resolve_device, saved_prompt_means
+from trainer.jobs import job_seed, resolve_device, saved_prompt_means, torch_threads
 from trainer.method.methods import monitored_epochs, train_method, warm_up
 from trainer.method.monitor import Monitor
 from trainer.method.policy import PROMPT_MEANS
@@ -118,14 +118,14 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         job = fold_job(cfg, x, table, codes, list(self.classes_), split, choice, torch.device(cfg.device))
         seed_of = partial(job_seed, str(self.fold_name), int(self.random_state))
         curves: list = []
-        with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warm, job_bgrpo = warm_up(job, seed_of, Monitor(job.data, "supervised", [],
-                                                            monitored_epochs("supervised", job.cfg)))
-            self.n_rounds_ = monitored_epochs("bgrpo", job.cfg)
-            self.policy_ = train_method("bgrpo", warm, job_bgrpo, seed_of,
-                                        Monitor(job.data, "bgrpo", curves, self.n_rounds_)).eval()
-        self.choices_ = {**job_bgrpo.choice, "layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm,
+        threads = torch.get_num_threads()
+        torch.set_num_threads(torch_threads(job.cfg))  # as run_job: the same reduction order, the same numbers
+        self.n_rounds_ = monitored_epochs("bgrpo", job.cfg)
+        try:
+            self.policy_, chosen = train_bgrpo_job(job, seed_of, curves)
+        finally:
+            torch.set_num_threads(threads)
+        self.choices_ = {**chosen, "layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm,
                          "text_norm": job.cfg.text_norm}
         self.selected_ = np.asarray([c.get("selection_rate", np.nan) for c in curves], dtype=float)
         saved = saved_prompt_means(job)
@@ -162,6 +162,18 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         keep = ~is_unlabelled(y)
         weights = None if sample_weight is None else np.asarray(sample_weight)[keep]
         return super().score(np.asarray(X)[keep], y[keep], weights)
+
+
+def train_bgrpo_job(job, seed_of, curves: list):
+    """(B-GRPO's head, the job's choices with the pool prior used): the warm-up, then B-GRPO from it
+    (method/methods.py), as run_job trains them; the rounds' diagnostics go to `curves`."""
+    with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warm, job_bgrpo = warm_up(job, seed_of, Monitor(job.data, "supervised", [],
+                                                        monitored_epochs("supervised", job.cfg)))
+        policy = train_method("bgrpo", warm, job_bgrpo, seed_of,
+                              Monitor(job.data, "bgrpo", curves, monitored_epochs("bgrpo", job.cfg)))
+    return policy.eval(), job_bgrpo.choice
 
 
 def is_unlabelled(y: np.ndarray) -> np.ndarray:

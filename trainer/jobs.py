@@ -34,10 +34,16 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def torch_threads(cfg) -> int:
+    """Torch threads of one job: `threads`, or the cores shared among `workers` (0). The reduction
+    order of a matrix product follows the thread count, so equal numbers need equal counts."""
+    return cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
+
+
 def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     """One fold x seed: warm-up, then every requested method; returns rows, curves, predictions."""
     cfg = TrainConfig.from_dict(cfg_dict)
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
+    torch.set_num_threads(torch_threads(cfg))
     dev = torch.device(resolve_device(cfg.device))
     job = prepare_fold(cfg, cache_path, fold, seed, dev)
     data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
