@@ -93,3 +93,28 @@ def test_only_local_folders_load(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "wavlm"}')
     with pytest.raises(EncoderError, match="cannot load its weights"):
         load_hub_encoder(tmp_path)
+
+
+def test_a_run_on_a_wavlm_cache_predicts_audio_through_the_same_folder(tmp_path):
+    """load_run(...).predict re-encodes files with the cache's WavLM folder (weights checked) and
+    scores them as their cached rows."""
+    import warnings
+
+    from pipeline.extract import extract
+    from data_manifests import read_manifest
+    from trainer.config import TrainConfig
+    from trainer.run import train
+    from trainer.run_loader import load_run
+
+    model = save_wavlm(tmp_path / "model")
+    table = read_manifest(corpus(tmp_path, n=9))
+    extract(table, tmp_path, tmp_path / "c.h5", model=str(model), device="cpu", log=lambda *a: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(TrainConfig(methods=("bgrpo",), seeds=(0,), folds=("0",), labeled_fraction=1.0,
+                          speaker_norm=False), tmp_path / "c.h5", tmp_path / "run")
+    run = load_run(tmp_path / "run", device="cpu")
+    files = [str(tmp_path / f"u{i}.wav") for i in range(9)]
+    served = run.predict(files)
+    cached = run.predict_features(load_cache(tmp_path / "c.h5").features)
+    np.testing.assert_allclose(served[run.classes_].to_numpy(float), cached, atol=1e-6)
