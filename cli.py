@@ -329,20 +329,21 @@ def predict(
                                    "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    from trainer.predict import predict as run_predict, speakers_from_names, text_ids_from_names
+    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
 
     speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
     text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
-    table, unreadable = run_predict(run, audio, device, speakers, text_ids)
+    trained, unreadable = load_run(run), {}
+    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable)
     if csv:
         from data_manifests.storage import write_text_atomic
 
         write_text_atomic(Path(csv), table.to_csv(index=False))
-    classes = [c for c in table.columns if c not in ("path", "label")]
+    classes = trained.classes
     typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
     for _, row in table.iterrows():
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
-        typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
+        typer.echo(f"{row['file']}\t{row['label']}\t{probs}")
     if unreadable:
         typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
         for path, reason in unreadable.items():
