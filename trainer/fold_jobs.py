@@ -93,15 +93,29 @@ def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
 
 def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     """Features, split (SPEC 2) and the pool (with unlabeled_cache) of one fold x seed, on `device`."""
-    table = table_cache(str(cache_path)).table
+    path = str(cache_path)
+    table = table_cache(path).table
     classes = class_names(table)
     y = table["label"].astype(str).map({c: i for i, c in enumerate(classes)}).to_numpy()
     split = make_split(table, fold, seed, cfg.labeled_fraction, cfg.val_fraction, cfg.transductive,
                        cfg.inner_validation)
     # label-only choices; only layer=auto reads every hidden state (its CV compares them)
-    cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
-                               split, y, len(classes))
-    x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    evidence = raw_cache(path) if cfg.layer == "auto" else table_cache(path)
+    return build_job(cfg, table, y, classes, split, evidence,
+                     lambda layer, speaker_norm: prepared_cache(path, layer, speaker_norm), device)
+
+
+def build_job(cfg, table: pd.DataFrame, y: np.ndarray, classes: list[str], split: Split, evidence, features,
+              device) -> FoldJob:
+    """The one builder of a FoldJob from rows, labels and a split: `train` (prepare_fold, from a
+    cache) and BGRPOClassifier.fit (trainer/estimator.py, from arrays) both come through here.
+
+    evidence: what resolve_auto reads (a CacheData: the table, and every hidden state for
+    layer=auto); features(layer, speaker_norm) -> PreparedCache of the rows for the resolved
+    choices; y: class index per row, -1 where unknown (never read outside split.labeled/val
+    for training)."""
+    cfg, choice = resolve_auto(cfg, evidence, split, y, len(classes))
+    x, _, attrs, _ = features(cfg.layer, cfg.speaker_norm)
     speakers = table["speaker"].astype(str).to_numpy()
     x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
     choice.update(text_choice)
