@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from pipeline.cache import CacheData
 from trainer.config import TrainConfig
@@ -64,8 +64,8 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
     (`train` seeds each fold x seed from the fold's name and the seed): set it and `random_state`
     to a train run's fold and seed to reproduce that run.
 
-    fit(X, y, groups=None, text_ids=None): groups = speaker of each row (speaker_norm; default:
-    one speaker), text_ids = prompt of each row (text_norm; default: unknown). predict and
+    fit(X, y, groups=None, text_ids=None): groups = speaker of each row (speaker_norm; without
+    groups speaker_norm=auto is off: there is no speaker to centre), text_ids = prompt of each row (text_norm; default: unknown). predict and
     predict_proba take the same optional groups / text_ids of the rows they score.
 
     Fitted attributes: classes_, transduction_ (a label for every training row: given or
@@ -103,15 +103,18 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         return cfg
 
     def fit(self, X, y, groups=None, text_ids=None):
+        if y is None:
+            raise ValueError("BGRPOClassifier requires y to be passed, but the target y is None "
+                             "(y = -1 marks the unlabelled rows)")
         raw = _rows(X)
-        y = np.asarray(y)
+        y = column_or_1d(y, warn=True)
         if len(y) != len(raw):
             raise ValueError(f"X has {len(raw)} rows, y {len(y)}")
         unlabelled = pd.Series(y).eq(UNLABELLED).to_numpy()
         check_classification_targets(y[~unlabelled] if (~unlabelled).any() else y)
         self.classes_ = np.unique(y[~unlabelled])
         if len(self.classes_) < 2:
-            raise ValueError(f"y needs labelled rows of at least 2 classes, got {len(self.classes_)}")
+            raise ValueError(f"y needs labelled rows of at least 2 classes, got {len(self.classes_)} class")
         codes = np.full(len(y), UNLABELLED, dtype=np.int64)
         codes[~unlabelled] = np.searchsorted(self.classes_, y[~unlabelled])
         self.n_features_in_ = raw.shape[1] * raw.shape[2]
@@ -122,6 +125,8 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         if text_ids is None:
             table = table.drop(columns="text_id")
         cfg = self.config()
+        if groups is None and cfg.speaker_norm == "auto":  # one speaker: centring would shift by each batch's mean
+            cfg = cfg.replace(speaker_norm=False)
         rows = np.arange(len(raw))
         split = Split(fold=str(self.fold), seed=int(self.random_state), labeled=rows[~unlabelled],
                       val=rows[:0], unlabeled=rows[unlabelled], test=rows[:0], train=rows, speaker_overlap=0)
@@ -164,11 +169,13 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "policy_")
         raw = _rows(X)
         if raw.shape[1] * raw.shape[2] != self.n_features_in_ or raw.shape[1] != self.n_layers_in_:
-            raise ValueError(f"X has {raw.shape[1]} x {raw.shape[2]} features, but BGRPOClassifier was fitted on "
-                             f"{self.n_layers_in_} x {self.n_features_in_ // self.n_layers_in_}")
+            raise ValueError(f"X has {raw.shape[1] * raw.shape[2]} features, but BGRPOClassifier is expecting "
+                             f"{self.n_features_in_} features as input ({self.n_layers_in_} layer(s) at fit, "
+                             f"{raw.shape[1]} now)")
         speakers = _labels(groups, len(raw), "groups")
         prompts = None if text_ids is None else _labels(text_ids, len(raw), "text_ids")
         return predict_features({POLICY: self.policy_}, self._meta, raw, speakers, prompts)
 
     def predict(self, X, groups=None, text_ids=None) -> np.ndarray:
+        check_is_fitted(self, "policy_")
         return self.classes_[self.predict_proba(X, groups, text_ids).argmax(1)]
