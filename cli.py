@@ -127,7 +127,8 @@ def extract(
     root: str = typer.Option(None, help="The corpus folder. Default: with --manifest the folder recorded beside it "
                              "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
-    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
+    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id; "
+                              "a local WavLM / HuBERT / wav2vec 2.0 folder (or hub id already downloaded) encodes each utterance whole."),
     window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames; "
                                "padN: padded to the next N s (docs/EXTRACTION.md)."),
     cache_dir: str = typer.Option("cache", help="Caches go to <cache-dir>/<corpus>/<encoder-tag>-<window>.h5."),
@@ -155,6 +156,7 @@ def extract(
     from data_manifests import audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import resolve_model
     from pipeline.extract import cache_path, extract as run, parse_shard
+    from pipeline.hub_encoder import is_waveform_model
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     if manifest:
@@ -172,6 +174,12 @@ def extract(
     where = parse_shard(shard)
     if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
+    if is_waveform_model(model):  # WavLM, HuBERT, wav2vec 2.0 from local weights: each utterance whole
+        from pipeline.hub_encoder import WINDOW, extract_waveform_model
+
+        path = Path(out) if out else cache_path(cache_dir, corpus, Path(model).name, WINDOW)
+        typer.echo(f"wrote {extract_waveform_model(table, root, path, model, device, typer.echo)}")
+        return
     _, _, tag = resolve_model(model)
     path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
     result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
