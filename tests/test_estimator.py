@@ -12,7 +12,7 @@ from pipeline.cache import load_cache
 from trainer import BGRPOClassifier
 from trainer.config import TrainConfig
 from trainer.jobs import run_job
-from trainer.protocol import make_split
+from trainer.inputs.protocol import make_split
 
 REPO = Path(__file__).resolve().parents[1]
 RAVDESS_CACHE = Path(os.environ.get("BGRPO_SER_RAVDESS_CACHE", "/work/cache/ravdess/whisper-base-trim.h5"))

@@ -1,9 +1,10 @@
 """B-GRPO as a scikit-learn estimator on any features: `fit(X, y)` with y = -1 for unlabelled rows,
 as sklearn's SelfTrainingClassifier and LabelSpreading take it.
 
-It is `train`'s code path, not a copy: the rows become a FoldJob through the one builder
-(trainer/fold_jobs.build_job: `auto` choices, speaker and prompt centring, FoldData), the warm-up and
-B-GRPO are trainer/methods.py's, and predictions go through trainer/predict.predict_features, the
+It is `train`'s code path, not a copy: the rows become a FoldJob as a cache's do in prepare_fold
+(resolve_auto's label-only choices, policy_rows: the one builder of what the policy sees,
+fold_jobs.fold_job: text_norm and the FoldData), the warm-up and B-GRPO are
+trainer/method/methods.py's, and predictions go through trainer/predict.predict_features, the
 function `cli.py predict` scores files with. Given a cache's training-fold rows with the protocol's
 labelled subset, `fold` and `random_state` equal to a `train` run's fold and seed, it gives that
 run's bgrpo predictions (tests/test_estimator.py).
@@ -21,14 +22,15 @@ from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from pipeline.cache import CacheData
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache, states_to_read
-from trainer.fold_jobs import PreparedCache, build_job
+from trainer.inputs.auto_choices import resolve_auto
+from trainer.inputs.feature_store import policy_rows
+from trainer.inputs.fold_jobs import fold_job
+from trainer.inputs.protocol import Split
 from trainer.jobs import job_seed, resolve_device
-from trainer.methods import monitored_epochs, train_method, warm_up
-from trainer.monitor import Monitor
-from trainer.policy import PROMPT_MEANS
+from trainer.method.methods import monitored_epochs, train_method, warm_up
+from trainer.method.monitor import Monitor
+from trainer.method.policy import PROMPT_MEANS
 from trainer.predict import predict_features
-from trainer.protocol import Split
 
 UNLABELLED = -1
 CONFIG_PARAMS = ("layer", "speaker_norm", "text_norm", "refit_rounds", "l2", "reward", "teacher", "update", "device")
@@ -128,23 +130,19 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         if groups is None and cfg.speaker_norm == "auto":  # one speaker: centring would shift by each batch's mean
             cfg = cfg.replace(speaker_norm=False)
         rows = np.arange(len(raw))
-        split = Split(fold=str(self.fold), seed=int(self.random_state), labeled=rows[~unlabelled],
-                      val=rows[:0], unlabeled=rows[unlabelled], test=rows[:0], train=rows, speaker_overlap=0)
-        attrs = {"num_hidden_states": raw.shape[1]}
-
-        def features(layer, speaker_norm):
-            picked = raw[:, states_to_read(layer, raw.shape[1])]
-            return PreparedCache(CenteredCache(picked, speakers, layer, speaker_norm), table, attrs, "")
-
+        split = Split.labelled_and_pool(rows[~unlabelled], rows[unlabelled])
         names = [str(c) for c in self.classes_]
-        job = build_job(cfg, table, codes, names, split, CacheData(raw, table, attrs, "", None), features,
-                        torch.device(resolve_device(cfg.device)))
+        # as prepare_fold does for a cache: the label-only `auto` choices, the rows the policy sees, the FoldJob
+        attrs = {"num_hidden_states": raw.shape[1]}
+        cfg, choice = resolve_auto(cfg, CacheData(raw, table, attrs, "", None), split, codes, len(names))
+        x = policy_rows(raw, speakers, cfg.layer, cfg.speaker_norm)
+        job = fold_job(cfg, x, table, codes, names, split, choice, torch.device(resolve_device(cfg.device)))
 
         def seed_of(salt):
             return job_seed(str(self.fold), int(self.random_state), salt)
 
         curves = []
-        warm = warm_up(job, seed_of, Monitor(job.data, "supervised", curves, monitored_epochs("supervised", job.cfg)))
+        warm, job = warm_up(job, seed_of, Monitor(job.data, "supervised", curves, monitored_epochs("supervised", job.cfg)))
         self.n_rounds_ = monitored_epochs(POLICY, job.cfg) if len(job.data.x_unl) else 0
         policy = train_method(POLICY, warm, job, seed_of, Monitor(job.data, POLICY, curves, self.n_rounds_))
         self.policy_ = policy.eval()
