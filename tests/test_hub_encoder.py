@@ -57,3 +57,15 @@ def test_whisper_and_missing_models_are_not_waveform_models(tmp_path):
     assert not is_waveform_model(str(tmp_path / "nothing"))
     with pytest.raises(EncoderError, match="never downloads"):
         WaveformEncoder(str(tmp_path / "nothing"))
+
+
+def test_extract_command_takes_a_local_waveform_model(tmp_path):
+    """`extract --manifest M --model DIR`: the command routes a WavLM folder here, cache named after it."""
+    from test_extract import make_corpus, run_cli
+
+    manifest = make_corpus(tmp_path / "corpus", 3, lengths=(0.3, 0.6))
+    model = save_model("wavlm", tmp_path / "wavlm-small")
+    done = run_cli("extract", "--manifest", manifest, "--model", model, "--cache-dir", tmp_path / "cache",
+                   "--device", "cpu", check_rc=0)
+    cache = load_cache(tmp_path / "cache" / "gen" / "wavlm-small-whole.h5")
+    assert cache.features.shape == (3, 3, 32) and "wrote" in done.output
