@@ -153,13 +153,13 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         self._meta = {"classes": names, "choices": {POLICY: {"layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm,
                                                             "text_norm": job.cfg.text_norm}}, "extra": {}}
         if job.prompts is not None:  # the prompt means fitted on the training rows (text_norm), as `train` saves them
-            kept = job.prompts.has_mean
-            self._meta["choices"][POLICY]["prompts"] = job.prompts.names[kept].tolist()
-            self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(job.prompts.means[kept].astype("float32"))
+            names_kept, means = job.prompts.to_save()
+            self._meta["choices"][POLICY]["prompts"] = names_kept
+            self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(means)
         self.transduction_ = np.asarray(y).copy()
-        if unlabelled.any():
-            self.transduction_[unlabelled] = self.predict(raw[unlabelled], speakers[unlabelled],
-                                                          None if text_ids is None else prompts[unlabelled])
+        if unlabelled.any():  # the pool rows as the policy saw them in training (centred with all a speaker's rows)
+            pool = job.data.x_unl.map(self.policy_.probs).argmax(1).cpu().numpy()
+            self.transduction_[unlabelled] = self.classes_[pool]
         return self
 
     def predict_proba(self, X, groups=None, text_ids=None) -> np.ndarray:
