@@ -156,17 +156,6 @@ def fingerprint_of(embeddings, utt_ids, identity: dict) -> str:
     return h.hexdigest()
 
 
-def manifest_rows(table: pd.DataFrame, rows=None) -> pd.DataFrame:
-    """Manifest rows (all, or `rows`) as a cache table to write: their manifest row numbers, ok with no
-    error (callers mark failures), folds as int16 with -1 where there is none."""
-    rows = np.arange(len(table)) if rows is None else np.asarray(rows)
-    sub = table.iloc[rows].reset_index(drop=True).copy()
-    sub["row"], sub["ok"], sub["error"] = rows, True, ""
-    if "fold" in sub:
-        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
-    return sub
-
-
 def write_cache_arrays(path, embeddings: np.ndarray, table: pd.DataFrame, attrs: dict) -> Path:
     """Write a complete cache in one go (synthetic caches, tests, benchmarks, merges).
 

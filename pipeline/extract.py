@@ -39,7 +39,6 @@ from pipeline.cache import (
     CacheMismatch,
     check_output,
     identity_of,
-    manifest_rows,
     merge,
     mismatches,
     open_checked,
@@ -48,7 +47,6 @@ from pipeline.cache import (
     write_cache,
 )
 from pipeline.encoder import Encoder, EncoderError, load_encoder
-from pipeline.hub_encoder import embed_hub_files, extract_hub, is_hub_model, load_hub_encoder
 from pipeline.log_mel import mel_filters
 from pipeline.resume_store import BatchStore
 from pipeline.run_lock import die_with_parent, exclusive
@@ -170,8 +168,6 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
     `batch_size` utterances. `encoder` (already loaded) replaces model/device/dtype. The last shard
     to finish merges all part files into `out_path`.
     """
-    if encoder is None and is_hub_model(model):
-        return _extract_hub(table, root, out_path, model, device, batch_size, shard, overwrite, log)
     check_window(window)
     t0 = time.time()
     out_path = Path(out_path)
@@ -213,23 +209,6 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             log(f"all {shard[1]} shards done: merging into {out_path}")
             merge(parts, out_path)
     return result
-
-
-def _extract_hub(table, root, out_path, model, device, batch_size, shard, overwrite, log) -> ExtractResult:
-    """`extract` with a WavLM / HuBERT / wav2vec 2.0 folder (pipeline/hub_encoder.py): one pass, no
-    shards or resume; the window is the whole utterance."""
-    if shard[1] > 1:
-        raise UserError(f"--shard: {model} is not a Whisper encoder; its extraction runs in one process")
-    t0 = time.time()
-    if overwrite and Path(out_path).exists():
-        check_output(out_path, "extract")
-    elif Path(out_path).exists():
-        raise CacheMismatch(f"{out_path} exists: pass --overwrite to encode it again with {model}, or another --out")
-    check_audio_present(table, root)
-    path, failed = extract_hub(table, root, out_path, model, device, batch_size or 8, manifest_sha256(table), log)
-    seconds = float(table["duration"].sum()) if "duration" in table else 0.0
-    return ExtractResult(path, len(table), failed, seconds, time.time() - t0, encoded=len(table) - len(failed),
-                         encode_seconds=time.time() - t0)
 
 
 def _finished(target: Path, identity: dict, table: pd.DataFrame, log) -> ExtractResult | None:
@@ -355,8 +334,12 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
     rows_all = np.sort(np.asarray([r for batch in plan for r in batch], np.int64))
     position = np.full(len(table), -1, np.int64)
     position[rows_all] = np.arange(len(rows_all))
-    sub = manifest_rows(table, rows_all)
+    sub = table.iloc[rows_all].reset_index(drop=True).copy()
+    sub["row"] = rows_all
+    sub["ok"], sub["error"] = True, ""
     sub["num_frames"], sub["duration"] = 0, 0.0
+    if "fold" in sub:
+        sub["fold"] = sub["fold"].astype("Int64").fillna(-1).astype(np.int16)
     for p in batches:
         z = store.load(p)
         pos = position[z["rows"]]
@@ -385,14 +368,6 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
     return ExtractResult(target, len(sub), failed, audio_seconds)
 
 
-def check_weights(enc, weights_sha256: str | None) -> None:
-    """Refuse an encoder whose weights are not the ones a cache's vectors were made with."""
-    if weights_sha256 and enc.weights_sha256 != weights_sha256:
-        raise EncoderError(f"encoder {enc.encoder_id!r} now has weights {enc.weights_sha256[:12]}..., but the "
-                           f"vectors were made with weights {weights_sha256[:12]}...: a different encoder gives "
-                           "different vectors; use the same model files, or re-extract and retrain")
-
-
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
                 batch_size: int = 8, encoder: Encoder | None = None,
                 weights_sha256: str | None = None, unreadable: dict | None = None) -> np.ndarray:
@@ -402,13 +377,12 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
     weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file,
     or, given an `unreadable` dict, records path -> reason there and returns the other files' rows.
     """
-    if encoder is None and is_hub_model(model):
-        hub = load_hub_encoder(model, device)
-        check_weights(hub, weights_sha256)
-        return embed_hub_files(paths, hub, batch_size, unreadable)
     check_window(window)
     enc = encoder or load_encoder(model, device)
-    check_weights(enc, weights_sha256)
+    if weights_sha256 and enc.weights_sha256 != weights_sha256:
+        raise EncoderError(f"encoder {enc.encoder_id!r} now has weights {enc.weights_sha256[:12]}..., but the "
+                           f"vectors were made with weights {weights_sha256[:12]}...: a different encoder gives "
+                           "different vectors; use the same model files, or re-extract and retrain")
     filters = mel_filters(enc.feature_extractor, enc.device)
     out = []
     for start in range(0, len(paths), batch_size):

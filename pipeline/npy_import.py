@@ -1,101 +1,119 @@
-"""Features made by another tool (EmoBox, emotion2vec, s3prl, ...) as a cache: one `.npy` per
-utterance beside a manifest, written through the cache writer (so it has a fingerprint and the
-trainer reads it like an extracted cache) under an `encoder_id` the user names.
+"""Features from any encoder into a cache: a folder of per-utterance .npy files (EmoBox's layout,
+one array per utterance named `<utt_id>.npy`) plus a table of the utterances -> the HDF5 cache that
+`train`, `ablate` and `label` read (pipeline/cache.py), with a fingerprint and the `encoder_id` the
+user names (`cli.py cache-import`).
 
-Each file holds one utterance's features:
-  [D]            one vector (one hidden state);
-  [T, D]         frames (`rows="time"`, the default): mean over T;
-  [L, D]         hidden states (`rows="layers"`): kept as they are;
-  [L, T, D]      hidden states x frames: mean over T.
-Every file must give the same [L, D]; the first file sets it and any other is refused by name.
-The file of a manifest row is <folder>/<its path with .npy for the audio suffix> (EmoBox's layout),
-else <folder>/<utt_id>.npy.
+An array is [D] (one pooled vector), [T, D] (frames: mean-pooled here, as `extract` pools) or
+[layers, D] (one pooled vector per hidden state; `first_axis="layers"`). Every file must give the
+same [layers, D]; the first that does not is named and refused.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data_manifests.errors import UserError
-from pipeline.cache import CHUNK_ROWS, CacheMismatch, check_output, identity_of, manifest_rows, write_cache
-from pipeline.extract import manifest_sha256
+from data_manifests.folds import speaker_folds
+from pipeline.cache import check_output, write_cache
 
-ROW_KINDS = ("time", "layers")
-IMPORTED_WINDOW = "imported"  # no audio window: the vectors came from elsewhere (`predict` cannot re-encode)
-
-
-def npy_file(folder: Path, row) -> Path | None:
-    """The .npy of one manifest row, or None when neither place holds it."""
-    for candidate in (folder / Path(str(row["path"])).with_suffix(".npy"), folder / f"{row['utt_id']}.npy"):
-        if candidate.is_file():
-            return candidate
-    return None
+REQUIRED = ("utt_id", "label", "speaker")
+FIRST_AXES = ("frames", "layers")
+BLOCK_ROWS = 256  # files per block written: memory = one block of vectors
 
 
-def pooled_states(array: np.ndarray, rows: str, path: Path) -> np.ndarray:
-    """One file's array as [L, D] (time mean-pooled), or a UserError naming the file."""
-    if rows not in ROW_KINDS:
-        raise UserError(f"rows={rows!r}: choose {' or '.join(ROW_KINDS)} (what the first axis of a 2-D array is)")
-    if not np.issubdtype(array.dtype, np.number) or array.size == 0:
-        raise UserError(f"{path}: holds {array.dtype} data of shape {array.shape}, not numeric features")
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 1:
-        return array[None]
-    if array.ndim == 2:
-        return array.mean(0, keepdims=True) if rows == "time" else array
-    if array.ndim == 3:
-        return array.mean(1)
-    raise UserError(f"{path}: shape {array.shape}; a feature file is [D], [T, D], [layers, D] or [layers, T, D]")
+class FeatureImportError(UserError):
+    """A feature folder or its table that cannot become a cache; the message names the file."""
 
 
-def read_states(path: Path, rows: str, shape, first: Path) -> np.ndarray:
-    """[L, D] of one file, refused by name when unreadable or when its shape is not `shape` (None: any)."""
+def read_utterances(manifest) -> pd.DataFrame:
+    """The table of the utterances to import: a CSV (a `manifest` CSV, or any CSV) with at least
+    utt_id, label, speaker; fold / split / text_id / gender / language / corpus / path / duration
+    are kept where present. Without fold and split, speaker folds are made (5, data_manifests/folds.py)."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FeatureImportError(f"table {manifest} does not exist: give a CSV with columns {', '.join(REQUIRED)}")
     try:
-        states = pooled_states(np.load(path, allow_pickle=False), rows, path)
-    except ValueError as error:  # not a .npy numpy can read (pickled objects, text, truncated)
-        raise UserError(f"{path}: not a readable .npy file ({error})") from error
-    if shape is not None and states.shape != shape:
-        raise UserError(f"{path}: features of shape {states.shape} (as [layers, D]), but {first} has {shape}: "
-                        "every file must come from the same encoder and layers")
-    return states
-
-
-def import_npy(table: pd.DataFrame, folder, out_path, encoder_id: str, rows: str = "time",
-               overwrite: bool = False) -> Path:
-    """Write the cache of `table`'s rows from their .npy files in `folder` (see the module docstring).
-
-    Refused with a UserError naming the file: a row without a file, a .npy no row names, a file
-    whose [L, D] differs from the first, an `out_path` cache made with another encoder_id or
-    manifest (unless `overwrite`)."""
-    folder, out_path = Path(folder), Path(out_path)
-    if not encoder_id or not str(encoder_id).strip():
-        raise UserError("name the encoder the features came from (--encoder-id, e.g. emotion2vec-base)")
-    if not folder.is_dir():
-        raise UserError(f"feature folder {folder} does not exist or is not a folder")
-    files = [npy_file(folder, row) for _, row in table.iterrows()]
-    missing = [str(r) for r, f in zip(table["utt_id"], files) if f is None]
+        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise FeatureImportError(f"table {manifest} is not a readable CSV ({error})") from error
+    missing = [c for c in REQUIRED if c not in table]
     if missing:
-        raise UserError(f"{len(missing)} manifest row(s) have no .npy in {folder}, e.g. {missing[0]} "
-                        f"(looked for <path>.npy and {missing[0]}.npy): give the folder the features were saved to")
-    unnamed = sorted(set(folder.rglob("*.npy")) - set(files))
-    if unnamed:
-        raise UserError(f"{len(unnamed)} .npy file(s) in {folder} belong to no manifest row, e.g. {unnamed[0]}: "
-                        "their ids do not match the manifest's; give the manifest the features were made from")
-    identity = {"encoder_id": str(encoder_id), "weights_sha256": "", "window": IMPORTED_WINDOW, "sample_rate": 0,
-                "manifest_sha256": manifest_sha256(table)}
-    check_output(out_path, "cache import")
-    if out_path.exists() and not overwrite:
-        found = identity_of(out_path)
-        if any(str(found.get(k, "")) != str(identity[k]) for k in ("encoder_id", "manifest_sha256")):
-            raise CacheMismatch(f"{out_path} holds {found.get('encoder_id')!r} features of another manifest or "
-                                f"encoder than {encoder_id!r}: pass another --out, or --overwrite to replace it")
-    first = read_states(files[0], rows, None, files[0])
+        raise FeatureImportError(f"table {manifest} lacks column(s) {', '.join(missing)} (it needs {', '.join(REQUIRED)})")
+    dup = table["utt_id"][table["utt_id"].duplicated()]
+    if len(dup):
+        raise FeatureImportError(f"table {manifest}: utt_id {dup.iloc[0]!r} appears more than once ({len(dup)} repeats)")
+    has_fold = "fold" in table and (table["fold"] != "").all()
+    table["fold"] = pd.to_numeric(table["fold"]) if has_fold else -1
+    if not has_fold and not ("split" in table and (table["split"] == "test").any()):
+        table["fold"] = speaker_folds(table["speaker"]).astype(int)
+    if "duration" in table:
+        table["duration"] = pd.to_numeric(table["duration"].replace("", "0"))
+    return table
 
-    def blocks():  # CHUNK_ROWS rows per write: one HDF5 chunk per hidden state, written once
-        for start in range(0, len(files), CHUNK_ROWS):
-            block = [read_states(path, rows, first.shape, files[0]) for path in files[start:start + CHUNK_ROWS]]
-            yield np.arange(start, start + len(block)), np.stack(block)
 
-    return write_cache(out_path, manifest_rows(table), identity, first.shape, blocks())
+def pooled_vectors(array: np.ndarray, first_axis: str) -> np.ndarray:
+    """The [layers, D] vectors of one file's array (see the module docstring)."""
+    if array.ndim == 1:
+        return array[None, :]
+    if array.ndim == 2 and first_axis == "frames":
+        return array.mean(0, dtype=np.float64)[None, :]
+    if array.ndim == 2:
+        return array
+    raise ValueError(f"an array of shape {array.shape}: expected [D], [T, D] or [layers, D]")
+
+
+def load_vectors(path: Path, first_axis: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+        return pooled_vectors(np.asarray(array, dtype=np.float32), first_axis)
+    except (OSError, ValueError) as error:
+        raise FeatureImportError(f"{path}: not a readable feature array ({error}); save one [D], [T, D] or "
+                           "[layers, D] numeric array per utterance with numpy.save") from error
+
+
+def import_npy(folder, manifest, out, encoder_id: str, first_axis: str = "frames", weights_sha256: str = "") -> Path:
+    """Write the cache `out` from `folder`/<utt_id>.npy for every utterance of `manifest`.
+
+    Refused (UserError naming the file): a table utterance without its .npy, a .npy the table does
+    not name, an array of another shape than the first one's, a non-numeric file."""
+    if not encoder_id:
+        raise FeatureImportError("name the encoder that made the features (--encoder-id, e.g. emotion2vec_base): "
+                           "caches of different encoders never mix")
+    if first_axis not in FIRST_AXES:
+        raise FeatureImportError(f"--first-axis {first_axis!r}: choose {' or '.join(FIRST_AXES)}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FeatureImportError(f"feature folder {folder} does not exist or is not a folder")
+    table = read_utterances(manifest)
+    files = [folder / f"{u}.npy" for u in table["utt_id"]]
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise FeatureImportError(f"{len(absent)} utterance(s) of {manifest} have no feature file, e.g. {absent[0]}: "
+                           "save one <utt_id>.npy per utterance, or drop those rows from the table")
+    extra = sorted(set(p.name for p in folder.glob("*.npy")) - set(f.name for f in files))
+    if extra:
+        raise FeatureImportError(f"{len(extra)} .npy file(s) in {folder} are not utterances of {manifest}, e.g. "
+                           f"{folder / extra[0]}: add them to the table or move them out of the folder")
+    shape = load_vectors(files[0], first_axis).shape
+    digest = hashlib.sha256(f"{encoder_id}\n{first_axis}\n".encode())
+    digest.update(table[[c for c in table if c != "path"]].astype(str).to_csv(index=False).encode())
+
+    def blocks():
+        for start in range(0, len(files), BLOCK_ROWS):
+            vecs = []
+            for i in range(start, min(start + BLOCK_ROWS, len(files))):
+                v = load_vectors(files[i], first_axis)
+                if v.shape != shape:
+                    raise FeatureImportError(f"{files[i]}: pooled to {list(v.shape)}, but {files[0]} gives {list(shape)} "
+                                       "([layers, D]): every utterance needs features of the same encoder and layers")
+                vecs.append(v)
+            yield np.arange(start, start + len(vecs)), np.stack(vecs)
+
+    check_output(out, "cache-import")
+    table = table.assign(ok=True, corpus=table.get("corpus", encoder_id), row=np.arange(len(table)))
+    attrs = {"encoder_id": encoder_id, "weights_sha256": weights_sha256, "window": "imported", "sample_rate": 0,
+             "manifest_sha256": digest.hexdigest(), "first_axis": first_axis}
+    return write_cache(out, table, attrs, shape, blocks())

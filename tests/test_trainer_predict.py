@@ -134,6 +134,23 @@ def test_speakers_from_file_names_take_the_first_group_or_the_match():
         speakers_from_names(["s1_x.wav", "other.wav"], r"^(s\d)_")
 
 
+def test_load_run_is_the_python_face_of_predict(tone_run):
+    """load_run(DIR).predict / predict_proba: the table `predict --csv` writes, as DataFrames."""
+    from cli import app
+    from trainer.predict import load_run
+
+    files = [tone(tone_run / "py_low.wav", 220, 0.25), tone(tone_run / "py_high.wav", 3300, 0.4)]
+    run = load_run(tone_run / "run")
+    proba = run.predict_proba(files, device="cpu")
+    assert proba.columns.tolist() == ["file", "label", *run.classes] and proba.label.tolist() == ["low", "high"]
+    labels = run.predict(files, device="cpu")
+    assert labels.columns.tolist() == ["file", "label", "probability"]
+    np.testing.assert_allclose(labels.probability, proba[run.classes].max(axis=1))
+    CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
+                             "--csv", str(tone_run / "py.csv"), *files])
+    pd.testing.assert_frame_equal(pd.read_csv(tone_run / "py.csv"), proba, check_dtype=False)
+
+
 def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, tmp_path):
     """Train and serve build the policy input alike: `predict` on fold 0's test files (grouped by
     speaker, as the cache's rows are) gives the labels the run itself wrote for them."""
@@ -161,44 +178,3 @@ def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, 
     (policy,) = policies.values()
     own = policy.probs(job.data.x_test[:]).detach().numpy()
     np.testing.assert_allclose(served[meta["classes"]].to_numpy(float), own, rtol=0, atol=1e-6)
-
-
-def test_load_run_is_the_python_face_of_predict(tone_run):
-    """load_run(DIR).predict gives the CLI's table (file, label, a probability per class);
-    predict_proba the same without the label; predict_features scores a cache's rows alike."""
-    from cli import app
-    from trainer.run_loader import load_run
-
-    files = [tone(tone_run / "py_low.wav", 210, 0.25), tone(tone_run / "py_high.wav", 3100, 0.4)]
-    run = load_run(tone_run / "run", device="cpu")
-    table = run.predict(files + [str(tone_run / "absent.wav")])
-    assert table.columns.tolist() == ["file", "label", "high", "low"] and run.classes_ == ["high", "low"]
-    assert table.file.tolist() == files and table.label.tolist() == ["low", "high"]
-    assert list(run.unreadable_) == [str(tone_run / "absent.wav")]
-    proba = run.predict_proba(files)
-    assert proba.columns.tolist() == ["file", "high", "low"]
-    np.testing.assert_allclose(proba[["high", "low"]].to_numpy(), table[["high", "low"]].to_numpy(), atol=0)
-    CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
-                             "--csv", str(tone_run / "py.csv"), *files])
-    pd.testing.assert_frame_equal(pd.read_csv(tone_run / "py.csv"), table, check_dtype=False, check_exact=False, rtol=1e-6)
-    feats = embed_files(files, model="base", window="trim", device="cpu")
-    np.testing.assert_allclose(run.predict_features(feats), table[["high", "low"]].to_numpy(), atol=1e-7)
-
-
-def test_a_run_on_imported_features_scores_features_and_refuses_audio(tmp_path, synthetic_cache):
-    from data_manifests.errors import UserError
-    from pipeline.cache import load_cache
-    from trainer.run_loader import load_run
-
-    cache = synthetic_cache(tmp_path / "syn.h5")
-    with __import__("h5py").File(cache) as f:  # as import-features writes them
-        attrs = {**f.attrs, "window": "imported", "encoder_id": "emotion2vec"}
-    data = load_cache(cache)
-    imported = write_cache_arrays(tmp_path / "imp.h5", data.features, data.table,
-                                  {k: v for k, v in attrs.items() if k not in ("fingerprint", "complete")})
-    train(TrainConfig(methods=("supervised",), seeds=(0,), folds=("0",)), imported, tmp_path / "run")
-    run = load_run(tmp_path / "run", device="cpu")
-    probs = run.predict_features(data.features[:5])
-    assert probs.shape == (5, 4) and np.allclose(probs.sum(1), 1, atol=1e-5)
-    with pytest.raises(UserError, match="imported features .*predict_features"):
-        run.predict(["x.wav"])

@@ -8,7 +8,6 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -34,16 +33,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def torch_threads(cfg) -> int:
-    """Torch threads of one job: `threads`, or the cores shared among `workers` (0). The reduction
-    order of a matrix product follows the thread count, so equal numbers need equal counts."""
-    return cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
-
-
 def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     """One fold x seed: warm-up, then every requested method; returns rows, curves, predictions."""
     cfg = TrainConfig.from_dict(cfg_dict)
-    torch.set_num_threads(torch_threads(cfg))
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
     dev = torch.device(resolve_device(cfg.device))
     job = prepare_fold(cfg, cache_path, fold, seed, dev)
     data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
@@ -83,20 +76,12 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         c.update(fold=fold, seed=seed)
     for r in rows:
         r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm, text_norm=cfg.text_norm)
-    prompts = saved_prompt_means(job)
+    prompts = None if job.prompts is None else job.prompts.to_save()  # prompts whose mean the run subtracted
     return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
             "prompt_means": prompts,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}
-
-
-def saved_prompt_means(job) -> tuple[list, np.ndarray] | None:
-    """(prompt names, float32 means) that a text_norm job subtracted, as `predict` needs them; None without text_norm."""
-    if job.prompts is None:
-        return None
-    kept = job.prompts.has_mean
-    return job.prompts.names[kept].tolist(), job.prompts.means[kept].astype("float32")
 
 
 def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:

@@ -1,20 +1,22 @@
-"""Inference with a trained run: the class probabilities of the run's saved policies (one per fold
-x seed: an ensemble) averaged over pooled hidden states; trainer/run_loader.py encodes the audio
-with the run's encoder and window first. Runs with text_norm subtract their stored prompt means
-from files whose prompt (text_id) they know."""
+"""Inference with a trained run: encode audio files with the run's encoder and window, then average
+the class probabilities of the run's saved policies (one per fold x seed: an ensemble). Runs with
+text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
 from __future__ import annotations
 
 import re
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from data_manifests.errors import UserError
 from trainer.inputs.feature_store import FeatureRows, policy_rows
 from trainer.inputs.features import Standardizer
 from trainer.inputs.prompt_norm import PromptCentered
-from trainer.method.policy import PROMPT_MEANS
+from trainer.method.policy import PROMPT_MEANS, load_policies
 
 
 def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None) -> np.ndarray:
@@ -73,3 +75,57 @@ def text_ids_from_names(paths, text_regex: str) -> list[str]:
 
 def _first_group(match: re.Match) -> str:
     return match.group(1) if match.groups() else match.group(0)
+
+
+@dataclass
+class Run:
+    """A run directory written by `train`, loaded: its fold x seed policies (an ensemble) and what
+    they were trained on (encoder, window, classes, per-policy choices). `load_run(DIR)` makes one;
+    `cli.py predict` is its `predict_proba` with the table printed."""
+
+    path: Path
+    policies: dict
+    meta: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
+                      unreadable: dict | None = None) -> pd.DataFrame:
+        """One row per readable audio file: file, predicted label, the mean probability of every
+        class. A file that cannot be read raises BadAudio naming it, or, given an `unreadable`
+        dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
+        for speaker_norm / text_norm runs (default: one speaker, prompts unknown)."""
+        from pipeline.extract import embed_files
+
+        meta = self.meta
+        if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
+                and len(paths) < 8:
+            print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
+                  "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
+        note = prompt_note(meta, text_ids, len(paths))
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        paths = [str(p) for p in paths]
+        feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
+                            weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
+        read = [i for i, p in enumerate(paths) if unreadable is None or p not in unreadable]
+        if not read:
+            return pd.DataFrame(columns=["file", "label", *self.classes])
+        probs = predict_features(self.policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
+                                 None if text_ids is None else [text_ids[i] for i in read])
+        out = pd.DataFrame({"file": [paths[i] for i in read], "label": [self.classes[i] for i in probs.argmax(1)]})
+        return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
+
+    def predict(self, paths, speakers=None, text_ids=None, device: str = "auto",
+                unreadable: dict | None = None) -> pd.DataFrame:
+        """file, predicted label and its probability, one row per readable file (see predict_proba)."""
+        table = self.predict_proba(paths, speakers, text_ids, device, unreadable)
+        return table.assign(probability=table[self.classes].max(axis=1))[["file", "label", "probability"]]
+
+
+def load_run(run_dir) -> Run:
+    """The run `train` wrote to `run_dir` (its models.safetensors), ready to label audio files."""
+    policies, meta = load_policies(Path(run_dir) / "models.safetensors")
+    return Run(Path(run_dir), policies, meta)
