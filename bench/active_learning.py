@@ -165,7 +165,8 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
             if rnd == n_rounds:
                 break
             picked = train[choose_next(rule, budget, np.searchsorted(train, split.unlabeled), probs=model.probs,
-                                       features=model.features, labelled=np.searchsorted(train, labelled), rng=rng)]
+                                       features=model.features, labelled=np.searchsorted(train, labelled), rng=rng,
+                                       labelled_labels=y_visible[labelled])]
             y_visible[picked] = annotator.reveal(picked)
             labelled = np.sort(np.concatenate([labelled, picked]))
             trace[rule]["labelled"].append(labelled)
@@ -285,6 +286,11 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 # --- the page -------------------------------------------------------------------------------------
 RULE_TEXT = {"margin": "margin (the `label` rule: lowest top-1/top-2 margin, class by class)",
+             "margin-density": "margin-density (margin's class turns, uncertainty x typicality)",
+             "cluster-margin": "cluster-margin (k-means into the budget, each cluster's lowest margin)",
+             "cluster-typical": "cluster-typical (k-means into the budget, each cluster's most typical; no model)",
+             "balanced-margin": "balanced-margin (each pick to the class furthest below its predicted share, lowest margin)",
+             "margin-random": "margin-random (half by margin, half random)",
              "entropy": "entropy (highest predictive entropy)", "k-center": "k-center (diversity over the features)",
              "random": "random"}
 

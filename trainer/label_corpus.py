@@ -3,8 +3,8 @@ labels = unlabelled), train transductively on everything (the given labels as L,
 utterance of the cache as the pool) with the recipe of `train` (speaker normalisation decided
 from the given labels; the warm-up and B-GRPO built by trainer/methods.py, as `train` builds
 them), and return for every utterance its label (given labels are kept verbatim) or the prediction
-with its probability and runner-up, plus the utterances whose label would help most: the lowest
-top-1 / top-2 margins, taken class by class in turn.
+with its probability and runner-up, plus the utterances whose label would help most (the rule
+trainer/next_to_label.DEFAULT_RULE, chosen on inner validation).
 Its accuracy is that of the transductive protocol (`train --transductive`, docs/RESULTS.md).
 """
 from __future__ import annotations
@@ -28,12 +28,13 @@ from trainer.fold_jobs import FoldJob, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.methods import monitored_epochs, train_method, warm_up
 from trainer.monitor import Monitor
-from trainer.next_to_label import suggest_next
+from trainer.next_to_label import DEFAULT_RULE, choose_next
 from trainer.protocol import Split
 
 
-def read_user_labels(path, utt_ids) -> pd.Series:
-    """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts."""
+def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
+    """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts and
+    fewer than `min_classes` classes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"labels file {path} not found: give a CSV with columns utt_id,label")
@@ -58,7 +59,7 @@ def read_user_labels(path, utt_ids) -> pd.Series:
         raise UserError(f"{path}: utterance(s) with two different labels: {', '.join(bad)}")
     labels = table.drop_duplicates("utt_id").set_index("utt_id")["label"]
     counts = labels.value_counts()
-    if len(counts) < 2:
+    if len(counts) < min_classes:
         raise UserError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
     return labels
 
@@ -117,9 +118,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
                         "second": np.where(is_given, "", np.asarray(classes)[order[:, 1]]),
                         "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
     out["margin"] = out["probability"] - out["second_probability"]
-    nxt = suggest_next(p, pool, n_suggest)
+    policy_input = z_all[:]
+    nxt = choose_next(DEFAULT_RULE, n_suggest, pool, probs=p, features=policy_input, labelled=lab)
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
-            "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict()}
+            "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict(),
+            "probabilities": p, "policy_input": policy_input}  # [N, C] seed-averaged; [N, L, D] what the head reads
     return out, suggest, info
