@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from data_manifests.storage import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.run_lock import die_with_parent  # noqa: E402
 from trainer.auto_choices import resolve_auto  # noqa: E402
-from trainer.config import TrainConfig  # noqa: E402
+from trainer.config import TrainConfig, parse_set  # noqa: E402
 from trainer.fold_data import FoldData  # noqa: E402
 from trainer.fold_jobs import FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
 from trainer.jobs import job_seed  # noqa: E402
@@ -393,8 +393,9 @@ def plot(summary: dict, path: Path) -> Path:
 def command_line(summary: dict) -> str:
     """The command that wrote a protocol's files (results copied to the default --out)."""
     caches = " ".join(f"--cache {k}={v}" for k, v in summary["caches"].items())
+    sets = "".join(f" --set {k}={v}" for k, v in summary.get("settings", {}).items())
     return (f"python bench/active_learning.py {caches} --seeds {summary['seeds']} --workers {summary['workers']}"
-            + (" --inner" if summary["protocol"] == "inner" else ""))
+            + (" --inner" if summary["protocol"] == "inner" else "") + sets)
 
 
 def render(outer: dict, inner: dict | None, page: Path, figure: Path) -> str:
@@ -479,6 +480,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--set", action="append", default=[], metavar="K=V",
+                    help="a recipe field for every round, repeatable (trainer/config.py; default: the default recipe)")
     ap.add_argument("--inner", action="store_true", help="inner validation (choose the rule): never the test folds")
     ap.add_argument("--out", default="docs/results/active-learning")
     ap.add_argument("--render", action="store_true", help="write --page from <out>/outer and <out>/inner, run nothing")
@@ -496,12 +499,14 @@ def main(argv=None) -> int:
     protocol = "inner" if args.inner else "outer"
     out = Path(args.out) / protocol
     t0, load = time.time(), os.getloadavg()
-    rows = run_all(caches, [int(s) for s in args.seeds.split(",")], rules, args.workers, args.inner, TrainConfig())
+    settings = parse_set(args.set)
+    rows = run_all(caches, [int(s) for s in args.seeds.split(",")], rules, args.workers, args.inner,
+                   TrainConfig().replace(**settings))
     wall = time.time() - t0
     with atomic_path(out / "rounds.csv") as tmp:
         rows.to_csv(tmp, index=False)
     summary = {"protocol": protocol, "out": args.out, "caches": caches, "seeds": args.seeds, "rules": rules,
-               "workers": args.workers, "wall_seconds": round(wall, 1), "load_before": load,
+               "workers": args.workers, "settings": settings, "wall_seconds": round(wall, 1), "load_before": load,
                "load_after": os.getloadavg(), "cpu_count": os.cpu_count(), **summarise(rows)}
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("protocol", "wall_seconds", "load_before", "load_after",

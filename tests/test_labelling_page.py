@@ -52,7 +52,7 @@ def page(corpus, tmp_path):
     start = start_labels(cache, labels)
     session = LabellingSession(str(cache), labels, folder / "audio", tmp_path / "labelled.csv", CFG, batch=3,
                                n_suggest=6, cv_folds=2)
-    assert session.retrain()
+    assert session.retrain() == "started"
     session.wait()
     return session, create_app(session).test_client(), labels, start
 
@@ -75,7 +75,7 @@ def test_each_label_is_on_disk_before_the_answer_and_a_batch_retrains(page):
         r = client.post("/api/label", json={"utt_id": utt, "label": truth[utt]})
         assert r.status_code == 200, r.get_json()
         assert csv_rows(labels) == before + [f"{utt},{truth[utt]}"]  # appended, nothing else touched
-        assert r.get_json()["retrain_started"] == (k == 2)  # the third label completes the batch of 3
+        assert r.get_json()["retrain"] == ("started" if k == 2 else "")  # the third label completes the batch of 3
     session.wait()
     after = client.get("/api/state").get_json()
     assert after["model"]["version"] == 2 and after["model"]["n_labels"] == len(start) + 3
@@ -187,3 +187,12 @@ def test_label_without_out_or_serve_is_a_user_error(corpus, tmp_path):
     start_labels(cache, labels)
     result = CliRunner().invoke(cli_app, ["label", "--cache", str(cache), "--labels", str(labels)])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_a_retrain_asked_for_while_one_runs_is_queued_and_runs_after(page):
+    session, client, _, _ = page
+    version = session.model.version
+    assert client.post("/api/retrain").get_json()["retrain"] == "started"
+    assert client.post("/api/retrain").get_json()["retrain"] == "queued"
+    session.wait()
+    assert session.model.version == version + 2 and not session.training.running and not session.training.queued

@@ -50,9 +50,10 @@ def create_app(session: LabellingSession) -> Flask:
 
     @app.post("/api/retrain")
     def retrain():
-        if not session.retrain():
+        started = session.retrain()
+        if not started:
             raise UserError("nothing to train on yet: label utterances of at least 2 classes first")
-        return jsonify({"retrain_started": True})
+        return jsonify({"retrain": started})
 
     @app.post("/api/export")
     def export():

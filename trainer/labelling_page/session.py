@@ -189,27 +189,28 @@ class LabellingSession:
             append_label(self.labels_csv, utt_id, label)
             self.given[utt_id] = label
             since = len(self.given) - (self.model.n_labels if self.model else 0)
-        started = since >= self.batch and self.retrain()
-        return {"saved": utt_id, "label": label, "n_labelled": len(self.given), "retrain_started": bool(started)}
+        retrain = self.retrain() if since >= self.batch else ""
+        return {"saved": utt_id, "label": label, "n_labelled": len(self.given), "retrain": retrain}
 
     # --- the model --------------------------------------------------------------------------------
     def can_train(self) -> bool:
         return len(set(self.given.values())) >= 2
 
-    def retrain(self) -> bool:
-        """Start a background retrain on the labels given so far; if one is running, queue one more
-        (it starts when the running one ends). False when there is nothing to train on yet."""
+    def retrain(self) -> str:
+        """Start a background retrain on the labels given so far ('started'); if one is running, queue
+        one more, which starts when the running one ends ('queued'); '' when there is nothing to train
+        on yet."""
         with self.lock:
             if not self.can_train():
-                return False
+                return ""
             if self.training.running:
                 self.training.queued = True
-                return True
+                return "queued"
             steps = 1 + len(self.cfg.seeds) + (2 * self.cv_folds if self.cv_folds else 0)
             self.training = Training(running=True, steps=steps, message="starting")
             self.thread = threading.Thread(target=self._train, daemon=True, name="label-retrain")
             self.thread.start()
-            return True
+            return "started"
 
     def _progress(self, line: str) -> None:
         with self.lock:
@@ -236,22 +237,18 @@ class LabellingSession:
                                           self.cv_folds, log=self._progress)
                     with self.lock:
                         model.quality = quality
-            with self.lock:
-                self.training = Training(message=f"model {model.version}: trained on {n_labels} labels",
-                                         queued=self.training.queued)
+            done = Training(message=f"model {model.version}: trained on {n_labels} labels")
         except Exception as err:  # noqa: BLE001 - shown on the page; the labels are safe in the file
-            with self.lock:
-                self.training = Training(error=f"{type(err).__name__}: {err}")
-        if self.training.queued:
-            self.training.queued = False
+            done = Training(error=f"{type(err).__name__}: {err}")
+        with self.lock:
+            queued, self.training = self.training.queued, done
+        if queued:
             self.retrain()
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until no retrain runs (tests, scripts)."""
+    def wait(self) -> None:
+        """Block until no retrain runs or is queued (tests, scripts)."""
         while self.thread is not None and self.thread.is_alive():
-            self.thread.join(timeout)
-            if timeout is not None:
-                return
+            self.thread.join()
 
     # --- what the page shows ----------------------------------------------------------------------
     def suggestions(self) -> list[dict]:
