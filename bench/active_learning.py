@@ -290,6 +290,7 @@ RULE_TEXT = {"margin": "margin (the `label` rule: lowest top-1/top-2 margin, cla
              "cluster-margin": "cluster-margin (k-means into the budget, each cluster's lowest margin)",
              "cluster-typical": "cluster-typical (k-means into the budget, each cluster's most typical; no model)",
              "balanced-margin": "balanced-margin (each pick to the class furthest below its predicted share, lowest margin)",
+             "balanced-diverse": "balanced-diverse (balanced-margin, no two picks of a batch closer than the typical nearest-neighbour distance)",
              "margin-random": "margin-random (half by margin, half random)",
              "entropy": "entropy (highest predictive entropy)", "k-center": "k-center (diversity over the features)",
              "random": "random"}

@@ -20,6 +20,7 @@ never a label):
   class furthest below its share (the predicted prior of the corpus, from the labelled rows'
   given labels and the candidates' predictions, picks counted by predicted class), its lowest
   margin first; the labelled set's prior, which the balanced actions aim at, stays near the corpus's;
+- balanced-diverse: balanced-margin, skipping candidates close to a pick of the same batch;
 - margin-random: half the batch by margin, half a seeded uniform draw of the rest;
 - random: a seeded uniform draw (the baseline).
 """
@@ -30,7 +31,8 @@ import torch
 
 from data_manifests.errors import UserError
 
-RULES = ("margin", "margin-density", "cluster-margin", "cluster-typical", "balanced-margin", "margin-random", "entropy",
+RULES = ("margin", "margin-density", "cluster-margin", "cluster-typical", "balanced-margin", "balanced-diverse",
+         "margin-random", "entropy",
          "k-center", "random")
 NEIGHBOURS = 10  # typicality: the mean distance to this many nearest candidates
 DEFAULT_RULE = "margin"  # what `label` writes (suggest_next): best on inner validation, docs/ACTIVE_LEARNING.md
@@ -60,10 +62,13 @@ def suggest_next(probs: np.ndarray, candidates: np.ndarray, n: int, priority: np
     return np.asarray(out[:n], dtype=int)
 
 
-def balanced_margin(probs: np.ndarray, candidates: np.ndarray, n: int, labelled_labels: np.ndarray) -> np.ndarray:
+def balanced_margin(probs: np.ndarray, candidates: np.ndarray, n: int, labelled_labels: np.ndarray,
+                    features: torch.Tensor | None = None) -> np.ndarray:
     """n picks, each from the class c with the largest target_c - count_c (target: the predicted prior x
     the labelled set's size after the batch; count: given labels + picks so far, by predicted class;
-    ties: the lower class), the lowest-margin candidate predicted c that is left."""
+    ties: the lower class), the lowest-margin candidate predicted c that is left. With `features`,
+    diversity within the batch: a candidate nearer to a pick than the candidates' median
+    nearest-neighbour distance waits until its class has no other."""
     candidates = np.asarray(candidates)
     n_classes = probs.shape[1]
     pred, margin = probs.argmax(1), top_margin(probs)
@@ -72,13 +77,29 @@ def balanced_margin(probs: np.ndarray, candidates: np.ndarray, n: int, labelled_
     target = prior / prior.sum() * (count.sum() + n)
     queues = [list(candidates[pred[candidates] == c][np.argsort(margin[candidates[pred[candidates] == c]], kind="stable")])
               for c in range(n_classes)]
-    out = []
+    near = None if features is None else nearest_distance_scale(flat_rows(features, candidates))
+    out, picked = [], []
     for _ in range(min(n, len(candidates))):
-        open_ = [c for c in range(n_classes) if queues[c]]
-        c = max(open_, key=lambda k: (target[k] - count[k], -k))
-        out.append(int(queues[c].pop(0)))
+        c = max((k for k in range(n_classes) if queues[k]), key=lambda k: (target[k] - count[k], -k))
+        j = 0
+        if near is not None and picked:
+            d = torch.cdist(flat_rows(features, queues[c]), torch.stack(picked)).min(1).values
+            far = torch.nonzero(d >= near).flatten()
+            j = int(far[0]) if len(far) else 0
+        out.append(int(queues[c].pop(j)))
+        if near is not None:
+            picked.append(flat_rows(features, out[-1:])[0])
         count[c] += 1
     return np.asarray(out, dtype=int)
+
+
+def nearest_distance_scale(x: torch.Tensor, sample: int = 2000) -> float:
+    """The median distance from a row to its nearest other row, over a seeded sample of the rows."""
+    if len(x) > sample:
+        x = x[torch.as_tensor(np.sort(np.random.default_rng(0).choice(len(x), sample, replace=False)))]
+    d = torch.cdist(x, x)
+    d.fill_diagonal_(float("inf"))
+    return float(d.min(1).values.median())
 
 
 def margin_random(probs: np.ndarray, candidates: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -196,6 +217,8 @@ def choose_next(rule: str, n: int, candidates: np.ndarray, probs: np.ndarray | N
         return cluster_typical(features, candidates, n)
     if rule == "balanced-margin":
         return balanced_margin(probs, candidates, n, labelled_labels)
+    if rule == "balanced-diverse":
+        return balanced_margin(probs, candidates, n, labelled_labels, features)
     if rule == "margin-random":
         return margin_random(probs, candidates, n, rng)
     if rule == "entropy":
