@@ -119,7 +119,8 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
                         "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
     out["margin"] = out["probability"] - out["second_probability"]
     policy_input = z_all[:]
-    nxt = choose_next(DEFAULT_RULE, n_suggest, pool, probs=p, features=policy_input, labelled=lab)
+    nxt = choose_next(DEFAULT_RULE, n_suggest, pool, probs=p, features=policy_input, labelled=lab, labelled_labels=y[lab],
+                      rng=np.random.default_rng(cfg.seeds[0]))
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,

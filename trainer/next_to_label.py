@@ -31,9 +31,8 @@ import torch
 
 from data_manifests.errors import UserError
 
-RULES = ("margin", "margin-density", "cluster-margin", "cluster-typical", "balanced-margin", "balanced-diverse",
-         "margin-random", "entropy",
-         "k-center", "random")
+RULES = ("margin", "balanced-margin", "balanced-diverse", "margin-density", "cluster-margin", "cluster-typical",
+         "margin-random", "entropy", "k-center", "random")
 NEIGHBOURS = 10  # typicality: the mean distance to this many nearest candidates
 DEFAULT_RULE = "margin"  # what `label` writes (suggest_next): best on inner validation, docs/ACTIVE_LEARNING.md
 

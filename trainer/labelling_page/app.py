@@ -11,6 +11,7 @@ A bad request (unknown label or utterance, a label given twice) answers 400 with
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from flask import Flask, jsonify, request, send_file
@@ -77,6 +78,7 @@ def make_page_server(session: LabellingSession, host: str = "127.0.0.1", port: i
 def serve(session: LabellingSession, host: str = "127.0.0.1", port: int = 8000, log=print) -> None:
     """Train the first model in the background and serve the page until Ctrl-C (the labels are on
     disk as they are given: stopping loses nothing)."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per poll of /api/state
     server = make_page_server(session, host, port)
     session.retrain()
     log(f"labelling page on http://{host}:{server.server_port}/ (labels appended to {session.labels_csv}; Ctrl-C to stop)")
