@@ -34,7 +34,7 @@ from data_manifests.errors import UserError
 RULES = ("margin", "balanced-margin", "balanced-diverse", "margin-density", "cluster-margin", "cluster-typical",
          "margin-random", "entropy", "k-center", "random")
 NEIGHBOURS = 10  # typicality: the mean distance to this many nearest candidates
-DEFAULT_RULE = "margin"  # what `label` writes (suggest_next): best on inner validation, docs/ACTIVE_LEARNING.md
+DEFAULT_RULE = "balanced-diverse"  # what `label` writes: best on inner validation, docs/ACTIVE_LEARNING.md
 
 
 def top_margin(probs: np.ndarray) -> np.ndarray:
