@@ -196,3 +196,38 @@ def test_a_retrain_asked_for_while_one_runs_is_queued_and_runs_after(page):
     assert client.post("/api/retrain").get_json()["retrain"] == "queued"
     session.wait()
     assert session.model.version == version + 2 and not session.training.running and not session.training.queued
+
+
+def test_ctrl_c_stops_the_server_and_keeps_every_label(corpus, tmp_path):
+    """The real command in its own process: a label given through HTTP, then SIGINT (Ctrl-C) while the
+    retrain it started may still run: exit 0, the label in the file."""
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    folder, cache = corpus
+    labels = tmp_path / "l.csv"
+    start_labels(cache, labels)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(root / "cli.py"), "label", "--cache", str(cache), "--labels", str(labels),
+                             "--serve", "--port", "0", "--root", str(folder / "audio"), "--seeds", "0", "--batch", "1",
+                             "--cv-folds", "0"], stderr=subprocess.PIPE, text=True, cwd=root,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        line = proc.stderr.readline()
+        port = re.search(r"http://127.0.0.1:(\d+)/", line).group(1)
+        utt = load_cache(cache, layers=[]).table["utt_id"].iloc[-1]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/label", json.dumps({"utt_id": utt, "label": "sad"}).encode(),
+                                     {"Content-Type": "application/json"})
+        assert json.load(urllib.request.urlopen(req, timeout=60))["saved"] == utt
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped" in err and labels.read_text().splitlines()[-1] == f"{utt},sad"

@@ -12,6 +12,8 @@ A bad request (unknown label or utterance, a label given twice) answers 400 with
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 from flask import Flask, jsonify, request, send_file
@@ -83,8 +85,13 @@ def serve(session: LabellingSession, host: str = "127.0.0.1", port: int = 8000, 
     session.retrain()
     log(f"labelling page on http://{host}:{server.server_port}/ (labels appended to {session.labels_csv}; Ctrl-C to stop)")
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        log(f"stopped; {len(session.given)} labels in {session.labels_csv}")
+        server.serve_forever()  # returns on Ctrl-C or SIGTERM (werkzeug's server catches the interrupt)
     finally:
         server.server_close()
+    log(f"stopped; {len(session.given)} labels in {session.labels_csv}")
+    if session.thread is not None and session.thread.is_alive():
+        # A retrain is running inside torch: a normal interpreter exit would abort in its C++ threads.
+        # Its model is not needed (every label is on disk already), so leave at once.
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(0)
