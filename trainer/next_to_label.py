@@ -2,8 +2,8 @@
 current model's probabilities on them (and, for diversity, their features). `label` writes the
 default rule's picks; bench/active_learning.py measures every rule against random picks.
 
-Rules (all read only the candidates' probabilities / features and the labelled rows' features,
-never a label):
+Rules (all read only the candidates' probabilities / features, the labelled rows' features and the
+labels already given, never a hidden label):
 - margin: per predicted class the lowest top-1 minus top-2 margin first, classes taken in turn,
   so that every class gets its share of the budget;
 - entropy: the highest predictive entropy, whatever the class (pure uncertainty);
@@ -20,7 +20,8 @@ never a label):
   class furthest below its share (the predicted prior of the corpus, from the labelled rows'
   given labels and the candidates' predictions, picks counted by predicted class), its lowest
   margin first; the labelled set's prior, which the balanced actions aim at, stays near the corpus's;
-- balanced-diverse: balanced-margin, skipping candidates close to a pick of the same batch;
+- balanced-diverse (the default: best on inner validation): balanced-margin, a candidate nearer to a
+  pick of the same batch than the candidates' median nearest-neighbour distance waiting its turn;
 - margin-random: half the batch by margin, half a seeded uniform draw of the rest;
 - random: a seeded uniform draw (the baseline).
 """
