@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 
 from trainer.config import SPEC_FORM, TrainConfig
 from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
-from trainer.policy import load_policies
+from trainer.method.policy import load_policies
 from trainer.run import train
 
 ALL = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
@@ -69,7 +69,7 @@ def test_same_command_and_seed_give_identical_numbers(cache, run_dir, tmp_path):
 
 
 def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
-    from trainer.fold_jobs import prepared_cache
+    from trainer.inputs.fold_jobs import prepared_cache
 
     policies, meta = load_policies(run_dir / "models.safetensors")
     assert sorted(policies) == ["bgrpo_f0_s0", "bgrpo_f0_s1", "bgrpo_f2_s0", "bgrpo_f2_s1"]

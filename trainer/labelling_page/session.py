@@ -24,7 +24,7 @@ from data_manifests.errors import UserError
 from data_manifests.schema import CANONICAL_LABELS
 from data_manifests.storage import write_text_atomic
 from trainer.config import TrainConfig
-from trainer.fold_jobs import raw_cache
+from trainer.inputs.fold_jobs import raw_cache
 from trainer.label_corpus import label_corpus, read_user_labels
 from trainer.metrics import scores
 

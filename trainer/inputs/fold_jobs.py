@@ -11,10 +11,10 @@ import pandas as pd
 
 from data_manifests.errors import UserError
 from pipeline.cache import load_cache
-from trainer.auto_choices import choose_text_norm, resolve_auto
-from trainer.feature_store import CenteredCache, states_to_read
-from trainer.fold_data import FoldData
-from trainer.protocol import Split, make_split
+from trainer.inputs.auto_choices import choose_text_norm, resolve_auto
+from trainer.inputs.feature_store import CenteredCache, states_to_read
+from trainer.inputs.fold_data import FoldData
+from trainer.inputs.protocol import Split, make_split
 
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
@@ -102,9 +102,15 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    return fold_job(cfg, x, table, y, classes, split, choice, device, external_pools(cfg, x, attrs))
+
+
+def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes: list[str], split: Split,
+             choice: dict, device, externals=()) -> FoldJob:
+    """A split's FoldJob from its centred rows (layer and speaker_norm resolved): the text_norm
+    choice on the split's labels, then the FoldData. `train` (prepare_fold) and `label` both end here."""
     speakers = table["speaker"].astype(str).to_numpy()
     x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
-    choice.update(text_choice)
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
-    data = FoldData.build(x_run, y, speakers, split, len(classes), device, external_pools(cfg, x, attrs))
-    return FoldJob(data, split, table, y, classes, cfg, choice, x_run if cfg.text_norm else None)
+    data = FoldData.build(x_run, y, speakers, split, len(classes), device, externals)
+    return FoldJob(data, split, table, y, classes, cfg, {**choice, **text_choice}, x_run if cfg.text_norm else None)

@@ -1,7 +1,7 @@
 """The data of one fold x seed (SPEC 2-3): the tensors on the device, shared by every method's
-training loop (trainer/fold_jobs.py prepares them from a cache).
+training loop (trainer/inputs/fold_jobs.py prepares them from a cache).
 
-Only the hidden state(s) a run uses are read, and they stay float16 (trainer/feature_store.py).
+Only the hidden state(s) a run uses are read, and they stay float16 (trainer/inputs/feature_store.py).
 The small labelled and validation sets are float32 tensors; the pool, the test fold and the whole
 training fold are FeatureRows (float16 rows z-scored a chunk at a time): x[idx] gives a float32
 tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists in float32 whole.
@@ -14,8 +14,8 @@ from itertools import chain
 import numpy as np
 import torch
 
-from trainer.feature_store import CenteredCache, FeatureRows
-from trainer.features import Standardizer
+from trainer.inputs.feature_store import CenteredCache, FeatureRows
+from trainer.inputs.features import Standardizer
 
 
 @dataclass
