@@ -20,6 +20,7 @@ from trainer.fold_jobs import FoldJob
 from trainer.monitor import Monitor
 from trainer.policy import Policy
 from trainer.protocol import POOL_METHODS
+from trainer.sources import source_priors
 from trainer.supervised import fit_supervised, new_policy
 from trainer.teachers import teacher_for
 
@@ -50,6 +51,10 @@ def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> Po
     if cfg.pool_prior == "em" and len(data.x_unl):
         data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
     job.choice["pool_prior"] = data.prior.cpu().tolist()
+    if data.pool_source is not None and bool((data.pool_source > 0).any()):
+        data.source_priors = source_priors(cfg.source_prior, data.prior, data.pool_source,
+                                           lambda: data.x_unl.map(warm.probs))
+        job.choice["source_priors"] = data.source_priors.cpu().tolist()
     return warm
 
 
