@@ -16,6 +16,8 @@ from trainer.run import train
 from trainer.sources import (centred_source, check_source, hidden_labels, per_source_plan, source_priors,
                              unseen_speaker_rows)
 
+NAMES = ("angry", "happy", "neutral", "sad")
+
 
 def test_a_source_is_centred_on_its_own_speakers_prompts_and_mean():
     # 2 speakers x 2 prompts x 8 takes of a 2-d vector: speaker offset + prompt offset + take
@@ -106,3 +108,32 @@ def test_the_gate_drops_an_irrelevant_source_and_records_why(caches, tmp_path, s
     off = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(noise), source_gate="off"), main,
                 tmp_path / "off")
     assert off["choices"][0]["sources"][0]["used"] is True
+
+
+def test_label_and_train_take_sources_and_refuse_another_window(caches, tmp_path, synthetic_cache):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from pipeline.cache import load_cache, write_cache_arrays
+    from trainer.label_corpus import label_corpus
+
+    def canonical(path, name, window="full"):  # `label` reads the project's label vocabulary
+        c = load_cache(path)
+        table = c.table.assign(label=c.table["label"].map(dict(zip([f"class{i}" for i in range(4)], NAMES))))
+        return write_cache_arrays(tmp_path / name, c.features, table, {"encoder_id": "synthetic", "window": window})
+
+    main, related = canonical(caches[1], "main.h5"), canonical(caches[2], "related.h5")
+    t = load_cache(main).table[["utt_id", "label"]].copy()
+    t.loc[np.random.default_rng(0).random(len(t)) >= 0.3, "label"] = ""
+    labels = tmp_path / "labels.csv"
+    t.to_csv(labels, index=False)
+    out, _, info = label_corpus(main, labels, TrainConfig(seeds=(0,), unlabeled_cache=f"{related},{related}"))
+    assert len(out) == 192 and [r["rows"] for r in info["sources"][0]] == [64, 64]
+    trim = canonical(synthetic_cache(tmp_path / "t.h5", n_speakers=2, per_class=2, n_folds=1, corpus="t"), "trim.h5",
+                     "trim")
+    for command in (["train", "--cache", str(main), "--set", f"unlabeled_cache={related},{trim}", "--folds", "0",
+                     "--seeds", "0", "--out", str(tmp_path / "r")],
+                    ["label", "--cache", str(main), "--labels", str(labels), "--out", str(tmp_path / "l.csv"),
+                     "--seeds", "0", "--unlabeled-cache", str(trim)]):
+        res = CliRunner().invoke(app, command)
+        assert res.exit_code == 2 and "window is 'trim'" in res.output, res.output

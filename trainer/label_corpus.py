@@ -24,12 +24,13 @@ from trainer.auto_choices import choose, choose_text_norm
 from trainer.config import TrainConfig
 from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
 from trainer.fold_data import FoldData
-from trainer.fold_jobs import FoldJob, raw_cache
+from trainer.fold_jobs import FoldJob, external_pools, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.methods import monitored_epochs, train_method, warm_up
 from trainer.monitor import Monitor
 from trainer.next_to_label import suggest_next
 from trainer.protocol import Split
+from trainer.source_gate import gate_sources
 
 
 def read_user_labels(path, utt_ids) -> pd.Series:
@@ -92,10 +93,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     x, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
     choice = {**choice.to_dict(), **text_choice}
-    data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device))
+    data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device),
+                          external_pools(cfg, x, cache.attrs, table, split, classes))
     job = FoldJob(data, split, table, y, classes, cfg, choice)
     z_all = FeatureRows([(x, np.arange(len(x)))], data.standardizer, cfg.device)
-    probs = []
+    probs, gated = [], []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
         warnings.simplefilter("ignore", RuntimeWarning)
         for i, seed in enumerate(cfg.seeds):
@@ -103,6 +105,8 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
                 f"the {len(pool)} unlabelled utterances")
             seed_of = partial(job_seed, "label", seed)
             job_s = replace(job, data=replace(data), choice=dict(job.choice))  # each seed estimates its own prior
+            job_s = gate_sources(job_s, seed_of, log)  # and decides on its own whether each unlabeled_cache helps
+            gated.append(job_s.choice.get("sources", []))
             warm = warm_up(job_s, seed_of, Monitor(job_s.data, "supervised", [], monitored_epochs("supervised", cfg)))
             model = train_method("bgrpo", warm, job_s, seed_of,
                                  Monitor(job_s.data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
@@ -121,5 +125,6 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
+            "sources": gated,  # per seed: each unlabeled_cache, used or not, and why
             "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict()}
     return out, suggest, info
