@@ -49,7 +49,7 @@ app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, help
 def _reported_warnings():
     """Show the project's own warnings as one `warning:` line each; other warnings as Python shows them."""
     from data_manifests import ManifestWarning
-    from trainer.protocol import FewLabelsWarning
+    from trainer.inputs.protocol import FewLabelsWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -152,7 +152,7 @@ def extract(
     With --corpus it runs the corpus adapter first (it takes every option `manifest` takes)."""
     import os
 
-    from data_manifests import audio_root, check_trainable, manifest_root, prepare, read_manifest
+    from data_manifests import ManifestError, audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import resolve_model
     from pipeline.extract import cache_path, extract as run, parse_shard
 
@@ -251,10 +251,7 @@ def train(
     from trainer.run import train as run
 
     flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
-             "seeds": seeds and [int(s) for s in seeds.split(",") if s.strip()], "folds": folds and folds.split(","),
-             "transductive": transductive, "workers": workers}
-    if seeds is not None and not flags["seeds"]:
-        raise ValueError("--seeds must list at least one seed")
+             "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers}
     settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
                 **{k: v for k, v in flags.items() if v is not None}}
     cfg = TrainConfig.from_dict(settings)
@@ -408,8 +405,7 @@ def label(
     from data_manifests.storage import write_text_atomic
     from trainer.label_corpus import label_corpus
 
-    cfg = TrainConfig(seeds=[int(s) for s in seeds.split(",")], unlabeled_cache=unlabeled_cache)
-    table, suggest, info = label_corpus(cache, labels, cfg, n_next,
+    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), n_next,
                                       log=lambda line: typer.echo(line, err=True))
     out_path = Path(out)
     nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")

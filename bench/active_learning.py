@@ -6,7 +6,7 @@ trainer/next_to_label.py against random picks.
         [--rules margin,entropy,k-center,random] [--inner] [--out docs/results/active-learning]
 
 Per corpus, outer test fold and seed: start from the protocol's stratified 5% of the training folds
-(trainer/protocol.py's split, the same for every rule), train the default recipe (inductive: the
+(trainer/inputs/protocol.py's split, the same for every rule), train the default recipe (inductive: the
 training folds' unlabelled rows are the pool, the test fold is only scored), then in rounds let a
 rule pick a fixed budget (2.5% of the training rows) from the pool, reveal those labels through
 the simulated annotator, and train again, up to 20%. Rules see the model's probabilities on the
@@ -42,16 +42,16 @@ import torch  # noqa: E402
 
 from data_manifests.storage import atomic_path, write_text_atomic  # noqa: E402
 from pipeline.run_lock import die_with_parent  # noqa: E402
-from trainer.auto_choices import resolve_auto  # noqa: E402
+from trainer.inputs.auto_choices import resolve_auto  # noqa: E402
 from trainer.config import TrainConfig  # noqa: E402
-from trainer.fold_data import FoldData  # noqa: E402
-from trainer.fold_jobs import FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
+from trainer.inputs.fold_data import FoldData  # noqa: E402
+from trainer.inputs.fold_jobs import FoldJob, class_names, prepared_cache, table_cache  # noqa: E402
 from trainer.jobs import job_seed  # noqa: E402
-from trainer.methods import monitored_epochs, train_method, warm_up  # noqa: E402
+from trainer.method.methods import monitored_epochs, train_method, warm_up  # noqa: E402
 from trainer.metrics import scores  # noqa: E402
-from trainer.monitor import Monitor  # noqa: E402
+from trainer.method.monitor import Monitor  # noqa: E402
 from trainer.next_to_label import DEFAULT_RULE, RULES, choose_next  # noqa: E402
-from trainer.protocol import Split, fold_names, make_split  # noqa: E402
+from trainer.inputs.protocol import Split, fold_names, make_split  # noqa: E402
 
 START, STEP, STOP = 0.05, 0.025, 0.20  # labelled share of the training rows: start, budget per round, end
 
@@ -99,7 +99,7 @@ class RoundModel:
 
 def train_round(cfg: TrainConfig, cache_path: str, y_visible: np.ndarray, split: Split, classes: list[str],
                 seed_key: tuple[str, int], device) -> RoundModel:
-    """The default recipe (warm-up, then B-GRPO; trainer/methods.py, as `train` builds it) on
+    """The default recipe (warm-up, then B-GRPO; trainer/method/methods.py, as `train` builds it) on
     split.labeled with the labels in y_visible (-1 = unknown; test rows carry their labels for scoring
     only), seeded by (fold, seed) alone so that the same labelled set gives the same model whichever
     rule chose it."""
@@ -109,12 +109,12 @@ def train_round(cfg: TrainConfig, cache_path: str, y_visible: np.ndarray, split:
                           table["speaker"].astype(str).to_numpy(), split, len(classes), device)
     job = FoldJob(data, split, table, y_visible, classes, cfg, choice)
     seed_of = partial(job_seed, *seed_key)
-    warm = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+    warm, job = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
     model = train_method("bgrpo", warm, job, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
     probs = np.zeros((len(split.train), len(classes)))
     probs[np.searchsorted(split.train, split.unlabeled)] = data.x_unl.map(model.probs).cpu().numpy()
     return RoundModel(data.x_test.map(model.probs).argmax(1).cpu().numpy(),
-                      data.x_test.map(warm.probs).argmax(1).cpu().numpy(), probs, data.x_train_all[:], choice)
+                      data.x_test.map(warm.probs).argmax(1).cpu().numpy(), probs, data.x_train_all[:], job.choice)
 
 
 def round_targets(n_train: int) -> tuple[int, int]:

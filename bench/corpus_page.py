@@ -149,7 +149,7 @@ def render(results: dict[str, dict], corpora: list[str], fractions: list[float],
     if table != "_No runs yet._":
         parts += ["## Content normalisation: the old default (`text_norm=false`) vs the default", "",
                   ("Inductive, the same folds x seeds; `text norm chosen` = runs in which `text_norm=auto` "
-                   "removed the prompt means (trainer/auto_choices.py; its reasons are in each run's "
+                   "removed the prompt means (trainer/inputs/auto_choices.py; its reasons are in each run's "
                    "results.json, `choices`). Macro-F1 %."), "", table, ""]
     return "\n".join(parts)
 

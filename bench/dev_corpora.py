@@ -80,13 +80,13 @@ def norm_rule_runs(out: Path, caches: dict[str, str], alphas=(0.01, 0.05, 0.1)) 
     import numpy as np
 
     from pipeline.cache import load_cache
-    from trainer.auto_choices import (
+    from trainer.inputs.auto_choices import (
         MIN_UTTERANCES_PER_SPEAKER,
         median_utterances_per_speaker,
         speaker_label_dependence,
     )
     from trainer.metrics import gap_recovered, relative_gain
-    from trainer.protocol import fold_names, make_split
+    from trainer.inputs.protocol import fold_names, make_split
 
     grid_rows, stats = [], []
     for name, path in caches.items():

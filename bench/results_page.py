@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
               ("" if a.seeds == "0,1,2" or a.quick else f" --seeds {a.seeds}")
     if not a.render_only:
         from pipeline.cache import load_cache
-        from trainer.protocol import fold_names
+        from trainer.inputs.protocol import fold_names
 
         trim = load_cache(caches["trim"])
         folds = fold_names(trim.table)[:2] if a.quick else None

@@ -230,7 +230,7 @@ def protocol_row(work: Path, cache: Path, device: str, timeout: float) -> dict:
     """The whole RAVDESS protocol (every fold x seed, supervised + bgrpo) on `device`, with as many
     worker processes as cores (at most one per job): wall time and macro-F1."""
     from pipeline.cache import load_cache
-    from trainer.protocol import fold_names
+    from trainer.inputs.protocol import fold_names
 
     table, seeds = load_cache(cache, layers=[]).table, TrainConfig().seeds
     folds = fold_names(table)
@@ -327,7 +327,7 @@ def main(argv=None) -> int:
         return pool_benchmark([int(s) for s in args.pool.split(",") if s], devices, device_notes, args)
 
     from pipeline.cache import load_cache, write_cache_arrays
-    from trainer.protocol import fold_names
+    from trainer.inputs.protocol import fold_names
 
     defaults = TrainConfig()
     rows, notes = [], list(device_notes)

@@ -6,7 +6,7 @@ Kinds:
   mu-law quantisation, back to 16 kHz;
 - noise: white noise at 10 dB SNR (per utterance, from its signal power; seeded by its utt_id).
 The copy keeps every manifest column (utt_id, speaker, corpus, label, prompt), so `extract` encodes it
-into a cache whose rows the trainer keeps apart from the test speakers (trainer/sources.py). Each
+into a cache whose rows the trainer keeps apart from the test speakers (trainer/inputs/sources.py). Each
 file is written through a temp name and renamed; the manifest is written last.
 """
 from __future__ import annotations

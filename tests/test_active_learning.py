@@ -16,8 +16,8 @@ from bench.active_learning import (
 )
 from pipeline.cache import load_cache
 from trainer.config import TrainConfig
-from trainer.fold_jobs import class_names
-from trainer.protocol import fold_masks
+from trainer.inputs.fold_jobs import class_names
+from trainer.inputs.protocol import fold_masks
 
 RULES = ["margin", "entropy", "k-center", "random"]
 CFG = TrainConfig(refit_rounds=1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.auto_choices import (
+from trainer.inputs.auto_choices import (
     choose,
     em_prior,
     grouped_cv_macro_f1,
@@ -13,8 +13,8 @@ from trainer.auto_choices import (
     speaker_label_dependence,
 )
 from trainer.config import TrainConfig
-from trainer.features import prepare
-from trainer.protocol import Split
+from trainer.inputs.feature_store import policy_rows
+from trainer.inputs.protocol import Split
 
 
 def make_set(confounded: bool, n_speakers=12, per_speaker=24, n_classes=4, dim=12, seed=0):
@@ -50,7 +50,7 @@ def test_auto_speaker_norm_off_when_confounded_on_when_balanced(confounded, expe
     assert (c.speaker_label_p < 0.01) if confounded else (c.speaker_label_p > 0.05)
     # and the choice is the right one: held-out-speaker CV on the same set agrees
     groups = speaker_groups(spk[lab])
-    on, off = (grouped_cv_macro_f1(prepare(raw, spk, "1", norm)[lab], y[lab], groups, 4, 10.0) for norm in (True, False))
+    on, off = (grouped_cv_macro_f1(policy_rows(raw, spk, "1", norm).rows(lab), y[lab], groups, 4, 10.0) for norm in (True, False))
     assert (off > on + 10) if confounded else (on > off + 5)
 
 

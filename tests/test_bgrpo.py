@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from trainer.bgrpo import advantage, bgrpo_loss, exact_kl
+from trainer.method.bgrpo import advantage, bgrpo_loss, exact_kl
 from trainer.config import SPEC_FORM, TrainConfig
 from trainer.jobs import run_job
 

@@ -8,18 +8,18 @@ import pytest
 import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from trainer.actions import group_sums
-from trainer.bgrpo import train_bgrpo_refit
+from trainer.method.actions import group_sums
+from trainer.method.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer import placement
-from trainer.feature_store import CenteredCache
-from trainer.fold_data import FoldData
+from trainer.inputs import placement
+from trainer.inputs.feature_store import CenteredCache
+from trainer.inputs.fold_data import FoldData
 from trainer.jobs import run_job
-from trainer.lda_teacher import LDATeacher, shrinkage_lda
-from trainer.monitor import Monitor
-from trainer.prompt_norm import PromptCentered
-from trainer.protocol import Split
-from trainer.supervised import fit_supervised, new_policy
+from trainer.method.lda_teacher import LDATeacher, shrinkage_lda
+from trainer.method.monitor import Monitor
+from trainer.inputs.prompt_norm import PromptCentered
+from trainer.inputs.protocol import Split
+from trainer.method.supervised import fit_supervised, new_policy
 
 N_CLASSES = 4
 

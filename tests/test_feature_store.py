@@ -7,10 +7,10 @@ import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trainer.feature_store import CenteredCache, FeatureRows, add_rows_by_group, states_to_read
-from trainer.features import sequential_sum
-from trainer.features import Standardizer, prepare
-from trainer.lda_teacher import LDATeacher, principal_axes
+from trainer.inputs.feature_store import CenteredCache, FeatureRows, add_rows_by_group, policy_rows, states_to_read
+from trainer.inputs.features import sequential_sum
+from trainer.inputs.features import Standardizer
+from trainer.method.lda_teacher import LDATeacher, principal_axes
 
 
 def raw_cache(n=50, states=3, dim=4, seed=0):
@@ -29,14 +29,26 @@ def test_states_to_read():
 
 @pytest.mark.parametrize("layer, read", [("1", [1]), ("weighted", [0, 1, 2]), ("concat", [0, 1, 2])])
 @pytest.mark.parametrize("speaker_norm", [True, False])
-def test_centred_rows_are_the_in_memory_features_bit_for_bit(layer, read, speaker_norm):
+def test_policy_rows_are_the_layer_minus_its_speaker_mean(layer, read, speaker_norm):
+    """By hand: the states `layer` names as float32 (concat: side by side), minus each speaker's
+    mean over all that speaker's rows (np.add.at in float64, one row after the other); any chunk size."""
     raw, speakers = raw_cache()
-    expected = prepare(raw, speakers, layer, speaker_norm)  # the in-memory float32 path
-    cache = CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8)
+    x = raw[:, read].astype(np.float32)
+    x = x.reshape(len(x), 1, -1) if layer == "concat" else x
+    if speaker_norm:
+        _, inv = np.unique(speakers, return_inverse=True)
+        flat = x.reshape(len(x), -1)
+        sums = np.zeros((inv.max() + 1, flat.shape[1]))
+        np.add.at(sums, inv, flat)
+        x = (flat - (sums / np.bincount(inv)[:, None])[inv]).astype(np.float32).reshape(x.shape)
     rows = np.array([5, 0, 49, 12, 12])
-    assert cache.rows(rows).dtype == np.float32
-    np.testing.assert_array_equal(cache.rows(rows), expected[rows])
-    assert cache.rows(np.zeros(0, np.int64)).shape == (0, *expected.shape[1:])
+    for cache in (policy_rows(raw, speakers, layer, speaker_norm),
+                  CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8)):
+        assert cache.rows(rows).dtype == np.float32
+        np.testing.assert_array_equal(cache.rows(rows), x[rows])
+        assert cache.rows(np.zeros(0, np.int64)).shape == (0, *x.shape[1:])
+    with pytest.raises(ValueError, match="hidden states 0..2"):
+        policy_rows(raw, speakers, "3", speaker_norm)
 
 
 def test_feature_rows_index_and_map_across_parts_and_chunks():

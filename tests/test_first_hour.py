@@ -195,7 +195,7 @@ def test_ablate_help_shows_the_grid_file_sections():
 
 def test_the_demo_labels_enough_utterances_per_class():
     from trainer.demo import DEMO_LABELLED_PER_CLASS, demo_label_fraction
-    from trainer.protocol import class_quota
+    from trainer.inputs.protocol import class_quota
 
     # the default demo corpus: 8 speakers x 4 sentences x 2 takes per class, 4 folds of 2 speakers
     table = pd.DataFrame([{"label": label, "fold": s // 2} for s in range(8) for label in LABELS for _ in range(8)])

@@ -52,7 +52,7 @@ def test_all_labels_make_bgrpo_equal_supervised_and_say_so(tmp_path, synthetic_c
 def test_no_pool_warning_without_pool_methods_or_when_transductive(tmp_path, synthetic_cache):
     import warnings
 
-    from trainer.protocol import EmptyPoolWarning, warn_empty_pool
+    from trainer.inputs.protocol import EmptyPoolWarning, warn_empty_pool
 
     table = load_cache(synthetic_cache(tmp_path / "c.h5", n_speakers=4, per_class=4, n_folds=2)).table
     with warnings.catch_warnings(record=True) as caught:

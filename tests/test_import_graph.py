@@ -74,5 +74,5 @@ def test_cycle_finder_sees_a_late_import_cycle():
 def test_no_import_cycle_among_the_projects_modules():
     files = module_files()
     graph = import_graph(files)
-    assert "trainer.fold_jobs" in graph["trainer.jobs"]  # the graph sees the project's imports
+    assert "trainer.inputs.fold_jobs" in graph["trainer.jobs"]  # the graph sees the project's imports
     assert cycles(graph) == []

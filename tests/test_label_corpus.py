@@ -88,7 +88,7 @@ def test_label_command_writes_both_files(cache, given, tmp_path):
 @pytest.mark.parametrize("field, value", [("update", "grpo"), ("pool_prior", "em"), ("act_on", "policy"),
                                           ("refit_rounds", 1)])
 def test_label_follows_every_recipe_field(cache, given, field, value):
-    """`label` builds its model as `train` does (trainer/methods.py): changing one recipe field
+    """`label` builds its model as `train` does (trainer/method/methods.py): changing one recipe field
     changes its probabilities."""
     base = TrainConfig(seeds=(0,), epochs=3)
     changed = base.replace(**{field: value})

@@ -6,15 +6,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trainer.bgrpo import Scored, advantage, score_rows, train_bgrpo
+from trainer.method.bgrpo import Scored, advantage, score_rows, train_bgrpo
 from trainer.config import SPEC_FORM, TrainConfig, field_names, recipe_text
-from trainer.feature_store import CenteredCache, FeatureRows
-from trainer.fold_data import FoldData
+from trainer.inputs.feature_store import CenteredCache, FeatureRows
+from trainer.inputs.fold_data import FoldData
 from trainer.jobs import run_job
-from trainer.monitor import Monitor
-from trainer.policy import Policy
-from trainer.rewards import parse_reward
-from trainer.teachers import FrozenTeacher
+from trainer.method.monitor import Monitor
+from trainer.method.policy import Policy
+from trainer.method.rewards import parse_reward
+from trainer.method.teachers import FrozenTeacher
 
 
 def rows_of(x: torch.Tensor) -> FeatureRows:
@@ -78,7 +78,7 @@ def test_adv_std_divides_each_group_by_its_own_std():
 
 
 def test_reward_terms_are_averaged():
-    from trainer.rewards import compute_reward
+    from trainer.method.rewards import compute_reward
 
     p = torch.tensor([[0.6, 0.4]])
     plan = torch.tensor([[0.2, 0.8]])

@@ -10,11 +10,11 @@ import pytest
 from pipeline.cache import load_cache, set_annotation, write_cache_arrays
 from pipeline.extract import sync_annotations
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache
-from trainer.fold_jobs import prepare_fold
-from trainer.policy import load_policies
+from trainer.inputs.feature_store import CenteredCache
+from trainer.inputs.fold_jobs import prepare_fold
+from trainer.method.policy import load_policies
 from trainer.predict import predict_features, prompt_note
-from trainer.prompt_norm import PromptCentered, prompt_label_dependence, subtract_prompt_means
+from trainer.inputs.prompt_norm import PromptCentered, prompt_label_dependence
 
 
 def prompt_corpus(path, confounded: bool = False, n_speakers: int = 8, n_classes: int = 4, n_prompts: int = 6,
@@ -150,9 +150,11 @@ def test_predict_subtracts_stored_means_for_known_prompts_only(tmp_path):
     unknown = predict_features(policies, meta, feats, spk, [""] * 8)
     assert not np.allclose(known, unknown)
     # by hand: speaker-centred middle layer minus the stored mean of each file's prompt
-    x, had = subtract_prompt_means(
-        (feats[:, [1]].astype(np.float32) - feats[:, [1]].astype(np.float32).mean(0)), ids, choice["prompts"],
-        meta["extra"]["~prompt_means/bgrpo_f0_s0"].numpy())
+    lookup = {p: k for k, p in enumerate(choice["prompts"])}
+    had = np.array([t in lookup for t in ids])
+    centred = (feats[:, [1]].astype(np.float32) - feats[:, [1]].astype(np.float32).mean(0)).reshape(8, -1)
+    means = meta["extra"]["~prompt_means/bgrpo_f0_s0"].numpy().astype(np.float64)
+    x = (centred - means[[lookup[t] for t in ids]]).astype(np.float32).reshape(8, 1, -1)
     pol = policies["bgrpo_f0_s0"]
     import torch
     np.testing.assert_allclose(known, pol.probs(pol.standardize(torch.as_tensor(x))).numpy(), atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
-from trainer.protocol import fold_names, make_split
+from trainer.inputs.protocol import fold_names, make_split
 from trainer.jobs import run_job
 
 

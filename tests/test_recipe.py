@@ -6,13 +6,13 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from trainer.config import TrainConfig
-from trainer.features import select_layers
-from trainer.bgrpo import acting_distribution
-from trainer.lda_teacher import LDATeacher
-from trainer.policy import Policy
-from trainer.protocol import fold_masks, make_split
+from trainer.inputs.feature_store import policy_rows
+from trainer.method.bgrpo import acting_distribution
+from trainer.method.lda_teacher import LDATeacher
+from trainer.method.policy import Policy
+from trainer.inputs.protocol import fold_masks, make_split
 from trainer.jobs import run_job
-from trainer.supervised import fit_lbfgs
+from trainer.method.supervised import fit_lbfgs
 
 
 def test_mixed_acting_distribution_is_the_normalised_geometric_mean():
@@ -63,7 +63,7 @@ def test_inner_validation_drops_the_test_fold_and_scores_the_next_one():
 
 def test_middle_layer_is_half_the_depth():
     raw = np.arange(2 * 7 * 3, dtype=np.float32).reshape(2, 7, 3)
-    assert np.array_equal(select_layers(raw, "middle"), raw[:, [3]])
+    assert np.array_equal(policy_rows(raw, None, "middle", False).rows(np.arange(2)), raw[:, [3]])
 
 
 def test_default_recipe_gains_over_supervised_on_clustered_data(tmp_path, synthetic_cache):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from trainer.actions import select_actions, sinkhorn
-from trainer.rewards import compute_reward, parse_reward
+from trainer.method.actions import select_actions, sinkhorn
+from trainer.method.rewards import compute_reward, parse_reward
 
 P_OLD = torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
 ACTIONS = torch.tensor([0, 2])

@@ -1,4 +1,5 @@
-"""External unlabelled sources (trainer/sources.py, trainer/source_gate.py): per-source centring and
+"""External unlabelled sources (trainer/inputs/sources.py, trainer/method/source_assignment.py,
+trainer/method/source_gate.py): per-source centring and
 priors on small hand-built caches, the gate, the labelled rows untouched, mismatched caches refused."""
 import json
 
@@ -9,12 +10,10 @@ import torch
 
 from data_manifests.errors import UserError
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache
-from trainer.fold_data import FoldData
-from trainer.protocol import Split
+from trainer.inputs.feature_store import CenteredCache
 from trainer.run import train
-from trainer.sources import (centred_source, check_source, hidden_labels, per_source_plan, source_priors,
-                             unseen_speaker_rows)
+from trainer.inputs.sources import centred_source, check_source, hidden_labels, unseen_speaker_rows
+from trainer.method.source_assignment import per_source_plan, source_priors
 
 NAMES = ("angry", "happy", "neutral", "sad")
 
@@ -78,7 +77,7 @@ def caches(tmp_path_factory, synthetic_cache):
 
 def test_a_source_never_changes_the_labelled_rows(caches):
     d, main, related = caches
-    from trainer.fold_jobs import prepare_fold
+    from trainer.inputs.fold_jobs import prepare_fold
 
     cfg = TrainConfig(seeds=(0,), folds=("1",))
     alone = prepare_fold(cfg, str(main), "1", 0, "cpu").data

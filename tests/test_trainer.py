@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 
 from trainer.config import SPEC_FORM, TrainConfig
 from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
-from trainer.policy import load_policies
+from trainer.method.policy import load_policies
 from trainer.run import train
 
 ALL = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
@@ -69,7 +69,7 @@ def test_same_command_and_seed_give_identical_numbers(cache, run_dir, tmp_path):
 
 
 def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
-    from trainer.fold_jobs import prepared_cache
+    from trainer.inputs.fold_jobs import prepared_cache
 
     policies, meta = load_policies(run_dir / "models.safetensors")
     assert sorted(policies) == ["bgrpo_f0_s0", "bgrpo_f0_s1", "bgrpo_f2_s0", "bgrpo_f2_s1"]
@@ -104,13 +104,15 @@ def test_refit_update_with_balanced_actions(cache, tmp_path):
 
 def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_cache):
     ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5, corpus="ext")
-    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self"),
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self",
+                      source_gate="off"),
                 cache, tmp_path / "a")
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
     rows = pd.read_csv(tmp_path / "a" / "results.csv")
     assert rows.n_unlabeled.iloc[0] == (4 * 8 * 4 - rows.n_labeled.iloc[0]) + 40
     ext2 = synthetic_cache(tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6, corpus="ext2")
-    train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self"),
+    train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self",
+                source_gate="off"),
           cache, tmp_path / "two")
     assert pd.read_csv(tmp_path / "two" / "results.csv").n_unlabeled.iloc[0] == rows.n_unlabeled.iloc[0] + 12
     other = synthetic_cache(tmp_path / "other.h5", n_classes=4, n_speakers=2, per_class=2, n_folds=1, dim=8)

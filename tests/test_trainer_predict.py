@@ -132,3 +132,32 @@ def test_speakers_from_file_names_take_the_first_group_or_the_match():
     assert speakers_from_names(["s1_x.wav"], r"s\d") == ["s1"]
     with pytest.raises(ValueError, match="does not match 1 file name"):
         speakers_from_names(["s1_x.wav", "other.wav"], r"^(s\d)_")
+
+
+def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, tmp_path):
+    """Train and serve build the policy input alike: `predict` on fold 0's test files (grouped by
+    speaker, as the cache's rows are) gives the labels the run itself wrote for them."""
+    from cli import app
+
+    cfg = TrainConfig(methods=("bgrpo", "supervised"), seeds=(0,), folds=("0",), labeled_fraction=0.5, epochs=2,
+                      warmup_epochs=30)
+    train(cfg, tone_run / "tones.h5", tmp_path / "run")
+    written = pd.read_csv(tmp_path / "run" / "predictions.csv", dtype=str)
+    written = written[(written.method == "bgrpo") & (written.fold == "0")]
+    assert len(written) == 16  # the test fold: speakers s0 and s2, 8 files each
+    files = [str(tone_run / f"{u}.wav") for u in written.utt_id]
+    result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path / "run"), "--device", "cpu",
+                                      "--speaker-regex", r"^(s\d)_", "--csv", str(tmp_path / "pred.csv"), *files])
+    assert result.exit_code == 0, result.output
+    served = pd.read_csv(tmp_path / "pred.csv", dtype=str)
+    assert served.label.tolist() == written.pred.tolist()
+    # and the probabilities: the saved policy on the run's own test tensors (FoldData.x_test)
+    from trainer.inputs.fold_jobs import prepare_fold
+    from trainer.method.policy import load_policies
+
+    policies, meta = load_policies(tmp_path / "run" / "models.safetensors")
+    job = prepare_fold(cfg, str(tone_run / "tones.h5"), "0", 0, "cpu")
+    assert job.table.utt_id.iloc[job.split.test].tolist() == written.utt_id.tolist()
+    (policy,) = policies.values()
+    own = policy.probs(job.data.x_test[:]).detach().numpy()
+    np.testing.assert_allclose(served[meta["classes"]].to_numpy(float), own, rtol=0, atol=1e-6)

@@ -25,7 +25,7 @@ from data_manifests.errors import UserError
 from data_manifests.storage import write_text_atomic
 from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig, check_names, read_toml
-from trainer.fold_jobs import class_names, prepared_cache
+from trainer.inputs.fold_jobs import class_names, prepared_cache
 from trainer.jobs import jobs_for, run_jobs
 from trainer.report import collect, summarise
 

@@ -7,7 +7,7 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 
 Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
-and prompt-mean removal (text_norm) chosen per run from the labelled subset (trainer/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
+and prompt-mean removal (text_norm) chosen per run from the labelled subset (trainer/inputs/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
 confidence as reward. SPEC section 5's literal form is `SPEC_FORM` below.
 """
@@ -45,7 +45,7 @@ def _teacher_error(v: str) -> str | None:
 
 
 def _reward_error(v: str) -> str | None:
-    from trainer.rewards import parse_reward  # rewards imports nothing from here
+    from trainer.method.rewards import parse_reward  # rewards imports nothing from here
 
     try:
         parse_reward(v)
@@ -64,13 +64,13 @@ class TrainConfig:
     seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
     transductive: bool = option(False, "Also put the test fold's audio (no labels) into the pool.")
     inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
-    unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources (labels never used; trainer/sources.py).")
+    unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources (labels never used; trainer/inputs/sources.py).")
     source_prior: Literal["joint", "labelled", "em"] = option("labelled", "unlabeled_cache: balanced assignment over the union with the labelled prior (joint), or one plan per source: the labelled prior (labelled) or each source's EM-estimated prior (em).")
     source_gate: Literal["cv", "off"] = option("cv", "unlabeled_cache: per fold x seed, keep a source only if speaker-grouped CV of bgrpo on the labelled subset is better with it (cv), or always keep it (off).")
     # --- features (SPEC 3)
     layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
-    speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/auto_choices.py).")
-    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the classes, or when the labelled subset's labels follow the prompt; trainer/auto_choices.py).")
+    speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/inputs/auto_choices.py).")
+    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the classes, or when the labelled subset's labels follow the prompt; trainer/inputs/auto_choices.py).")
     pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
     # --- head
     head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
@@ -119,8 +119,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.methods = tuple(self.methods if not isinstance(self.methods, str) else self.methods.split(","))
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.folds = None if self.folds is None else tuple(str(f) for f in self.folds)
+        self.seeds = _seeds(self.seeds)
+        self.folds = None if self.folds is None else tuple(str(f) for f in _as_list(self.folds))
         self.layer = str(self.layer)
         self.speaker_norm = parse_switch(self.speaker_norm)
         self.text_norm = parse_switch(self.text_norm)
@@ -194,6 +194,22 @@ def field_problem(f: dataclasses.Field, value) -> str | None:
     return (_type_problem(_hints()[f.name], value)
             or (meta["within"] and _range_problem(meta["within"], value))
             or (meta["check"] and value is not None and meta["check"](value)) or None)
+
+
+def _as_list(value) -> list:
+    """A list field's value: a list, or one comma-separated string (`--set seeds=0,1`)."""
+    return value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _seeds(value) -> tuple[int, ...]:
+    """The seeds as integers, or a UserError naming what is not one (not a ValueError traceback)."""
+    try:
+        seeds = tuple(int(s) for s in _as_list(value) if str(s).strip())
+    except (TypeError, ValueError) as error:
+        raise UserError(f"invalid config: seeds = {value!r}: integers, e.g. [0, 1, 2] ({error})") from None
+    if not seeds:
+        raise UserError("invalid config: seeds is empty: list at least one seed, e.g. [0, 1, 2]")
+    return seeds
 
 
 def parse_switch(value):

@@ -13,7 +13,7 @@ from data_manifests.synthetic_demo import SPEAKER_REGEX, generate
 from pipeline.encoder import resolve_model
 from pipeline.extract import cache_path, extract
 from trainer.config import TrainConfig
-from trainer.protocol import class_quota
+from trainer.inputs.protocol import class_quota
 from trainer.run import train
 
 DEMO_LABELLED_PER_CLASS = 10

@@ -14,12 +14,12 @@ from tqdm import tqdm
 from data_manifests.errors import UserError
 from pipeline.run_lock import die_with_parent
 from trainer.config import TrainConfig
-from trainer.fold_jobs import prepare_fold, prepared_cache
-from trainer.methods import METHOD_ORDER, monitored_epochs, train_method, warm_up
+from trainer.inputs.fold_jobs import prepare_fold, prepared_cache
+from trainer.method.methods import METHOD_ORDER, monitored_epochs, train_method, warm_up
 from trainer.metrics import histogram_entropy, scores
-from trainer.monitor import Monitor
-from trainer.protocol import fold_names
-from trainer.source_gate import gate_sources
+from trainer.method.monitor import Monitor
+from trainer.inputs.protocol import fold_names
+from trainer.method.source_gate import gate_sources
 
 
 def job_seed(fold: str, seed: int, salt: str) -> int:
@@ -65,7 +65,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     if set(cfg.methods) - {"topline"}:
         t0 = time.perf_counter()
         mon = Monitor(data, "supervised", curves, monitored_epochs("supervised", cfg))
-        warm = warm_up(job, seed_of, mon)
+        warm, job = warm_up(job, seed_of, mon)
         t_warm = time.perf_counter() - t0
         if "supervised" in cfg.methods:
             finish("supervised", warm, t0, mon.best_epoch)

@@ -1,7 +1,7 @@
 """`cli.py label`: label my corpus. From a cache and the labels a user has (CSV `utt_id,label`; empty
 labels = unlabelled), train transductively on everything (the given labels as L, every other
 utterance of the cache as the pool) with the recipe of `train` (speaker normalisation decided
-from the given labels; the warm-up and B-GRPO built by trainer/methods.py, as `train` builds
+from the given labels; the warm-up and B-GRPO built by trainer/method/methods.py, as `train` builds
 them), and return for every utterance its label (given labels are kept verbatim) or the prediction
 with its probability and runner-up, plus the utterances whose label would help most: the lowest
 top-1 / top-2 margins, taken class by class in turn.
@@ -10,7 +10,6 @@ Its accuracy is that of the transductive protocol (`train --transductive`, docs/
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -20,17 +19,16 @@ import torch
 
 from data_manifests.errors import UserError
 from data_manifests.schema import CANONICAL_LABELS
-from trainer.auto_choices import choose, choose_text_norm
+from trainer.inputs.auto_choices import choose
 from trainer.config import TrainConfig
-from trainer.feature_store import CenteredCache, FeatureRows, states_to_read
-from trainer.fold_data import FoldData
-from trainer.fold_jobs import FoldJob, external_pools, raw_cache
+from trainer.inputs.feature_store import FeatureRows, policy_rows
+from trainer.inputs.fold_jobs import fold_job, raw_cache
 from trainer.jobs import job_seed, resolve_device
-from trainer.methods import monitored_epochs, train_method, warm_up
-from trainer.monitor import Monitor
+from trainer.method.methods import monitored_epochs, train_method, warm_up
+from trainer.method.monitor import Monitor
 from trainer.next_to_label import suggest_next
-from trainer.protocol import Split
-from trainer.source_gate import gate_sources
+from trainer.inputs.protocol import Split
+from trainer.method.source_gate import gate_sources
 
 
 def read_user_labels(path, utt_ids) -> pd.Series:
@@ -87,16 +85,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
         "normalisation from the given labels")
     choice = choose(cache.features, speakers, lab, y[lab], len(classes), cfg.layer, cfg.speaker_norm, cfg.l2)
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
-    x = CenteredCache(cache.features[:, states_to_read(cfg.layer, cache.features.shape[1])], speakers, cfg.layer,
-                      cfg.speaker_norm)
-    split = Split("all", 0, lab, np.zeros(0, int), pool, np.zeros(0, int), lab, 0)
-    x, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
-    cfg = cfg.replace(text_norm=text_choice["text_norm"])
-    choice = {**choice.to_dict(), **text_choice}
-    data = FoldData.build(x, y, speakers, split, len(classes), torch.device(cfg.device),
-                          external_pools(cfg, x, cache.attrs, table, split, classes))
-    job = FoldJob(data, split, table, y, classes, cfg, choice)
-    z_all = FeatureRows([(x, np.arange(len(x)))], data.standardizer, cfg.device)
+    x = policy_rows(cache.features, speakers, cfg.layer, cfg.speaker_norm)
+    job = fold_job(cfg, x, table, y, classes, Split.labelled_and_pool(lab, pool), choice.to_dict(),
+                   torch.device(cfg.device), cache.attrs)
+    cfg, choice, data = job.cfg, job.choice, job.data
+    z_all = FeatureRows([(x if job.prompts is None else job.prompts, np.arange(len(x)))], data.standardizer, cfg.device)
     probs, gated = [], []
     with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -104,12 +97,10 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
             log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
                 f"the {len(pool)} unlabelled utterances")
             seed_of = partial(job_seed, "label", seed)
-            job_s = replace(job, data=replace(data), choice=dict(job.choice))  # each seed estimates its own prior
-            job_s = gate_sources(job_s, seed_of, log)  # and decides on its own whether each unlabeled_cache helps
-            gated.append(job_s.choice.get("sources", []))
-            warm = warm_up(job_s, seed_of, Monitor(job_s.data, "supervised", [], monitored_epochs("supervised", cfg)))
-            model = train_method("bgrpo", warm, job_s, seed_of,
-                                 Monitor(job_s.data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
+            job_g = gate_sources(job, seed_of, log)  # each seed decides whether each unlabeled_cache helps
+            gated.append(job_g.choice.get("sources", []))
+            warm, job_s = warm_up(job_g, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+            model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
             probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
     order = np.argsort(-p, 1)

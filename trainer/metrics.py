@@ -46,6 +46,12 @@ def confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     return confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
 
 
+def normalised_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Per row, H(p_i) / log C: 0 = one-hot, 1 = uniform (E2b's certainty is 1 minus it; the
+    per-round curves report its mean)."""
+    return -(p * torch.log(p.clamp_min(1e-12))).sum(1) / math.log(p.shape[1])
+
+
 def histogram_entropy(pred: np.ndarray, n_classes: int) -> float:
     """Normalised entropy of the predicted-class histogram: 1 = uniform use of classes, 0 = one class."""
     return counts_entropy(np.bincount(np.asarray(pred, dtype=int), minlength=n_classes), n_classes)

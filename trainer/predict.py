@@ -12,18 +12,20 @@ import pandas as pd
 import torch
 
 from data_manifests.errors import UserError
-from trainer.features import prepare
-from trainer.policy import PROMPT_MEANS, load_policies
-from trainer.prompt_norm import subtract_prompt_means
+from trainer.inputs.feature_store import FeatureRows, policy_rows
+from trainer.inputs.features import Standardizer
+from trainer.inputs.prompt_norm import PromptCentered
+from trainer.method.policy import PROMPT_MEANS, load_policies
 
 
 def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None) -> np.ndarray:
     """Mean probabilities [n, C] of all policies for pooled hidden states [n, L+1, D].
 
-    Features go through float16 as in a cache, so a file scores exactly like its cached vector.
-    With speaker_norm runs, `speakers` groups the files (default: all files are one speaker); with
-    text_norm runs, each file whose prompt (`text_ids`, "" = unknown) the policy has a mean for
-    gets it subtracted, as its training rows did.
+    The files become the object a training run reads (policy_rows: float16 as in a cache, the
+    run's layer, centred by `speakers` with speaker_norm runs; default: all files are one speaker),
+    with the run's saved statistics: its prompt means (text_norm runs; files whose prompt,
+    `text_ids` ("" = unknown), has none keep their content) and its z-scoring. So a file scores
+    exactly like its cached vector in training.
     """
     feats = np.asarray(feats, dtype=np.float16)
     speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
@@ -31,11 +33,12 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     probs = []
     for name, pol in policies.items():
         c = choices.get(name, meta)
-        x = prepare(feats, speakers, c["layer"], c["speaker_norm"])
+        x = policy_rows(feats, speakers, c["layer"], c["speaker_norm"])
         if c.get("text_norm") is True and text_ids is not None:
-            x, _ = subtract_prompt_means(x, text_ids, c["prompts"], meta["extra"][f"{PROMPT_MEANS}/{name}"].numpy())
-        x = torch.as_tensor(x)
-        probs.append(pol.probs(pol.standardize(x.to(pol.feat_mean.device))).cpu())
+            x = PromptCentered.saved(x, text_ids, c["prompts"], meta["extra"][f"{PROMPT_MEANS}/{name}"].numpy())
+        rows = FeatureRows([(x, np.arange(len(x)))], Standardizer.from_stats(pol.feat_mean, pol.feat_std),
+                           pol.feat_mean.device)
+        probs.append(rows.map(pol.probs).cpu())
     return torch.stack(probs).mean(0).numpy()
 
 

@@ -10,7 +10,7 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.metrics import SCORES, confusion, gap_recovered, mean_std, relative_gain
-from trainer.policy import PROMPT_MEANS, Policy, save_policies
+from trainer.method.policy import PROMPT_MEANS, Policy, save_policies
 
 
 def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:

@@ -28,9 +28,9 @@ from pathlib import Path
 from data_manifests.storage import write_text_atomic
 from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig
-from trainer.fold_jobs import class_names, prepared_cache
+from trainer.inputs.fold_jobs import class_names, prepared_cache
 from trainer.jobs import jobs_for, resolve_device, run_jobs
-from trainer.protocol import warn_empty_pool, warn_few_labels
+from trainer.inputs.protocol import warn_empty_pool, warn_few_labels
 from trainer.report import collect, git_revision, save_models, summarise
 
 

@@ -6,11 +6,10 @@ teacher's probabilities; all are in [0, 1] so that averaging terms keeps them co
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from data_manifests.errors import UserError
+from trainer.metrics import normalised_entropy
 
 SELF_TERMS = ("r1", "r2")
 TEACHER_TERMS = ("r3", "r4", "r5")
@@ -42,8 +41,7 @@ def r1_confidence(p_old: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
 
 def r2_certainty(p_old: torch.Tensor) -> torch.Tensor:
     """E2b: 1 - H(pi_old(.|x_i)) / log C (0 = uniform, 1 = one-hot)."""
-    ent = -(p_old * torch.log(p_old.clamp_min(1e-12))).sum(1)
-    return 1.0 - ent / math.log(p_old.shape[1])
+    return 1.0 - normalised_entropy(p_old)
 
 
 def r3_agreement(p_teacher: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -6,26 +6,23 @@ if it were the labelled corpus's own rows it moved the standardisation (so even 
 changed) and the pool-wide balanced assignment forced the labelled prior onto the union, so a
 foreign corpus's bias bent the in-domain rows' actions too (docs/EXTERNAL.md measures it). Here:
 - a source never changes the labelled rows: the standardisation is fitted on the labelled
-  corpus's own rows (trainer/fold_data.py), and a source only adds pool rows;
+  corpus's own rows (trainer/inputs/fold_data.py), and a source only adds pool rows;
 - per-source centring: each source is speaker-centred on its own speakers (when the run centres),
   prompt-centred on its own prompts (when the run removes prompt means and the source repeats
   them), then shifted so that its mean is the labelled corpus's mean (`centred_source`);
-- per-source assignment: the Sinkhorn plan is computed within each source separately, the own
-  pool towards the labelled prior, an external source towards its own prior (`source_prior`:
-  the labelled one, or EM-estimated from the warm-up's predictions on that source, label-free);
+- per-source assignment (trainer/method/source_assignment.py): the Sinkhorn plan is computed
+  within each source separately, the own pool towards the labelled prior, an external source
+  towards its own prior (`source_prior`: the labelled one, or EM-estimated from the warm-up's
+  predictions on that source, label-free);
 - test speakers stay out: rows of a source from the labelled corpus itself (a channel-shifted
   copy) whose speaker the run must not see are dropped (`unseen_speaker_rows`);
-- the gate (trainer/source_gate.py) decides per fold x seed whether a source is used at all.
+- the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
-
 from data_manifests.errors import UserError
-from trainer.actions import sinkhorn
-from trainer.auto_choices import em_prior
-from trainer.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, row_sums_by_group
+from trainer.inputs.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, row_sums_by_group
 
 OWN = 0  # source id of the labelled corpus's own pool rows; external source k (1-based) has id k
 
@@ -87,45 +84,3 @@ def hidden_labels(table_ext, classes: list[str]) -> np.ndarray:
     only (selection precision on the pool's hidden labels), never trained on."""
     lookup = {c: i for i, c in enumerate(classes)}
     return table_ext["label"].astype(str).map(lambda c: lookup.get(c, -1)).to_numpy().astype(np.int64)
-
-
-def source_priors(mode: str, prior: torch.Tensor, pool_source: torch.Tensor, pool_probs) -> torch.Tensor:
-    """[n_sources + 1, C] class prior each source's assignment aims at: row OWN the labelled prior;
-    an external source's row the labelled prior (mode labelled) or its EM-estimated prior from the
-    warm-up's pool probabilities (mode em; `pool_probs()` gives them, computed only then)."""
-    n_src = int(pool_source.max()) + 1 if len(pool_source) else 1
-    priors = prior[None, :].repeat(n_src, 1)
-    if mode == "em" and n_src > 1:
-        probs = pool_probs()
-        for k in range(1, n_src):
-            mine = pool_source == k
-            if mine.any():
-                priors[k] = em_prior(probs[mine], prior)
-    return priors
-
-
-def per_source_plan(p_act: torch.Tensor, priors: torch.Tensor, source: torch.Tensor, scope: torch.Tensor | None,
-                    iters: int, temp: float) -> torch.Tensor:
-    """E1 (balanced) per source: the Sinkhorn plan of each source's rows to n_rows x its own prior
-    (within `scope`'s groups inside the source), so one source's bias cannot bend another's actions.
-    A class a source lacks (prior 0) gets a vanishing target (1e-6): an exact 0 would divide 0 by 0."""
-    plan = torch.empty_like(p_act)
-    for k in torch.unique(source).tolist():
-        mine = source == k
-        prior = priors[k].clamp_min(1e-6)
-        plan[mine] = sinkhorn(p_act[mine], prior / prior.sum(), None if scope is None else scope[mine], iters, temp)
-    return plan
-
-
-def selection_by_source(rows: torch.Tensor, selected: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor,
-                        pool_source: torch.Tensor) -> dict:
-    """Per external source k: rows selected (`selected_src{k}`) and the share whose action is the
-    hidden label (`precision_src{k}`, nan without hidden labels): diagnostics only."""
-    src = pool_source[rows]
-    out = {}
-    for k in range(1, int(pool_source.max()) + 1):
-        sel = selected & (src == k)
-        known = sel & (hidden >= 0)
-        out[f"selected_src{k}"] = int(sel.sum())
-        out[f"precision_src{k}"] = float(((actions == hidden) & known).sum() / known.sum()) if known.any() else float("nan")
-    return out

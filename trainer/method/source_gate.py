@@ -1,4 +1,4 @@
-"""The source gate (`source_gate=cv`, trainer/sources.py): per fold x seed, is an external
+"""The source gate (`source_gate=cv`, trainer/inputs/sources.py): per fold x seed, is an external
 unlabelled source used at all?
 
 Evidence: the labelled subset L only. Its speakers are dealt into up to GATE_GROUPS groups; for
@@ -16,13 +16,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from trainer.auto_choices import speaker_groups
-from trainer.feature_store import FeatureRows
-from trainer.fold_data import FoldData
-from trainer.fold_jobs import FoldJob
-from trainer.methods import train_method, warm_up
+from trainer.inputs.auto_choices import speaker_groups
+from trainer.inputs.feature_store import FeatureRows
+from trainer.inputs.fold_data import FoldData
+from trainer.inputs.fold_jobs import FoldJob
+from trainer.inputs.sources import OWN, source_paths
+from trainer.method.methods import train_method, warm_up
 from trainer.metrics import fast_macro_f1
-from trainer.sources import OWN, source_paths
 
 GATE_GROUPS = 3
 GATE_MARGIN = 1.0  # macro-F1 points (held-out L) a source must gain to be kept
@@ -69,8 +69,7 @@ def held_out_f1(job: FoldJob, seed_of, variants: dict[str, set[int]]) -> tuple[d
             sub = replace(restrict_pool(data, keep), x_lab=data.x_lab[fit_t], y_lab=data.y_lab[fit_t],
                           x_val=data.x_val[:0], y_val=data.y_val[:0],
                           prior=torch.as_tensor(counts / counts.sum(), dtype=data.prior.dtype, device=data.prior.device))
-            sub_job = replace(job, data=sub, choice={})
-            warm = warm_up(sub_job, seed_of, QuietMonitor())
+            warm, sub_job = warm_up(replace(job, data=sub, choice={}), seed_of, QuietMonitor())
             model = train_method("bgrpo", warm, sub_job, seed_of, QuietMonitor())
             pred[name][held] = model.probs(data.x_lab[torch.as_tensor(np.flatnonzero(held))]).argmax(1).cpu().numpy()
     if not scored.any():
@@ -80,8 +79,8 @@ def held_out_f1(job: FoldJob, seed_of, variants: dict[str, set[int]]) -> tuple[d
 
 
 def gate_sources(job: FoldJob, seed_of, log=lambda line: print(line, file=sys.stderr)) -> FoldJob:
-    """Resolve source_gate for one fold x seed: job.data keeps the sources the gate keeps;
-    job.choice["sources"] records, per source, whether it is used and the evidence."""
+    """Resolve source_gate for one fold x seed: a copy of `job` whose data keeps the sources the gate
+    keeps and whose choice["sources"] records, per source, whether it is used and the evidence."""
     cfg, data = job.cfg, job.data
     paths = source_paths(cfg.unlabeled_cache)
     if not paths or data.pool_source is None:
@@ -101,6 +100,5 @@ def gate_sources(job: FoldJob, seed_of, log=lambda line: print(line, file=sys.st
             if not rec["used"]:
                 log(f"fold {job.split.fold} seed {job.split.seed}: unlabeled_cache {rec['source']} dropped "
                     f"({rec['reason']})")
-        job.data = restrict_pool(data, {k for k, rec in enumerate(records, start=1) if rec["used"]})
-    job.choice["sources"] = records
-    return job
+        data = restrict_pool(data, {k for k, rec in enumerate(records, start=1) if rec["used"]})
+    return replace(job, data=data, choice={**job.choice, "sources": records})

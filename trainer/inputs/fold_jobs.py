@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cache import load_cache
-from trainer.auto_choices import choose_text_norm, resolve_auto
-from trainer.feature_store import CenteredCache, states_to_read
-from trainer.fold_data import FoldData
-from trainer.protocol import Split, make_split
-from trainer.sources import centred_source, check_source, hidden_labels, mean_row, source_paths, unseen_speaker_rows
+from trainer.inputs.auto_choices import choose_text_norm, resolve_auto
+from trainer.inputs.feature_store import CenteredCache, states_to_read
+from trainer.inputs.fold_data import FoldData
+from trainer.inputs.protocol import Split, make_split
+from trainer.inputs.sources import centred_source, check_source, hidden_labels, mean_row, source_paths, unseen_speaker_rows
 
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
@@ -80,8 +80,8 @@ class FoldJob:
 def external_pools(cfg, x_run, attrs: dict, table: pd.DataFrame, split: Split, classes: list[str]) -> list[tuple]:
     """(features, rows, speakers, hidden labels) of each unlabeled_cache source: more unlabelled audio
     for the pool, from caches of the same encoder and window, each centred on its own speakers,
-    prompts and mean (trainer/sources.py); their labels are never trained on (diagnostics only).
-    Rows of the labelled corpus's own speakers that the run must not see are left out."""
+    prompts and mean (trainer/inputs/sources.py); their labels are never trained on (diagnostics
+    only). Rows of the labelled corpus's own speakers that the run must not see are left out."""
     seen = np.concatenate([split.labeled, split.val, split.unlabeled])
     speakers = table["speaker"].astype(str).to_numpy()
     unseen = np.setdiff1d(speakers, speakers[seen])
@@ -109,10 +109,17 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
+    return fold_job(cfg, x, table, y, classes, split, choice, device, attrs)
+
+
+def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes: list[str], split: Split,
+             choice: dict, device, attrs: dict | None = None) -> FoldJob:
+    """A split's FoldJob from its centred rows (layer and speaker_norm resolved): the text_norm
+    choice on the split's labels, then the FoldData with the unlabeled_cache sources (checked
+    against the cache's `attrs`). `train` (prepare_fold) and `label` both end here."""
     speakers = table["speaker"].astype(str).to_numpy()
     x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
-    choice.update(text_choice)
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
-    data = FoldData.build(x_run, y, speakers, split, len(classes), device,
-                          external_pools(cfg, x_run, attrs, table, split, classes))
-    return FoldJob(data, split, table, y, classes, cfg, choice, x_run if cfg.text_norm else None)
+    externals = external_pools(cfg, x_run, attrs or {}, table, split, classes) if cfg.unlabeled_cache else []
+    data = FoldData.build(x_run, y, speakers, split, len(classes), device, externals)
+    return FoldJob(data, split, table, y, classes, cfg, {**choice, **text_choice}, x_run if cfg.text_norm else None)

@@ -29,6 +29,14 @@ class Split:
     train: np.ndarray  # the whole training fold (labels used only by `topline`)
     speaker_overlap: int  # speakers present in both train and test (0 for proper folds)
 
+    @classmethod
+    def labelled_and_pool(cls, labeled: np.ndarray, unlabeled: np.ndarray) -> "Split":
+        """Every row either labelled or in the pool, no validation and no test (`label`): the
+        labelled rows are the training fold."""
+        empty = np.zeros(0, np.int64)
+        return cls(fold="all", seed=0, labeled=labeled, val=empty, unlabeled=unlabeled, test=empty, train=labeled,
+                   speaker_overlap=0)
+
 
 def fold_names(table: pd.DataFrame) -> list[str]:
     """Fold ids of the cache: its `fold` column (>= 0), or one fold 'split' from train/test splits."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.fold_data import FoldData
-from trainer.monitor import Monitor, selection_diagnostics
-from trainer.policy import Policy
-from trainer.self_training import Selection, self_train
-from trainer.teachers import EMATeacher
+from trainer.inputs.fold_data import FoldData
+from trainer.method.monitor import Monitor, selection_diagnostics
+from trainer.method.policy import Policy
+from trainer.method.self_training import Selection, self_train
+from trainer.method.teachers import EMATeacher
 
 
 def pseudo_label_selection(policy: Policy, data: FoldData, threshold: float) -> Selection:

@@ -12,15 +12,15 @@ it is: the mean of a few utterances is mostly their own content, emotion include
 
 Where prompts were written for one emotion, their mean *is* that emotion and removing it removes
 what is to be recognised: `prompt_label_dependence` tests that on the labelled subset
-(trainer/auto_choices.py decides).
+(trainer/inputs/auto_choices.py decides).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from trainer.feature_store import CHUNK_ROWS, add_rows_by_group
-from trainer.placement import host_path
+from trainer.inputs.feature_store import CHUNK_ROWS, add_rows_by_group
+from trainer.inputs.placement import host_path
 
 MIN_UTTERANCES_PER_PROMPT = 8  # as for speakers: below this a mean is mostly its utterances' own content
 MAX_TESTED_ROWS = 2000  # labelled rows the dependence test uses at most (a seeded sample beyond)
@@ -72,6 +72,15 @@ class PromptCentered:
         means = np.where(has_mean[:, None], sums / np.maximum(counts, 1)[:, None], 0.0)
         return cls(base, codes, means, names, has_mean)
 
+    @classmethod
+    def saved(cls, base, text_ids, names, means: np.ndarray) -> "PromptCentered":
+        """The means a run saved (one per prompt in `names`) applied to new rows: `predict`'s side.
+        Rows whose text_id is empty or not among `names` keep their content."""
+        lookup = {str(name): k for k, name in enumerate(names)}
+        codes = np.asarray([lookup.get(str(t), -1) if t not in (None, "") else -1 for t in text_ids], np.int64)
+        means = np.asarray(means, np.float64)
+        return cls(base, codes, means, np.asarray(names, dtype=str), np.ones(len(means), bool))
+
     def __len__(self) -> int:
         return len(self.base)
 
@@ -99,17 +108,6 @@ class PromptCentered:
         offsets, codes = self._on[device]
         x = self.base.take(idx, device)
         return (x.reshape(len(x), offsets.shape[1]).double() - offsets[codes[idx]]).float().reshape(x.shape)
-
-
-def subtract_prompt_means(x: np.ndarray, text_ids, names, means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(x [n, L', D] minus the stored mean of each row's prompt, which rows had one): `predict`'s
-    side of PromptCentered, with the means a run saved."""
-    lookup = {str(name): k for k, name in enumerate(names)}
-    code = np.asarray([lookup.get(str(t), -1) if t not in (None, "") else -1 for t in text_ids], np.int64)
-    known = code >= 0
-    flat = x.reshape(len(x), -1).astype(np.float64)
-    flat[known] -= np.asarray(means, np.float64)[code[known]]
-    return flat.astype(np.float32).reshape(x.shape), known
 
 
 def prompt_label_dependence(x, codes: np.ndarray, speakers, train_rows: np.ndarray, labelled: np.ndarray,

@@ -1,5 +1,5 @@
-"""Policy inputs from cached hidden states (SPEC 3): layer selection, optional per-speaker mean
-subtraction (label-free, SPEC 8), and standardisation fitted on training rows only.
+"""Standardisation of policy inputs (SPEC 3), fitted on training rows only, and the layer `middle`
+names. Layer selection and speaker centring are trainer/inputs/feature_store.py's (`policy_rows`).
 """
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.placement import host_path
+from trainer.inputs.placement import host_path
 
 
 def middle_layer(n_states: int) -> int:
@@ -15,38 +15,6 @@ def middle_layer(n_states: int) -> int:
     encoder layers carry the most paralinguistic information in probing studies, and it names no
     corpus-specific index."""
     return n_states // 2
-
-
-def select_layers(raw: np.ndarray, layer: str) -> np.ndarray:
-    """[N, L, D] -> [N, L', D'] float32: one layer ([N,1,D]), all for the weighted sum, or concat
-    ([N,1,L*D]); 'middle' is middle_layer."""
-    raw = np.asarray(raw)
-    if layer == "middle":
-        layer = str(middle_layer(raw.shape[1]))
-    if layer == "weighted":
-        out = raw
-    elif layer == "concat":
-        out = raw.reshape(raw.shape[0], 1, -1)
-    else:
-        i = int(layer)
-        if not -raw.shape[1] <= i < raw.shape[1]:
-            raise UserError(f"layer {i}: the cache has hidden states 0..{raw.shape[1] - 1}")
-        out = raw[:, [i], :]
-    return out.astype(np.float32)
-
-
-def speaker_center(x: np.ndarray, speakers) -> np.ndarray:
-    """Subtract each speaker's mean vector (over all that speaker's rows, no labels involved).
-
-    Removes speaker identity, the dominant non-emotion factor in utterance embeddings; needs
-    several utterances per speaker, also at test time.
-    """
-    _, inv = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
-    flat = x.reshape(len(x), -1)
-    sums = np.zeros((inv.max() + 1, flat.shape[1]), dtype=np.float64)
-    np.add.at(sums, inv, flat)
-    means = sums / np.bincount(inv)[:, None]
-    return (flat - means[inv]).astype(np.float32).reshape(x.shape)
 
 
 def sequential_sum(acc: torch.Tensor | None, block) -> torch.Tensor:
@@ -68,6 +36,14 @@ class Standardizer:
 
     def __init__(self):
         self._on: dict = {}  # device -> (mean, std) tensors there
+
+    @classmethod
+    def from_stats(cls, mean, std) -> "Standardizer":
+        """The statistics a run saved with its policy (Policy.feat_mean / feat_std), for `predict`."""
+        st = cls()
+        st.mean_ = torch.as_tensor(mean).float().cpu().numpy()
+        st.std_ = torch.as_tensor(std).float().cpu().numpy()
+        return st
 
     def fit(self, x: np.ndarray) -> "Standardizer":
         return self.fit_blocks(lambda: [x])
@@ -98,9 +74,3 @@ class Standardizer:
             mean, std = self._on[x.device]
             return (x - mean) / std
         return ((x - self.mean_) / self.std_).astype(np.float32)
-
-
-def prepare(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> np.ndarray:
-    """Layer selection then (optionally) speaker centring; standardisation comes per fold."""
-    x = select_layers(raw, layer)
-    return speaker_center(x, speakers) if speaker_norm else x

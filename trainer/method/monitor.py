@@ -10,8 +10,8 @@ import copy
 import numpy as np
 import torch
 
-from trainer.fold_data import FoldData
-from trainer.metrics import confusion_macro_f1, counts_entropy, device_confusion
+from trainer.inputs.fold_data import FoldData
+from trainer.metrics import confusion_macro_f1, counts_entropy, device_confusion, normalised_entropy
 
 
 class Monitor:
@@ -57,7 +57,7 @@ def selection_diagnostics(actions: torch.Tensor, adv: torch.Tensor, reward: torc
     the tensors are and brought to the host in one copy."""
     sel = adv > 0
     known = sel & (hidden >= 0)
-    ent = -(p_old * torch.log(p_old.clamp_min(1e-12))).sum(1) / np.log(n_classes)
+    ent = normalised_entropy(p_old)
     stats = torch.stack([sel.float().mean(), ((actions == hidden) & known).sum() / known.sum(),  # 0/0 = nan
                          reward.mean(), ent.mean()])
     host = torch.cat([stats.double(), torch.bincount(actions, minlength=n_classes).double()]).cpu().numpy()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.placement import host_path
+from trainer.inputs.placement import host_path
 
 
 def group_sums(q: torch.Tensor, gid: torch.Tensor, n_groups: int) -> torch.Tensor:

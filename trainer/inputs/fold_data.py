@@ -1,7 +1,7 @@
 """The data of one fold x seed (SPEC 2-3): the tensors on the device, shared by every method's
-training loop (trainer/fold_jobs.py prepares them from a cache).
+training loop (trainer/inputs/fold_jobs.py prepares them from a cache).
 
-Only the hidden state(s) a run uses are read, and they stay float16 (trainer/feature_store.py).
+Only the hidden state(s) a run uses are read, and they stay float16 (trainer/inputs/feature_store.py).
 The small labelled and validation sets are float32 tensors; the pool, the test fold and the whole
 training fold are FeatureRows (float16 rows z-scored a chunk at a time): x[idx] gives a float32
 tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists in float32 whole.
@@ -14,8 +14,8 @@ from itertools import chain
 import numpy as np
 import torch
 
-from trainer.feature_store import CenteredCache, FeatureRows
-from trainer.features import Standardizer
+from trainer.inputs.feature_store import CenteredCache, FeatureRows
+from trainer.inputs.features import Standardizer
 
 
 @dataclass
@@ -34,14 +34,14 @@ class FoldData:
     prior: torch.Tensor  # [C] class distribution of the labelled subset (labelled + val)
     n_classes: int
     standardizer: Standardizer  # fitted on the labelled corpus's rows the learner sees (labelled, val, own pool); every x_* is z-scored
-    pool_source: torch.Tensor | None = None  # [n_U] 0 = the corpus's own pool, k = the k-th unlabeled_cache (trainer/sources.py)
+    pool_source: torch.Tensor | None = None  # [n_U] 0 = the corpus's own pool, k = the k-th unlabeled_cache (trainer/inputs/sources.py)
     source_priors: torch.Tensor | None = None  # [sources + 1, C] prior of each source's balanced assignment (None: `prior` for all)
 
     @classmethod
     def build(cls, x: CenteredCache, y: np.ndarray, speakers: np.ndarray, split, n_classes: int, device,
               externals=()) -> "FoldData":
         """`externals`: (features, rows, their speakers, their hidden labels) of other caches whose rows join the pool
-        unlabelled (trainer/sources.py). They never touch the labelled rows: the standardisation is
+        unlabelled (trainer/inputs/sources.py). They never touch the labelled rows: the standardisation is
         fitted on the labelled corpus's own rows (labelled, validation, its pool)."""
         dev = torch.device(device)
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731

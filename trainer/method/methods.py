@@ -8,21 +8,22 @@ field means the same in both.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
 from data_manifests.errors import UserError
-from trainer.auto_choices import em_prior
-from trainer.baselines import train_dino, train_pseudo_label
-from trainer.bgrpo import train_bgrpo, train_bgrpo_refit
-from trainer.fold_jobs import FoldJob
-from trainer.monitor import Monitor
-from trainer.policy import Policy
-from trainer.protocol import POOL_METHODS
-from trainer.sources import source_priors
-from trainer.supervised import fit_supervised, new_policy
-from trainer.teachers import teacher_for
+from trainer.inputs.auto_choices import em_prior
+from trainer.method.baselines import train_dino, train_pseudo_label
+from trainer.method.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.inputs.fold_jobs import FoldJob
+from trainer.method.monitor import Monitor
+from trainer.method.policy import Policy
+from trainer.inputs.protocol import POOL_METHODS
+from trainer.method.source_assignment import source_priors
+from trainer.method.supervised import fit_supervised, new_policy
+from trainer.method.teachers import teacher_for
 
 METHOD_ORDER = ("supervised", "bgrpo", "pseudo-label", "dino", "topline")
 
@@ -42,20 +43,21 @@ def _fresh_head(job: FoldJob, seed_of: Callable[[str], int]) -> Policy:
     return new_policy(job.cfg, data.standardizer, data.n_classes, seed_of("init"), data.x_lab.device)
 
 
-def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> Policy:
-    """The warm-up on the labelled rows; with pool_prior=em it replaces job.data.prior by the pool's
-    prior estimated label-free from its predictions. The prior used is recorded in job.choice."""
+def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> tuple[Policy, FoldJob]:
+    """(the warm-up on the labelled rows, the job the other methods train from). That job is a copy
+    (`job` is left as it is): its prior is the labelled subset's, or with pool_prior=em the pool's
+    prior estimated label-free from the warm-up's predictions, and its choice records the prior used."""
     cfg, data = job.cfg, job.data
     warm = fit_supervised(_fresh_head(job, seed_of), data.x_lab, data.y_lab, cfg, _generator(seed_of, "supervised"),
                           monitor)
-    if cfg.pool_prior == "em" and len(data.x_unl):
-        data.prior = em_prior(data.x_unl.map(warm.probs), data.prior)
-    job.choice["pool_prior"] = data.prior.cpu().tolist()
-    if data.pool_source is not None and bool((data.pool_source > 0).any()):
-        data.source_priors = source_priors(cfg.source_prior, data.prior, data.pool_source,
-                                           lambda: data.x_unl.map(warm.probs))
-        job.choice["source_priors"] = data.source_priors.cpu().tolist()
-    return warm
+    prior = em_prior(data.x_unl.map(warm.probs), data.prior) if cfg.pool_prior == "em" and len(data.x_unl) \
+        else data.prior
+    choice = {**job.choice, "pool_prior": prior.cpu().tolist()}
+    priors = None
+    if data.pool_source is not None and bool((data.pool_source > 0).any()):  # unlabeled_cache: one prior per source
+        priors = source_priors(cfg.source_prior, prior, data.pool_source, lambda: data.x_unl.map(warm.probs))
+        choice["source_priors"] = priors.cpu().tolist()
+    return warm, replace(job, data=replace(data, prior=prior, source_priors=priors), choice=choice)
 
 
 def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callable[[str], int],

@@ -2,8 +2,8 @@
 
 Each round: `select(policy, round)` picks pool rows and a label (and weight) for each; they join
 the labelled set and the head is fitted again on the union. The methods differ only in `select`:
-pseudo-labelling keeps confident predictions (trainer/baselines.py), B-GRPO keeps the actions with
-a positive advantage, weighted by it (trainer/bgrpo.py).
+pseudo-labelling keeps confident predictions (trainer/method/baselines.py), B-GRPO keeps the actions with
+a positive advantage, weighted by it (trainer/method/bgrpo.py).
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Callable
 
 import torch
 
-from trainer.fold_data import FoldData
-from trainer.monitor import Monitor
-from trainer.policy import Policy
-from trainer.supervised import fit_supervised, new_policy
+from trainer.inputs.fold_data import FoldData
+from trainer.method.monitor import Monitor
+from trainer.method.policy import Policy
+from trainer.method.supervised import fit_supervised, new_policy
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Selection:
     rows: torch.Tensor  # [k] indices into data.x_unl
     labels: torch.Tensor  # [k] class indices (a prediction or an action, never a hidden label)
     weights: torch.Tensor | None = None  # [k]; None = weight 1
-    diagnostics: dict = field(default_factory=dict)  # per-round curves (trainer/monitor.py)
+    diagnostics: dict = field(default_factory=dict)  # per-round curves (trainer/method/monitor.py)
     _union: tuple | None = field(default=None, repr=False)
 
     def labelled_plus_selected(self, data: FoldData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

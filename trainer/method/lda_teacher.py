@@ -18,9 +18,9 @@ import torch
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-from trainer.feature_store import CHUNK_ROWS
-from trainer.features import sequential_sum
-from trainer.placement import host_path
+from trainer.inputs.feature_store import CHUNK_ROWS
+from trainer.inputs.features import sequential_sum
+from trainer.inputs.placement import host_path
 
 
 def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
@@ -101,7 +101,7 @@ def shrinkage_lda(z: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[tor
 class LDATeacher:
     """T(c|x) from shrinkage LDA over PCA-`n_components` of flattened standardised features.
 
-    A teacher in trainer/teachers.py's sense: probs(x, pool_idx), a no-op update(policy) (it does
+    A teacher in trainer/method/teachers.py's sense: probs(x, pool_idx), a no-op update(policy) (it does
     not follow the policy) and end_round(x, y), which refits it on the round's selection.
     `x_fit`: the rows the PCA is fitted on (label-free), a tensor or a list of tensors and
     FeatureRows (labelled, validation and pool), read a chunk at a time.

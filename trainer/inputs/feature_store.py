@@ -6,7 +6,7 @@ copy; the in-memory path made several copies (layer selection, centring, z-scori
 each chunk goes through exactly the operations of that path, in the same order and precision,
 so a row's float32 input is bit-for-bit what it was, whatever the chunk size. The operations are
 torch's, on the run's device (the float16 rows are copied there once), so a GPU run never sends
-the pool through the host; on the CPU they are numpy's (trainer/placement.py), bit for bit.
+the pool through the host; on the CPU they are numpy's (trainer/inputs/placement.py), bit for bit.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.features import middle_layer
-from trainer.placement import host_path
+from trainer.inputs.features import middle_layer
+from trainer.inputs.placement import host_path
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
 
@@ -28,6 +28,15 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     if not -n_states <= i < n_states:
         raise UserError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
+
+
+def policy_rows(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> "CenteredCache":
+    """The one builder of what the policy sees from pooled hidden states [N, L+1, D] (a cache's
+    float16 vectors, or files `predict` embedded): the states `layer` uses, centred by speaker when
+    speaker_norm. `train` reads the same CenteredCache from disk a layer at a time (fold_jobs.py);
+    `label`, the layer CV and `predict` build it here; prompt means and z-scoring follow."""
+    raw = np.asarray(raw)
+    return CenteredCache(raw[:, states_to_read(layer, raw.shape[1])], speakers, layer, speaker_norm)
 
 
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:

@@ -10,7 +10,7 @@ Evidence used, and nothing else:
   (held-out speakers, as at test time);
 - the labelled subset L and the prompts: whether L's labels follow the prompt (a permutation test of
   the alignment between each labelled row's prompt mean, from the other speakers, and its class:
-  trainer/prompt_norm.py): where prompts were written for some emotions, their mean carries them;
+  trainer/inputs/prompt_norm.py): where prompts were written for some emotions, their mean carries them;
 - label-free statistics of the rows the run sees: utterances per speaker and per prompt (centring
   on a handful of utterances subtracts the emotion with the speaker or the prompt).
 Speaker normalisation is not chosen by the cross-validation: on the development corpora that
@@ -25,11 +25,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainer.features import Standardizer, middle_layer, prepare
+from trainer.inputs.feature_store import policy_rows
+from trainer.inputs.features import Standardizer, middle_layer
 from trainer.metrics import fast_macro_f1
-from trainer.policy import Policy
-from trainer.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, prompt_label_dependence
-from trainer.supervised import fit_lbfgs
+from trainer.method.policy import Policy
+from trainer.inputs.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, prompt_label_dependence
+from trainer.method.supervised import fit_lbfgs
 
 MIN_UTTERANCES_PER_SPEAKER = 8  # below this median, a speaker mean is mostly the utterances' own content
 MAX_CV_GROUPS = 4
@@ -127,7 +128,7 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
         out.reason += "; fewer than 2 labelled speakers: middle layer kept"
         return out
     groups = speaker_groups(speakers[labelled])
-    scores = {lay: grouped_cv_macro_f1(prepare(raw, speakers, lay, out.speaker_norm)[labelled], y_lab, groups,
+    scores = {lay: grouped_cv_macro_f1(policy_rows(raw, speakers, lay, out.speaker_norm).rows(labelled), y_lab, groups,
                                        n_classes, l2) for lay in layers}
     out.layer = max(scores, key=scores.get)  # max keeps the first of equal scores
     out.cv_macro_f1 = scores

@@ -1,21 +1,21 @@
 """B-GRPO (SPEC 4-5, 8) as the code implements it. The unlabelled pool is cut into groups of G =
 batch_size rows (consecutive rows of a random permutation); pi_old is the current policy and
-T the teacher (trainer/teachers.py).
+T the teacher (trainer/method/teachers.py).
 
   E1   acting distribution  pi_act = pi_old, or (act_on mix) sqrt(pi_old * T) renormalised;
        actions  a_i ~ pi_act (sample) | argmax pi_act (greedy) | argmax_c Q_ic (balanced), where Q
        is the Sinkhorn assignment of pi_act to the labelled class prior: within each scope (the
-       pool, a group, a speaker) its column sums match n_scope * prior (trainer/actions.py).
+       pool, a group, a speaker) its column sums match n_scope * prior (trainer/method/actions.py).
   E2a  r1 = pi_old(a_i|x_i)           E2b  r2 = 1 - H(pi_old(.|x_i)) / log C
   E3a  r3 = 1[argmax T(.|x_i) = a_i]  E3b  r4 = T(a_i|x_i)      E3c  r5 = exp(-KL(T || pi_old))
        assign = Q_i(a_i) (the assignment's confidence); r_i = mean of the reward terms
-       (trainer/rewards.py).
+       (trainer/method/rewards.py).
   E4   b_i = mean of r over i's group (baseline=class: over the group's rows with action a_i).
   E5   A_i = max(r_i - b_i, 0), with adv_std divided by the group's reward std + 1e-6 first.
        "Selected" = A_i > 0.
   update=refit (default, SPEC 8): each round the selected rows join the labelled set with label
        a_i and weight A_i / mean(A of the selected), and the head is refitted
-       (trainer/self_training.py, the loop pseudo-labelling uses too).
+       (trainer/method/self_training.py, the loop pseudo-labelling uses too).
   update=grpo (SPEC 5), per group, mu Adam steps on
   E6   rho_i = pi_theta(a_i|x_i) / pi_old(a_i|x_i)
   E7   KL_i = sum_c pi_theta(c|x_i) (log pi_theta(c|x_i) - log pi_ref(c|x_i)), pi_ref = the warm-up
@@ -29,13 +29,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from trainer.actions import select_actions, sinkhorn
-from trainer.fold_data import FoldData
-from trainer.monitor import Monitor, selection_diagnostics
-from trainer.policy import Policy
-from trainer.rewards import compute_reward, parse_reward
-from trainer.self_training import Selection, self_train
-from trainer.sources import per_source_plan, selection_by_source
+from trainer.method.actions import select_actions, sinkhorn
+from trainer.inputs.fold_data import FoldData
+from trainer.method.monitor import Monitor, selection_diagnostics
+from trainer.method.policy import Policy
+from trainer.method.rewards import compute_reward, parse_reward
+from trainer.method.self_training import Selection, self_train
+from trainer.method.source_assignment import per_source_plan, selection_by_source
 
 
 # --- E1-E5: pure functions of probabilities ---------------------------------------------------
@@ -52,7 +52,7 @@ def balanced_assignment(p_act: torch.Tensor, data: FoldData, scope: torch.Tensor
                         source: torch.Tensor | None = None) -> torch.Tensor:
     """E1 (balanced) / SPEC 8: Sinkhorn plan Q of p_act to n_scope * prior within each scope; with
     external sources (their ids `source`, aligned with p_act) and source_prior != joint, one plan per
-    source towards its own prior (trainer/sources.py)."""
+    source towards its own prior (trainer/method/source_assignment.py)."""
     if data.source_priors is None or source is None or cfg.source_prior == "joint" or not bool((source > 0).any()):
         return sinkhorn(p_act, data.prior, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
     return per_source_plan(p_act, data.source_priors, source, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from trainer.features import Standardizer
-from trainer.monitor import Monitor
-from trainer.policy import Policy
+from trainer.inputs.features import Standardizer
+from trainer.method.monitor import Monitor
+from trainer.method.policy import Policy
 
 
 def new_policy(cfg, standardizer: Standardizer, n_classes: int, seed: int, device) -> Policy:

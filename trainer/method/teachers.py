@@ -1,6 +1,6 @@
 """Teachers T(c|x) for the teacher-rewards r3-r5 (SPEC 4) and for `act_on=mix`: an EMA of the
 policy (tau 0.99), the frozen warm-up, a shrinkage-LDA class model refitted on each round's
-selection (trainer/lda_teacher.py), or a classifier trained on another encoder's cache of the same
+selection (trainer/method/lda_teacher.py), or a classifier trained on another encoder's cache of the same
 utterances (a second view, e.g. Whisper tiny.en vs base).
 
 Every teacher has probs(x, pool_idx), update(policy) after each policy step, and
@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.feature_store import FeatureRows
-from trainer.features import Standardizer
-from trainer.fold_jobs import FoldJob, prepared_cache
-from trainer.lda_teacher import LDATeacher
-from trainer.policy import Policy
-from trainer.rewards import needs_teacher, parse_reward
-from trainer.supervised import fit_supervised, new_policy
+from trainer.inputs.feature_store import FeatureRows
+from trainer.inputs.features import Standardizer
+from trainer.inputs.fold_jobs import FoldJob, prepared_cache
+from trainer.method.lda_teacher import LDATeacher
+from trainer.method.policy import Policy
+from trainer.method.rewards import needs_teacher, parse_reward
+from trainer.method.supervised import fit_supervised, new_policy
 
 
 class EMATeacher:
