@@ -103,6 +103,11 @@ def test_the_gate_drops_an_irrelevant_source_and_records_why(caches, tmp_path, s
     assert rec["cv_macro_f1_with"] < rec["cv_macro_f1_without"] + 1.0
     stored = json.loads((tmp_path / "run" / "results.json").read_text())["choices"][0]["sources"][0]
     assert stored["used"] is False
+    # a dropped source leaves exactly the run without it
+    alone = train(TrainConfig(seeds=(0,), folds=("0",)), main, tmp_path / "alone")
+    assert alone["methods"]["bgrpo"]["macro_f1"] == res["methods"]["bgrpo"]["macro_f1"]
+    pred = [pd.read_csv(tmp_path / name / "predictions.csv") for name in ("run", "alone")]
+    assert pred[0].equals(pred[1])
     # with the gate off it is used
     off = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(noise), source_gate="off"), main,
                 tmp_path / "off")
