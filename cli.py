@@ -127,7 +127,8 @@ def extract(
     root: str = typer.Option(None, help="The corpus folder. Default: with --manifest the folder recorded beside it "
                              "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
-    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id."),
+    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id; "
+                              "a local WavLM / HuBERT / wav2vec 2.0 folder (or hub id already downloaded) encodes each utterance whole."),
     window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames; "
                                "padN: padded to the next N s (docs/EXTRACTION.md)."),
     cache_dir: str = typer.Option("cache", help="Caches go to <cache-dir>/<corpus>/<encoder-tag>-<window>.h5."),
@@ -155,6 +156,7 @@ def extract(
     from data_manifests import ManifestError, audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import resolve_model
     from pipeline.extract import cache_path, extract as run, parse_shard
+    from pipeline.hub_encoder import is_waveform_model
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
     if manifest:
@@ -172,6 +174,12 @@ def extract(
     where = parse_shard(shard)
     if where[1] > 1 and device == "auto" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{os.environ['LOCAL_RANK']}"
+    if is_waveform_model(model):  # WavLM, HuBERT, wav2vec 2.0 from local weights: each utterance whole
+        from pipeline.hub_encoder import WINDOW, extract_waveform_model
+
+        path = Path(out) if out else cache_path(cache_dir, corpus, Path(model).name, WINDOW)
+        typer.echo(f"wrote {extract_waveform_model(table, root, path, model, device, typer.echo)}")
+        return
     _, _, tag = resolve_model(model)
     path = Path(out) if out else cache_path(cache_dir, corpus, tag, window)
     result = run(table, root, path, model=model, window=window, device=device, batch_size=batch_size,
@@ -212,6 +220,21 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
     changed = run(cache)
     typer.echo(f"rewrote {cache}: one hidden state per chunk" if changed else
                f"{cache} already has one hidden state per chunk: nothing to do")
+
+
+@app.command("cache-import")
+def cache_import(
+    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or [layers, D] array each."),
+    table: str = typer.Option(..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."),
+    out: str = typer.Option(..., help="The cache to write (.h5)."),
+    encoder_id: str = typer.Option(..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."),
+    first_axis: str = typer.Option("frames", help="What the first axis of a 2-D array is: frames (mean-pooled) or layers."),
+) -> None:
+    """Turn features of any encoder (EmoBox's per-utterance .npy files) into a cache for train / ablate / label."""
+    from pipeline.cache import describe
+    from pipeline.npy_import import import_npy
+
+    typer.echo(describe(import_npy(folder, table, out, encoder_id, first_axis)))
 
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
@@ -311,20 +334,21 @@ def predict(
                                    "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    from trainer.predict import predict as run_predict, speakers_from_names, text_ids_from_names
+    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
 
     speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
     text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
-    table, unreadable = run_predict(run, audio, device, speakers, text_ids)
+    trained, unreadable = load_run(run), {}
+    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable)
     if csv:
         from data_manifests.storage import write_text_atomic
 
         write_text_atomic(Path(csv), table.to_csv(index=False))
-    classes = [c for c in table.columns if c not in ("path", "label")]
+    classes = trained.classes
     typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
     for _, row in table.iterrows():
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
-        typer.echo(f"{row['path']}\t{row['label']}\t{probs}")
+        typer.echo(f"{row['file']}\t{row['label']}\t{probs}")
     if unreadable:
         typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
         for path, reason in unreadable.items():

@@ -97,7 +97,7 @@ def test_predict_groups_speakers_by_regex_and_names_unmatched_files(tone_run):
                                       "--speaker-regex", r"^(s\d)_", "--csv", str(tone_run / "spk.csv"), *files])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tone_run / "spk.csv")
-    truth = ["high" if "high" in Path(p).name else "low" for p in table.path]
+    truth = ["high" if "high" in Path(p).name else "low" for p in table.file]
     assert (table.label == truth).mean() >= 0.9
     bad = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--speaker-regex", r"^(x\d)_", files[0]])
     assert bad.exit_code == 2 and Path(files[0]).name in bad.output
@@ -132,6 +132,23 @@ def test_speakers_from_file_names_take_the_first_group_or_the_match():
     assert speakers_from_names(["s1_x.wav"], r"s\d") == ["s1"]
     with pytest.raises(ValueError, match="does not match 1 file name"):
         speakers_from_names(["s1_x.wav", "other.wav"], r"^(s\d)_")
+
+
+def test_load_run_is_the_python_face_of_predict(tone_run):
+    """load_run(DIR).predict / predict_proba: the table `predict --csv` writes, as DataFrames."""
+    from cli import app
+    from trainer.predict import load_run
+
+    files = [tone(tone_run / "py_low.wav", 220, 0.25), tone(tone_run / "py_high.wav", 3300, 0.4)]
+    run = load_run(tone_run / "run")
+    proba = run.predict_proba(files, device="cpu")
+    assert proba.columns.tolist() == ["file", "label", *run.classes] and proba.label.tolist() == ["low", "high"]
+    labels = run.predict(files, device="cpu")
+    assert labels.columns.tolist() == ["file", "label", "probability"]
+    np.testing.assert_allclose(labels.probability, proba[run.classes].max(axis=1))
+    CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
+                             "--csv", str(tone_run / "py.csv"), *files])
+    pd.testing.assert_frame_equal(pd.read_csv(tone_run / "py.csv"), proba, check_dtype=False)
 
 
 def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, tmp_path):

@@ -78,8 +78,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         c.update(fold=fold, seed=seed)
     for r in rows:
         r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm, text_norm=cfg.text_norm)
-    kept = None if job.prompts is None else job.prompts.has_mean  # prompts whose mean the run subtracted
-    prompts = None if kept is None else (job.prompts.names[kept].tolist(), job.prompts.means[kept].astype("float32"))
+    prompts = None if job.prompts is None else job.prompts.to_save()  # prompts whose mean the run subtracted
     return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
             "prompt_means": prompts,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),

@@ -9,7 +9,6 @@ Its accuracy is that of the transductive protocol (`train --transductive`, docs/
 """
 from __future__ import annotations
 
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -91,17 +90,15 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     cfg, choice, data = job.cfg, job.choice, job.data
     z_all = FeatureRows([(x if job.prompts is None else job.prompts, np.arange(len(x)))], data.standardizer, cfg.device)
     probs, gated = [], []
-    with warnings.catch_warnings():  # no test rows: the monitor's test score is an empty mean
-        warnings.simplefilter("ignore", RuntimeWarning)
-        for i, seed in enumerate(cfg.seeds):
-            log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
-                f"the {len(pool)} unlabelled utterances")
-            seed_of = partial(job_seed, "label", seed)
-            job_g = gate_sources(job, seed_of, log)  # each seed decides whether each unlabeled_cache helps
-            gated.append(job_g.choice.get("sources", []))
-            warm, job_s = warm_up(job_g, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
-            model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
-            probs.append(z_all.map(model.probs).cpu().numpy())
+    for i, seed in enumerate(cfg.seeds):
+        log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
+            f"the {len(pool)} unlabelled utterances")
+        seed_of = partial(job_seed, "label", seed)
+        job_g = gate_sources(job, seed_of, log)  # each seed decides whether each unlabeled_cache helps
+        gated.append(job_g.choice.get("sources", []))
+        warm, job_s = warm_up(job_g, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+        model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
+        probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
     order = np.argsort(-p, 1)
     out = pd.DataFrame({"utt_id": utt, "speaker": speakers,

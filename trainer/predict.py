@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,27 +77,55 @@ def _first_group(match: re.Match) -> str:
     return match.group(1) if match.groups() else match.group(0)
 
 
-def predict(run_dir, audio_paths, device: str = "auto", speakers=None, text_ids=None) -> tuple[pd.DataFrame, dict]:
-    """(one row per readable file: path, predicted label, probability of every class;
-    {path: why it could not be read} for the others, missing files included)."""
-    from pipeline.extract import embed_files
+@dataclass
+class Run:
+    """A run directory written by `train`, loaded: its fold x seed policies (an ensemble) and what
+    they were trained on (encoder, window, classes, per-policy choices). `load_run(DIR)` makes one;
+    `cli.py predict` is its `predict_proba` with the table printed."""
 
+    path: Path
+    policies: dict
+    meta: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
+                      unreadable: dict | None = None) -> pd.DataFrame:
+        """One row per readable audio file: file, predicted label, the mean probability of every
+        class. A file that cannot be read raises BadAudio naming it, or, given an `unreadable`
+        dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
+        for speaker_norm / text_norm runs (default: one speaker, prompts unknown)."""
+        from pipeline.extract import embed_files
+
+        meta = self.meta
+        if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
+                and len(paths) < 8:
+            print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
+                  "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
+        note = prompt_note(meta, text_ids, len(paths))
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        paths = [str(p) for p in paths]
+        feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
+                            weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
+        read = [i for i, p in enumerate(paths) if unreadable is None or p not in unreadable]
+        if not read:
+            return pd.DataFrame(columns=["file", "label", *self.classes])
+        probs = predict_features(self.policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
+                                 None if text_ids is None else [text_ids[i] for i in read])
+        out = pd.DataFrame({"file": [paths[i] for i in read], "label": [self.classes[i] for i in probs.argmax(1)]})
+        return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
+
+    def predict(self, paths, speakers=None, text_ids=None, device: str = "auto",
+                unreadable: dict | None = None) -> pd.DataFrame:
+        """file, predicted label and its probability, one row per readable file (see predict_proba)."""
+        table = self.predict_proba(paths, speakers, text_ids, device, unreadable)
+        return table.assign(probability=table[self.classes].max(axis=1))[["file", "label", "probability"]]
+
+
+def load_run(run_dir) -> Run:
+    """The run `train` wrote to `run_dir` (its models.safetensors), ready to label audio files."""
     policies, meta = load_policies(Path(run_dir) / "models.safetensors")
-    if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
-            and len(audio_paths) < 8:
-        print(f"warning: run {run_dir} used speaker_norm; {len(audio_paths)} file(s) are treated as one speaker, "
-              "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
-    note = prompt_note(meta, text_ids, len(audio_paths))
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    paths, unreadable = [str(p) for p in audio_paths], {}
-    feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
-                        weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
-    read = [i for i, p in enumerate(paths) if p not in unreadable]
-    classes = meta["classes"]
-    if not read:
-        return pd.DataFrame(columns=["path", "label", *classes]), unreadable
-    probs = predict_features(policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
-                             None if text_ids is None else [text_ids[i] for i in read])
-    out = pd.DataFrame({"path": [paths[i] for i in read], "label": [classes[i] for i in probs.argmax(1)]})
-    return pd.concat([out, pd.DataFrame(probs, columns=classes)], axis=1), unreadable
+    return Run(Path(run_dir), policies, meta)

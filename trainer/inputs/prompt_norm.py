@@ -93,6 +93,10 @@ class PromptCentered:
         """Names of the prompts that have a mean (are subtracted)."""
         return self.names[self.has_mean]
 
+    def to_save(self) -> tuple[list[str], np.ndarray]:
+        """(names, float32 means) of the prompts subtracted: what a run keeps for `saved` (predict)."""
+        return self.normalised.tolist(), self.means[self.has_mean].astype("float32")
+
     def rows(self, idx) -> np.ndarray:
         x = self.base.rows(idx)
         offset = self._offsets[self.codes[idx]]

@@ -32,8 +32,9 @@ class Monitor:
         if epoch % self.every and epoch != self.last:
             return
         row = {"method": self.method, "epoch": epoch}
-        pred_test = d.x_test.map(policy.probs).argmax(1)
-        row["test_macro_f1"] = confusion_macro_f1(device_confusion(d.y_test, pred_test, d.n_classes))
+        if len(d.x_test):  # BGRPOClassifier.fit has no test rows
+            pred_test = d.x_test.map(policy.probs).argmax(1)
+            row["test_macro_f1"] = confusion_macro_f1(device_confusion(d.y_test, pred_test, d.n_classes))
         if len(d.x_unl):
             pred_unl = d.x_unl.map(policy.probs).argmax(1)
             row["pool_pred_entropy"] = counts_entropy(torch.bincount(pred_unl, minlength=d.n_classes).cpu(), d.n_classes)

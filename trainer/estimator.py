@@ -1,0 +1,179 @@
+"""B-GRPO as a scikit-learn estimator on any features: `fit(X, y)` with y = -1 for unlabelled rows,
+as sklearn's SelfTrainingClassifier and LabelSpreading take it.
+
+It is `train`'s code path, not a copy: the rows become a FoldJob as a cache's do in prepare_fold
+(resolve_auto's label-only choices, policy_rows: the one builder of what the policy sees,
+fold_jobs.fold_job: text_norm and the FoldData), the warm-up and B-GRPO are
+trainer/method/methods.py's, and predictions go through trainer/predict.predict_features, the
+function `cli.py predict` scores files with. Given a cache's training-fold rows with the protocol's
+labelled subset, `fold` and `random_state` equal to a `train` run's fold and seed, it gives that
+run's bgrpo predictions (tests/test_estimator.py).
+
+Features are stored as float16, as in a cache, so that array rows and cached rows score alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+
+from pipeline.cache import CacheData
+from trainer.config import TrainConfig
+from trainer.inputs.auto_choices import resolve_auto
+from trainer.inputs.feature_store import policy_rows
+from trainer.inputs.fold_jobs import fold_job
+from trainer.inputs.protocol import Split
+from trainer.jobs import job_seed, resolve_device
+from trainer.method.methods import monitored_epochs, train_method, warm_up
+from trainer.method.monitor import Monitor
+from trainer.method.policy import PROMPT_MEANS
+from trainer.predict import predict_features
+
+UNLABELLED = -1
+CONFIG_PARAMS = ("layer", "speaker_norm", "text_norm", "refit_rounds", "l2", "reward", "teacher", "update", "device")
+POLICY = "bgrpo"  # the name of the fitted policy in predict_features' ensemble of one
+
+
+def _rows(X) -> np.ndarray:
+    """[N, D] or [N, layers, D] -> float16 [N, layers, D] (a cache's rows)."""
+    X = check_array(X, allow_nd=True, dtype=np.float32)  # finite, numeric, non-empty
+    if X.ndim == 2:
+        X = X[:, None, :]
+    if X.ndim != 3:
+        raise ValueError(f"X must be [n_samples, n_features] or [n_samples, n_layers, n_features], got {X.shape}")
+    return X.astype(np.float16)
+
+
+def _labels(values, n: int, what: str) -> np.ndarray:
+    """One string per row (None: one value for every row)."""
+    if values is None:
+        return np.full(n, "", dtype=object) if what == "text_ids" else np.full(n, "all", dtype=object)
+    values = np.asarray(values).astype(str)
+    if values.shape != (n,):
+        raise ValueError(f"{what} must have one entry per row of X ({n}), got shape {values.shape}")
+    return values.astype(object)
+
+
+class BGRPOClassifier(ClassifierMixin, BaseEstimator):
+    """B-GRPO semi-supervised classifier (SPEC 2-8): the supervised warm-up on the labelled rows,
+    then B-GRPO over the unlabelled ones (y = -1), with `train`'s default recipe.
+
+    Parameters are TrainConfig fields (`python cli.py recipe` lists them all): the common ones by
+    name, any other through `recipe` (a dict of field -> value). `fold` names the random streams
+    (`train` seeds each fold x seed from the fold's name and the seed): set it and `random_state`
+    to a train run's fold and seed to reproduce that run.
+
+    fit(X, y, groups=None, text_ids=None): groups = speaker of each row (speaker_norm; without
+    groups speaker_norm=auto is off: there is no speaker to centre), text_ids = prompt of each row (text_norm; default: unknown). predict and
+    predict_proba take the same optional groups / text_ids of the rows they score.
+
+    Fitted attributes: classes_, transduction_ (a label for every training row: given or
+    predicted), n_rounds_ (B-GRPO rounds or epochs run), selected_ (pool rows selected, A > 0, per
+    monitored round), choices_ (what `auto` chose and why), curves_ (per-round diagnostics),
+    policy_ (the torch head), n_features_in_.
+    """
+
+    def __init__(self, layer="middle", speaker_norm="auto", text_norm="auto", refit_rounds=3, l2=10.0,
+                 reward="assign", teacher="lda", update="refit", random_state=0, fold="0", device="cpu",
+                 recipe=None):
+        self.layer = layer
+        self.speaker_norm = speaker_norm
+        self.text_norm = text_norm
+        self.refit_rounds = refit_rounds
+        self.l2 = l2
+        self.reward = reward
+        self.teacher = teacher
+        self.update = update
+        self.random_state = random_state
+        self.fold = fold
+        self.device = device
+        self.recipe = recipe
+
+    def config(self) -> TrainConfig:
+        """The TrainConfig this estimator's parameters make (defaults of `train` elsewhere)."""
+        fields = {k: getattr(self, k) for k in CONFIG_PARAMS}
+        twice = sorted(set(CONFIG_PARAMS) & set(self.recipe or {}))
+        if twice:
+            raise ValueError(f"recipe sets {', '.join(twice)}: give them as BGRPOClassifier parameters instead")
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **dict(self.recipe or {}), **fields})
+        if cfg.val_fraction > 0:
+            raise ValueError("val_fraction: BGRPOClassifier trains on every labelled row; choose settings with "
+                             "GridSearchCV (GroupKFold over speakers) instead of a validation part")
+        return cfg
+
+    def fit(self, X, y, groups=None, text_ids=None):
+        if y is None:
+            raise ValueError("BGRPOClassifier requires y to be passed, but the target y is None "
+                             "(y = -1 marks the unlabelled rows)")
+        raw = _rows(X)
+        y = column_or_1d(y, warn=True)
+        if len(y) != len(raw):
+            raise ValueError(f"X has {len(raw)} rows, y {len(y)}")
+        unlabelled = pd.Series(y).eq(UNLABELLED).to_numpy()
+        check_classification_targets(y[~unlabelled] if (~unlabelled).any() else y)
+        self.classes_ = np.unique(y[~unlabelled])
+        if len(self.classes_) < 2:
+            raise ValueError(f"y needs labelled rows of at least 2 classes, got {len(self.classes_)} class")
+        codes = np.full(len(y), UNLABELLED, dtype=np.int64)
+        codes[~unlabelled] = np.searchsorted(self.classes_, y[~unlabelled])
+        self.n_features_in_ = raw.shape[1] * raw.shape[2]
+        self.n_layers_in_ = raw.shape[1]
+        speakers, prompts = _labels(groups, len(raw), "groups"), _labels(text_ids, len(raw), "text_ids")
+        table = pd.DataFrame({"utt_id": np.arange(len(raw)).astype(str), "speaker": speakers,
+                              "text_id": prompts if text_ids is not None else None})
+        if text_ids is None:
+            table = table.drop(columns="text_id")
+        cfg = self.config()
+        if groups is None and cfg.speaker_norm == "auto":  # one speaker: centring would shift by each batch's mean
+            cfg = cfg.replace(speaker_norm=False)
+        rows = np.arange(len(raw))
+        split = Split.labelled_and_pool(rows[~unlabelled], rows[unlabelled])
+        names = [str(c) for c in self.classes_]
+        # as prepare_fold does for a cache: the label-only `auto` choices, the rows the policy sees, the FoldJob
+        attrs = {"num_hidden_states": raw.shape[1]}
+        cfg, choice = resolve_auto(cfg, CacheData(raw, table, attrs, "", None), split, codes, len(names))
+        x = policy_rows(raw, speakers, cfg.layer, cfg.speaker_norm)
+        job = fold_job(cfg, x, table, codes, names, split, choice, torch.device(resolve_device(cfg.device)))
+
+        def seed_of(salt):
+            return job_seed(str(self.fold), int(self.random_state), salt)
+
+        curves = []
+        warm, job = warm_up(job, seed_of, Monitor(job.data, "supervised", curves, monitored_epochs("supervised", job.cfg)))
+        self.n_rounds_ = monitored_epochs(POLICY, job.cfg) if len(job.data.x_unl) else 0
+        policy = train_method(POLICY, warm, job, seed_of, Monitor(job.data, POLICY, curves, self.n_rounds_))
+        self.policy_ = policy.eval()
+        self.choices_ = job.choice
+        self.curves_ = pd.DataFrame([c for c in curves if c["method"] == POLICY])
+        rates = self.curves_.get("selection_rate", pd.Series(dtype=float))
+        self.selected_ = np.rint(rates.to_numpy(float) * len(job.data.x_unl)).astype(int)
+        self._meta = {"classes": names, "choices": {POLICY: {"layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm,
+                                                            "text_norm": job.cfg.text_norm}}, "extra": {}}
+        if job.prompts is not None:  # the prompt means fitted on the training rows (text_norm), as `train` saves them
+            names_kept, means = job.prompts.to_save()
+            self._meta["choices"][POLICY]["prompts"] = names_kept
+            self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(means)
+        self.transduction_ = np.asarray(y).copy()
+        if unlabelled.any():  # the pool rows as the policy saw them in training (centred with all a speaker's rows)
+            pool = job.data.x_unl.map(self.policy_.probs).argmax(1).cpu().numpy()
+            self.transduction_[unlabelled] = self.classes_[pool]
+        return self
+
+    def predict_proba(self, X, groups=None, text_ids=None) -> np.ndarray:
+        """[n, n_classes] class probabilities (columns in classes_ order)."""
+        check_is_fitted(self, "policy_")
+        raw = _rows(X)
+        if raw.shape[1] * raw.shape[2] != self.n_features_in_ or raw.shape[1] != self.n_layers_in_:
+            raise ValueError(f"X has {raw.shape[1] * raw.shape[2]} features, but BGRPOClassifier is expecting "
+                             f"{self.n_features_in_} features as input ({self.n_layers_in_} layer(s) at fit, "
+                             f"{raw.shape[1]} now)")
+        speakers = _labels(groups, len(raw), "groups")
+        prompts = None if text_ids is None else _labels(text_ids, len(raw), "text_ids")
+        return predict_features({POLICY: self.policy_}, self._meta, raw, speakers, prompts)
+
+    def predict(self, X, groups=None, text_ids=None) -> np.ndarray:
+        check_is_fitted(self, "policy_")
+        return self.classes_[self.predict_proba(X, groups, text_ids).argmax(1)]
