@@ -119,7 +119,7 @@ def _num(v, digits: int = 1, suffix: str = "") -> str:
 def external_table(results: dict[str, dict]) -> str:
     """One row per pair and condition, against bgrpo on the same corpus alone."""
     out = ["| labelled corpus (10%) | extra unlabelled pool | condition | supervised | bgrpo alone | bgrpo + pool "
-           "| vs alone | gate: kept in | external rows (selected) | selection precision (hidden labels) |",
+           "| vs alone | gate: kept in | external rows (selected, where kept) | selection precision (hidden labels) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
     for run in PLAN:
         res = results.get(run.name)
