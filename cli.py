@@ -402,6 +402,20 @@ def stress(
 
 
 @app.command()
+def shift(
+    manifest: str = typer.Option(..., help="Manifest of the corpus to copy (its audio is read, never modified)."),
+    kind: str = typer.Option(..., help="telephone (8 kHz band, 8-bit mu-law) | noise (white noise at --snr dB)."),
+    out: str = typer.Option(..., help="Folder for the shifted FLAC copy and its manifest.csv."),
+    snr: float = typer.Option(10.0, help="Signal-to-noise ratio of --kind noise, in dB."),
+) -> None:
+    """A channel-shifted copy of a corpus (then `extract --manifest OUT/manifest.csv`), e.g. an external pool."""
+    from pipeline.channel_shift import shift_corpus
+
+    path = shift_corpus(manifest, kind, out, snr)
+    typer.echo(f"wrote {path}: encode it with `python cli.py extract --manifest {path} --window trim --out CACHE.h5`")
+
+
+@app.command()
 def label(
     cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
     labels: str = typer.Option(..., help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled)."),
@@ -410,6 +424,7 @@ def label(
     next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
     n_next: int = typer.Option(20, "--next", help="How many utterances to suggest for annotation."),
     seeds: str = typer.Option("0,1,2", help="Seeds whose probabilities are averaged."),
+    unlabeled_cache: str = typer.Option(None, help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is kept only where it helps (source_gate)."),
     serve: bool = typer.Option(False, help="Label in a browser: a local page that plays each suggestion, saves every label "
                                "to LABELS as it is given and retrains after each batch."),
     port: int = typer.Option(8000, help="--serve: the port."),
@@ -432,13 +447,13 @@ def label(
 
         session = LabellingSession(cache, Path(labels), corpus_audio_root(cache, root, manifest),
                                    Path(out) if out else Path(labels).with_name(Path(labels).stem + "-labelled.csv"),
-                                   TrainConfig(seeds=seeds), batch, n_next, cv_folds,
+                                   TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), batch, n_next, cv_folds,
                                    classes.split(",") if classes else [])
         serve_page(session, host, port, log=lambda line: typer.echo(line, err=True))
         return
     if out is None:
         raise UserError("give --out FILE.csv (or --serve to label in a browser)")
-    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds), n_next,
+    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), n_next,
                                       log=lambda line: typer.echo(line, err=True))
     out_path = Path(out)
     nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")

@@ -27,6 +27,7 @@ from trainer.method.methods import monitored_epochs, train_method, warm_up
 from trainer.method.monitor import Monitor
 from trainer.next_to_label import DEFAULT_RULE, choose_next
 from trainer.inputs.protocol import Split
+from trainer.method.source_gate import gate_sources
 
 
 def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
@@ -86,15 +87,17 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
     x = policy_rows(cache.features, speakers, cfg.layer, cfg.speaker_norm)
     job = fold_job(cfg, x, table, y, classes, Split.labelled_and_pool(lab, pool), choice.to_dict(),
-                   torch.device(cfg.device))
+                   torch.device(cfg.device), cache.attrs)
     cfg, choice, data = job.cfg, job.choice, job.data
     z_all = FeatureRows([(x if job.prompts is None else job.prompts, np.arange(len(x)))], data.standardizer, cfg.device)
-    probs = []
+    probs, gated = [], []
     for i, seed in enumerate(cfg.seeds):
         log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
             f"the {len(pool)} unlabelled utterances")
         seed_of = partial(job_seed, "label", seed)
-        warm, job_s = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+        job_g = gate_sources(job, seed_of, log)  # each seed decides whether each unlabeled_cache helps
+        gated.append(job_g.choice.get("sources", []))
+        warm, job_s = warm_up(job_g, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
         model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
         probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
@@ -113,6 +116,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
+            "sources": gated,  # per seed: each unlabeled_cache, used or not, and why
             "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict(),
             "probabilities": p, "policy_input": policy_input}  # [N, C] seed-averaged; [N, L, D] what the head reads
     return out, suggest, info
