@@ -402,19 +402,58 @@ def stress(
 
 
 @app.command()
+def shift(
+    manifest: str = typer.Option(..., help="Manifest of the corpus to copy (its audio is read, never modified)."),
+    kind: str = typer.Option(..., help="telephone (8 kHz band, 8-bit mu-law) | noise (white noise at --snr dB)."),
+    out: str = typer.Option(..., help="Folder for the shifted FLAC copy and its manifest.csv."),
+    snr: float = typer.Option(10.0, help="Signal-to-noise ratio of --kind noise, in dB."),
+) -> None:
+    """A channel-shifted copy of a corpus (then `extract --manifest OUT/manifest.csv`), e.g. an external pool."""
+    from pipeline.channel_shift import shift_corpus
+
+    path = shift_corpus(manifest, kind, out, snr)
+    typer.echo(f"wrote {path}: encode it with `python cli.py extract --manifest {path} --window trim --out CACHE.h5`")
+
+
+@app.command()
 def label(
     cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
     labels: str = typer.Option(..., help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled)."),
-    out: str = typer.Option(..., help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up)."),
+    out: str = typer.Option(None, help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up). "
+                            "Required without --serve; with it, where the page's export writes (default: LABELS with -labelled before .csv)."),
     next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
     n_next: int = typer.Option(20, "--next", help="How many utterances to suggest for annotation."),
     seeds: str = typer.Option("0,1,2", help="Seeds whose probabilities are averaged."),
+    unlabeled_cache: str = typer.Option(None, help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is kept only where it helps (source_gate)."),
+    serve: bool = typer.Option(False, help="Label in a browser: a local page that plays each suggestion, saves every label "
+                               "to LABELS as it is given and retrains after each batch."),
+    port: int = typer.Option(8000, help="--serve: the port."),
+    host: str = typer.Option("127.0.0.1", help="--serve: the address to bind (default: this machine only)."),
+    root: str = typer.Option(None, help="--serve: the corpus folder the audio paths are relative to (default: --manifest's "
+                             "recorded root, else $BGRPO_SER_DATA/<corpus>, else data/<corpus>)."),
+    manifest: str = typer.Option(None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."),
+    batch: int = typer.Option(10, help="--serve: labels between automatic retrains."),
+    cv_folds: int = typer.Option(3, help="--serve: folds (by speaker) of the quality estimate over the given labels; 0: none."),
+    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and LABELS's labels)."),
 ) -> None:
     """Label my corpus: train transductively on everything from the labels you have, predict the rest."""
     from data_manifests.storage import write_text_atomic
     from trainer.label_corpus import label_corpus
+    from trainer.next_to_label import DEFAULT_RULE
 
-    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds), n_next,
+    if serve:
+        from trainer.labelling_page.app import serve as serve_page
+        from trainer.labelling_page.session import LabellingSession, corpus_audio_root
+
+        session = LabellingSession(cache, Path(labels), corpus_audio_root(cache, root, manifest),
+                                   Path(out) if out else Path(labels).with_name(Path(labels).stem + "-labelled.csv"),
+                                   TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), batch, n_next, cv_folds,
+                                   classes.split(",") if classes else [])
+        serve_page(session, host, port, log=lambda line: typer.echo(line, err=True))
+        return
+    if out is None:
+        raise UserError("give --out FILE.csv (or --serve to label in a browser)")
+    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), n_next,
                                       log=lambda line: typer.echo(line, err=True))
     out_path = Path(out)
     nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")
@@ -425,7 +464,7 @@ def label(
                f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']}); "
                f"text norm {'on' if c['text_norm'] else 'off'} ({c['text_reason']})")
     typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in info["predicted_counts"].items()))
-    typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, lowest margin first per class)")
+    typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, by the {DEFAULT_RULE} rule)")
 
 
 if __name__ == "__main__":

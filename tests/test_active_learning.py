@@ -19,7 +19,7 @@ from trainer.config import TrainConfig
 from trainer.inputs.fold_jobs import class_names
 from trainer.inputs.protocol import fold_masks
 
-RULES = ["margin", "entropy", "k-center", "random"]
+RULES = ["margin", "balanced-diverse", "entropy", "k-center", "random"]
 CFG = TrainConfig(refit_rounds=1)
 
 

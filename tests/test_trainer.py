@@ -103,14 +103,16 @@ def test_refit_update_with_balanced_actions(cache, tmp_path):
 
 
 def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_cache):
-    ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5)
-    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self"),
+    ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5, corpus="ext")
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self",
+                      source_gate="off"),
                 cache, tmp_path / "a")
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
     rows = pd.read_csv(tmp_path / "a" / "results.csv")
     assert rows.n_unlabeled.iloc[0] == (4 * 8 * 4 - rows.n_labeled.iloc[0]) + 40
-    ext2 = synthetic_cache(tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6)
-    train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self"),
+    ext2 = synthetic_cache(tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6, corpus="ext2")
+    train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self",
+                source_gate="off"),
           cache, tmp_path / "two")
     assert pd.read_csv(tmp_path / "two" / "results.csv").n_unlabeled.iloc[0] == rows.n_unlabeled.iloc[0] + 12
     other = synthetic_cache(tmp_path / "other.h5", n_classes=4, n_speakers=2, per_class=2, n_folds=1, dim=8)

@@ -19,6 +19,7 @@ from trainer.method.methods import METHOD_ORDER, monitored_epochs, train_method,
 from trainer.metrics import histogram_entropy, scores
 from trainer.method.monitor import Monitor
 from trainer.inputs.protocol import fold_names
+from trainer.method.source_gate import gate_sources
 
 
 def job_seed(fold: str, seed: int, salt: str) -> int:
@@ -38,12 +39,13 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
     cfg = TrainConfig.from_dict(cfg_dict)
     torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers))
     dev = torch.device(resolve_device(cfg.device))
-    job = prepare_fold(cfg, cache_path, fold, seed, dev)
-    data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
-    rows, curves, preds, models = [], [], {}, {}
 
     def seed_of(salt):
         return job_seed(fold, seed, salt)
+
+    job = gate_sources(prepare_fold(cfg, cache_path, fold, seed, dev), seed_of)
+    data, split, n_classes, cfg = job.data, job.split, len(job.classes), job.cfg  # cfg: auto choices resolved
+    rows, curves, preds, models = [], [], {}, {}
 
     def finish(method, model, t0, kept_epoch=None):
         pred = data.x_test.map(model.probs).argmax(1).cpu().numpy()

@@ -3,8 +3,8 @@ labels = unlabelled), train transductively on everything (the given labels as L,
 utterance of the cache as the pool) with the recipe of `train` (speaker normalisation decided
 from the given labels; the warm-up and B-GRPO built by trainer/method/methods.py, as `train` builds
 them), and return for every utterance its label (given labels are kept verbatim) or the prediction
-with its probability and runner-up, plus the utterances whose label would help most: the lowest
-top-1 / top-2 margins, taken class by class in turn.
+with its probability and runner-up, plus the utterances whose label would help most (the rule
+trainer/next_to_label.DEFAULT_RULE, chosen on inner validation).
 Its accuracy is that of the transductive protocol (`train --transductive`, docs/RESULTS.md).
 """
 from __future__ import annotations
@@ -25,12 +25,14 @@ from trainer.inputs.fold_jobs import fold_job, raw_cache
 from trainer.jobs import job_seed, resolve_device
 from trainer.method.methods import monitored_epochs, train_method, warm_up
 from trainer.method.monitor import Monitor
-from trainer.next_to_label import suggest_next
+from trainer.next_to_label import DEFAULT_RULE, choose_next
 from trainer.inputs.protocol import Split
+from trainer.method.source_gate import gate_sources
 
 
-def read_user_labels(path, utt_ids) -> pd.Series:
-    """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts."""
+def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
+    """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts and
+    fewer than `min_classes` classes."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"labels file {path} not found: give a CSV with columns utt_id,label")
@@ -55,7 +57,7 @@ def read_user_labels(path, utt_ids) -> pd.Series:
         raise UserError(f"{path}: utterance(s) with two different labels: {', '.join(bad)}")
     labels = table.drop_duplicates("utt_id").set_index("utt_id")["label"]
     counts = labels.value_counts()
-    if len(counts) < 2:
+    if len(counts) < min_classes:
         raise UserError(f"{path}: labels of at least 2 classes are needed (found {', '.join(counts.index) or 'none'})")
     return labels
 
@@ -85,15 +87,17 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     cfg = cfg.replace(layer=choice.layer, speaker_norm=choice.speaker_norm)
     x = policy_rows(cache.features, speakers, cfg.layer, cfg.speaker_norm)
     job = fold_job(cfg, x, table, y, classes, Split.labelled_and_pool(lab, pool), choice.to_dict(),
-                   torch.device(cfg.device))
+                   torch.device(cfg.device), cache.attrs)
     cfg, choice, data = job.cfg, job.choice, job.data
     z_all = FeatureRows([(x if job.prompts is None else job.prompts, np.arange(len(x)))], data.standardizer, cfg.device)
-    probs = []
+    probs, gated = [], []
     for i, seed in enumerate(cfg.seeds):
         log(f"seed {seed} ({i + 1} of {len(cfg.seeds)}): warm-up, then B-GRPO ({cfg.refit_rounds} rounds) over "
             f"the {len(pool)} unlabelled utterances")
         seed_of = partial(job_seed, "label", seed)
-        warm, job_s = warm_up(job, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
+        job_g = gate_sources(job, seed_of, log)  # each seed decides whether each unlabeled_cache helps
+        gated.append(job_g.choice.get("sources", []))
+        warm, job_s = warm_up(job_g, seed_of, Monitor(data, "supervised", [], monitored_epochs("supervised", cfg)))
         model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
         probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
@@ -106,9 +110,13 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
                         "second": np.where(is_given, "", np.asarray(classes)[order[:, 1]]),
                         "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
     out["margin"] = out["probability"] - out["second_probability"]
-    nxt = suggest_next(p, pool, n_suggest)
+    policy_input = z_all[:]
+    nxt = choose_next(DEFAULT_RULE, n_suggest, pool, probs=p, features=policy_input, labelled=lab, labelled_labels=y[lab],
+                      rng=np.random.default_rng(cfg.seeds[0]))
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
-            "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict()}
+            "sources": gated,  # per seed: each unlabeled_cache, used or not, and why
+            "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict(),
+            "probabilities": p, "policy_input": policy_input}  # [N, C] seed-averaged; [N, L, D] what the head reads
     return out, suggest, info

@@ -33,29 +33,35 @@ class FoldData:
     y_test: torch.Tensor  # used only to score; never by any training decision
     prior: torch.Tensor  # [C] class distribution of the labelled subset (labelled + val)
     n_classes: int
-    standardizer: Standardizer  # fitted on the rows the learner sees (labelled, val, pool); every x_* is z-scored
+    standardizer: Standardizer  # fitted on the labelled corpus's rows the learner sees (labelled, val, own pool); every x_* is z-scored
+    pool_source: torch.Tensor | None = None  # [n_U] 0 = the corpus's own pool, k = the k-th unlabeled_cache (trainer/inputs/sources.py)
+    source_priors: torch.Tensor | None = None  # [sources + 1, C] prior of each source's balanced assignment (None: `prior` for all)
 
     @classmethod
     def build(cls, x: CenteredCache, y: np.ndarray, speakers: np.ndarray, split, n_classes: int, device,
               externals=()) -> "FoldData":
-        """`externals`: (CenteredCache, speakers) of other caches whose rows join the pool unlabelled."""
+        """`externals`: (features, rows, their speakers, their hidden labels) of other caches whose rows join the pool
+        unlabelled (trainer/inputs/sources.py). They never touch the labelled rows: the standardisation is
+        fitted on the labelled corpus's own rows (labelled, validation, its pool)."""
         dev = torch.device(device)
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
         parts = [(x, split.unlabeled)]
         y_unl, spk_unl = y[split.unlabeled], speakers[split.unlabeled]
-        for x_ext, speakers_ext in externals:
-            parts.append((x_ext, np.arange(len(x_ext))))
-            y_unl = np.concatenate([y_unl, -np.ones(len(x_ext), dtype=y.dtype)])
-            spk_unl = np.concatenate([spk_unl, np.char.add("ext:", np.asarray(speakers_ext, dtype=str))])
+        source = [np.zeros(len(split.unlabeled), np.int64)]
+        for k, (x_ext, rows_ext, speakers_ext, hidden_ext) in enumerate(externals, start=1):
+            parts.append((x_ext, rows_ext))
+            y_unl = np.concatenate([y_unl, np.asarray(hidden_ext, dtype=y.dtype)])
+            spk_unl = np.concatenate([spk_unl, np.char.add(f"src{k}:", np.asarray(speakers_ext, dtype=str))])
+            source.append(np.full(len(rows_ext), k, np.int64))
         # The test fold's hidden labels must not even reach the pool's diagnostics in transductive mode.
         if len(split.test):
             in_test = np.isin(split.unlabeled, split.test)
             y_unl = y_unl.copy()
             y_unl[: len(in_test)][in_test] = -1
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
-        pool = FeatureRows(parts, device=dev)
+        pool, own_pool = FeatureRows(parts, device=dev), FeatureRows(parts[:1], device=dev)
         x_lab, x_val = (x.take(t(rows, torch.long), dev) for rows in (split.labeled, split.val))
-        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], pool.centered_chunks()))  # chunk by chunk
+        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], own_pool.centered_chunks()))  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)
@@ -64,4 +70,5 @@ class FoldData:
                    x_unl=pool, y_unl_hidden=t(y_unl, torch.long), group_speaker=t(spk_ids, torch.long),
                    x_train_all=FeatureRows([(x, split.train)], st, dev), y_train_all=t(y[split.train], torch.long),
                    x_test=FeatureRows([(x, split.test)], st, dev), y_test=t(y[split.test], torch.long),
-                   prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st)
+                   prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st,
+                   pool_source=t(np.concatenate(source), torch.long))

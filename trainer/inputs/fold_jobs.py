@@ -9,12 +9,12 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from data_manifests.errors import UserError
 from pipeline.cache import load_cache
 from trainer.inputs.auto_choices import choose_text_norm, resolve_auto
 from trainer.inputs.feature_store import CenteredCache, states_to_read
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.protocol import Split, make_split
+from trainer.inputs.sources import centred_source, check_source, hidden_labels, mean_row, source_paths, unseen_speaker_rows
 
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
@@ -77,17 +77,24 @@ class FoldJob:
     prompts: object = None  # the PromptCentered features when text_norm is on (its means are saved for predict)
 
 
-def external_pools(cfg, x: CenteredCache, attrs: dict) -> list[tuple]:
-    """(CenteredCache, speakers) of each unlabeled_cache (comma list): more unlabelled audio for
-    the pool, from caches of the same encoder; their labels are never read."""
+def external_pools(cfg, x_run, attrs: dict, table: pd.DataFrame, split: Split, classes: list[str]) -> list[tuple]:
+    """(features, rows, speakers, hidden labels) of each unlabeled_cache source: more unlabelled audio
+    for the pool, from caches of the same encoder and window, each centred on its own speakers,
+    prompts and mean (trainer/inputs/sources.py); their labels are never trained on (diagnostics
+    only). Rows of the labelled corpus's own speakers that the run must not see are left out."""
+    seen = np.concatenate([split.labeled, split.val, split.unlabeled])
+    speakers = table["speaker"].astype(str).to_numpy()
+    unseen = np.setdiff1d(speakers, speakers[seen])
+    corpus = str(table["corpus"].iloc[0]) if "corpus" in table and len(table) else ""
+    target = mean_row(x_run, seen)
     pools = []
-    for path in [p for p in str(cfg.unlabeled_cache or "").split(",") if p]:
+    for path in source_paths(cfg.unlabeled_cache):
         x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
-        if x_ext.row_shape != x.row_shape or a_ext.get("encoder_id") != attrs.get("encoder_id"):
-            raise UserError(f"unlabeled_cache {path} holds {a_ext.get('encoder_id')!r} features {x_ext.row_shape}, "
-                             f"the training cache {attrs.get('encoder_id')!r} {x.row_shape}: extract it with the "
-                             "same encoder (and use the same layer)")
-        pools.append((x_ext, (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()))
+        check_source(path, a_ext, x_ext.row_shape, attrs, x_run.row_shape)
+        x_ext = centred_source(x_ext, t_ext.get("text_id"), bool(cfg.text_norm), target)
+        rows = np.flatnonzero(~unseen_speaker_rows(t_ext, corpus, unseen))
+        names = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
+        pools.append((x_ext, rows, names[rows], hidden_labels(t_ext, classes)[rows]))
     return pools
 
 
@@ -102,15 +109,17 @@ def prepare_fold(cfg, cache_path: str, fold: str, seed: int, device) -> FoldJob:
     cfg, choice = resolve_auto(cfg, raw_cache(str(cache_path)) if cfg.layer == "auto" else table_cache(str(cache_path)),
                                split, y, len(classes))
     x, _, attrs, _ = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
-    return fold_job(cfg, x, table, y, classes, split, choice, device, external_pools(cfg, x, attrs))
+    return fold_job(cfg, x, table, y, classes, split, choice, device, attrs)
 
 
 def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes: list[str], split: Split,
-             choice: dict, device, externals=()) -> FoldJob:
+             choice: dict, device, attrs: dict | None = None) -> FoldJob:
     """A split's FoldJob from its centred rows (layer and speaker_norm resolved): the text_norm
-    choice on the split's labels, then the FoldData. `train` (prepare_fold) and `label` both end here."""
+    choice on the split's labels, then the FoldData with the unlabeled_cache sources (checked
+    against the cache's `attrs`). `train` (prepare_fold) and `label` both end here."""
     speakers = table["speaker"].astype(str).to_numpy()
     x_run, text_choice = choose_text_norm(cfg.text_norm, x, table.get("text_id"), speakers, split, y, len(classes))
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
+    externals = external_pools(cfg, x_run, attrs or {}, table, split, classes) if cfg.unlabeled_cache else []
     data = FoldData.build(x_run, y, speakers, split, len(classes), device, externals)
     return FoldJob(data, split, table, y, classes, cfg, {**choice, **text_choice}, x_run if cfg.text_norm else None)

@@ -35,6 +35,7 @@ from trainer.method.monitor import Monitor, selection_diagnostics
 from trainer.method.policy import Policy
 from trainer.method.rewards import compute_reward, parse_reward
 from trainer.method.self_training import Selection, self_train
+from trainer.method.source_assignment import per_source_plan, selection_by_source
 
 
 # --- E1-E5: pure functions of probabilities ---------------------------------------------------
@@ -47,9 +48,14 @@ def acting_distribution(p_old: torch.Tensor, p_teacher: torch.Tensor | None) -> 
     return g / g.sum(1, keepdim=True)
 
 
-def balanced_assignment(p_act: torch.Tensor, prior: torch.Tensor, scope: torch.Tensor | None, cfg) -> torch.Tensor:
-    """E1 (balanced) / SPEC 8: Sinkhorn plan Q of p_act to n_scope * prior within each scope."""
-    return sinkhorn(p_act, prior, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+def balanced_assignment(p_act: torch.Tensor, data: FoldData, scope: torch.Tensor | None, cfg,
+                        source: torch.Tensor | None = None) -> torch.Tensor:
+    """E1 (balanced) / SPEC 8: Sinkhorn plan Q of p_act to n_scope * prior within each scope; with
+    external sources (their ids `source`, aligned with p_act) and source_prior != joint, one plan per
+    source towards its own prior (trainer/method/source_assignment.py)."""
+    if data.source_priors is None or source is None or cfg.source_prior == "joint" or not bool((source > 0).any()):
+        return sinkhorn(p_act, data.prior, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
+    return per_source_plan(p_act, data.source_priors, source, scope, cfg.sinkhorn_iters, cfg.sinkhorn_temp)
 
 
 def _scatter_mean(v: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
@@ -103,9 +109,11 @@ class Scored:
         """Rows with A > 0, labelled with their action, weighted by A / mean(A of the selected)."""
         keep = self.adv > 0
         w = self.adv[keep]
-        return Selection(self.rows[keep], self.actions[keep], w / w.mean() if keep.any() else w,
-                         selection_diagnostics(self.actions, self.adv, self.reward, data.y_unl_hidden[self.rows],
-                                               self.p_old, data.n_classes))
+        hidden = data.y_unl_hidden[self.rows]
+        diagnostics = selection_diagnostics(self.actions, self.adv, self.reward, hidden, self.p_old, data.n_classes)
+        if data.pool_source is not None and bool((data.pool_source > 0).any()):
+            diagnostics.update(selection_by_source(self.rows, keep, self.actions, hidden, data.pool_source))
+        return Selection(self.rows[keep], self.actions[keep], w / w.mean() if keep.any() else w, diagnostics)
 
 
 def _probabilities(policy: Policy, teacher, data: FoldData, rows: torch.Tensor | None):
@@ -134,7 +142,8 @@ def score_rows(policy: Policy, data: FoldData, rows: torch.Tensor, cfg, terms, t
     plan = None
     if needs_plan:
         scope = (data.group_speaker if cfg.balance_scope == "speaker" else None) if pool_wide else groups
-        plan = balanced_assignment(p_act, data.prior, scope, cfg)
+        source = None if data.pool_source is None else (data.pool_source if pool_wide else data.pool_source[rows])
+        plan = balanced_assignment(p_act, data, scope, cfg, source)
     if pool_wide:
         p_old, p_act, plan = p_old[rows], p_act[rows], plan[rows]
         p_teacher = p_teacher[rows] if p_teacher is not None else None

@@ -21,6 +21,7 @@ from trainer.inputs.fold_jobs import FoldJob
 from trainer.method.monitor import Monitor
 from trainer.method.policy import Policy
 from trainer.inputs.protocol import POOL_METHODS
+from trainer.method.source_assignment import source_priors
 from trainer.method.supervised import fit_supervised, new_policy
 from trainer.method.teachers import teacher_for
 
@@ -51,7 +52,12 @@ def warm_up(job: FoldJob, seed_of: Callable[[str], int], monitor: Monitor) -> tu
                           monitor)
     prior = em_prior(data.x_unl.map(warm.probs), data.prior) if cfg.pool_prior == "em" and len(data.x_unl) \
         else data.prior
-    return warm, replace(job, data=replace(data, prior=prior), choice={**job.choice, "pool_prior": prior.cpu().tolist()})
+    choice = {**job.choice, "pool_prior": prior.cpu().tolist()}
+    priors = None
+    if data.pool_source is not None and bool((data.pool_source > 0).any()):  # unlabeled_cache: one prior per source
+        priors = source_priors(cfg.source_prior, prior, data.pool_source, lambda: data.x_unl.map(warm.probs))
+        choice["source_priors"] = priors.cpu().tolist()
+    return warm, replace(job, data=replace(data, prior=prior, source_priors=priors), choice=choice)
 
 
 def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callable[[str], int],
