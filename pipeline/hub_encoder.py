@@ -79,6 +79,27 @@ class WaveformEncoder:
         return torch.stack([h[0].float().mean(0) for h in out.hidden_states]).cpu().numpy()
 
 
+def embed_waveform_files(paths, model: str, device: str = "auto", weights_sha256: str | None = None,
+                         unreadable: dict | None = None) -> np.ndarray:
+    """[n, L+1, D] float32 of the readable audio files, pooled as extract_waveform_model pools a
+    cache's rows (for `predict` with a run on such a cache). Other weights than `weights_sha256`
+    are refused; an unreadable file raises BadAudio naming it, or is recorded in `unreadable`."""
+    enc = WaveformEncoder(model, device)
+    if weights_sha256 and enc.weights_sha256 != weights_sha256:
+        raise EncoderError(f"encoder {model!r} now has weights {enc.weights_sha256[:12]}..., but the vectors were made "
+                           f"with weights {weights_sha256[:12]}...: use the same model files, or re-extract and retrain")
+    out = []
+    for p in paths:
+        try:
+            out.append(enc.pooled(load_audio(p)))
+        except BadAudio as exc:
+            if unreadable is None:
+                raise BadAudio(f"{p}: {exc}") from exc
+            unreadable[str(p)] = str(exc)
+    shape = (enc.module.config.num_hidden_layers + 1, enc.module.config.hidden_size)
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, *shape), np.float32)
+
+
 def extract_waveform_model(table: pd.DataFrame, root, out_path, model: str, device: str = "auto",
                            log=print) -> Path:
     """Encode every row of a manifest table with a waveform model into the cache `out_path`.

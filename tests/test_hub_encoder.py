@@ -69,3 +69,34 @@ def test_extract_command_takes_a_local_waveform_model(tmp_path):
                    "--device", "cpu", check_rc=0)
     cache = load_cache(tmp_path / "cache" / "gen" / "wavlm-small-whole.h5")
     assert cache.features.shape == (3, 3, 32) and "wrote" in done.output
+
+
+def test_a_run_on_a_waveform_cache_predicts_audio_with_the_same_model(tmp_path):
+    """load_run(...).predict_proba re-encodes files with the run's waveform model (not Whisper) and
+    scores them as their cached rows; other weights are refused."""
+    import warnings
+
+    from pipeline.hub_encoder import embed_waveform_files
+    from trainer import load_run
+    from trainer.config import TrainConfig
+    from trainer.run import train
+
+    model = save_model("wavlm", tmp_path / "wavlm")
+    table = corpus(tmp_path / "audio", n=8)
+    table["fold"] = [(i // 2) % 2 for i in range(8)] + [0]  # both classes in each fold
+    extract_waveform_model(table, tmp_path / "audio", tmp_path / "c.h5", model, device="cpu", log=lambda _: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(TrainConfig(methods=("bgrpo",), seeds=(0,), folds=("0",), labeled_fraction=1.0, speaker_norm=False),
+              tmp_path / "c.h5", tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    files = [str(tmp_path / "audio" / f"u{i}.wav") for i in range(8)]
+    unreadable: dict = {}
+    served = run.predict_proba(files + [str(tmp_path / "audio" / "broken.wav")], device="cpu", unreadable=unreadable)
+    assert served["file"].tolist() == files and list(unreadable) == [str(tmp_path / "audio" / "broken.wav")]
+    cached = load_cache(tmp_path / "c.h5").features
+    from trainer.predict import predict_features
+    np.testing.assert_allclose(served[run.classes].to_numpy(float), predict_features(run.policies, run.meta, cached),
+                               atol=1e-6)
+    with pytest.raises(EncoderError, match="weights"):
+        embed_waveform_files(files[:1], model, "cpu", weights_sha256="0" * 64)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,7 @@ class Run:
         dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
         for speaker_norm / text_norm runs (default: one speaker, prompts unknown)."""
         from pipeline.extract import embed_files
+        from pipeline.hub_encoder import WINDOW as WAVEFORM_WINDOW, embed_waveform_files
 
         meta = self.meta
         if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
@@ -108,8 +110,9 @@ class Run:
         if note:
             print(f"note: {note}", file=sys.stderr)
         paths = [str(p) for p in paths]
-        feats = embed_files(paths, model=meta["encoder_id"], window=meta["window"], device=device,
-                            weights_sha256=meta.get("weights_sha256") or None, unreadable=unreadable)
+        embed = embed_waveform_files if meta["window"] == WAVEFORM_WINDOW else partial(embed_files, window=meta["window"])
+        feats = embed(paths, model=meta["encoder_id"], device=device, weights_sha256=meta.get("weights_sha256") or None,
+                      unreadable=unreadable)
         read = [i for i, p in enumerate(paths) if unreadable is None or p not in unreadable]
         if not read:
             return pd.DataFrame(columns=["file", "label", *self.classes])
