@@ -87,6 +87,7 @@ def test_fast_macro_f1_equals_scikit_learn():
     y, p = rng.integers(0, 5, 200), rng.integers(0, 4, 200)
     assert fast_macro_f1(y, p, 5) == pytest.approx(100 * f1_score(y, p, average="macro"))
     assert relative_gain(60.0, 50.0) == pytest.approx(20.0) and gap_recovered(60, 50, 70) == pytest.approx(0.5)
+    assert np.isnan(relative_gain(12.0, 0.0))  # a supervised run that scored 0 (was ZeroDivisionError)
 
 
 def test_refit_update_with_balanced_actions(cache, tmp_path):

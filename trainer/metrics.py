@@ -72,8 +72,9 @@ def mean_std(values) -> dict:
 
 
 def relative_gain(f1_method: float, f1_supervised: float) -> float:
-    """Relative macro-F1 vs `supervised` in percent (the paper's +19.8% metric)."""
-    return 100 * (f1_method - f1_supervised) / f1_supervised
+    """Relative macro-F1 vs `supervised` in percent (the paper's +19.8% metric); undefined (nan) when
+    supervised scored 0, as G is when the topline equals supervised."""
+    return 100 * (f1_method - f1_supervised) / f1_supervised if abs(f1_supervised) > 1e-9 else float("nan")
 
 
 def gap_recovered(f1_method: float, f1_supervised: float, f1_topline: float) -> float:
