@@ -70,15 +70,23 @@ def write_manifest(df: pd.DataFrame, path) -> Path:
     return Path(path)
 
 
+def read_csv_strings(path, error: type[Exception], what: str, if_missing: str, if_unreadable: str = "") -> pd.DataFrame:
+    """A user's CSV table as strings (empty cells ''), or `error` naming the file: '<what> <path> does
+    not exist<if_missing>' or '<what> <path> is not a readable CSV (why)<if_unreadable>'."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist{if_missing}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as why:
+        raise error(f"{what} {path} is not a readable CSV ({why}){if_unreadable}") from why
+
+
 def read_manifest(path) -> pd.DataFrame:
     """Read a manifest CSV back with the same dtypes and rows as written (validated)."""
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest {path} does not exist; create it with `python cli.py manifest`.")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ManifestError(f"manifest {path} is not a readable CSV ({error}); regenerate it.") from error
+    df = read_csv_strings(path, ManifestError, "manifest", "; create it with `python cli.py manifest`.",
+                          "; regenerate it.")
     missing = [column for column in REQUIRED_COLUMNS if column not in df.columns]
     if missing:
         raise ManifestError(f"manifest {path} lacks columns {missing}; regenerate it with `python cli.py manifest`.")

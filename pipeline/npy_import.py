@@ -17,6 +17,7 @@ import pandas as pd
 
 from data_manifests.errors import UserError
 from data_manifests.folds import speaker_folds
+from data_manifests.storage import read_csv_strings
 from pipeline.cache import check_output, write_cache
 
 REQUIRED = ("utt_id", "label", "speaker")
@@ -32,13 +33,7 @@ def read_utterances(manifest) -> pd.DataFrame:
     """The table of the utterances to import: a CSV (a `manifest` CSV, or any CSV) with at least
     utt_id, label, speaker; fold / split / text_id / gender / language / corpus / path / duration
     are kept where present. Without fold and split, speaker folds are made (5, data_manifests/folds.py)."""
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise FeatureImportError(f"table {manifest} does not exist: give a CSV with columns {', '.join(REQUIRED)}")
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise FeatureImportError(f"table {manifest} is not a readable CSV ({error})") from error
+    table = read_csv_strings(manifest, FeatureImportError, "table", f": give a CSV with columns {', '.join(REQUIRED)}")
     missing = [c for c in REQUIRED if c not in table]
     if missing:
         raise FeatureImportError(f"table {manifest} lacks column(s) {', '.join(missing)} (it needs {', '.join(REQUIRED)})")
