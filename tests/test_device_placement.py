@@ -11,7 +11,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from trainer.method.actions import group_sums
 from trainer.method.bgrpo import train_bgrpo_refit
 from trainer.config import TrainConfig
-from trainer.inputs import placement
+from trainer.inputs.placement import Placement
 from trainer.inputs.feature_store import CenteredCache
 from trainer.inputs.fold_data import FoldData
 from trainer.jobs import run_job
@@ -22,6 +22,9 @@ from trainer.inputs.protocol import Split
 from trainer.method.supervised import fit_supervised, new_policy
 
 N_CLASSES = 4
+
+
+ACCELERATOR_CODE = Placement(torch.device("cpu"), host=False)  # the torch code a GPU runs, here on the CPU
 
 
 def fold(device="cpu", n=1200, dim=12, seed=0) -> FoldData:
@@ -59,19 +62,18 @@ class HostCopies:
 
 
 @pytest.mark.parametrize("layer, speaker_norm", [("0", True), ("0", False), ("concat", True)])
-def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm, monkeypatch):
+def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm):
     """take() without the host's numpy gathers (the path a GPU runs) gives the same bits."""
     rng = np.random.default_rng(1)
     raw = (rng.normal(size=(40, 2 if layer == "concat" else 1, 5)) * 4 + 1).astype(np.float16)
     cache = CenteredCache(raw, np.arange(40) % 6, layer, speaker_norm)
     idx = torch.tensor([39, 0, 7, 7, 21])
     on_host = cache.take(idx, "cpu")
-    monkeypatch.setattr(placement, "HOST_PATHS", False)
-    assert torch.equal(cache.take(idx, "cpu"), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
-    assert cache.take(idx[:0], "cpu").shape == (0, *cache.row_shape)
+    assert torch.equal(cache.take(idx, ACCELERATOR_CODE), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
+    assert cache.take(idx[:0], ACCELERATOR_CODE).shape == (0, *cache.row_shape)
 
 
-def test_prompt_centred_rows_on_the_device_are_the_hosts(monkeypatch):
+def test_prompt_centred_rows_on_the_device_are_the_hosts():
     """PromptCentered.take without the host's path (a GPU's) subtracts the same prompt means, bit for bit."""
     rng = np.random.default_rng(2)
     base = CenteredCache((rng.normal(size=(30, 1, 4)) * 3).astype(np.float16), np.arange(30) % 3, "0", True)
@@ -80,8 +82,7 @@ def test_prompt_centred_rows_on_the_device_are_the_hosts(monkeypatch):
     on_host = centred.take(idx, "cpu")
     assert torch.equal(on_host, torch.from_numpy(centred.rows(idx.numpy())))
     assert not torch.equal(on_host, base.take(idx, "cpu"))  # prompts a and b lost their means
-    monkeypatch.setattr(placement, "HOST_PATHS", False)
-    assert torch.equal(centred.take(idx, "cpu"), on_host)
+    assert torch.equal(centred.take(idx, ACCELERATOR_CODE), on_host)
 
 
 def test_fold_tensors_live_on_the_run_device():
@@ -97,13 +98,12 @@ def test_fold_tensors_live_on_the_run_device():
 def test_a_refit_round_brings_only_aggregates_to_the_host(monkeypatch):
     """Two B-GRPO refit rounds with the default recipe (pool-wide Sinkhorn, LDA teacher on the
     device, L-BFGS refits, per-round curves): no copy larger than a C x C confusion matrix."""
-    data, cfg = fold(), recipe()
+    data, cfg = fold(ACCELERATOR_CODE), recipe()
     warm = fit_supervised(new_policy(cfg, data.standardizer, N_CLASSES, 1, "cpu"), data.x_lab, data.y_lab, cfg,
                           torch.Generator().manual_seed(0))
-    teacher = LDATeacher([data.x_lab, data.x_val, data.x_unl], N_CLASSES, 8, seed=0, on_device=True)
+    teacher = LDATeacher([data.x_lab, data.x_val, data.x_unl], N_CLASSES, 8, seed=0, placement=data.placement)
     teacher.fit(data.x_lab, data.y_lab)
     curves = []
-    monkeypatch.setattr(placement, "HOST_PATHS", False)  # the accelerator's code, here on the CPU
     copies = HostCopies(monkeypatch)
     train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(0),
                       Monitor(data, "bgrpo", curves, cfg.refit_rounds), seed=3)
@@ -133,9 +133,9 @@ def test_shrinkage_lda_is_scikit_learns_estimator():
 def test_lda_teacher_on_the_device_gives_the_host_teachers_probabilities():
     data = fold()
     sources = [data.x_lab, data.x_val, data.x_unl]
-    host = LDATeacher(sources, N_CLASSES, 8, seed=0, on_device=False).fit(data.x_lab, data.y_lab)
-    device = LDATeacher(sources, N_CLASSES, 8, seed=0, on_device=True).fit(data.x_lab, data.y_lab)
-    assert not device.on_device or torch.is_tensor(device.classes_)
+    host = LDATeacher(sources, N_CLASSES, 8, seed=0).fit(data.x_lab, data.y_lab)
+    device = LDATeacher(sources, N_CLASSES, 8, seed=0, placement=ACCELERATOR_CODE).fit(data.x_lab, data.y_lab)
+    assert not host.on_device and device.on_device and torch.is_tensor(device.classes_)
     x = data.x_unl[:]
     p_host, p_device = host.probs(x), device.probs(x)
     assert p_device.dtype == torch.float32 and p_device.device == x.device
@@ -176,7 +176,7 @@ def test_the_accelerators_code_path_trains_like_the_hosts(synthetic_cache, tmp_p
     cache = synthetic_cache(tmp_path / "c.h5", n_classes=4, n_speakers=12, per_class=10, n_folds=3, signal=0.5)
     cfg = TrainConfig(methods=("supervised", "bgrpo"), seeds=(0,), device="cpu").to_dict()
     host = run_job(cfg, str(cache), "0", 0)
-    monkeypatch.setattr(placement, "HOST_PATHS", False)
+    monkeypatch.setattr(Placement, "HOST_TYPES", ())  # the one decision: no device takes the host's path
     device = run_job(cfg, str(cache), "0", 0)
     preds = [np.array(r["predictions"]["bgrpo"]) for r in (host, device)]
     assert host["predictions"]["supervised"] == device["predictions"]["supervised"]

@@ -94,7 +94,7 @@ def test_sequential_sum_over_chunks_equals_the_one_shot_sum():
     x = (np.random.default_rng(3).normal(size=(1000, 2, 5)) * 1e4).astype(np.float32)
     acc = None
     for block in np.split(x, [1, 17, 400, 999]):
-        acc = sequential_sum(acc, block)
+        acc = sequential_sum(acc, block, "cpu")
     assert np.array_equal(acc, x.sum(0, dtype=np.float64))
 
 

@@ -15,7 +15,7 @@ import torch
 
 from data_manifests.errors import UserError
 from trainer.inputs.features import middle_layer
-from trainer.inputs.placement import host_path
+from trainer.inputs.placement import Placement
 
 CHUNK_ROWS = 16384  # rows per float32 chunk: ~32 MB of 512-wide float32, ~64 MB of float64 centring
 
@@ -93,30 +93,33 @@ class CenteredCache:
         flat = x.reshape(len(x), self.means.shape[1])
         return (flat - self.means[self.inv[idx]]).astype(np.float32).reshape(x.shape)
 
-    def on(self, device) -> tuple:
+    def on(self, device: torch.device) -> tuple:
         """(rows float16, speaker index, speaker means float64) as tensors on `device`, copied once."""
-        device = torch.device(device)
         if device not in self._on:
             as_t = lambda a: None if a is None else torch.as_tensor(np.ascontiguousarray(a), device=device)  # noqa: E731
             self._on[device] = (as_t(self.raw), as_t(self.inv), as_t(self.means))
         return self._on[device]
 
-    def take(self, idx: torch.Tensor, device) -> torch.Tensor:
-        """Centred float32 [n, L', D] of rows idx (a tensor on `device`), on `device`."""
-        if host_path(device):
+    def take(self, idx: torch.Tensor, where) -> torch.Tensor:
+        """Centred float32 [n, L', D] of rows idx (a tensor on the device), on the device of
+        `where` (a Placement or a device)."""
+        place = Placement.of(where)
+        if place.host:
             return torch.from_numpy(self.rows(idx.numpy()))
-        raw, inv, means = self.on(device)
+        raw, inv, means = self.on(place.device)
         return centre(raw[idx], None if means is None else means[inv[idx]])
 
 
 class FeatureRows:
     """Rows of one or more CenteredCaches (parts: (cache, row indices)), z-scored by a fitted
     Standardizer on demand: x[idx] -> float32 tensor, map(fn) -> fn over chunks, concatenated.
-    Everything (indices, rows, chunks) stays on `device`: nothing is copied to the host."""
+    Everything (indices, rows, chunks) stays on `device` (a device or a Placement): nothing is
+    copied to the host."""
 
     def __init__(self, parts: list[tuple[CenteredCache, np.ndarray]], standardizer=None, device="cpu",
                  chunk_rows: int = CHUNK_ROWS):
-        self.device = torch.device(device)
+        self.placement = Placement.of(device)
+        self.device = self.placement.device
         self.parts = [(c, torch.as_tensor(np.asarray(r, np.int64), device=self.device)) for c, r in parts]
         offsets = np.cumsum([0] + [len(r) for _, r in self.parts])
         self.offsets = torch.as_tensor(offsets, device=self.device)
@@ -130,12 +133,12 @@ class FeatureRows:
         """Centred rows at positions pos (into the concatenated parts)."""
         if len(self.parts) == 1:
             cache, rows = self.parts[0]
-            return cache.take(rows[pos], self.device)
+            return cache.take(rows[pos], self.placement)
         part = torch.searchsorted(self.offsets, pos, right=True) - 1
         block = torch.empty((len(pos), *self.shape[1:]), dtype=torch.float32, device=self.device)
         for k, (cache, rows) in enumerate(self.parts):
             mine = torch.nonzero(part == k).flatten()
-            block[mine] = cache.take(rows[pos[mine] - self.offsets[k]], self.device)
+            block[mine] = cache.take(rows[pos[mine] - self.offsets[k]], self.placement)
         return block
 
     def centered(self, idx: torch.Tensor, standardize: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from data_manifests.errors import UserError
-from trainer.inputs.placement import host_path
+from trainer.inputs.placement import Placement
 
 
 def middle_layer(n_states: int) -> int:
@@ -17,13 +17,13 @@ def middle_layer(n_states: int) -> int:
     return n_states // 2
 
 
-def sequential_sum(acc: torch.Tensor | None, block) -> torch.Tensor:
-    """acc + the rows of block (an array or a tensor) in float64, on the block's device. On the CPU
-    the rows are added one after the other (numpy's axis-0 sum), the association order of a
+def sequential_sum(acc: torch.Tensor | None, block, where="cpu") -> torch.Tensor:
+    """acc + the rows of block (an array or a tensor on `where`'s device) in float64. On the host's
+    path the rows are added one after the other (numpy's axis-0 sum), the association order of a
     one-shot sum over all blocks, so a sum over chunks equals it exactly; an accelerator reduces in
     its own order (float64 rounding apart, the same sum)."""
     block = torch.as_tensor(block)
-    if host_path(block.device):  # numpy's sequential sum (torch's cumsum is ~10x slower here)
+    if Placement.of(where).host:  # numpy's sequential sum (torch's cumsum is ~10x slower here)
         rows = block.numpy().astype(np.float64)
         return torch.from_numpy((rows if acc is None else np.concatenate([acc.numpy()[None], rows])).sum(0))
     rows = block.double()
@@ -48,20 +48,20 @@ class Standardizer:
     def fit(self, x: np.ndarray) -> "Standardizer":
         return self.fit_blocks(lambda: [x])
 
-    def fit_blocks(self, blocks) -> "Standardizer":
-        """Fit on the rows of the blocks (arrays or tensors on one device) that `blocks()` yields
-        (called twice: mean, then spread), in float64 sums taken row after row, so chunks give the
-        one-shot statistics exactly."""
+    def fit_blocks(self, blocks, where="cpu") -> "Standardizer":
+        """Fit on the rows of the blocks (arrays or tensors on `where`'s device) that `blocks()`
+        yields (called twice: mean, then spread), in float64 sums taken row after row, so chunks
+        give the one-shot statistics exactly."""
         total, n = None, 0
         for b in blocks():
-            total, n = sequential_sum(total, b), n + len(b)
+            total, n = sequential_sum(total, b, where), n + len(b)
         if n < 2:
             raise UserError("standardisation needs at least 2 training rows")
         mean = total / n
         squares = None
         for b in blocks():
             dev = torch.as_tensor(b).double() - mean
-            squares = sequential_sum(squares, dev * dev)
+            squares = sequential_sum(squares, dev * dev, where)
         self.mean_ = mean.float().cpu().numpy()
         self.std_ = torch.sqrt(squares / n).clamp_min(1e-5).float().cpu().numpy()
         return self

@@ -16,6 +16,7 @@ import torch
 
 from trainer.inputs.feature_store import CenteredCache, FeatureRows
 from trainer.inputs.features import Standardizer
+from trainer.inputs.placement import Placement
 
 
 @dataclass
@@ -43,7 +44,8 @@ class FoldData:
         """`externals`: (features, rows, their speakers, their hidden labels) of other caches whose rows join the pool
         unlabelled (trainer/inputs/sources.py). They never touch the labelled rows: the standardisation is
         fitted on the labelled corpus's own rows (labelled, validation, its pool)."""
-        dev = torch.device(device)
+        place = Placement.of(device)  # where every row of the fold lives and which code computes on it
+        dev = place.device
         t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=dev)  # noqa: E731
         parts = [(x, split.unlabeled)]
         y_unl, spk_unl = y[split.unlabeled], speakers[split.unlabeled]
@@ -59,16 +61,20 @@ class FoldData:
             y_unl = y_unl.copy()
             y_unl[: len(in_test)][in_test] = -1
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
-        pool, own_pool = FeatureRows(parts, device=dev), FeatureRows(parts[:1], device=dev)
-        x_lab, x_val = (x.take(t(rows, torch.long), dev) for rows in (split.labeled, split.val))
-        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], own_pool.centered_chunks()))  # chunk by chunk
+        pool, own_pool = FeatureRows(parts, device=place), FeatureRows(parts[:1], device=place)
+        x_lab, x_val = (x.take(t(rows, torch.long), place) for rows in (split.labeled, split.val))
+        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], own_pool.centered_chunks()), place)  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)
         return cls(x_lab=st.transform(x_lab), y_lab=t(y[split.labeled], torch.long),
                    x_val=st.transform(x_val), y_val=t(y[split.val], torch.long),
                    x_unl=pool, y_unl_hidden=t(y_unl, torch.long), group_speaker=t(spk_ids, torch.long),
-                   x_train_all=FeatureRows([(x, split.train)], st, dev), y_train_all=t(y[split.train], torch.long),
-                   x_test=FeatureRows([(x, split.test)], st, dev), y_test=t(y[split.test], torch.long),
+                   x_train_all=FeatureRows([(x, split.train)], st, place), y_train_all=t(y[split.train], torch.long),
+                   x_test=FeatureRows([(x, split.test)], st, place), y_test=t(y[split.test], torch.long),
                    prior=t(prior / prior.sum()), n_classes=n_classes, standardizer=st,
                    pool_source=t(np.concatenate(source), torch.long))
+
+    @property
+    def placement(self) -> Placement:
+        return self.x_unl.placement

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from trainer.inputs.feature_store import CHUNK_ROWS, add_rows_by_group
-from trainer.inputs.placement import host_path
+from trainer.inputs.placement import Placement
 
 MIN_UTTERANCES_PER_PROMPT = 8  # as for speakers: below this a mean is mostly its utterances' own content
 MAX_TESTED_ROWS = 2000  # labelled rows the dependence test uses at most (a seeded sample beyond)
@@ -102,15 +102,16 @@ class PromptCentered:
         offset = self._offsets[self.codes[idx]]
         return (x.reshape(len(x), offset.shape[1]) - offset).astype(np.float32).reshape(x.shape)
 
-    def take(self, idx: torch.Tensor, device) -> torch.Tensor:
-        """`rows` of idx (a tensor on `device`) computed on `device`, as CenteredCache.take does."""
-        if host_path(device):
+    def take(self, idx: torch.Tensor, where) -> torch.Tensor:
+        """`rows` of idx computed on `where`'s device, as CenteredCache.take does."""
+        place = Placement.of(where)
+        if place.host:
             return torch.from_numpy(self.rows(idx.numpy()))
-        device = torch.device(device)
+        device = place.device
         if device not in self._on:
             self._on[device] = (torch.as_tensor(self._offsets, device=device), torch.as_tensor(self.codes, device=device))
         offsets, codes = self._on[device]
-        x = self.base.take(idx, device)
+        x = self.base.take(idx, place)
         return (x.reshape(len(x), offsets.shape[1]).double() - offsets[codes[idx]]).float().reshape(x.shape)
 
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from trainer.inputs.placement import host_path
-
 
 def group_sums(q: torch.Tensor, gid: torch.Tensor, n_groups: int) -> torch.Tensor:
     """[n_groups, C] column sums of q's rows per group id: rows added in order on the CPU; on an
-    accelerator one group is a plain reduction (atomic adds of every row into one row serialise)."""
-    if n_groups == 1 and not host_path(q.device):
+    accelerator one group is a plain reduction (atomic adds of every row into one row serialise).
+    A kernel choice of the device, not a code path: both are the same sum up to rounding."""
+    if n_groups == 1 and q.device.type != "cpu":
         return q.sum(0, keepdim=True)
     return torch.zeros(n_groups, q.shape[1], dtype=q.dtype, device=q.device).index_add_(0, gid, q)
 

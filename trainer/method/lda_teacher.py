@@ -20,16 +20,16 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from trainer.inputs.feature_store import CHUNK_ROWS
 from trainer.inputs.features import sequential_sum
-from trainer.inputs.placement import host_path
+from trainer.inputs.placement import Placement
 
 
-def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
+def principal_axes(blocks, n_rows: int, n_components: int, seed: int, where="cpu"):
     """A fitted PCA (transform, mean_, components_, n_components_) of the rows of `blocks()`
     ([n, ...] float32 arrays or tensors, on any device).
 
     Small data: scikit-learn's PCA on the rows in memory. From ten rows per feature on,
     scikit-learn itself switches to the eigenvectors of the covariance ('covariance_eigh'); that is
-    computed here from X^T X summed chunk by chunk on the blocks' device, so the pool is never one
+    computed here from X^T X summed chunk by chunk on `where`'s device, so the pool is never one
     float32 matrix and never leaves the device."""
     dim = None
     for first in blocks():
@@ -42,7 +42,7 @@ def principal_axes(blocks, n_rows: int, n_components: int, seed: int):
     total = gram = None
     for b in blocks():
         block = torch.as_tensor(b).reshape(len(b), dim).contiguous()
-        total = sequential_sum(None, block) + (0 if total is None else total)  # per block, as numpy's sum(0)
+        total = sequential_sum(None, block, where) + (0 if total is None else total)  # per block, as numpy's sum(0)
         gram = (block.T @ block).double() + (0 if gram is None else gram)  # torch's matmul: the run's threads
     mean = total / n_rows
     cov = (gram - n_rows * torch.outer(mean, mean)) / (n_rows - 1)
@@ -105,11 +105,12 @@ class LDATeacher:
     not follow the policy) and end_round(x, y), which refits it on the round's selection.
     `x_fit`: the rows the PCA is fitted on (label-free), a tensor or a list of tensors and
     FeatureRows (labelled, validation and pool), read a chunk at a time.
-    On the CPU the class model is scikit-learn's estimator on the host; on another device it is
-    `shrinkage_lda` (the same estimator in torch, float64), so the rows never leave the device.
+    On the host's path (`placement`, by default that of x_fit's device) the class model is
+    scikit-learn's estimator; on a device's it is `shrinkage_lda` (the same estimator in torch,
+    float64), so the rows never leave the device.
     """
 
-    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0, on_device: bool | None = None):
+    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0, placement: Placement | None = None):
         sources = [x_fit] if torch.is_tensor(x_fit) else list(x_fit)
 
         def blocks():
@@ -118,12 +119,12 @@ class LDATeacher:
                     yield src
                 else:
                     yield from (src[pos] for pos in src.position_chunks())
-        self.pca = principal_axes(blocks, sum(len(s) for s in sources), n_components, seed)
+        place = Placement.of(sources[0].device if placement is None else placement)
+        self.pca = principal_axes(blocks, sum(len(s) for s in sources), n_components, seed, place)
         self.n_classes = n_classes
         self.lda = None
-        device = sources[0].device
-        self.on_device = not host_path(device) if on_device is None else on_device
-        self.axes = [torch.as_tensor(np.asarray(a, np.float32), device=device)
+        self.on_device = not place.host
+        self.axes = [torch.as_tensor(np.asarray(a, np.float32), device=place.device)
                      for a in (self.pca.mean_, self.pca.components_)]
 
     def _project(self, x: torch.Tensor):

@@ -76,7 +76,7 @@ def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
         return FrozenTeacher(warm)
     if cfg.teacher == "lda":  # PCA fitted label-free on the rows the learner sees: labelled, validation and pool
         return LDATeacher([data.x_lab, data.x_val, data.x_unl], data.n_classes, cfg.lda_components,
-                          seed).fit(data.x_lab, data.y_lab)
+                          seed, data.placement).fit(data.x_lab, data.y_lab)
     if cfg.unlabeled_cache:
         raise UserError("teacher cache:FILE with unlabeled_cache is not supported: "
                          "the teacher cache has no vectors for the external corpus")
