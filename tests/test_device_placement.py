@@ -9,7 +9,7 @@ import torch
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
 from trainer.method.actions import group_sums
-from trainer.method.bgrpo import train_bgrpo_refit
+from trainer.method.bgrpo import BGRPO, Pool, Settings
 from trainer.config import TrainConfig
 from trainer.inputs.placement import Placement
 from trainer.inputs.feature_store import CenteredCache
@@ -19,6 +19,7 @@ from trainer.method.lda_teacher import LDATeacher, shrinkage_lda
 from trainer.method.monitor import Monitor
 from trainer.inputs.prompt_norm import PromptCentered
 from trainer.inputs.protocol import Split
+from trainer.method.self_training import head_refitter
 from trainer.method.supervised import fit_supervised, new_policy
 
 N_CLASSES = 4
@@ -105,8 +106,9 @@ def test_a_refit_round_brings_only_aggregates_to_the_host(monkeypatch):
     teacher.fit(data.x_lab, data.y_lab)
     curves = []
     copies = HostCopies(monkeypatch)
-    train_bgrpo_refit(warm, data, cfg, teacher, torch.Generator().manual_seed(0),
-                      Monitor(data, "bgrpo", curves, cfg.refit_rounds), seed=3)
+    generator = torch.Generator().manual_seed(0)
+    BGRPO(Settings.of(cfg), head_refitter(cfg, data, generator, 3), teacher,
+          Monitor(data, "bgrpo", curves, cfg.refit_rounds).end_round).fit(warm, Pool.of(data), generator)
     monkeypatch.undo()
     assert len(curves) == 2 and curves[-1]["selection_rate"] > 0
     assert copies.sizes and max(copies.sizes) <= N_CLASSES * N_CLASSES, sorted(copies.sizes)[-5:]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from trainer.method.bgrpo import Scored, advantage, score_rows, train_bgrpo
+from trainer.method.bgrpo import BGRPO, Pool, Scored, Settings, advantage, score_rows
 from trainer.config import SPEC_FORM, TrainConfig, field_names, recipe_text
 from trainer.inputs.feature_store import CenteredCache, FeatureRows
 from trainer.inputs.fold_data import FoldData
@@ -40,11 +40,11 @@ def pool_data(n_classes=3, speakers=(0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1), prior=
 def test_speaker_scope_actions_follow_the_labelled_prior_per_speaker():
     data = pool_data()
     cfg = TrainConfig(action="balanced", balance_scope="speaker", act_on="policy", sinkhorn_temp=0.05,
-                      sinkhorn_iters=200, batch_size=4)
+                      sinkhorn_iters=200, batch_size=4, reward="assign")
     torch.manual_seed(0)
     policy = Policy(1, 2, 3, head="linear", dropout=0.0)
     rows = torch.randperm(12, generator=torch.Generator().manual_seed(0))
-    s = score_rows(policy, data, rows, cfg, parse_reward("assign"), None, torch.Generator())
+    s = score_rows(policy, Pool.of(data), rows, Settings.of(cfg), None, torch.Generator())
     for spk in (0, 1):
         counts = torch.bincount(s.actions[data.group_speaker[s.rows] == spk], minlength=3)
         assert (counts - 6 * data.prior).abs().max() <= 0.5  # 6 rows x (0.5, 0.25, 0.25) = 3, 1.5, 1.5
@@ -53,9 +53,9 @@ def test_speaker_scope_actions_follow_the_labelled_prior_per_speaker():
 def test_batch_scope_balances_each_group_on_its_own():
     data = pool_data(speakers=tuple([0] * 8))
     cfg = TrainConfig(action="balanced", balance_scope="batch", act_on="policy", sinkhorn_temp=0.05,
-                      sinkhorn_iters=200, batch_size=4)
+                      sinkhorn_iters=200, batch_size=4, reward="assign")
     torch.manual_seed(0)
-    s = score_rows(Policy(1, 2, 3, head="linear"), data, torch.arange(8), cfg, parse_reward("assign"), None,
+    s = score_rows(Policy(1, 2, 3, head="linear"), Pool.of(data), torch.arange(8), Settings.of(cfg), None,
                    torch.Generator())
     for g in (slice(0, 4), slice(4, 8)):
         assert torch.bincount(s.actions[g], minlength=3).tolist() == [2, 1, 1]  # 4 rows x (0.5, 0.25, 0.25)
@@ -64,7 +64,7 @@ def test_batch_scope_balances_each_group_on_its_own():
 def test_refit_weights_average_one_over_the_selected():
     adv = torch.tensor([0.0, 0.3, 0.0, 0.1, 0.2])
     scored = Scored(torch.arange(5), torch.full((5, 2), 0.5), torch.tensor([0, 1, 0, 1, 0]), torch.rand(5), adv)
-    sel = scored.selection(pool_data(n_classes=2, speakers=(0,) * 5, prior=(0.5, 0.5)))
+    sel = scored.selection()
     assert sel.rows.tolist() == [1, 3, 4] and sel.labels.tolist() == [1, 1, 0]
     assert sel.weights.mean().item() == pytest.approx(1.0) and sel.weights.tolist() == pytest.approx([1.5, 0.5, 1.0])
 
@@ -115,8 +115,11 @@ def test_mu_is_the_number_of_steps_per_group():
     data = pool_data()
     cfg = TrainConfig(**{**SPEC_FORM, "batch_size": 4, "epochs": 2, "mu": 3, "reward": "r1"})
     teacher = CountingTeacher()
-    train_bgrpo(Policy(1, 2, 3, head="linear"), data, cfg, teacher, torch.Generator(), Monitor(data, "bgrpo", [], 2))
+    rounds = []
+    fitted = BGRPO(Settings.of(cfg), teacher=teacher, on_round=lambda policy, epoch, scored: rounds.append(epoch)).fit(
+        Policy(1, 2, 3, head="linear"), Pool.of(data), torch.Generator())
     assert teacher.steps == 2 * 3 * 3  # epochs x groups (12 rows / 4) x mu
+    assert rounds == [0, 1] and len(fitted.n_selected_) == 2 and not fitted.policy_.training
 
 
 @pytest.mark.parametrize("layer,shape", [("1", (1, 16)), ("concat", (1, 48)), ("weighted", (3, 16))])

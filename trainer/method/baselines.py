@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from trainer.inputs.fold_data import FoldData
 from trainer.method.monitor import Monitor, selection_diagnostics
 from trainer.method.policy import Policy
-from trainer.method.self_training import Selection, self_train
+from trainer.method.self_training import Selection, head_refitter, self_train
 from trainer.method.teachers import EMATeacher
 
 
@@ -25,7 +25,7 @@ def train_pseudo_label(warm: Policy, data: FoldData, cfg, seed: int,
                        generator: torch.Generator, monitor: Monitor) -> Policy:
     """Self-training: each round the confident pool predictions join the labelled set."""
     select = lambda policy, rnd: pseudo_label_selection(policy, data, cfg.pl_threshold)  # noqa: E731
-    return self_train(warm, data, cfg, select, cfg.pl_rounds, generator, monitor, seed)
+    return self_train(warm, data, select, cfg.pl_rounds, head_refitter(cfg, data, generator, seed), monitor)
 
 
 def augment(z: torch.Tensor, noise: float, generator: torch.Generator) -> torch.Tensor:

@@ -16,11 +16,12 @@ import torch
 from data_manifests.errors import UserError
 from trainer.inputs.auto_choices import em_prior
 from trainer.method.baselines import train_dino, train_pseudo_label
-from trainer.method.bgrpo import train_bgrpo, train_bgrpo_refit
+from trainer.method.bgrpo import BGRPO, Pool, Settings
 from trainer.inputs.fold_jobs import FoldJob
 from trainer.method.monitor import Monitor
 from trainer.method.policy import Policy
 from trainer.inputs.protocol import POOL_METHODS
+from trainer.method.self_training import head_refitter
 from trainer.method.source_assignment import source_priors
 from trainer.method.supervised import fit_supervised, new_policy
 from trainer.method.teachers import teacher_for
@@ -71,9 +72,11 @@ def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callab
         return warm
     if method == "bgrpo":
         teacher = teacher_for(cfg, warm, job, seed_of("teacher"))
-        if cfg.update == "refit":
-            return train_bgrpo_refit(warm, data, cfg, teacher, _generator(seed_of, "bgrpo"), monitor, seed_of("refit"))
-        return train_bgrpo(warm, data, cfg, teacher, _generator(seed_of, "bgrpo"), monitor)
+        generator = _generator(seed_of, "bgrpo")  # actions, pool order and the refits share one stream
+        bgrpo = BGRPO(Settings.of(cfg), head_refitter(cfg, data, generator, seed_of("refit")), teacher, monitor.end_round)
+        policy = bgrpo.fit(warm, Pool.of(data), generator).policy_
+        monitor.finish(policy)
+        return policy
     if method == "pseudo-label":
         return train_pseudo_label(warm, data, cfg, seed_of("pl"), _generator(seed_of, "pseudo-label"), monitor)
     if method == "dino":

@@ -43,6 +43,11 @@ class Monitor:
         row.update(diag)
         self.curves.append(row)
 
+    def end_round(self, policy, rnd: int, scored) -> None:
+        """B-GRPO's on_round callback (trainer/method/bgrpo.py): the round's E1-E5 (a Scored) with
+        their diagnostics against the pool's hidden labels, which B-GRPO itself never sees."""
+        self.end_epoch(policy, rnd, **scored_diagnostics(scored, self.data))
+
     def finish(self, policy) -> int | None:
         """Restore the best-validation epoch (if a validation part exists); return the kept epoch."""
         if self.best_state is not None:
@@ -66,3 +71,27 @@ def selection_diagnostics(actions: torch.Tensor, adv: torch.Tensor, reward: torc
     return {"selection_rate": float(host[0]), "selection_precision": float(host[1]), "mean_reward": float(host[2]),
             "mean_pred_entropy": float(host[3]), "action_entropy": counts_entropy(hist, n_classes),
             "action_hist": "|".join(str(int(h)) for h in hist)}
+
+
+def scored_diagnostics(scored, data: FoldData) -> dict:
+    """selection_diagnostics of a B-GRPO round (rows, p_old, actions, reward, adv), and with
+    external pools the selection per source."""
+    hidden = data.y_unl_hidden[scored.rows]
+    diagnostics = selection_diagnostics(scored.actions, scored.adv, scored.reward, hidden, scored.p_old, data.n_classes)
+    if data.pool_source is not None and bool((data.pool_source > 0).any()):
+        diagnostics.update(selection_by_source(scored.rows, scored.adv > 0, scored.actions, hidden, data.pool_source))
+    return diagnostics
+
+
+def selection_by_source(rows: torch.Tensor, selected: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor,
+                        pool_source: torch.Tensor) -> dict:
+    """Per external source k: rows selected (`selected_src{k}`) and the share whose action is the
+    hidden label (`precision_src{k}`, nan without hidden labels): diagnostics only."""
+    src = pool_source[rows]
+    out = {}
+    for k in range(1, int(pool_source.max()) + 1):
+        sel = selected & (src == k)
+        known = sel & (hidden >= 0)
+        out[f"selected_src{k}"] = int(sel.sum())
+        out[f"precision_src{k}"] = float(((actions == hidden) & known).sum() / known.sum()) if known.any() else float("nan")
+    return out

@@ -1,9 +1,8 @@
-"""One self-training loop for pseudo-labelling and B-GRPO's refit update (SPEC 6, SPEC 8).
+"""What the two self-training loops share (SPEC 6, SPEC 8): a round's Selection of pool rows and
+the refit of the head on the labelled rows plus the selection.
 
-Each round: `select(policy, round)` picks pool rows and a label (and weight) for each; they join
-the labelled set and the head is fitted again on the union. The methods differ only in `select`:
-pseudo-labelling keeps confident predictions (trainer/method/baselines.py), B-GRPO keeps the actions with
-a positive advantage, weighted by it (trainer/method/bgrpo.py).
+Pseudo-labelling (trainer/method/baselines.py) selects confident predictions; B-GRPO's refit update
+(trainer/method/bgrpo.py) the actions with a positive advantage, weighted by it.
 """
 from __future__ import annotations
 
@@ -22,37 +21,41 @@ from trainer.method.supervised import fit_supervised, new_policy
 class Selection:
     """Pool rows that join the labelled set this round, with their label and sample weight."""
 
-    rows: torch.Tensor  # [k] indices into data.x_unl
+    rows: torch.Tensor  # [k] indices into the pool (x_unl)
     labels: torch.Tensor  # [k] class indices (a prediction or an action, never a hidden label)
     weights: torch.Tensor | None = None  # [k]; None = weight 1
     diagnostics: dict = field(default_factory=dict)  # per-round curves (trainer/method/monitor.py)
-    _union: tuple | None = field(default=None, repr=False)
 
-    def labelled_plus_selected(self, data: FoldData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x, y, weight): the labelled rows with weight 1, then the selected pool rows; built once
-        per round (the teacher's refit and the head's share it)."""
-        if self._union is None:
-            ones = torch.ones(len(data.x_lab), device=data.x_lab.device)
-            w = torch.ones(len(self.rows), device=ones.device) if self.weights is None else self.weights
-            self._union = (data.x_unl.after(data.x_lab, self.rows), torch.cat([data.y_lab, self.labels]),
-                           torch.cat([ones, w]))
-        return self._union
+    def labelled_plus_selected(self, data) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, weight): the labelled rows (data.x_lab, y_lab) with weight 1, then the selected
+        pool rows (data.x_unl) as one float32 tensor: the largest a round makes (a million-row pool
+        can select 2 GB of it), so a loop builds it once per round and drops it before the next."""
+        ones = torch.ones(len(data.x_lab), device=data.x_lab.device)
+        w = torch.ones(len(self.rows), device=ones.device) if self.weights is None else self.weights
+        return data.x_unl.after(data.x_lab, self.rows), torch.cat([data.y_lab, self.labels]), torch.cat([ones, w])
 
 
-def self_train(warm: Policy, data: FoldData, cfg, select: Callable[[Policy, int], Selection], rounds: int,
-               generator: torch.Generator, monitor: Monitor, seed: int) -> Policy:
-    """`rounds` of select -> fit on labelled + selected. The fit starts from a fresh head (seeded
-    per round); with solver=lbfgs from the current policy instead: the penalised objective of a
-    linear head is strictly convex, so the optimum is the same and it is reached in fewer steps."""
-    policy = warm
-    for rnd in range(rounds):
-        chosen = select(policy, rnd)
-        x_fit, y_fit, weights = chosen.labelled_plus_selected(data)
+def head_refitter(cfg, data: FoldData, generator: torch.Generator, seed: int):
+    """refit(policy, x, y, weight, round) -> the head fitted on (x, y, weight). The fit starts from
+    a fresh head (seeded per round); with solver=lbfgs from the current policy instead: the
+    penalised objective of a linear head is strictly convex, so the optimum is the same and it is
+    reached in fewer steps."""
+    def refit(policy: Policy, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, rnd: int) -> Policy:
         start = policy.frozen_copy() if cfg.solver == "lbfgs" else \
             new_policy(cfg, data.standardizer, data.n_classes, seed + 7919 * (rnd + 1), data.x_unl.device)
         for p in start.parameters():
             p.requires_grad_(True)
-        policy = fit_supervised(start, x_fit, y_fit, cfg, generator, sample_weight=weights)
+        return fit_supervised(start, x, y, cfg, generator, sample_weight=weights)
+    return refit
+
+
+def self_train(warm: Policy, data: FoldData, select: Callable[[Policy, int], Selection], rounds: int,
+               refit, monitor: Monitor) -> Policy:
+    """`rounds` of select -> refit on labelled + selected (pseudo-labelling)."""
+    policy = warm
+    for rnd in range(rounds):
+        chosen = select(policy, rnd)
+        policy = refit(policy, *chosen.labelled_plus_selected(data), rnd)  # the union is freed on return
         monitor.end_epoch(policy, rnd, **chosen.diagnostics)
     monitor.finish(policy)
     return policy

@@ -1,5 +1,6 @@
 """The balanced assignment per external source (`source_prior`, trainer/inputs/sources.py): one
-Sinkhorn plan per source, each towards its own class prior, and the selection counted per source.
+Sinkhorn plan per source, each towards its own class prior (the selection counted per source is a
+diagnostic: trainer/method/monitor.py).
 """
 from __future__ import annotations
 
@@ -36,16 +37,3 @@ def per_source_plan(p_act: torch.Tensor, priors: torch.Tensor, source: torch.Ten
         plan[mine] = sinkhorn(p_act[mine], prior / prior.sum(), None if scope is None else scope[mine], iters, temp)
     return plan
 
-
-def selection_by_source(rows: torch.Tensor, selected: torch.Tensor, actions: torch.Tensor, hidden: torch.Tensor,
-                        pool_source: torch.Tensor) -> dict:
-    """Per external source k: rows selected (`selected_src{k}`) and the share whose action is the
-    hidden label (`precision_src{k}`, nan without hidden labels): diagnostics only."""
-    src = pool_source[rows]
-    out = {}
-    for k in range(1, int(pool_source.max()) + 1):
-        sel = selected & (src == k)
-        known = sel & (hidden >= 0)
-        out[f"selected_src{k}"] = int(sel.sum())
-        out[f"precision_src{k}"] = float(((actions == hidden) & known).sum() / known.sum()) if known.any() else float("nan")
-    return out

@@ -36,6 +36,9 @@ class QuietMonitor:
     def end_epoch(self, policy, epoch: int, **diag) -> None:
         pass
 
+    def end_round(self, policy, rnd: int, scored) -> None:
+        pass
+
     def finish(self, policy) -> None:
         return None
 
