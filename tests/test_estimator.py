@@ -114,6 +114,12 @@ def test_fit_predict_transduction_and_diagnostics():
     assert layered.predict(np.stack([X, -X], 1)).shape == (len(X),)
 
 
+def test_a_recipe_naming_a_cache_is_refused_with_what_to_do_instead():
+    X, y, _ = blobs()
+    with pytest.raises(ValueError, match="append the other audio's vectors to X with y = -1"):
+        BGRPOClassifier(recipe={"unlabeled_cache": "other.h5"}).fit(X, y)
+
+
 def test_clone_and_grid_search_with_group_kfold():
     X, y, groups = blobs()
     est = BGRPOClassifier(refit_rounds=1, l2=1.0)

@@ -102,6 +102,9 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         if cfg.val_fraction > 0:
             raise ValueError("val_fraction: BGRPOClassifier trains on every labelled row; choose settings with "
                              "GridSearchCV (GroupKFold over speakers) instead of a validation part")
+        if cfg.unlabeled_cache:
+            raise ValueError("unlabeled_cache: BGRPOClassifier reads no caches; append the other audio's vectors "
+                             "to X with y = -1 (their groups = their speakers)")
         return cfg
 
     def fit(self, X, y, groups=None, text_ids=None):
