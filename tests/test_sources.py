@@ -14,6 +14,7 @@ from trainer.inputs.feature_store import CenteredCache
 from trainer.run import train
 from trainer.inputs.sources import centred_source, check_source, hidden_labels, unseen_speaker_rows
 from trainer.method.source_assignment import per_source_plan, source_priors
+from trainer.method.source_gate import GATE_ALPHA, paired_gain_p, source_evidence
 
 NAMES = ("angry", "happy", "neutral", "sad")
 
@@ -58,6 +59,26 @@ def test_shifted_copies_of_test_speakers_and_hidden_labels():
     assert hidden_labels(t, ["calm", "sad"]).tolist() == [1, 0, -1]
 
 
+def test_the_paired_gain_test_counts_discordant_rows_one_sided():
+    def rows(b, c, both=3, neither=2):  # b rows right only with, c right only without
+        w = [True] * b + [False] * c + [True] * both + [False] * neither
+        wo = [False] * b + [True] * c + [True] * both + [False] * neither
+        return np.array(w), np.array(wo)
+    # 5 wins, 0 losses: p = 1/2^5; rows both get right or wrong do not count
+    assert paired_gain_p(*rows(5, 0)) == (1 / 32, 5, 0) and paired_gain_p(*rows(5, 0, 50, 50))[0] == 1 / 32
+    assert paired_gain_p(*rows(4, 1))[0] == 6 / 32  # P(X >= 4 | n = 5) = (5 + 1) / 32
+    assert paired_gain_p(*rows(1, 4))[0] == 31 / 32  # one-sided: losing is not a gain
+    assert paired_gain_p(*rows(0, 0)) == (1.0, 0, 0)  # the models never disagree
+    assert abs(paired_gain_p(*rows(7, 1))[0] - 9 / 256) < 1e-12 and abs(paired_gain_p(*rows(6, 1))[0] - 8 / 128) < 1e-12
+    # the gate keeps at p < GATE_ALPHA: 7 vs 1 kept (p 0.035), 6 vs 1 dropped (p 0.0625)
+    y = np.zeros(12, int)
+    for b, kept in ((7, True), (6, False)):
+        w, wo = rows(b, 1, both=2, neither=12 - b - 3)
+        rec = source_evidence(y, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3)
+        assert rec["used"] is kept and (rec["right_only_with"], rec["right_only_without"]) == (b, 1)
+    assert source_evidence(y[:0], y[:0], y[:0], 2, 0)["used"] is False  # nothing held out: not shown to help
+
+
 def test_mismatched_caches_are_refused():
     base = {"encoder_id": "base", "window": "trim"}
     with pytest.raises(UserError, match="window is 'full'.*same encoder"):
@@ -100,7 +121,8 @@ def test_the_gate_drops_an_irrelevant_source_and_records_why(caches, tmp_path, s
     res = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(noise)), main, tmp_path / "run")
     rec = res["choices"][0]["sources"][0]
     assert rec["used"] is False and rec["rows"] == 360 and "with" in rec["reason"]
-    assert rec["cv_macro_f1_with"] < rec["cv_macro_f1_without"] + 1.0
+    assert rec["gate_p"] >= GATE_ALPHA and "paired" in rec["reason"]
+    assert rec["right_only_with"] + rec["right_only_without"] <= rec["cv_rows"]
     stored = json.loads((tmp_path / "run" / "results.json").read_text())["choices"][0]["sources"][0]
     assert stored["used"] is False
     # a dropped source leaves exactly the run without it

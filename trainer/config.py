@@ -66,7 +66,7 @@ class TrainConfig:
     inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
     unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources (labels never used; trainer/inputs/sources.py).")
     source_prior: Literal["joint", "labelled", "em"] = option("labelled", "unlabeled_cache: balanced assignment over the union with the labelled prior (joint), or one plan per source: the labelled prior (labelled) or each source's EM-estimated prior (em).")
-    source_gate: Literal["cv", "off"] = option("cv", "unlabeled_cache: per fold x seed, keep a source only if speaker-grouped CV of bgrpo on the labelled subset is better with it (cv), or always keep it (off).")
+    source_gate: Literal["cv", "off"] = option("cv", "unlabeled_cache: per fold x seed, keep a source only if speaker-grouped CV of bgrpo on the labelled subset shows it helps (cv: one-sided paired test on the held-out rows, p < 0.05), or always keep it (off).")
     # --- features (SPEC 3)
     layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
     speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/inputs/auto_choices.py).")
