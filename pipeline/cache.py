@@ -133,7 +133,7 @@ def damaged_cache(path, detail: str) -> CacheDamaged:
 class CacheData:
     """What training needs from a cache: pooled vectors of the ok rows and their table."""
 
-    features: np.ndarray  # [N_ok, L, D] float16 (only the requested layers)
+    features: np.ndarray  # [N_ok, L, D] float16 (only the requested layers; or what load_cache's `allocate` made)
     table: pd.DataFrame  # one row per ok utterance, same order as `features`
     attrs: dict
     fingerprint: str
@@ -295,12 +295,14 @@ def layer_chunked(dset: h5py.Dataset) -> bool:
     return dset.chunks is not None and dset.chunks[1] == 1 or dset.shape[1] == 1
 
 
-def read_layers(dset: h5py.Dataset, layers, ok: np.ndarray, block_rows: int = READ_ROWS) -> np.ndarray:
+def read_layers(dset: h5py.Dataset, layers, ok: np.ndarray, block_rows: int = READ_ROWS, allocate=np.empty):
     """[sum(ok), len(layers), D] float16: the chosen hidden states of the ok rows, read block by
-    block straight into the output (peak memory = the output + one block, never the whole cache)."""
+    block straight into the output (peak memory = the output + one block, never the whole cache).
+    `allocate(shape, dtype)` makes the output: an array, or anything that takes `out[a:b] = block`
+    (the trainer's rows spilled to a file, trainer/inputs/feature_store.SpilledRows)."""
     layers = list(layers)
     n_ok = int(ok.sum())
-    out = np.empty((n_ok, len(layers), dset.shape[2]), np.float16)
+    out = allocate((n_ok, len(layers), dset.shape[2]), np.float16)
     if not layers:  # the table alone
         return out
     pos = 0
@@ -321,10 +323,11 @@ def cache_shape(path) -> tuple[int, int, int]:
         return tuple(int(x) for x in f["embeddings"].shape)
 
 
-def load_cache(path, layers=None, columns=None) -> CacheData:
+def load_cache(path, layers=None, columns=None, allocate=np.empty) -> CacheData:
     """Read the ok rows of a cache. `layers` (hidden-state indices, or a function of the number of
     hidden states that returns them) limits what is read: with this version's chunk layout only
-    those layers' bytes leave the disk; the result stays float16. `columns` limits the table."""
+    those layers' bytes leave the disk; the result stays float16. `columns` limits the table;
+    `allocate` makes the features' container (read_layers)."""
     path = check_cache_file(path)
     with open_checked(path) as f:
         if not f.attrs.get("complete", False):
@@ -345,7 +348,7 @@ def load_cache(path, layers=None, columns=None) -> CacheData:
         if bad:
             raise UserError(f"cache {path} has hidden states 0..{states - 1}, not {bad[0]}")
         chosen = list(range(states)) if layers is None else sorted({int(i) % states for i in layers})
-        feats = read_layers(dset, chosen, ok)
+        feats = read_layers(dset, chosen, ok, allocate=allocate)
         attrs = decoded_attrs(f.attrs)
     return CacheData(features=feats, table=table[ok].reset_index(drop=True), attrs=attrs,
                      fingerprint=str(attrs.get("fingerprint", "")), path=path)

@@ -2,12 +2,15 @@
 the chunking; streamed statistics and PCA equal their one-shot forms."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA
 
-from trainer.inputs.feature_store import CenteredCache, FeatureRows, add_rows_by_group, policy_rows, states_to_read
+from trainer.inputs.feature_store import (CenteredCache, FeatureRows, SpilledRows, add_rows_by_group, policy_rows,
+                                          states_to_read)
 from trainer.inputs.features import sequential_sum
 from trainer.inputs.features import Standardizer
 from trainer.method.lda_teacher import LDATeacher, principal_axes
@@ -43,12 +46,59 @@ def test_policy_rows_are_the_layer_minus_its_speaker_mean(layer, read, speaker_n
         x = (flat - (sums / np.bincount(inv)[:, None])[inv]).astype(np.float32).reshape(x.shape)
     rows = np.array([5, 0, 49, 12, 12])
     for cache in (policy_rows(raw, speakers, layer, speaker_norm),
-                  CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8)):
+                  CenteredCache(raw[:, read], speakers, layer, speaker_norm, chunk_rows=8),
+                  CenteredCache(spilled(raw[:, read]), speakers, layer, speaker_norm, chunk_rows=8)):
         assert cache.rows(rows).dtype == np.float32
         np.testing.assert_array_equal(cache.rows(rows), x[rows])
         assert cache.rows(np.zeros(0, np.int64)).shape == (0, *x.shape[1:])
     with pytest.raises(ValueError, match="hidden states 0..2"):
         policy_rows(raw, speakers, "3", speaker_norm)
+
+
+def spilled(a: np.ndarray) -> SpilledRows:
+    rows = SpilledRows(a.shape, a.dtype)
+    rows[:3], rows[3:] = a[:3], a[3:]  # written in blocks, as pipeline.cache.read_layers does
+    return rows
+
+
+def resident_kb(address: int) -> int:
+    """Resident kB of this process's mapping that holds `address` (/proc/self/smaps)."""
+    mine = False
+    for line in open("/proc/self/smaps"):
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):  # a mapping's header: start-end perms ...
+            start, end = (int(a, 16) for a in head.split("-"))
+            mine = start <= address < end
+        elif mine and line.startswith("Rss:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_spilled_rows_read_back_the_array_and_keep_no_pages():
+    """Any index reads the array's values bit for bit; a reshape shares the file; after reads and
+    writes the process holds none of the file's pages (they wait in the system's file cache)."""
+    raw, _ = raw_cache(n=3000, states=3, dim=64)
+    rows = spilled(raw)
+    assert len(rows) == 3000 and rows.shape == raw.shape and rows.ndim == 3 and rows.dtype == np.float16
+    scattered = np.random.default_rng(0).permutation(3000)[:1500]
+    for idx in (slice(None), slice(10, 2000, 7), np.array([2999, 0, 5, 5, -1]), scattered, 17, (slice(None), [1])):
+        np.testing.assert_array_equal(rows[idx], raw[idx])
+    np.testing.assert_array_equal(np.asarray(rows), raw)
+    flat = rows.reshape(len(rows), 1, -1)
+    np.testing.assert_array_equal(flat[:], raw.reshape(3000, 1, -1))
+    flat[:1] = np.zeros((1, 1, 192), np.float16)  # the same file
+    assert not rows[0].any()
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("no /proc/self/smaps to read resident pages from")
+    address = rows._array.__array_interface__["data"][0]
+    rows._array[:] = 1  # written without SpilledRows: the pages stay with the process
+    assert resident_kb(address) >= raw.nbytes // 1024
+    rows[:] = raw
+    assert resident_kb(address) == 0
+    np.testing.assert_array_equal(rows[scattered], raw[scattered])
+    assert resident_kb(address) == 0
+    with pytest.raises(IndexError):
+        rows[np.array([0, 3000])]
 
 
 def test_feature_rows_index_and_map_across_parts_and_chunks():

@@ -219,6 +219,9 @@ def em_prior(posteriors: torch.Tensor, train_prior: torch.Tensor, iters: int = 1
     return prior.to(train_prior.dtype)
 
 
+PERMUTATIONS_PER_BLOCK = 32  # shuffles scored together: 32 x n labels, not 501 x n
+
+
 def speaker_label_dependence(speakers, labels, n_perm: int = 500, seed: int = 0) -> tuple[float, float]:
     """(mutual information of speaker and label in nats, permutation p-value) over labelled rows.
 
@@ -228,12 +231,15 @@ def speaker_label_dependence(speakers, labels, n_perm: int = 500, seed: int = 0)
     _, s = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
     _, y = np.unique(np.asarray(labels), return_inverse=True)
     rng = np.random.default_rng(seed)
-    perms = np.stack([y] + [rng.permutation(y) for _ in range(n_perm)])  # [1 + n_perm, n]
     n_s, n_y, n = s.max() + 1, y.max() + 1, len(y)
-    joint = np.zeros((len(perms), n_s * n_y))
-    np.add.at(joint, (np.repeat(np.arange(len(perms)), n), (s[None, :] * n_y + perms).ravel()), 1.0)
-    joint = joint.reshape(len(perms), n_s, n_y) / n
-    ps, py = joint.sum(2, keepdims=True), joint.sum(1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mi = np.where(joint > 0, joint * np.log(joint / (ps * py)), 0.0).sum((1, 2))
+    mi = []
+    for start in range(0, 1 + n_perm, PERMUTATIONS_PER_BLOCK):  # a block of shuffles at a time: [block, n] ints
+        perms = np.stack([y if k == 0 else rng.permutation(y)
+                          for k in range(start, min(start + PERMUTATIONS_PER_BLOCK, 1 + n_perm))])
+        cells = (np.arange(len(perms))[:, None] * (n_s * n_y) + s[None, :] * n_y + perms).ravel()
+        joint = np.bincount(cells, minlength=len(perms) * n_s * n_y).reshape(len(perms), n_s, n_y) / n
+        ps, py = joint.sum(2, keepdims=True), joint.sum(1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mi.append(np.where(joint > 0, joint * np.log(joint / (ps * py)), 0.0).sum((1, 2)))
+    mi = np.concatenate(mi)
     return float(mi[0]), float((1 + (mi[1:] >= mi[0] - 1e-12).sum()) / (1 + n_perm))

@@ -7,8 +7,15 @@ each chunk goes through exactly the operations of that path, in the same order a
 so a row's float32 input is bit-for-bit what it was, whatever the chunk size. The operations are
 torch's, on the run's device (the float16 rows are copied there once), so a GPU run never sends
 the pool through the host; on the CPU they are numpy's (trainer/inputs/placement.py), bit for bit.
+
+The float16 rows a run reads from its cache are themselves kept out of the process's memory
+(SpilledRows): a million 512-wide rows are 1 GB, which the operating system's file cache holds
+instead (and may drop under pressure), while the trainer holds only the chunk it is working on.
 """
 from __future__ import annotations
+
+import mmap
+import tempfile
 
 import numpy as np
 import torch
@@ -28,6 +35,68 @@ def states_to_read(layer: str, n_states: int) -> list[int]:
     if not -n_states <= i < n_states:
         raise UserError(f"layer {i}: the cache has hidden states 0..{n_states - 1}")
     return [i % n_states]
+
+
+class SpilledRows:
+    """A float16 array [N, ...] in an unnamed temporary file, memory-mapped (shared): `rows[idx]`
+    copies rows out and `rows[a:b] = block` copies them in, and either hands the pages it touched
+    back to the file cache (madvise DONTNEED; a shared mapping's writes stay in the file), so the
+    process's resident memory grows by the copies it makes, never by the array. The values are
+    the array's, bit for bit: only where they wait between reads changes. The file (in $TMPDIR)
+    has no name and is gone when the last view goes or the process ends."""
+
+    def __init__(self, shape, dtype=np.float16, _map: mmap.mmap | None = None):
+        self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+        count = int(np.prod(self.shape))
+        if _map is None:
+            with tempfile.TemporaryFile(prefix="bgrpo-rows-") as f:  # the mapping keeps the data alive
+                f.truncate(max(count * self.dtype.itemsize, 1))
+                _map = mmap.mmap(f.fileno(), max(count * self.dtype.itemsize, 1))
+        self._map = _map
+        self._array = np.frombuffer(_map, self.dtype, count).reshape(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def reshape(self, *shape) -> "SpilledRows":
+        """The same file seen with another shape (no copy)."""
+        return SpilledRows(self._array.reshape(*shape).shape, self.dtype, self._map)
+
+    def _release(self) -> None:
+        self._map.madvise(mmap.MADV_DONTNEED)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, np.ndarray) and idx.ndim == 1 and idx.dtype.kind in "iu" and len(idx) > 1:
+            return self._gather(idx)
+        out = np.array(self._array[idx])
+        self._release()
+        return out
+
+    def _gather(self, idx: np.ndarray) -> np.ndarray:
+        """Rows at idx, read one region of the file (~16 MB) at a time in ascending order: rows
+        scattered over the file would otherwise map all of it before the release, as the kernel
+        maps the pages around every page it reads."""
+        idx = np.where(idx < 0, idx + len(self), idx)
+        order = np.argsort(idx, kind="stable")
+        out = np.empty((len(idx), *self.shape[1:]), self.dtype)
+        row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
+        region = idx[order] // max(1, (16 << 20) // max(row_bytes, 1))
+        for part in np.split(order, np.flatnonzero(np.diff(region)) + 1):
+            out[part] = self._array[idx[part]]
+            self._release()
+        return out
+
+    def __setitem__(self, idx, value) -> None:
+        self._array[idx] = value
+        self._release()
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole array, copied into memory (a device's copy of the rows is made from it once)."""
+        return self[...] if dtype is None else self[...].astype(dtype)
 
 
 def policy_rows(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> "CenteredCache":
@@ -67,6 +136,7 @@ class CenteredCache:
 
     def __init__(self, raw16: np.ndarray, speakers, layer: str, speaker_norm: bool, chunk_rows: int = CHUNK_ROWS):
         self.raw = raw16.reshape(len(raw16), 1, -1) if layer == "concat" else raw16
+        self.chunk_rows = chunk_rows
         self.inv = self.means = None
         if speaker_norm:
             _, self.inv = np.unique(np.asarray(speakers, dtype=str), return_inverse=True)
@@ -86,12 +156,18 @@ class CenteredCache:
         return self.raw.shape[1:]
 
     def rows(self, idx) -> np.ndarray:
-        """Centred float32 [n, L', D] of rows idx (no standardisation), on the host."""
-        x = self.raw[idx].astype(np.float32)
-        if self.means is None:
-            return x
-        flat = x.reshape(len(x), self.means.shape[1])
-        return (flat - self.means[self.inv[idx]]).astype(np.float32).reshape(x.shape)
+        """Centred float32 [n, L', D] of rows idx (an index array; no standardisation), on the host,
+        computed a chunk at a time (the float64 centring never exists for more than a chunk)."""
+        idx = np.asarray(idx)
+        out = np.empty((len(idx), *self.row_shape), np.float32)
+        for start in range(0, len(idx), self.chunk_rows):
+            part = idx[start:start + self.chunk_rows]
+            x = self.raw[part].astype(np.float32)
+            if self.means is not None:
+                flat = x.reshape(len(x), self.means.shape[1])
+                x = (flat - self.means[self.inv[part]]).astype(np.float32).reshape(x.shape)
+            out[start:start + len(part)] = x
+        return out
 
     def on(self, device: torch.device) -> tuple:
         """(rows float16, speaker index, speaker means float64) as tensors on `device`, copied once."""

@@ -14,7 +14,7 @@ from itertools import chain
 import numpy as np
 import torch
 
-from trainer.inputs.feature_store import CenteredCache, FeatureRows
+from trainer.inputs.feature_store import CHUNK_ROWS, CenteredCache, FeatureRows
 from trainer.inputs.features import Standardizer
 from trainer.inputs.placement import Placement
 
@@ -63,7 +63,8 @@ class FoldData:
         _, spk_ids = np.unique(spk_unl.astype(str), return_inverse=True)
         pool, own_pool = FeatureRows(parts, device=place), FeatureRows(parts[:1], device=place)
         x_lab, x_val = (x.take(t(rows, torch.long), place) for rows in (split.labeled, split.val))
-        st = Standardizer().fit_blocks(lambda: chain([x_lab, x_val], own_pool.centered_chunks()), place)  # chunk by chunk
+        st = Standardizer().fit_blocks(lambda: chain(x_lab.split(CHUNK_ROWS), x_val.split(CHUNK_ROWS),
+                                                     own_pool.centered_chunks()), place)  # chunk by chunk
         pool.standardizer = st
         lab_all = np.concatenate([y[split.labeled], y[split.val]])
         prior = np.bincount(lab_all, minlength=n_classes).astype(np.float64)

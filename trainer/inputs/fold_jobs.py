@@ -2,7 +2,7 @@
 run uses), the split (SPEC 2), the `auto` choices resolved on the fold's labels, and the FoldData."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -11,7 +11,7 @@ import pandas as pd
 
 from pipeline.cache import load_cache
 from trainer.inputs.auto_choices import choose_text_norm, resolve_auto
-from trainer.inputs.feature_store import CenteredCache, states_to_read
+from trainer.inputs.feature_store import CenteredCache, SpilledRows, states_to_read
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.protocol import Split, make_split
 from trainer.inputs.sources import centred_source, check_source, hidden_labels, mean_row, source_paths, unseen_speaker_rows
@@ -29,8 +29,12 @@ def raw_cache(path: str):
 
 @lru_cache(maxsize=2)
 def table_cache(path: str):
-    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D])."""
-    return load_cache(path, layers=[], columns=TABLE_COLUMNS)
+    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D]).
+    Its repeated text columns are categorical: a million Python strings take about 60 MB a column,
+    their codes 1-4 MB (the values read back are the same strings)."""
+    cache = load_cache(path, layers=[], columns=TABLE_COLUMNS)
+    repeated = {c: "category" for c in cache.table.columns if c != "utt_id" and cache.table[c].dtype == object}
+    return replace(cache, table=cache.table.astype(repeated))
 
 
 class PreparedCache(NamedTuple):
@@ -48,12 +52,15 @@ def prepared_cache(path: str, layer: str, speaker_norm) -> PreparedCache:
     float16 in memory. `auto` settings are resolved per fold x seed (prepare_fold); with them only
     the table is read.
 
-    The one place the trainer reads cached features for training.
+    The one place the trainer reads cached features for training. The rows wait in a file the
+    system caches (SpilledRows), not in the process's memory: a million-row pool's 1 GB of them
+    is read a chunk at a time.
     """
     t = table_cache(path)  # one copy of the table per process, whatever the settings
     if layer == "auto" or speaker_norm == "auto":
         return PreparedCache(None, t.table, t.attrs, t.fingerprint)
-    feats = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=()).features
+    feats = load_cache(path, layers=lambda n_states: states_to_read(layer, n_states), columns=(),
+                       allocate=SpilledRows).features
     return PreparedCache(CenteredCache(feats, t.table["speaker"].to_numpy(), layer, speaker_norm), t.table, t.attrs,
                          t.fingerprint)
 

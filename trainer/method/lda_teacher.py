@@ -122,7 +122,7 @@ class LDATeacher:
         place = Placement.of(sources[0].device if placement is None else placement)
         self.pca = principal_axes(blocks, sum(len(s) for s in sources), n_components, seed, place)
         self.n_classes = n_classes
-        self.lda = None
+        self.lda = self._pending = None
         self.on_device = not place.host
         self.axes = [torch.as_tensor(np.asarray(a, np.float32), device=place.device)
                      for a in (self.pca.mean_, self.pca.components_)]
@@ -133,31 +133,39 @@ class LDATeacher:
             mean, components = self.axes
             return ((x.reshape(len(x), components.shape[1]) - mean) @ components.T).double()
         flat = x.reshape(len(x), self.pca.components_.shape[1]).cpu().numpy()
-        return np.concatenate([self.pca.transform(flat[i:i + CHUNK_ROWS])
-                               for i in range(0, len(flat), CHUNK_ROWS)] or [np.zeros((0, self.pca.n_components_))])
+        out = np.empty((len(flat), self.pca.n_components_), np.result_type(flat, self.pca.components_))
+        for i in range(0, len(flat), CHUNK_ROWS):  # into one array: a round's projection never exists twice
+            out[i:i + CHUNK_ROWS] = self.pca.transform(flat[i:i + CHUNK_ROWS])
+        return out
 
     def fit(self, x: torch.Tensor, y: torch.Tensor) -> "LDATeacher":
-        """Refit the class model on (features, labels or selected actions).
+        """Refit the class model on (features, labels or selected actions)."""
+        return self._fit_projected(self._project(x), y)
+
+    def _fit_projected(self, z, y: torch.Tensor) -> "LDATeacher":
+        """The class model on PCA coordinates z of the rows labelled y.
 
         With no more rows than classes a covariance cannot be estimated: the teacher then stays
         uninformative (uniform), so sqrt(pi_old * T) ranks classes as pi_old does.
         """
+        self._pending = None
         classes = torch.unique(y)
         self.classes_ = classes if self.on_device else classes.cpu().numpy()
         self.lda = None
         if len(y) > len(classes) >= 2:
             if self.on_device:
-                self.lda = shrinkage_lda(self._project(x), torch.searchsorted(classes, y), len(classes))
+                self.lda = shrinkage_lda(z, torch.searchsorted(classes, y), len(classes))
             else:
                 # a class with one sample makes sklearn warn per fit; `train` says it once (warn_few_labels)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", "Only one sample available", UserWarning)
-                    self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(
-                        self._project(x), y.cpu().numpy())
+                    self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(z, y.cpu().numpy())
         return self
 
     def probs(self, x: torch.Tensor, pool_idx: torch.Tensor | None = None) -> torch.Tensor:
         """[N, C] probabilities; a class the fit never saw gets probability 0."""
+        if self._pending is not None:
+            self._fit_projected(*self._pending)
         if self.lda is None:
             return torch.full((len(x), self.n_classes), 1.0 / self.n_classes, device=x.device)
         if self.on_device:
@@ -173,5 +181,8 @@ class LDATeacher:
         pass
 
     def end_round(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.fit(x, y)
+        """Refit on the round's selection: its PCA coordinates now (x, the round's largest tensor,
+        is freed after the head's refit), the class model when the teacher is next asked, so the
+        model's scratch memory never adds to x's (the same fit as fit(x, y), later)."""
+        self._pending = (self._project(x), y)
 
