@@ -2,6 +2,8 @@
 the chunking; streamed statistics and PCA equal their one-shot forms."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +102,21 @@ def test_spilled_rows_read_back_the_array_and_keep_no_pages():
     with pytest.raises(IndexError):
         rows[np.array([0, 3000])]
 
+
+
+def test_spilled_rows_stay_in_memory_with_a_warning_where_tmpdir_has_no_room(monkeypatch):
+    """A full $TMPDIR is found when the file's blocks are reserved (a write into an unreserved mapping
+    of a full disk would kill the process): the rows then wait in shared memory, values unchanged."""
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    raw, _ = raw_cache(n=500, states=3, dim=16)
+    with pytest.warns(UserWarning, match="no room for .* MB of feature rows .*No space left on device.*TMPDIR"):
+        rows = spilled(raw)
+    scattered = np.random.default_rng(1).permutation(500)[:200]
+    np.testing.assert_array_equal(rows[scattered], raw[scattered])  # read again after the pages were released
+    np.testing.assert_array_equal(np.asarray(rows), raw)
 
 def test_feature_rows_index_and_map_across_parts_and_chunks():
     raw, speakers = raw_cache(n=40)

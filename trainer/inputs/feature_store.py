@@ -15,7 +15,9 @@ instead (and may drop under pressure), while the trainer holds only the chunk it
 from __future__ import annotations
 
 import mmap
+import os
 import tempfile
+import warnings
 
 import numpy as np
 import torch
@@ -43,17 +45,26 @@ class SpilledRows:
     back to the file cache (madvise DONTNEED; a shared mapping's writes stay in the file), so the
     process's resident memory grows by the copies it makes, never by the array. The values are
     the array's, bit for bit: only where they wait between reads changes. The file (in $TMPDIR)
-    has no name and is gone when the last view goes or the process ends."""
+    has no name and is gone when the last view goes or the process ends. Its blocks are reserved
+    up front: where $TMPDIR has no room the rows stay in (shared) memory instead, with a warning,
+    as a write into an unreserved mapping on a full disk would kill the process."""
 
     def __init__(self, shape, dtype=np.float16, _map: mmap.mmap | None = None):
         self.shape, self.dtype = tuple(int(n) for n in shape), np.dtype(dtype)
         count = int(np.prod(self.shape))
-        if _map is None:
-            with tempfile.TemporaryFile(prefix="bgrpo-rows-") as f:  # the mapping keeps the data alive
-                f.truncate(max(count * self.dtype.itemsize, 1))
-                _map = mmap.mmap(f.fileno(), max(count * self.dtype.itemsize, 1))
-        self._map = _map
-        self._array = np.frombuffer(_map, self.dtype, count).reshape(self.shape)
+        self._map = self._reserved_map(max(count * self.dtype.itemsize, 1)) if _map is None else _map
+        self._array = np.frombuffer(self._map, self.dtype, count).reshape(self.shape)
+
+    @staticmethod
+    def _reserved_map(nbytes: int) -> mmap.mmap:
+        with tempfile.TemporaryFile(prefix="bgrpo-rows-") as f:  # the mapping keeps the data alive
+            try:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            except OSError as err:
+                warnings.warn(f"no room for {nbytes / 2**20:.0f} MB of feature rows in {tempfile.gettempdir()} "
+                              f"({err.strerror}): they stay in memory (set TMPDIR to a folder with room)")
+                return mmap.mmap(-1, nbytes)
+            return mmap.mmap(f.fileno(), nbytes)
 
     def __len__(self) -> int:
         return self.shape[0]
