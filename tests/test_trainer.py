@@ -9,7 +9,7 @@ from sklearn.metrics import f1_score
 
 from trainer.config import SPEC_FORM, TrainConfig
 from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
-from trainer.method.policy import load_policies
+from trainer.method.policy import Policy, load_policies, save_policies
 from trainer.run import train
 
 ALL = ("bgrpo", "supervised", "pseudo-label", "dino", "topline")
@@ -66,6 +66,28 @@ def test_same_command_and_seed_give_identical_numbers(cache, run_dir, tmp_path):
     first = json.loads((run_dir / "results.json").read_text())
     assert again["methods"] == first["methods"]
     assert pd.read_csv(run_dir / "predictions.csv").equals(pd.read_csv(tmp_path / "predictions.csv"))
+    assert (run_dir / "models.safetensors").read_bytes() == (tmp_path / "models.safetensors").read_bytes()
+
+
+def test_saved_policies_are_the_same_bytes_every_time_and_older_runs_still_load(tmp_path):
+    """safetensors writes several metadata keys in a random order, so the run is stored under one;
+    a file of the former layout ("meta" and "arch" keys) loads the same."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    policies = {"bgrpo_f0_s0": Policy(1, 4, 3, head="linear"), "bgrpo_f1_s0": Policy(1, 4, 3)}
+    meta = {"classes": ["a", "b", "c"], "layer": "middle", "speaker_norm": True}
+    saved = {save_policies(tmp_path / f"{i}.safetensors", policies, meta).read_bytes() for i in range(8)}
+    assert len(saved) == 1
+    arch = {name: pol.arch for name, pol in policies.items()}
+    save_file(load_file(str(tmp_path / "0.safetensors")), str(tmp_path / "old.safetensors"),
+              metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
+    for path in (tmp_path / "0.safetensors", tmp_path / "old.safetensors"):
+        loaded, loaded_meta = load_policies(path)
+        assert {k: v for k, v in loaded_meta.items() if k != "extra"} == meta
+        assert {name: pol.arch for name, pol in loaded.items()} == arch
+        for name, pol in loaded.items():
+            assert all(torch.equal(a, b) for a, b in zip(pol.state_dict().values(), policies[name].state_dict().values()))
 
 
 def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):

@@ -61,6 +61,7 @@ class Policy(nn.Module):
         return twin
 
 
+RUN_KEY = "run"  # the header's metadata: {"meta": the run's cache and choices, "arch": each policy's shape}
 PROMPT_MEANS = "~prompt_means"  # key prefix of the saved prompt means (text_norm), one tensor per policy
 
 
@@ -75,9 +76,15 @@ def save_policies(path, policies: dict[str, Policy], meta: dict, extra: dict | N
                for k, v in pol.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     arch = {name: pol.arch for name, pol in policies.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "arch": json.dumps(arch)})
+    with atomic_path(path) as tmp:  # one metadata key: safetensors writes several in a random order (its issue #584)
+        save_file(tensors, str(tmp), metadata={RUN_KEY: json.dumps({"meta": meta, "arch": arch})})
     return path
+
+
+def stored_run(metadata: dict) -> tuple[dict, dict]:
+    """(meta, arch) from a models.safetensors header (RUN_KEY; runs saved before it: "meta" and "arch")."""
+    both = json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else {k: json.loads(metadata[k]) for k in ("meta", "arch")}
+    return both["meta"], both["arch"]
 
 
 def load_policies(path) -> tuple[dict[str, Policy], dict]:
@@ -88,14 +95,12 @@ def load_policies(path) -> tuple[dict[str, Policy], dict]:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train with `python cli.py train ... --out DIR` first")
     with safe_open(str(path), framework="pt") as f:
-        md = f.metadata()
-        arch = json.loads(md["arch"])
+        meta, arch = stored_run(f.metadata())
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     policies = {}
     for name, a in arch.items():
         pol = Policy(**a)
         pol.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items() if k.split("/", 1)[0] == name})
         policies[name] = pol.eval()
-    meta = json.loads(md["meta"])
     meta["extra"] = {k: v for k, v in tensors.items() if k.split("/", 1)[0] not in arch}
     return policies, meta
