@@ -2,7 +2,7 @@
 run uses), the split (SPEC 2), the `auto` choices resolved on the fold's labels, and the FoldData."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -29,12 +29,8 @@ def raw_cache(path: str):
 
 @lru_cache(maxsize=2)
 def table_cache(path: str):
-    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D]).
-    Its repeated text columns are categorical: a million Python strings take about 60 MB a column,
-    their codes 1-4 MB (the values read back are the same strings)."""
-    cache = load_cache(path, layers=[], columns=TABLE_COLUMNS)
-    repeated = {c: "category" for c in cache.table.columns if c != "utt_id" and cache.table[c].dtype == object}
-    return replace(cache, table=cache.table.astype(repeated))
+    """The cache's table, attributes and fingerprint without its vectors (CacheData, features [N, 0, D])."""
+    return load_cache(path, layers=[], columns=TABLE_COLUMNS)
 
 
 class PreparedCache(NamedTuple):
