@@ -103,7 +103,6 @@ def test_spilled_rows_read_back_the_array_and_keep_no_pages():
         rows[np.array([0, 3000])]
 
 
-
 def test_spilled_rows_stay_in_memory_with_a_warning_where_tmpdir_has_no_room(monkeypatch):
     """A full $TMPDIR is found when the file's blocks are reserved (a write into an unreserved mapping
     of a full disk would kill the process): the rows then wait in shared memory, values unchanged."""
@@ -117,6 +116,7 @@ def test_spilled_rows_stay_in_memory_with_a_warning_where_tmpdir_has_no_room(mon
     scattered = np.random.default_rng(1).permutation(500)[:200]
     np.testing.assert_array_equal(rows[scattered], raw[scattered])  # read again after the pages were released
     np.testing.assert_array_equal(np.asarray(rows), raw)
+
 
 def test_feature_rows_index_and_map_across_parts_and_chunks():
     raw, speakers = raw_cache(n=40)

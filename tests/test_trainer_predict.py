@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cache import write_cache_arrays
 from pipeline.extract import embed_files
 from trainer.config import TrainConfig
-from trainer.method.policy import RUN_KEY, stored_run
+from trainer.method.policy import run_metadata, stored_run
 from trainer.run import train
 
 SR = 16000
@@ -117,7 +117,7 @@ def test_predict_refuses_a_run_made_with_other_encoder_weights(tone_run, tmp_pat
         stored, arch = stored_run(f.metadata())
     stored["weights_sha256"] = "0" * 64
     save_file(load_file(str(run / "models.safetensors")), str(other / "models.safetensors"),
-              metadata={RUN_KEY: json.dumps({"meta": stored, "arch": arch})})
+              metadata=run_metadata(stored, arch))
     result = CliRunner().invoke(app, ["predict", "--run", str(other), "--device", "cpu",
                                       tone(tmp_path / "x.wav", 220, 0.25)])
     assert result.exit_code == 2, result.output

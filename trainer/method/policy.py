@@ -76,9 +76,15 @@ def save_policies(path, policies: dict[str, Policy], meta: dict, extra: dict | N
                for k, v in pol.state_dict().items()}
     tensors.update({k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     arch = {name: pol.arch for name, pol in policies.items()}
-    with atomic_path(path) as tmp:  # one metadata key: safetensors writes several in a random order (its issue #584)
-        save_file(tensors, str(tmp), metadata={RUN_KEY: json.dumps({"meta": meta, "arch": arch})})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=run_metadata(meta, arch))
     return path
+
+
+def run_metadata(meta: dict, arch: dict) -> dict:
+    """The header metadata of models.safetensors: one key, as safetensors writes several in a random
+    order (its issue #584), so the same run would not be the same bytes."""
+    return {RUN_KEY: json.dumps({"meta": meta, "arch": arch})}
 
 
 def stored_run(metadata: dict) -> tuple[dict, dict]:
