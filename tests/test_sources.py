@@ -26,14 +26,26 @@ def test_a_source_is_centred_on_its_own_speakers_prompts_and_mean():
     raw = np.stack([10 * spk + 3 * prompt + take, -5 * spk + prompt], 1)[:, None, :].astype(np.float16)
     x = CenteredCache(raw, [f"s{s}" for s in spk], "0", speaker_norm=True)
     target = np.array([1.0, -2.0])
-    out = centred_source(x, [f"p{p}" for p in prompt], True, target).rows(np.arange(32)).reshape(32, 2)
+    every = np.arange(32)
+    out = centred_source(x, [f"p{p}" for p in prompt], True, target, every).rows(every).reshape(32, 2)
     assert np.allclose(out.mean(0), target)
     # speaker and prompt removed: what is left is the take (centred), shifted to the target
     assert np.allclose(out[:, 0], take - 3.5 + 1.0) and np.allclose(out[:, 1], -2.0)
     # prompts that barely repeat (< 8 utterances) are not removed; the mean shift still applies
-    few = centred_source(x, [f"q{i // 2}" for i in range(32)], True, target).rows(np.arange(32)).reshape(32, 2)
+    few = centred_source(x, [f"q{i // 2}" for i in range(32)], True, target, every).rows(every).reshape(32, 2)
     assert np.allclose(few.mean(0), target) and np.allclose(few[:, 0] - few[0, 0], out[:, 0] - out[0, 0] + np.where(
         prompt == 1, 1.5, -1.5) - (1.5 if prompt[0] == 1 else -1.5))
+    # the means come from the rows the run may see: speaker s1's rows (an unseen test speaker of a
+    # copy) moved far away change nothing in speaker s0's centred rows
+    far = raw.astype(np.float32).copy()
+    far[spk == 1, 0, 0] += 500
+    seen = np.flatnonzero(spk == 0)
+    x_far = CenteredCache(far.astype(np.float16), [f"s{s}" for s in spk], "0", speaker_norm=False)
+    x_near = CenteredCache(raw, [f"s{s}" for s in spk], "0", speaker_norm=False)
+    texts = [f"p{p}" for p in prompt]
+    a = centred_source(x_far, texts, True, target, seen).rows(seen)
+    b = centred_source(x_near, texts, True, target, seen).rows(seen)
+    assert np.allclose(a, b) and np.allclose(a.reshape(16, 2).mean(0), target)
 
 
 def test_each_source_gets_its_own_balanced_assignment_and_prior():

@@ -57,14 +57,17 @@ def shifted(x, offset: np.ndarray) -> PromptCentered:
     return PromptCentered(x, np.zeros(len(x), np.int64), offset[None, :], np.array(["source"]), np.array([True]))
 
 
-def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray):
+def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray, rows: np.ndarray):
     """Per-source centring of an external cache's features x_ext (already speaker-centred on its
     own speakers when the run centres): its own prompt means removed when the run removes prompt
     means and the source's prompts repeat (median >= MIN_UTTERANCES_PER_PROMPT), then shifted so
-    that its mean equals `target_mean` (the labelled corpus's rows' mean)."""
-    rows = np.arange(len(x_ext))
+    that its mean equals `target_mean` (the labelled corpus's rows' mean). The means are taken over
+    `rows`, the source's rows the run may see: a copy of the labelled corpus never lends its test
+    speakers' audio to them, as the corpus's own prompt means never see the test fold."""
+    rows = np.asarray(rows, np.int64)
     if text_norm and text_ids is not None:
         _, codes = prompt_codes(text_ids)
+        codes = codes[rows]
         counts = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0)
         if len(counts) and np.median(counts[counts > 0]) >= MIN_UTTERANCES_PER_PROMPT:
             x_ext = PromptCentered.fit(x_ext, text_ids, rows)
