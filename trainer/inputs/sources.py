@@ -16,7 +16,8 @@ foreign corpus's bias bent the in-domain rows' actions too (docs/EXTERNAL.md mea
   predictions on that source, label-free);
 - test speakers stay out: rows of a source from the labelled corpus itself (a channel-shifted
   copy) whose speaker the run must not see are dropped (`unseen_speaker_rows`);
-- the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all.
+- the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all:
+  another corpus must show on L that it helps, the labelled corpus's own audio that it does not hurt.
 """
 from __future__ import annotations
 
@@ -72,6 +73,12 @@ def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray, ro
         if len(counts) and np.median(counts[counts > 0]) >= MIN_UTTERANCES_PER_PROMPT:
             x_ext = PromptCentered.fit(x_ext, text_ids, rows)
     return shifted(x_ext, mean_row(x_ext, rows) - target_mean)
+
+
+def is_same_corpus(table_ext, corpus: str) -> bool:
+    """Is every row of a source from the labelled corpus (its corpus id): a channel-shifted copy or
+    more of the corpus's own recordings, not another corpus (the gate's burden of proof differs)."""
+    return bool(len(table_ext)) and bool((table_ext["corpus"].astype(str).to_numpy() == str(corpus)).all())
 
 
 def unseen_speaker_rows(table_ext, corpus: str, speakers_unseen) -> np.ndarray:
