@@ -12,7 +12,7 @@ from data_manifests.errors import UserError
 from trainer.config import TrainConfig
 from trainer.inputs.feature_store import CenteredCache
 from trainer.run import train
-from trainer.inputs.sources import centred_source, check_source, hidden_labels, is_same_corpus, unseen_speaker_rows
+from trainer.inputs.sources import centred_source, check_source, hidden_labels, is_copy, unseen_speaker_rows
 from trainer.method.source_assignment import per_source_plan, source_priors
 from trainer.method.source_gate import GATE_ALPHA, paired_gain_p, source_evidence
 
@@ -89,18 +89,20 @@ def test_the_paired_gain_test_counts_discordant_rows_one_sided():
         rec = source_evidence(y, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3)
         assert rec["used"] is kept and (rec["right_only_with"], rec["right_only_without"]) == (b, 1)
     assert source_evidence(y[:0], y[:0], y[:0], 2, 0)["used"] is False  # nothing held out: not shown to help
-    # the labelled corpus's own audio carries the other burden: dropped only when shown to hurt
+    # a copy of the labelled corpus carries the other burden: dropped only when shown to hurt
     # (1 win vs 7 losses: p of a loss 9/256; 1 vs 6: 8/128, kept; no disagreement: kept)
     for c, kept in ((7, False), (6, True), (0, True)):
         w, wo = rows(1 if c else 0, c, both=2, neither=2)
         y_c = np.zeros(len(w), int)
-        rec = source_evidence(y_c, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3, same_corpus=True)
-        assert rec["used"] is kept and rec["same_corpus"] is True and "unless shown to hurt" in rec["reason"]
+        rec = source_evidence(y_c, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3, copy=True)
+        assert rec["used"] is kept and rec["copy"] is True and "unless shown to hurt" in rec["reason"]
         assert rec["gate_p_loss"] == paired_gain_p(wo, w)[0]
-    assert source_evidence(y[:0], y[:0], y[:0], 2, 0, same_corpus=True)["used"] is True
-    assert is_same_corpus(pd.DataFrame({"corpus": ["mine", "mine"]}), "mine")
-    assert not is_same_corpus(pd.DataFrame({"corpus": ["mine", "other"]}), "mine")
-    assert not is_same_corpus(pd.DataFrame({"corpus": []}), "mine")
+    assert source_evidence(y[:0], y[:0], y[:0], 2, 0, copy=True)["used"] is True
+    mine = pd.DataFrame({"corpus": ["mine"] * 3, "speaker": ["a", "a", "b"], "utt_id": ["u1", "u2", "u3"]})
+    assert is_copy(mine.iloc[[2, 0]], mine) and is_copy(mine, mine)
+    assert not is_copy(mine.assign(corpus="folders"), mine)  # another corpus, same ids
+    assert not is_copy(mine.assign(speaker="c"), mine) and not is_copy(mine.iloc[:0], mine)
+    assert not is_copy(pd.concat([mine, mine.assign(utt_id="u9")]), mine)  # not every row is the corpus's
 
 
 def test_mismatched_caches_are_refused():
@@ -158,10 +160,10 @@ def test_the_gate_drops_an_irrelevant_source_and_records_why(caches, tmp_path, s
     off = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(noise), source_gate="off"), main,
                 tmp_path / "off")
     assert off["choices"][0]["sources"][0]["used"] is True
-    # the labelled corpus's own cache as a source (same corpus id): kept unless the CV shows a loss
+    # the labelled corpus's own cache as a source (a copy: same ids): kept unless the CV shows a loss
     own = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(main)), main, tmp_path / "own")
     rec = own["choices"][0]["sources"][0]
-    assert rec["same_corpus"] is True and rec["used"] is (rec["gate_p_loss"] >= GATE_ALPHA)
+    assert rec["copy"] is True and rec["used"] is (rec["gate_p_loss"] >= GATE_ALPHA)
     assert rec["rows"] < 192 and "unless shown to hurt" in rec["reason"]  # its test speakers' rows left out
 
 

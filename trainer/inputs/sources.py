@@ -17,7 +17,7 @@ foreign corpus's bias bent the in-domain rows' actions too (docs/EXTERNAL.md mea
 - test speakers stay out: rows of a source from the labelled corpus itself (a channel-shifted
   copy) whose speaker the run must not see are dropped (`unseen_speaker_rows`);
 - the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all:
-  another corpus must show on L that it helps, the labelled corpus's own audio that it does not hurt.
+  another corpus must show on L that it helps, a copy of the labelled corpus that it does not hurt.
 """
 from __future__ import annotations
 
@@ -75,10 +75,18 @@ def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray, ro
     return shifted(x_ext, mean_row(x_ext, rows) - target_mean)
 
 
-def is_same_corpus(table_ext, corpus: str) -> bool:
-    """Is every row of a source from the labelled corpus (its corpus id): a channel-shifted copy or
-    more of the corpus's own recordings, not another corpus (the gate's burden of proof differs)."""
-    return bool(len(table_ext)) and bool((table_ext["corpus"].astype(str).to_numpy() == str(corpus)).all())
+def is_copy(table_ext, table) -> bool:
+    """Is a source a copy of the labelled corpus: every row one of the corpus's own utterances (same
+    corpus id, speaker and utt_id), as `cli.py shift` writes them (another channel or speed)? The gate's
+    burden of proof differs for copies. Names decide: an unrelated corpus whose ids all coincide with
+    the labelled corpus's would pass for a copy (corpus ids alone would not do: every corpus read by the
+    `folders` adapter is called "folders")."""
+    return bool(len(table_ext)) and bool(utterance_keys(table_ext).isin(set(utterance_keys(table))).all())
+
+
+def utterance_keys(table):
+    """corpus, speaker and utt_id of each row, joined: what names an utterance across caches."""
+    return table["corpus"].astype(str) + "\x00" + table["speaker"].astype(str) + "\x00" + table["utt_id"].astype(str)
 
 
 def unseen_speaker_rows(table_ext, corpus: str, speakers_unseen) -> np.ndarray:
