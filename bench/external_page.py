@@ -88,9 +88,10 @@ PLAN = [PairRun("ravdess"), PairRun("ravdess", ("tess",), "same language"),
         PairRun("tess", ("ravdess",), "same language, gate off", gate="off"),
         # inner validation, where the rules were chosen: each pair gated and with the gate off
         PairRun("ravdess", inner=True), PairRun("casia", inner=True),
-        *(PairRun(corpus, (extra,), gate=gate, inner=True)
-          for corpus, extra in (("ravdess", "tess"), ("casia", "ravdess"), *(("ravdess", c) for c in COPIES),
-                                ("casia", "casia-telephone"))
+        *(PairRun(corpus, (extra,), condition + (", gate off" if gate == "off" else ""), gate=gate, inner=True)
+          for corpus, extra, condition in (("ravdess", "tess", "same language"), ("casia", "ravdess", "other language"),
+                                           *(("ravdess", c, name) for c, name in COPIES.items()),
+                                           ("casia", "casia-telephone", "channel-shifted copy (telephone)"))
           for gate in ("cv", "off"))]
 INNER_SEEDS = (0, 1)
 
