@@ -404,14 +404,16 @@ def stress(
 @app.command()
 def shift(
     manifest: str = typer.Option(..., help="Manifest of the corpus to copy (its audio is read, never modified)."),
-    kind: str = typer.Option(..., help="telephone (8 kHz band, 8-bit mu-law) | noise (white noise at --snr dB)."),
+    kind: str = typer.Option(..., help="telephone (8 kHz band, 8-bit mu-law) | noise (white noise at --snr dB) | "
+                                       "codec (low-bitrate MP3) | speed (speed perturbation by --factor)."),
     out: str = typer.Option(..., help="Folder for the shifted FLAC copy and its manifest.csv."),
     snr: float = typer.Option(10.0, help="Signal-to-noise ratio of --kind noise, in dB."),
+    factor: float = typer.Option(0.9, help="Speed of --kind speed (0.9: 10% slower and lower)."),
 ) -> None:
     """A channel-shifted copy of a corpus (then `extract --manifest OUT/manifest.csv`), e.g. an external pool."""
     from pipeline.channel_shift import shift_corpus
 
-    path = shift_corpus(manifest, kind, out, snr)
+    path = shift_corpus(manifest, kind, out, snr, factor)
     typer.echo(f"wrote {path}: encode it with `python cli.py extract --manifest {path} --window trim --out CACHE.h5`")
 
 

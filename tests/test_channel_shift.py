@@ -1,9 +1,11 @@
-"""`cli.py shift` (pipeline/channel_shift.py): the telephone band, mu-law and noise at a given SNR."""
+"""`cli.py shift` (pipeline/channel_shift.py): telephone band and mu-law, noise at a given SNR, MP3, speed."""
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
-from pipeline.channel_shift import add_noise, mu_law, shift_corpus, telephone
+from data_manifests.errors import UserError
+from pipeline.channel_shift import add_noise, mp3, mu_law, shift_corpus, speed, telephone
 
 
 def test_telephone_keeps_the_narrow_band_and_noise_has_its_snr():
@@ -17,6 +19,17 @@ def test_telephone_keeps_the_narrow_band_and_noise_has_its_snr():
     noisy = add_noise(x, 10.0, np.random.default_rng(0))
     snr = 10 * np.log10(np.mean(x ** 2) / np.mean((noisy - x) ** 2))
     assert abs(snr - 10.0) < 0.2
+
+
+def test_codec_keeps_length_and_speed_moves_pitch_and_duration():
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    coded = mp3(x)
+    assert len(coded) == len(x) and 0 < np.mean((coded - x) ** 2) < 0.1 * np.mean(x ** 2)  # lossy, >10 dB SNR
+    slow = speed(x, 0.9)
+    assert abs(len(slow) - 16000 / 0.9) <= 1
+    peak = np.argmax(np.abs(np.fft.rfft(slow))) * 16000 / len(slow)
+    assert abs(peak - 396.0) < 2  # 440 Hz * 0.9
 
 
 def test_shift_corpus_writes_a_copy_and_its_manifest(tmp_path):
@@ -36,3 +49,9 @@ def test_shift_corpus_writes_a_copy_and_its_manifest(tmp_path):
     assert copy.utt_id.tolist() == ["u0", "u1"] and (copy.corpus == "mine").all()
     audio, rate = sf.read(tmp_path / "copy" / "a0.flac")
     assert rate == 16000 and len(audio) == 8000
+    fast = pd.read_csv(shift_corpus(manifest, "speed", tmp_path / "fast", factor=1.25))
+    assert fast.duration.tolist() == [0.4, 0.4] and len(sf.read(tmp_path / "fast" / "a1.flac")[0]) == 6400
+    with pytest.raises(UserError, match="--factor 3"):
+        shift_corpus(manifest, "speed", tmp_path / "bad", factor=3.0)
+    with pytest.raises(UserError, match="--kind reverb"):
+        shift_corpus(manifest, "reverb", tmp_path / "bad")

@@ -11,9 +11,9 @@ def summary(sup, bgrpo, choices=(), runs=(), **ext):
     return {**res, "external_pool": ext} if ext else res
 
 
-def source(with_, without, p, b=0, c=0):
-    return {"sources": [{"cv_macro_f1_with": with_, "cv_macro_f1_without": without, "gate_p": p,
-                         "right_only_with": b, "right_only_without": c, "used": p < 0.05}]}
+def source(with_, without, p, b=0, c=0, p_loss=0.5, same=False):
+    return {"sources": [{"cv_macro_f1_with": with_, "cv_macro_f1_without": without, "gate_p": p, "gate_p_loss": p_loss,
+                         "copy": same, "right_only_with": b, "right_only_without": c, "used": p < 0.05}]}
 
 
 def test_pairs_are_compared_with_the_corpus_alone():
@@ -35,14 +35,22 @@ def test_a_rule_takes_the_gate_off_score_where_it_keeps_and_the_alone_score_wher
                            dict(fold="1", seed=0, **source(80.0, 70.0, 0.01)),  # both keep
                            dict(fold="2", seed=0, **source(60.0, 60.5, 0.60))])  # both drop
     alone, off = summary(0, 0, runs=runs(70.0, 70.0, 70.0)), summary(0, 0, runs=runs(64.0, 76.0, 58.0))
-    margin = ep.RULES["macro-F1 margin: CV gain >= 1 point (the former rule)"]
+    margin = ep.RULES["macro-F1 margin: CV gain >= 1 point (the first rule)"]
+    gain = ep.RULES["every source must show a gain, p < 0.05 (the former default)"]
+    default = ep.RULES["a copy kept unless a loss, another corpus only with a gain, p < 0.05 (the default)"]
     assert ep.rule_outcomes(gated, alone, off, margin) == ((64.0 + 76.0 + 70.0) / 3, 2, 3)
-    assert ep.rule_outcomes(gated, alone, off, ep.RULES["paired test p < 0.05 (the default)"]) == (
-        (70.0 + 76.0 + 70.0) / 3, 1, 3)
+    assert ep.rule_outcomes(gated, alone, off, gain) == ((70.0 + 76.0 + 70.0) / 3, 1, 3)
+    assert ep.rule_outcomes(gated, alone, off, default) == ((70.0 + 76.0 + 70.0) / 3, 1, 3)  # another corpus
+    # the same evidence from a copy of the labelled corpus: kept unless its p of a loss is below 0.05
+    copy = summary(0, 0, [dict(fold="0", seed=0, **source(70.0, 68.0, 0.20, same=True)),
+                          dict(fold="1", seed=0, **source(80.0, 70.0, 0.01, same=True)),
+                          dict(fold="2", seed=0, **source(60.0, 60.5, 0.60, p_loss=0.04, same=True))])
+    assert ep.rule_outcomes(copy, alone, off, default) == ((64.0 + 76.0 + 70.0) / 3, 2, 3)
     assert ep.rule_outcomes(gated, alone, off, ep.RULES["never use the pool"]) == (70.0, 0, 3)
     results = {"inner/ravdess": alone, "inner/ravdess+tess": gated, "inner/ravdess+tess-gateoff": off}
     table = ep.rules_table(results)
-    assert "| paired test p < 0.05 (the default) | 72.0 (1/3) |" in table and "| ravdess + tess |" in table
+    assert "| every source must show a gain, p < 0.05 (the former default) | 72.0 (1/3) |" in table
+    assert "| ravdess + tess |" in table
     assert "0/0: 70.0/68.0, 0:0, p 0.200" in ep.evidence_lines(results)
 
 

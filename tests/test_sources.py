@@ -12,7 +12,7 @@ from data_manifests.errors import UserError
 from trainer.config import TrainConfig
 from trainer.inputs.feature_store import CenteredCache
 from trainer.run import train
-from trainer.inputs.sources import centred_source, check_source, hidden_labels, unseen_speaker_rows
+from trainer.inputs.sources import centred_source, check_source, hidden_labels, is_copy, unseen_speaker_rows
 from trainer.method.source_assignment import per_source_plan, source_priors
 from trainer.method.source_gate import GATE_ALPHA, paired_gain_p, source_evidence
 
@@ -26,14 +26,26 @@ def test_a_source_is_centred_on_its_own_speakers_prompts_and_mean():
     raw = np.stack([10 * spk + 3 * prompt + take, -5 * spk + prompt], 1)[:, None, :].astype(np.float16)
     x = CenteredCache(raw, [f"s{s}" for s in spk], "0", speaker_norm=True)
     target = np.array([1.0, -2.0])
-    out = centred_source(x, [f"p{p}" for p in prompt], True, target).rows(np.arange(32)).reshape(32, 2)
+    every = np.arange(32)
+    out = centred_source(x, [f"p{p}" for p in prompt], True, target, every).rows(every).reshape(32, 2)
     assert np.allclose(out.mean(0), target)
     # speaker and prompt removed: what is left is the take (centred), shifted to the target
     assert np.allclose(out[:, 0], take - 3.5 + 1.0) and np.allclose(out[:, 1], -2.0)
     # prompts that barely repeat (< 8 utterances) are not removed; the mean shift still applies
-    few = centred_source(x, [f"q{i // 2}" for i in range(32)], True, target).rows(np.arange(32)).reshape(32, 2)
+    few = centred_source(x, [f"q{i // 2}" for i in range(32)], True, target, every).rows(every).reshape(32, 2)
     assert np.allclose(few.mean(0), target) and np.allclose(few[:, 0] - few[0, 0], out[:, 0] - out[0, 0] + np.where(
         prompt == 1, 1.5, -1.5) - (1.5 if prompt[0] == 1 else -1.5))
+    # the means come from the rows the run may see: speaker s1's rows (an unseen test speaker of a
+    # copy) moved far away change nothing in speaker s0's centred rows
+    far = raw.astype(np.float32).copy()
+    far[spk == 1, 0, 0] += 500
+    seen = np.flatnonzero(spk == 0)
+    x_far = CenteredCache(far.astype(np.float16), [f"s{s}" for s in spk], "0", speaker_norm=False)
+    x_near = CenteredCache(raw, [f"s{s}" for s in spk], "0", speaker_norm=False)
+    texts = [f"p{p}" for p in prompt]
+    a = centred_source(x_far, texts, True, target, seen).rows(seen)
+    b = centred_source(x_near, texts, True, target, seen).rows(seen)
+    assert np.allclose(a, b) and np.allclose(a.reshape(16, 2).mean(0), target)
 
 
 def test_each_source_gets_its_own_balanced_assignment_and_prior():
@@ -77,6 +89,20 @@ def test_the_paired_gain_test_counts_discordant_rows_one_sided():
         rec = source_evidence(y, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3)
         assert rec["used"] is kept and (rec["right_only_with"], rec["right_only_without"]) == (b, 1)
     assert source_evidence(y[:0], y[:0], y[:0], 2, 0)["used"] is False  # nothing held out: not shown to help
+    # a copy of the labelled corpus carries the other burden: dropped only when shown to hurt
+    # (1 win vs 7 losses: p of a loss 9/256; 1 vs 6: 8/128, kept; no disagreement: kept)
+    for c, kept in ((7, False), (6, True), (0, True)):
+        w, wo = rows(1 if c else 0, c, both=2, neither=2)
+        y_c = np.zeros(len(w), int)
+        rec = source_evidence(y_c, np.where(w, 0, 1), np.where(wo, 0, 1), 2, 3, copy=True)
+        assert rec["used"] is kept and rec["copy"] is True and "unless shown to hurt" in rec["reason"]
+        assert rec["gate_p_loss"] == paired_gain_p(wo, w)[0]
+    assert source_evidence(y[:0], y[:0], y[:0], 2, 0, copy=True)["used"] is True
+    mine = pd.DataFrame({"corpus": ["mine"] * 3, "speaker": ["a", "a", "b"], "utt_id": ["u1", "u2", "u3"]})
+    assert is_copy(mine.iloc[[2, 0]], mine) and is_copy(mine, mine)
+    assert not is_copy(mine.assign(corpus="folders"), mine)  # another corpus, same ids
+    assert not is_copy(mine.assign(speaker="c"), mine) and not is_copy(mine.iloc[:0], mine)
+    assert not is_copy(pd.concat([mine, mine.assign(utt_id="u9")]), mine)  # not every row is the corpus's
 
 
 def test_mismatched_caches_are_refused():
@@ -134,6 +160,11 @@ def test_the_gate_drops_an_irrelevant_source_and_records_why(caches, tmp_path, s
     off = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(noise), source_gate="off"), main,
                 tmp_path / "off")
     assert off["choices"][0]["sources"][0]["used"] is True
+    # the labelled corpus's own cache as a source (a copy: same ids): kept unless the CV shows a loss
+    own = train(TrainConfig(seeds=(0,), folds=("0",), unlabeled_cache=str(main)), main, tmp_path / "own")
+    rec = own["choices"][0]["sources"][0]
+    assert rec["copy"] is True and rec["used"] is (rec["gate_p_loss"] >= GATE_ALPHA)
+    assert rec["rows"] < 192 and "unless shown to hurt" in rec["reason"]  # its test speakers' rows left out
 
 
 def test_label_and_train_take_sources_and_refuse_another_window(caches, tmp_path, synthetic_cache):

@@ -94,8 +94,8 @@ def external_pools(cfg, x_run, attrs: dict, table: pd.DataFrame, split: Split, c
     for path in source_paths(cfg.unlabeled_cache):
         x_ext, t_ext, a_ext, _ = prepared_cache(path, cfg.layer, cfg.speaker_norm)
         check_source(path, a_ext, x_ext.row_shape, attrs, x_run.row_shape)
-        x_ext = centred_source(x_ext, t_ext.get("text_id"), bool(cfg.text_norm), target)
         rows = np.flatnonzero(~unseen_speaker_rows(t_ext, corpus, unseen))
+        x_ext = centred_source(x_ext, t_ext.get("text_id"), bool(cfg.text_norm), target, rows)
         names = (t_ext["corpus"].astype(str) + "/" + t_ext["speaker"].astype(str)).to_numpy()
         pools.append((x_ext, rows, names[rows], hidden_labels(t_ext, classes)[rows]))
     return pools

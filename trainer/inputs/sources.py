@@ -16,7 +16,8 @@ foreign corpus's bias bent the in-domain rows' actions too (docs/EXTERNAL.md mea
   predictions on that source, label-free);
 - test speakers stay out: rows of a source from the labelled corpus itself (a channel-shifted
   copy) whose speaker the run must not see are dropped (`unseen_speaker_rows`);
-- the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all.
+- the gate (trainer/method/source_gate.py) decides per fold x seed whether a source is used at all:
+  another corpus must show on L that it helps, a copy of the labelled corpus that it does not hurt.
 """
 from __future__ import annotations
 
@@ -57,18 +58,35 @@ def shifted(x, offset: np.ndarray) -> PromptCentered:
     return PromptCentered(x, np.zeros(len(x), np.int64), offset[None, :], np.array(["source"]), np.array([True]))
 
 
-def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray):
+def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray, rows: np.ndarray):
     """Per-source centring of an external cache's features x_ext (already speaker-centred on its
     own speakers when the run centres): its own prompt means removed when the run removes prompt
     means and the source's prompts repeat (median >= MIN_UTTERANCES_PER_PROMPT), then shifted so
-    that its mean equals `target_mean` (the labelled corpus's rows' mean)."""
-    rows = np.arange(len(x_ext))
+    that its mean equals `target_mean` (the labelled corpus's rows' mean). The means are taken over
+    `rows`, the source's rows the run may see: a copy of the labelled corpus never lends its test
+    speakers' audio to them, as the corpus's own prompt means never see the test fold."""
+    rows = np.asarray(rows, np.int64)
     if text_norm and text_ids is not None:
         _, codes = prompt_codes(text_ids)
+        codes = codes[rows]
         counts = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0)
         if len(counts) and np.median(counts[counts > 0]) >= MIN_UTTERANCES_PER_PROMPT:
             x_ext = PromptCentered.fit(x_ext, text_ids, rows)
     return shifted(x_ext, mean_row(x_ext, rows) - target_mean)
+
+
+def is_copy(table_ext, table) -> bool:
+    """Is a source a copy of the labelled corpus: every row one of the corpus's own utterances (same
+    corpus id, speaker and utt_id), as `cli.py shift` writes them (another channel or speed)? The gate's
+    burden of proof differs for copies. Names decide: an unrelated corpus whose ids all coincide with
+    the labelled corpus's would pass for a copy (corpus ids alone would not do: every corpus read by the
+    `folders` adapter is called "folders")."""
+    return bool(len(table_ext)) and bool(utterance_keys(table_ext).isin(set(utterance_keys(table))).all())
+
+
+def utterance_keys(table):
+    """corpus, speaker and utt_id of each row, joined: what names an utterance across caches."""
+    return table["corpus"].astype(str) + "\x00" + table["speaker"].astype(str) + "\x00" + table["utt_id"].astype(str)
 
 
 def unseen_speaker_rows(table_ext, corpus: str, speakers_unseen) -> np.ndarray:
