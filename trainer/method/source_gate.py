@@ -22,8 +22,9 @@ Why the burden differs: with 10% labels the models with and without a source dis
 ~120 held-out rows, so no test on L can show a gain of one point (docs/EXTERNAL.md); a foreign
 corpus, whose speakers, prompts, channel and classes all differ, is dropped unless its gain is
 large, while a copy has the corpus's own speakers, prompts and classes (its channel or speed alone
-differs, and per-source centring removes the shift of its mean) and is kept unless it visibly hurts. GATE_ALPHA = 0.05 is the conventional level, not
-tuned; both rules were chosen on inner validation, numbers in docs/EXTERNAL.md.
+differs, and per-source centring removes the shift of its mean) and is kept unless it visibly
+hurts. GATE_ALPHA = 0.05 is the conventional level, not tuned; both rules were chosen on inner
+validation, numbers in docs/EXTERNAL.md.
 """
 from __future__ import annotations
 
