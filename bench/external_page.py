@@ -81,10 +81,9 @@ PLAN = [PairRun("ravdess"), PairRun("ravdess", ("tess",), "same language"),
         PairRun("tess"), PairRun("tess", ("ravdess",), "same language"),
         # the gate off: what the pool does when always used (diagnostic only, never a choice)
         PairRun("ravdess", ("tess",), "same language, gate off", gate="off"),
-        *(PairRun("ravdess", (copy,), condition.split(" (")[0] + ", gate off", gate="off") for copy, condition in
-          COPIES.items()),
+        *(PairRun("ravdess", (copy,), f"{condition}, gate off", gate="off") for copy, condition in COPIES.items()),
         PairRun("casia", ("ravdess",), "other language, gate off", gate="off"),
-        PairRun("casia", ("casia-telephone",), "channel-shifted copy, gate off", gate="off"),
+        PairRun("casia", ("casia-telephone",), "channel-shifted copy (telephone), gate off", gate="off"),
         PairRun("tess", ("ravdess",), "same language, gate off", gate="off"),
         # inner validation, where the rules were chosen: each pair gated and with the gate off
         PairRun("ravdess", inner=True), PairRun("casia", inner=True),
@@ -274,8 +273,7 @@ def render(results: dict[str, dict], notes: str = "") -> str:
              "subset (3 groups) compares the model with each source and without it on the same held-out rows, "
              "one-sided exact McNemar tests at p < 0.05: another corpus is kept only when the model with it is right "
              "on significantly more rows, a copy of the labelled corpus (its own utterances through another channel "
-             "or speed) unless it is "
-             "right on significantly fewer). "
+             "or speed) unless it is right on significantly fewer). "
              "The extra pool's labels are never trained on; precision = share of the selected external rows whose "
              "action is their hidden label (classes the training corpus lacks count as wrong; diagnostic only). "
              "Rows marked gate off always use the pool: a diagnostic of what the pool can do, never a choice. "

@@ -22,6 +22,8 @@ foreign corpus's bias bent the in-domain rows' actions too (docs/EXTERNAL.md mea
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+
 from data_manifests.errors import UserError
 from trainer.inputs.prompt_norm import MIN_UTTERANCES_PER_PROMPT, PromptCentered, prompt_codes, row_sums_by_group
 
@@ -81,12 +83,9 @@ def is_copy(table_ext, table) -> bool:
     burden of proof differs for copies. Names decide: an unrelated corpus whose ids all coincide with
     the labelled corpus's would pass for a copy (corpus ids alone would not do: every corpus read by the
     `folders` adapter is called "folders")."""
-    return bool(len(table_ext)) and bool(utterance_keys(table_ext).isin(set(utterance_keys(table))).all())
-
-
-def utterance_keys(table):
-    """corpus, speaker and utt_id of each row, joined: what names an utterance across caches."""
-    return table["corpus"].astype(str) + "\x00" + table["speaker"].astype(str) + "\x00" + table["utt_id"].astype(str)
+    names = ["corpus", "speaker", "utt_id"]  # what names an utterance across caches
+    ext, own = (pd.MultiIndex.from_frame(t[names].astype(str)) for t in (table_ext, table))
+    return bool(len(ext)) and bool(ext.isin(own).all())
 
 
 def unseen_speaker_rows(table_ext, corpus: str, speakers_unseen) -> np.ndarray:
