@@ -332,6 +332,10 @@ def predict(
                                       "--speaker-norm runs; default: all files are one speaker."),
     text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
                                    "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
+    speaker_means: str = typer.Option("shrunk", help="speaker_norm runs: shrunk (each speaker's mean pulled toward the "
+                                      "training speakers' by how few files it has; files without a speaker each alone) "
+                                      "| own (each speaker's own mean, all files one speaker without --speaker-regex: "
+                                      "how `train` scored its test speakers)."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
     from trainer.predict import load_run, speakers_from_names, text_ids_from_names
@@ -339,7 +343,7 @@ def predict(
     speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
     text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable)
+    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable, speaker_means)
     if csv:
         from data_manifests.storage import write_text_atomic
 

@@ -34,7 +34,7 @@ def train_and_estimator(cache_path, fold: str, seed: int, recipe: dict):
         cache.features[train], y[train], groups=table["speaker"].to_numpy()[train],
         text_ids=None if text is None else text[train])
     pred = est.predict(cache.features[test], groups=table["speaker"].to_numpy()[test],
-                       text_ids=None if text is None else text[test])
+                       text_ids=None if text is None else text[test], speaker_means="own")
     classes = sorted(set(table["label"]))
     return ran, [classes.index(p) for p in pred], est
 

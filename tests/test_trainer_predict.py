@@ -152,8 +152,8 @@ def test_load_run_is_the_python_face_of_predict(tone_run):
 
 
 def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, tmp_path):
-    """Train and serve build the policy input alike: `predict` on fold 0's test files (grouped by
-    speaker, as the cache's rows are) gives the labels the run itself wrote for them."""
+    """Train and serve build the policy input alike: `predict --speaker-means own` on fold 0's test
+    files (grouped by speaker, as the cache's rows are) gives the labels the run itself wrote for them."""
     from cli import app
 
     cfg = TrainConfig(methods=("bgrpo", "supervised"), seeds=(0,), folds=("0",), labeled_fraction=0.5, epochs=2,
@@ -164,7 +164,8 @@ def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, 
     assert len(written) == 16  # the test fold: speakers s0 and s2, 8 files each
     files = [str(tone_run / f"{u}.wav") for u in written.utt_id]
     result = CliRunner().invoke(app, ["predict", "--run", str(tmp_path / "run"), "--device", "cpu",
-                                      "--speaker-regex", r"^(s\d)_", "--csv", str(tmp_path / "pred.csv"), *files])
+                                      "--speaker-regex", r"^(s\d)_", "--speaker-means", "own",
+                                      "--csv", str(tmp_path / "pred.csv"), *files])
     assert result.exit_code == 0, result.output
     served = pd.read_csv(tmp_path / "pred.csv", dtype=str)
     assert served.label.tolist() == written.pred.tolist()

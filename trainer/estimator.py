@@ -29,7 +29,7 @@ from trainer.inputs.protocol import Split
 from trainer.jobs import job_seed, resolve_device
 from trainer.method.methods import monitored_epochs, train_method, warm_up
 from trainer.method.monitor import Monitor
-from trainer.method.policy import PROMPT_MEANS
+from trainer.method.policy import PROMPT_MEANS, speaker_prior_tensors
 from trainer.predict import predict_features
 
 UNLABELLED = -1
@@ -159,24 +159,29 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
             names_kept, means = job.prompts.to_save()
             self._meta["choices"][POLICY]["prompts"] = names_kept
             self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(means)
+        if job.speaker_prior is not None:  # how predict centres speakers with few rows (trainer/inputs/speaker_prior.py)
+            self._meta["extra"].update(speaker_prior_tensors(POLICY, job.speaker_prior))
         self.transduction_ = np.asarray(y).copy()
         if unlabelled.any():  # the pool rows as the policy saw them in training (centred with all a speaker's rows)
             pool = job.data.x_unl.map(self.policy_.probs).argmax(1).cpu().numpy()
             self.transduction_[unlabelled] = self.classes_[pool]
         return self
 
-    def predict_proba(self, X, groups=None, text_ids=None) -> np.ndarray:
-        """[n, n_classes] class probabilities (columns in classes_ order)."""
+    def predict_proba(self, X, groups=None, text_ids=None, speaker_means="shrunk") -> np.ndarray:
+        """[n, n_classes] class probabilities (columns in classes_ order). With speaker centring, each
+        row is centred by its group's mean shrunk toward the training speakers' (rows without
+        groups: each alone), so a row's answer does not depend on unrelated rows beside it;
+        speaker_means="own": each group's own mean, as `train` scores its test speakers."""
         check_is_fitted(self, "policy_")
         raw = _rows(X)
         if raw.shape[1] * raw.shape[2] != self.n_features_in_ or raw.shape[1] != self.n_layers_in_:
             raise ValueError(f"X has {raw.shape[1] * raw.shape[2]} features, but BGRPOClassifier is expecting "
                              f"{self.n_features_in_} features as input ({self.n_layers_in_} layer(s) at fit, "
                              f"{raw.shape[1]} now)")
-        speakers = _labels(groups, len(raw), "groups")
+        speakers = None if groups is None else _labels(groups, len(raw), "groups")
         prompts = None if text_ids is None else _labels(text_ids, len(raw), "text_ids")
-        return predict_features({POLICY: self.policy_}, self._meta, raw, speakers, prompts)
+        return predict_features({POLICY: self.policy_}, self._meta, raw, speakers, prompts, speaker_means)
 
-    def predict(self, X, groups=None, text_ids=None) -> np.ndarray:
+    def predict(self, X, groups=None, text_ids=None, speaker_means="shrunk") -> np.ndarray:
         check_is_fitted(self, "policy_")
-        return self.classes_[self.predict_proba(X, groups, text_ids).argmax(1)]
+        return self.classes_[self.predict_proba(X, groups, text_ids, speaker_means).argmax(1)]

@@ -17,31 +17,48 @@ from data_manifests.errors import UserError
 from trainer.inputs.feature_store import FeatureRows, policy_rows
 from trainer.inputs.features import Standardizer
 from trainer.inputs.prompt_norm import PromptCentered
-from trainer.method.policy import PROMPT_MEANS, load_policies
+from trainer.method.policy import PROMPT_MEANS, load_policies, stored_speaker_prior
 
 
-def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None) -> np.ndarray:
+SPEAKER_MEANS = ("shrunk", "own")
+
+
+def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=None, text_ids=None,
+                     speaker_means: str = "shrunk") -> np.ndarray:
     """Mean probabilities [n, C] of all policies for pooled hidden states [n, L+1, D].
 
     The files become the object a training run reads (policy_rows: float16 as in a cache, the
-    run's layer, centred by `speakers` with speaker_norm runs; default: all files are one speaker),
-    with the run's saved statistics: its prompt means (text_norm runs; files whose prompt,
-    `text_ids` ("" = unknown), has none keep their content) and its z-scoring. So a file scores
-    exactly like its cached vector in training.
+    run's layer), with the run's saved statistics: its prompt means (text_norm runs; files whose
+    prompt, `text_ids` ("" = unknown), has none keep their content) and its z-scoring.
+    speaker_norm runs centre each file by its speaker (`speakers`) with, by default
+    (`speaker_means="shrunk"`), the speaker's mean shrunk toward the run's SpeakerPrior by how few
+    files it has here, and files without a speaker each alone: a file's answer does not depend on
+    unrelated files beside it. `"own"` uses each speaker's own mean (all files one speaker without
+    `speakers`): exactly how `train` scored its test speakers. Runs saved before the prior have only that.
     """
+    if speaker_means not in SPEAKER_MEANS:
+        raise ValueError(f"speaker_means must be one of {SPEAKER_MEANS}, got {speaker_means!r}")
     feats = np.asarray(feats, dtype=np.float16)
-    speakers = np.asarray(["predict"] * len(feats) if speakers is None else speakers)
     choices = meta.get("choices", {})  # `auto` runs store each policy's layer / speaker_norm / text_norm
     probs = []
     for name, pol in policies.items():
         c = choices.get(name, meta)
-        x = policy_rows(feats, speakers, c["layer"], c["speaker_norm"])
+        prior = stored_speaker_prior(meta.get("extra", {}), name) if speaker_means == "shrunk" else None
+        alone = np.arange(len(feats)).astype(str) if prior is not None else np.full(len(feats), "predict")
+        x = policy_rows(feats, alone if speakers is None else np.asarray(speakers), c["layer"], c["speaker_norm"], prior)
         if c.get("text_norm") is True and text_ids is not None:
             x = PromptCentered.saved(x, text_ids, c["prompts"], meta["extra"][f"{PROMPT_MEANS}/{name}"].numpy())
         rows = FeatureRows([(x, np.arange(len(x)))], Standardizer.from_stats(pol.feat_mean, pol.feat_std),
                            pol.feat_mean.device)
         probs.append(rows.map(pol.probs).cpu())
     return torch.stack(probs).mean(0).numpy()
+
+
+def has_speaker_prior(meta: dict) -> bool:
+    """Whether every speaker_norm policy of a run carries its SpeakerPrior (runs saved before it do not)."""
+    choices = meta.get("choices", {}) or {"": meta}
+    return all(stored_speaker_prior(meta.get("extra", {}), name) is not None
+               for name, c in choices.items() if c.get("speaker_norm") is True)
 
 
 def prompt_note(meta: dict, text_ids, n_files: int) -> str | None:
@@ -93,19 +110,22 @@ class Run:
         return list(self.meta["classes"])
 
     def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
-                      unreadable: dict | None = None) -> pd.DataFrame:
+                      unreadable: dict | None = None, speaker_means: str = "shrunk") -> pd.DataFrame:
         """One row per readable audio file: file, predicted label, the mean probability of every
         class. A file that cannot be read raises BadAudio naming it, or, given an `unreadable`
         dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
-        for speaker_norm / text_norm runs (default: one speaker, prompts unknown)."""
+        for speaker_norm / text_norm runs (default: no speaker known, prompts unknown);
+        `speaker_means`: see predict_features."""
         from pipeline.extract import embed_files
         from pipeline.hub_encoder import WINDOW as WAVEFORM_WINDOW, embed_waveform_files
 
         meta = self.meta
-        if any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()]) and speakers is None \
-                and len(paths) < 8:
+        speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
+        if speaker_norm and speakers is None and len(paths) < 8 and (speaker_means == "own" or not has_speaker_prior(meta)):
             print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
-                  "give several utterances of the same speaker for reliable predictions", file=sys.stderr)
+                  "give several utterances of the same speaker for reliable predictions"
+                  + ("" if has_speaker_prior(meta) else " (or train the run again: runs trained since the speaker "
+                     "prior centre a lone file)"), file=sys.stderr)
         note = prompt_note(meta, text_ids, len(paths))
         if note:
             print(f"note: {note}", file=sys.stderr)
@@ -117,14 +137,14 @@ class Run:
         if not read:
             return pd.DataFrame(columns=["file", "label", *self.classes])
         probs = predict_features(self.policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
-                                 None if text_ids is None else [text_ids[i] for i in read])
+                                 None if text_ids is None else [text_ids[i] for i in read], speaker_means)
         out = pd.DataFrame({"file": [paths[i] for i in read], "label": [self.classes[i] for i in probs.argmax(1)]})
         return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
 
     def predict(self, paths, speakers=None, text_ids=None, device: str = "auto",
-                unreadable: dict | None = None) -> pd.DataFrame:
+                unreadable: dict | None = None, speaker_means: str = "shrunk") -> pd.DataFrame:
         """file, predicted label and its probability, one row per readable file (see predict_proba)."""
-        table = self.predict_proba(paths, speakers, text_ids, device, unreadable)
+        table = self.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means)
         return table.assign(probability=table[self.classes].max(axis=1))[["file", "label", "probability"]]
 
 

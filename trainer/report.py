@@ -10,7 +10,7 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.metrics import SCORES, confusion, gap_recovered, mean_std, relative_gain
-from trainer.method.policy import PROMPT_MEANS, Policy, save_policies
+from trainer.method.policy import PROMPT_MEANS, Policy, save_policies, speaker_prior_tensors
 
 
 def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
@@ -87,13 +87,15 @@ def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: d
         name = lambda r: f"{cfg.methods[0]}_f{r['fold']}_s{r['seed']}"  # noqa: E731
         choices = {name(r): {k: r["choice"].get(k, False) for k in ("layer", "speaker_norm", "text_norm")}
                    for r in results}  # `auto` runs choose per fold x seed
-        prompt_means = {}
+        extra = {}
         for r in results:
             if r.get("prompt_means"):
-                choices[name(r)]["prompts"], prompt_means[name(r)] = r["prompt_means"]
+                choices[name(r)]["prompts"], means = r["prompt_means"]
+                extra[f"{PROMPT_MEANS}/{name(r)}"] = torch.as_tensor(means)
+            if r.get("speaker_prior") is not None:
+                extra.update(speaker_prior_tensors(name(r), r["speaker_prior"]))
         save_policies(path, policies, {"method": cfg.methods[0], "layer": cfg.layer, "speaker_norm": cfg.speaker_norm,
-                                       "text_norm": cfg.text_norm, "choices": choices, **cache_info},
-                      {f"{PROMPT_MEANS}/{k}": torch.as_tensor(v) for k, v in prompt_means.items()})
+                                       "text_norm": cfg.text_norm, "choices": choices, **cache_info}, extra)
 
 
 def git_revision() -> str:

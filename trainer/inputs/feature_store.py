@@ -110,13 +110,14 @@ class SpilledRows:
         return self[...] if dtype is None else self[...].astype(dtype)
 
 
-def policy_rows(raw: np.ndarray, speakers, layer: str, speaker_norm: bool) -> "CenteredCache":
+def policy_rows(raw: np.ndarray, speakers, layer: str, speaker_norm: bool, prior=None) -> "CenteredCache":
     """The one builder of what the policy sees from pooled hidden states [N, L+1, D] (a cache's
     float16 vectors, or files `predict` embedded): the states `layer` uses, centred by speaker when
-    speaker_norm. `train` reads the same CenteredCache from disk a layer at a time (fold_jobs.py);
-    `label`, the layer CV and `predict` build it here; prompt means and z-scoring follow."""
+    speaker_norm (each speaker's mean shrunk toward a run's SpeakerPrior when given). `train` reads
+    the same CenteredCache from disk a layer at a time (fold_jobs.py); `label`, the layer CV and
+    `predict` build it here; prompt means and z-scoring follow."""
     raw = np.asarray(raw)
-    return CenteredCache(raw[:, states_to_read(layer, raw.shape[1])], speakers, layer, speaker_norm)
+    return CenteredCache(raw[:, states_to_read(layer, raw.shape[1])], speakers, layer, speaker_norm, prior=prior)
 
 
 def add_rows_by_group(sums: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> None:
@@ -142,10 +143,13 @@ def centre(x16: torch.Tensor, speaker_means: torch.Tensor | None) -> torch.Tenso
 
 class CenteredCache:
     """The float16 rows of one cache ([N, L', D], L' = 1 for one layer; 'concat' = [N, 1, L*D])
-    and, with speaker_norm, each speaker's mean vector over all its rows (float64). The means are
-    summed on the host once; `take` centres rows on a device from copies made there once."""
+    and, with speaker_norm, each speaker's mean vector over all its rows (float64), or, given a
+    `prior` (trainer/inputs/speaker_prior.SpeakerPrior), that mean shrunk toward the prior's by how
+    few rows the speaker has. The means are summed on the host once; `take` centres rows on a
+    device from copies made there once."""
 
-    def __init__(self, raw16: np.ndarray, speakers, layer: str, speaker_norm: bool, chunk_rows: int = CHUNK_ROWS):
+    def __init__(self, raw16: np.ndarray, speakers, layer: str, speaker_norm: bool, chunk_rows: int = CHUNK_ROWS,
+                 prior=None):
         self.raw = raw16.reshape(len(raw16), 1, -1) if layer == "concat" else raw16
         self.chunk_rows = chunk_rows
         self.inv = self.means = None
@@ -156,7 +160,8 @@ class CenteredCache:
             for start in range(0, len(self.raw), chunk_rows):
                 sl = slice(start, start + chunk_rows)
                 add_rows_by_group(sums, self.inv[sl], self.raw[sl].reshape(-1, sums.shape[1]).astype(np.float32))
-            self.means = sums / np.bincount(self.inv, minlength=n_spk)[:, None]
+            counts = np.bincount(self.inv, minlength=n_spk)
+            self.means = sums / counts[:, None] if prior is None else prior.speaker_means(sums, counts)
         self._on: dict[torch.device, tuple] = {}
 
     def __len__(self) -> int:

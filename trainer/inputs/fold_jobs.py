@@ -15,6 +15,7 @@ from trainer.inputs.feature_store import CenteredCache, SpilledRows, states_to_r
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.protocol import Split, make_split
 from trainer.inputs.sources import centred_source, check_source, hidden_labels, mean_row, source_paths, unseen_speaker_rows
+from trainer.inputs.speaker_prior import SpeakerPrior
 
 TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
 
@@ -78,6 +79,7 @@ class FoldJob:
     cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm / text_norm resolved for this fold x seed
     choice: dict  # what was chosen and why (results.json "choices")
     prompts: object = None  # the PromptCentered features when text_norm is on (its means are saved for predict)
+    speaker_prior: SpeakerPrior | None = None  # with speaker_norm: how predict centres speakers with few files
 
 
 def external_pools(cfg, x_run, attrs: dict, table: pd.DataFrame, split: Split, classes: list[str]) -> list[tuple]:
@@ -125,4 +127,7 @@ def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes:
     cfg = cfg.replace(text_norm=text_choice["text_norm"])
     externals = external_pools(cfg, x_run, attrs or {}, table, split, classes) if cfg.unlabeled_cache else []
     data = FoldData.build(x_run, y, speakers, split, len(classes), device, externals)
-    return FoldJob(data, split, table, y, classes, cfg, {**choice, **text_choice}, x_run if cfg.text_norm else None)
+    visible = np.concatenate([split.labeled, split.val, split.unlabeled])
+    prior = SpeakerPrior.fit(x.raw, speakers, np.sort(visible)) if cfg.speaker_norm else None
+    return FoldJob(data, split, table, y, classes, cfg, {**choice, **text_choice}, x_run if cfg.text_norm else None,
+                   prior)
