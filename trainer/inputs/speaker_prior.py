@@ -3,15 +3,18 @@ training speakers' means, and how far to trust a new speaker's own mean.
 
 Speaker centring subtracts each speaker's mean vector. A file predicted alone is its own mean, so
 its centred vector is zero and every lone file got the same answer. The estimate here is the
-random-effects (best linear unbiased) predictor of a speaker's mean from n of its files, per
-dimension d:
+random-effects (James-Stein) shrinkage of a speaker's mean, from the mean xbar of n of its files:
 
-    m_d = (n * mean_d + k_d * mu_d) / (n + k_d),   k_d = within-speaker variance_d / between-speaker variance_d
+    m = (n * xbar + k * mu) / (n + k),   k = tr(S_w) / tr(S_b)
 
-mu = the mean of the training speakers' means. One file is pulled to the training population
-(its speaker-shared part shrunk away as far as the training speakers say it varies), a speaker with
-many files keeps close to its own mean. Both statistics come from the training fold's audio, no
-labels; `train` saves them with each policy and `predict`, `load_run` and BGRPOClassifier use them.
+mu = the mean of the training speakers' means, S_w / S_b = the within- / between-speaker
+covariances of the training fold's rows (k: how many files' worth of evidence the population
+mean is). A lone file is centred by (mostly) the population mean, a speaker with many files by
+(almost) its own. One k for every dimension, on purpose: measured per dimension, or as the
+multivariate predictor that removes only the directions in which speakers differ, a lone file and
+a speaker's files together both scored lower (docs/PREDICT_ALONE.md). Both statistics come from
+the training fold's audio, no labels; `train` saves the prior with each policy and `predict`,
+`load_run` and BGRPOClassifier use it.
 """
 from __future__ import annotations
 
@@ -21,12 +24,10 @@ import numpy as np
 
 from trainer.inputs.feature_store import CHUNK_ROWS, add_rows_by_group
 
-MAX_WEIGHT = 1e6  # a dimension whose speakers do not differ: the prior alone (k ~ infinity)
-
 
 @dataclass(frozen=True)
 class SpeakerPrior:
-    """mu (float64 [F], F = one policy row flattened) and k (float64 [F], in files)."""
+    """mu (float64 [F], F = one policy row flattened) and k (float64 [1], in files)."""
 
     mean: np.ndarray
     weight: np.ndarray
@@ -42,18 +43,20 @@ class SpeakerPrior:
         if n_spk < 2:
             return None
         sums = np.zeros((n_spk, width), np.float64)
-        squares = np.zeros(width, np.float64)
+        squares = 0.0
         for start in range(0, len(rows), chunk_rows):
             x = np.asarray(raw16[rows[start:start + chunk_rows]]).reshape(-1, width).astype(np.float64)
             add_rows_by_group(sums, inv[start:start + chunk_rows], x)
-            squares += np.einsum("ij,ij->j", x, x)
+            squares += float(np.einsum("ij,ij->", x, x))
         counts = np.bincount(inv, minlength=n_spk).astype(np.float64)
         means = sums / counts[:, None]
-        within = np.maximum(squares - (counts[:, None] * means ** 2).sum(0), 0.0) / max(len(rows) - n_spk, 1)
-        between = np.maximum(means.var(0, ddof=1) - within * np.mean(1.0 / counts), 0.0)
-        weight = np.divide(within, between, out=np.full(width, MAX_WEIGHT), where=between > within / MAX_WEIGHT)
-        return cls(means.mean(0), np.minimum(weight, MAX_WEIGHT))
+        within = max(squares - float((counts[:, None] * means ** 2).sum()), 0.0) / max(len(rows) - n_spk, 1)
+        between = float(means.var(0, ddof=1).sum()) - within * float(np.mean(1.0 / counts))
+        weight = within / between if between > 0 else np.inf
+        return cls(means.mean(0), np.array([weight]))
 
     def speaker_means(self, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Each speaker's estimated mean [S, F] from its row sums [S, F] and row counts [S]."""
+        if np.isinf(self.weight).all():  # speakers do not differ: the population mean
+            return np.broadcast_to(self.mean, sums.shape).copy()
         return (sums + self.weight * self.mean) / (counts[:, None] + self.weight)

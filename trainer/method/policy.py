@@ -64,17 +64,18 @@ class Policy(nn.Module):
 
 RUN_KEY = "run"  # the header's metadata: {"meta": the run's cache and choices, "arch": each policy's shape}
 PROMPT_MEANS = "~prompt_means"  # key prefix of the saved prompt means (text_norm), one tensor per policy
-SPEAKER_PRIOR = "~speaker_prior"  # key prefix of a speaker_norm policy's SpeakerPrior: <prefix>/<policy>/{mean,weight}
+SPEAKER_PRIOR = "~speaker_prior"  # key prefix of a speaker_norm policy's SpeakerPrior: <prefix>/<policy>/<field>
+PRIOR_FIELDS = ("mean", "weight")
 
 
 def speaker_prior_tensors(name: str, prior: SpeakerPrior) -> dict:
     """The extra tensors that store policy `name`'s SpeakerPrior (float64) in models.safetensors."""
-    return {f"{SPEAKER_PRIOR}/{name}/{k}": torch.as_tensor(getattr(prior, k)) for k in ("mean", "weight")}
+    return {f"{SPEAKER_PRIOR}/{name}/{k}": torch.as_tensor(getattr(prior, k)) for k in PRIOR_FIELDS}
 
 
 def stored_speaker_prior(extra: dict, name: str) -> SpeakerPrior | None:
     """Policy `name`'s SpeakerPrior from load_policies' meta["extra"]; None for runs saved before it."""
-    keys = [f"{SPEAKER_PRIOR}/{name}/{k}" for k in ("mean", "weight")]
+    keys = [f"{SPEAKER_PRIOR}/{name}/{k}" for k in PRIOR_FIELDS]
     return SpeakerPrior(*(extra[k].numpy() for k in keys)) if all(k in extra for k in keys) else None
 
 
