@@ -1,6 +1,7 @@
 """Inference with a trained run: encode audio files with the run's encoder and window, then average
 the class probabilities of the run's saved policies (one per fold x seed: an ensemble). Runs with
-text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
+speaker_norm centre each speaker with their stored speaker prior (a lone file is not zeroed); runs
+with text_norm subtract their stored prompt means from files whose prompt (text_id) they know."""
 from __future__ import annotations
 
 import re
@@ -121,11 +122,11 @@ class Run:
 
         meta = self.meta
         speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
-        if speaker_norm and speakers is None and len(paths) < 8 and (speaker_means == "own" or not has_speaker_prior(meta)):
+        as_one = speaker_means == "own" or not has_speaker_prior(meta)  # files without speakers: one speaker
+        if speaker_norm and speakers is None and len(paths) < 8 and as_one:
+            retrain = "" if has_speaker_prior(meta) else " (or train the run again: runs since the speaker prior centre a lone file)"
             print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
-                  "give several utterances of the same speaker for reliable predictions"
-                  + ("" if has_speaker_prior(meta) else " (or train the run again: runs trained since the speaker "
-                     "prior centre a lone file)"), file=sys.stderr)
+                  f"give several utterances of the same speaker for reliable predictions{retrain}", file=sys.stderr)
         note = prompt_note(meta, text_ids, len(paths))
         if note:
             print(f"note: {note}", file=sys.stderr)
