@@ -224,17 +224,18 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
 
 @app.command("cache-import")
 def cache_import(
-    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or [layers, D] array each."),
+    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] array each."),
     table: str = typer.Option(..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."),
     out: str = typer.Option(..., help="The cache to write (.h5)."),
     encoder_id: str = typer.Option(..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."),
     first_axis: str = typer.Option("frames", help="What the first axis of a 2-D array is: frames (mean-pooled) or layers."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (default: refuse)."),
 ) -> None:
     """Turn features of any encoder (EmoBox's per-utterance .npy files) into a cache for train / ablate / label."""
     from pipeline.cache import describe
     from pipeline.npy_import import import_npy
 
-    typer.echo(describe(import_npy(folder, table, out, encoder_id, first_axis)))
+    typer.echo(describe(import_npy(folder, table, out, encoder_id, first_axis, overwrite=overwrite)))
 
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
