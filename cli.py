@@ -325,7 +325,10 @@ def ablate(
 
 @app.command()
 def predict(
-    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads)."),
+    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their .wav/.flac/.ogg "
+                                      "files, recursively) or CSV tables with a path column (a manifest: paths "
+                                      "relative to its recorded root; its speaker / text_id columns are used "
+                                      "where no regex is given)."),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
@@ -334,13 +337,20 @@ def predict(
     text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
                                    "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
 ) -> None:
-    """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
+    """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged).
 
-    speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
-    text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
+    Exit 1 when some files could not be read (the others are labelled), 2 when none could."""
+    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
+    from trainer.predict_inputs import audio_inputs, unread_report
+
+    inputs = audio_inputs(audio)
+    paths = inputs.paths
+    speakers = speakers_from_names(paths, speaker_regex) if speaker_regex else inputs.speakers()
+    text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable)
+    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable)
+    if table.empty:
+        raise UserError(unread_report(unreadable, len(paths)))
     if csv:
         from data_manifests.storage import write_text_atomic
 
@@ -351,9 +361,7 @@ def predict(
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
         typer.echo(f"{row['file']}\t{row['label']}\t{probs}")
     if unreadable:
-        typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
-        for path, reason in unreadable.items():
-            typer.echo(f"  {path}: {reason}", err=True)
+        typer.echo(unread_report(unreadable, len(paths)), err=True)
         raise typer.Exit(code=1)
 
 
