@@ -348,7 +348,8 @@ def predict(
     speakers = speakers_from_names(paths, speaker_regex) if speaker_regex else inputs.speakers()
     text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable)
+    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable,
+                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column")
     if table.empty:
         raise UserError(unread_report(unreadable, len(paths)))
     if csv:
