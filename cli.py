@@ -224,7 +224,8 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
 
 @app.command("cache-import")
 def cache_import(
-    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] array each."),
+    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] "
+                                 "array each."),
     table: str = typer.Option(..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."),
     out: str = typer.Option(..., help="The cache to write (.h5)."),
     encoder_id: str = typer.Option(..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."),
@@ -325,10 +326,10 @@ def ablate(
 
 @app.command()
 def predict(
-    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their .wav/.flac/.ogg "
-                                      "files, recursively) or CSV tables with a path column (a manifest: paths "
-                                      "relative to its recorded root; its speaker / text_id columns are used "
-                                      "where no regex is given)."),
+    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their "
+                                      ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
+                                      "manifest: paths relative to its recorded root; its speaker / text_id columns "
+                                      "are used where no regex is given)."),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
@@ -348,8 +349,8 @@ def predict(
     speakers = speakers_from_names(paths, speaker_regex) if speaker_regex else inputs.speakers()
     text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable,
-                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column")
+    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable, "--text-regex, the prompt from "
+                                  "the file name, or a CSV of the files with a text_id column")
     if table.empty:
         raise UserError(unread_report(unreadable, len(paths)))
     if csv:

@@ -29,6 +29,6 @@ def test_a_collapse_is_explained_under_the_table():
     both = format_table(summary({"supervised": (40.0, 1), "bgrpo": (41.0, 2)})).splitlines()
     assert [line.split(" (")[0] for line in both if line.startswith("note:")] == [
         "note: supervised collapsed in 1/2 runs", "note: bgrpo collapsed in 2/2 runs"]
-    assert both[-1].endswith("as supervised's did: the labelled subset alone predicts few classes there: either the "
-                             "pool's classes are that unbalanced (then it is expected; --set collapse_entropy, now 0.75, "
-                             "is the threshold) or the features do not separate them.")
+    assert both[-1].endswith("as supervised's did: the labelled subset alone predicts few classes there: either "
+                             "the pool's classes are that unbalanced (then it is expected; --set collapse_entropy, "
+                             "now 0.75, is the threshold) or the features do not separate them.")

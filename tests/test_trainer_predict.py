@@ -219,8 +219,10 @@ def test_the_unread_report_never_mentions_others_that_do_not_exist():
     from trainer.predict_inputs import unread_report
 
     assert unread_report({"a.txt": "unreadable: x"}, 1) == "could not read a.txt: unreadable: x"
-    assert unread_report({"a": "missing", "b": "empty"}, 2) == "could not read any of the 2 files:\n  a: missing\n  b: empty"
-    assert unread_report({"a": "missing"}, 3) == "could not read 1 of 3 files (the others are labelled above):\n  a: missing"
+    assert unread_report({"a": "missing", "b": "empty"}, 2) == ("could not read any of the 2 files:\n"
+                                                                "  a: missing\n  b: empty")
+    assert unread_report({"a": "missing"}, 3) == ("could not read 1 of 3 files (the others are labelled above):\n"
+                                                  "  a: missing")
 
 
 def test_predict_takes_a_folder_and_a_manifest_and_exits_2_when_nothing_is_read(tone_run, tmp_path):

@@ -31,8 +31,8 @@ class AudioInputs:
             return None
         if not all(known):
             alone = [p for p, k in zip(self.paths, known) if not k]
-            raise UserError(f"the speakers of {len(known) - len(alone)} file(s) come from a table's speaker column, but "
-                            f"{len(alone)} file(s) have none, e.g. {alone[0]}: list them in a CSV with a speaker "
+            raise UserError(f"the speakers of {len(known) - len(alone)} file(s) come from a table's speaker column, "
+                            f"but {len(alone)} file(s) have none, e.g. {alone[0]}: list them in a CSV with a speaker "
                             "column too, or give --speaker-regex for every file")
         return list(self.table_speakers)
 

@@ -96,13 +96,15 @@ def collapse_notes(methods: dict, threshold: float) -> list[str]:
         if m in label_only:
             lines.append(f"{head}: trained on labels alone, it already predicts few classes there: {unbalanced}.")
         elif sup:
-            lines.append(f"{head}, as supervised's did: the labelled subset alone predicts few classes there: {unbalanced}.")
+            lines.append(f"{head}, as supervised's did: the labelled subset alone predicts few classes there: "
+                         f"{unbalanced}.")
         else:
             lines.append(f"{head}{' while supervised did not' if sup == 0 else ''}: learning from the pool reinforced "
-                         f"its own mistakes there, so its scores come {'entirely' if k == n else 'partly'} from such runs"
-                         f"{' and supervised is the safer result' if sup == 0 else ''}. To try: more labels "
+                         f"its own mistakes there, so its scores come {'entirely' if k == n else 'partly'} from such "
+                         f"runs{' and supervised is the safer result' if sup == 0 else ''}. To try: more labels "
                          "(--labeled-fraction: the pool is read through the labelled subset's classes), fewer rounds "
-                         "(--set refit_rounds=1; epochs with update=grpo); each run's pool_pred_entropy is in results.csv.")
+                         "(--set refit_rounds=1; epochs with update=grpo); each run's pool_pred_entropy is in "
+                         "results.csv.")
     return lines
 
 
