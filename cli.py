@@ -224,17 +224,19 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
 
 @app.command("cache-import")
 def cache_import(
-    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or [layers, D] array each."),
+    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] "
+                                 "array each."),
     table: str = typer.Option(..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."),
     out: str = typer.Option(..., help="The cache to write (.h5)."),
     encoder_id: str = typer.Option(..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."),
     first_axis: str = typer.Option("frames", help="What the first axis of a 2-D array is: frames (mean-pooled) or layers."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (default: refuse)."),
 ) -> None:
     """Turn features of any encoder (EmoBox's per-utterance .npy files) into a cache for train / ablate / label."""
     from pipeline.cache import describe
     from pipeline.npy_import import import_npy
 
-    typer.echo(describe(import_npy(folder, table, out, encoder_id, first_axis)))
+    typer.echo(describe(import_npy(folder, table, out, encoder_id, first_axis, overwrite=overwrite)))
 
 
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
@@ -324,12 +326,15 @@ def ablate(
 
 @app.command()
 def predict(
-    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads)."),
+    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their "
+                                      ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
+                                      "manifest: paths relative to its recorded root; its speaker / text_id columns "
+                                      "are used where no regex is given)."),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
     speaker_regex: str = typer.Option(None, help="Speaker of each file from its name (first group), for "
-                                      "--speaker-norm runs; default: all files are one speaker."),
+                                      "speaker_norm runs; default: no speaker known (see --speaker-means)."),
     text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
                                    "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
     speaker_means: str = typer.Option("shrunk", help="speaker_norm runs: shrunk (each speaker's mean pulled toward the "
@@ -337,13 +342,21 @@ def predict(
                                       "| own (each speaker's own mean, all files one speaker without --speaker-regex: "
                                       "how `train` scored its test speakers)."),
 ) -> None:
-    """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged)."""
-    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
+    """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged).
 
-    speakers = speakers_from_names(audio, speaker_regex) if speaker_regex else None
-    text_ids = text_ids_from_names(audio, text_regex) if text_regex else None
+    Exit 1 when some files could not be read (the others are labelled), 2 when none could."""
+    from trainer.predict import load_run, speakers_from_names, text_ids_from_names
+    from trainer.predict_inputs import audio_inputs, unread_report
+
+    inputs = audio_inputs(audio)
+    paths = inputs.paths
+    speakers = speakers_from_names(paths, speaker_regex) if speaker_regex else inputs.speakers()
+    text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(audio, speakers, text_ids, device, unreadable, speaker_means)
+    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means,
+                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column")
+    if table.empty:
+        raise UserError(unread_report(unreadable, len(paths)))
     if csv:
         from data_manifests.storage import write_text_atomic
 
@@ -354,9 +367,7 @@ def predict(
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
         typer.echo(f"{row['file']}\t{row['label']}\t{probs}")
     if unreadable:
-        typer.echo(f"could not read {len(unreadable)} of {len(audio)} files (the others are labelled above):", err=True)
-        for path, reason in unreadable.items():
-            typer.echo(f"  {path}: {reason}", err=True)
+        typer.echo(unread_report(unreadable, len(paths)), err=True)
         raise typer.Exit(code=1)
 
 

@@ -39,13 +39,19 @@ def files_under(root: Path):
         yield from (Path(folder) / name for name in names)
 
 
-def find_audio(root, corpus: str = "corpus") -> list[Path]:
-    """Audio files under root, relative and sorted; skips hidden files and macOS `__MACOSX`/`._` debris."""
-    root = check_root(root)
-    files = sorted(
-        path.relative_to(root) for path in files_under(root)
+def audio_files_under(folder: Path) -> list[Path]:
+    """Audio files under an existing folder, relative to it and sorted; skips hidden files and macOS
+    `__MACOSX`/`._` debris."""
+    return sorted(
+        path.relative_to(folder) for path in files_under(folder)
         if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
-        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(root).parts))
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(folder).parts))
+
+
+def find_audio(root, corpus: str = "corpus") -> list[Path]:
+    """A corpus's audio files (`audio_files_under` its root), or a ManifestError saying why there are none."""
+    root = check_root(root)
+    files = audio_files_under(root)
     if not files:
         videos = sum(1 for path in files_under(root) if path.suffix.lower() in VIDEO_SUFFIXES)
         hint = (f"it holds {videos} video/compressed files ({'/'.join(VIDEO_SUFFIXES)}): extract their audio to "

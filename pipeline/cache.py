@@ -65,7 +65,9 @@ def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
     is instead and `remedy` (what to do)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"cache {path} does not exist: run `python cli.py extract` first, or {remedy}")
+        beside = sorted(p.name for p in path.parent.glob("*.h5") if ".part-" not in p.name)
+        held = f" ({path.parent}/ holds {', '.join(beside)})" if beside else ""
+        raise FileNotFoundError(f"cache {path} does not exist{held}: run `python cli.py extract` first, or {remedy}")
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.h5"))
         raise CacheError(f"cache {path} is a folder, not a file ({'it holds ' + ', '.join(found) if found else 'no .h5 in it'}); {remedy}")

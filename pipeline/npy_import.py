@@ -69,11 +69,16 @@ def load_vectors(path: Path, first_axis: str) -> np.ndarray:
                            "[layers, D] numeric array per utterance with numpy.save") from error
 
 
-def import_npy(folder, manifest, out, encoder_id: str, first_axis: str = "frames", weights_sha256: str = "") -> Path:
+def import_npy(folder, manifest, out, encoder_id: str, first_axis: str = "frames", weights_sha256: str = "",
+               overwrite: bool = False) -> Path:
     """Write the cache `out` from `folder`/<utt_id>.npy for every utterance of `manifest`.
 
-    Refused (UserError naming the file): a table utterance without its .npy, a .npy the table does
+    Refused (UserError naming the file): an existing `out` unless `overwrite` (a cache trained on
+    is never replaced by a slip of --out), a table utterance without its .npy, a .npy the table does
     not name, an array of another shape than the first one's, a non-numeric file."""
+    if Path(out).exists() and not overwrite:
+        raise FeatureImportError(f"{out} already exists: pass another --out, or --overwrite (overwrite=True) "
+                                 "to replace it")
     if not encoder_id:
         raise FeatureImportError("name the encoder that made the features (--encoder-id, e.g. emotion2vec_base): "
                            "caches of different encoders never mix")

@@ -64,6 +64,13 @@ def test_cli_bad_input_exits_2_with_message_and_no_file(tmp_path):
     assert result.exit_code == 2 and "unknown corpus 'nope'" in result.output
 
 
+def test_folders_names_a_missing_root_before_asking_for_a_speaker_regex(tmp_path):
+    result = CliRunner().invoke(app, ["manifest", "--corpus", "folders", "--root", str(tmp_path / "nonexistent")])
+    assert result.exit_code == 2, result.output
+    assert f"corpus root {tmp_path / 'nonexistent'} does not exist" in result.output
+    assert "--speaker-regex" not in result.output
+
+
 def _table(tmp_path, text):
     write_tree(tmp_path / "audio", ["a.wav", "b.wav", "c.wav", "d.wav"])
     path = tmp_path / "table.csv"

@@ -209,3 +209,16 @@ def test_two_merges_into_one_folder_at_once_leave_one_good_cache(tmp_path):
     names = {temp_path(out).name for _ in range(50)}
     assert len(names) == 50 and all(n.startswith(".c.h5.") and n.endswith(".tmp") for n in names)
     assert f".c.h5.{socket.gethostname()}-{os.getpid()}-" in next(iter(names))
+
+
+def test_a_missing_cache_names_the_caches_beside_it(tmp_path):
+    """`info cache/ravdess/whisper-base-full.h5` when only the trim cache was extracted: the message
+    names the cache that is there (shard part files are not caches to read)."""
+    emb, table = small_cache()
+    write_cache_arrays(tmp_path / "whisper-base-trim.h5", emb, table, {"encoder_id": "x", "window": "trim"})
+    (tmp_path / "whisper-base-full.part-0-of-2.h5").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=rf"cache {tmp_path}/whisper-base-full.h5 does not exist "
+                                                rf"\({tmp_path}/ holds whisper-base-trim.h5\): run"):
+        describe(tmp_path / "whisper-base-full.h5")
+    with pytest.raises(FileNotFoundError, match=r"nowhere/c.h5 does not exist: run"):
+        describe(tmp_path / "nowhere/c.h5")

@@ -249,5 +249,6 @@ def test_readme_sequence_runs_on_real_ravdess(tmp_path, monkeypatch):
             assert "32 ok, 0 failed" in proc.output
         if command[0] == "predict":
             assert proc.output.count("\t") >= 2 * 2
+            assert "note:" not in proc.output  # --text-regex gives RAVDESS's prompts (the statement field)
     results = json.loads(next(Path("runs").glob("*/results.json")).read_text())
     assert results["cache"]["n_utterances"] == 32

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from cli import app
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
-from trainer.label_corpus import label_corpus
+from trainer.label_corpus import label_corpus, read_user_labels
 from trainer.next_to_label import suggest_next
 
 NAMES = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
@@ -83,6 +83,24 @@ def test_label_command_writes_both_files(cache, given, tmp_path):
     assert res.exit_code == 0, res.output
     assert len(pd.read_csv(out)) == 192 and len(pd.read_csv(tmp_path / "labelled-to-label.csv")) == 5
     assert "utterances predicted" in res.output
+
+
+def test_the_to_label_rows_filled_in_and_appended_are_read_as_labels(cache, given, tmp_path):
+    """OUT-to-label.csv starts utt_id,label (label empty, to fill in) and keeps its other columns; its
+    rows appended to the labels file are read: filled labels count, empty ones stay unlabelled."""
+    out = tmp_path / "labelled.csv"
+    res = CliRunner().invoke(app, ["label", "--cache", str(cache), "--labels", str(given[0]), "--out", str(out),
+                                   "--seeds", "0", "--next", "4"])
+    assert res.exit_code == 0, res.output
+    to_label = pd.read_csv(tmp_path / "labelled-to-label.csv", dtype=str, keep_default_na=False)
+    assert to_label.columns.tolist() == ["utt_id", "label", "speaker", "predicted", "probability", "second", "margin"]
+    assert (to_label["label"] == "").all() and (to_label["predicted"] != "").all()
+    filled = to_label.assign(label=["angry", "sad", "", ""])
+    labels = tmp_path / "L.csv"
+    labels.write_text(given[0].read_text() + filled.to_csv(index=False, header=False))  # utt_id,label + the rows
+    read = read_user_labels(labels, load_cache(cache).table["utt_id"])
+    assert read.drop(given[1].index).to_dict() == {to_label["utt_id"][0]: "angry", to_label["utt_id"][1]: "sad"}
+    pd.testing.assert_series_equal(read.loc[given[1].index], given[1], check_names=False)
 
 
 @pytest.mark.parametrize("field, value", [("update", "grpo"), ("pool_prior", "em"), ("act_on", "policy"),

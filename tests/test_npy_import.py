@@ -72,3 +72,23 @@ def test_mismatched_files_are_refused_naming_them(tmp_path, fault, message):
                                    "--encoder-id", "x"])
     assert bad.exit_code == 2 and message in bad.output, bad.output
     assert not out.exists()
+
+
+def test_an_existing_out_is_kept_unless_overwrite(tmp_path):
+    table = write_features(tmp_path / "feats", n_speakers=3, per_class=2)
+    out = tmp_path / "imported.h5"
+    command = ["cache-import", str(tmp_path / "feats"), "--table", str(table), "--out", str(out), "--encoder-id", "x"]
+    assert CliRunner().invoke(app, command).exit_code == 0
+    before = out.stat().st_mtime_ns
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 2, again.output
+    assert f"{out} already exists: pass another --out, or --overwrite" in again.output
+    assert out.stat().st_mtime_ns == before
+    replaced = CliRunner().invoke(app, [*command, "--overwrite", "--encoder-id", "y"])
+    assert replaced.exit_code == 0, replaced.output
+    assert load_cache(out).attrs["encoder_id"] == "y"
+
+
+def test_help_keeps_the_bracketed_shapes():
+    text = " ".join(CliRunner().invoke(app, ["cache-import", "--help"]).output.replace("│", " ").split())
+    assert "one [D], [T, D] or [layers, D] array each" in text

@@ -163,4 +163,5 @@ def test_predict_subtracts_stored_means_for_known_prompts_only(tmp_path):
     np.testing.assert_allclose(mixed[:4], known[:4], atol=1e-6)
     np.testing.assert_allclose(mixed[4:], unknown[4:], atol=1e-6)
     assert "4 of 8 file(s) have no known prompt" in prompt_note(meta, list(ids[:4]) + [""] * 4, 8)
-    assert "give --text-regex" in prompt_note(meta, None, 8) and prompt_note(meta, ids, 8) is None
+    assert "give text_ids= (one prompt per file)" in prompt_note(meta, None, 8) and prompt_note(meta, ids, 8) is None
+    assert prompt_note(meta, None, 8, "--text-regex").endswith("(give --text-regex)")  # how cli.py predict says it

@@ -179,3 +179,74 @@ def test_predict_on_a_runs_test_files_reproduces_its_test_predictions(tone_run, 
     (policy,) = policies.values()
     own = policy.probs(job.data.x_test[:]).detach().numpy()
     np.testing.assert_allclose(served[meta["classes"]].to_numpy(float), own, rtol=0, atol=1e-6)
+
+
+def test_folders_and_tables_become_their_audio_files(tmp_path):
+    """A folder: its audio files, recursively and sorted (hidden files and other suffixes skipped); a
+    CSV: its path column, relative paths read from its recorded root (else its folder), its speaker and
+    text_id columns kept; files given alone keep their path."""
+    from data_manifests.home import write_manifest_root
+    from trainer.predict_inputs import audio_inputs
+
+    for name in ["rec/b/2.flac", "rec/a/1.wav", "rec/a/.hidden.wav", "rec/notes.txt", "rec/c/3.OGG", "corpus/x.wav"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    table = tmp_path / "lists/files.csv"
+    table.parent.mkdir()
+    table.write_text(f"path,speaker,text_id\nx.wav,s1,01\n{tmp_path / 'rec/a/1.wav'},s2,\n")
+    write_manifest_root(table, tmp_path / "corpus")
+    got = audio_inputs([tmp_path / "rec", table, "alone.wav"])
+    assert got.paths == [str(tmp_path / p) for p in ["rec/a/1.wav", "rec/b/2.flac", "rec/c/3.OGG", "corpus/x.wav",
+                                                      "rec/a/1.wav"]] + ["alone.wav"]
+    assert got.text_ids() == ["", "", "", "01", "", ""]
+    with pytest.raises(ValueError, match=r"speakers of 2 file\(s\) come from a table's speaker column, but 4 file\(s\) "
+                                         rf"have none, e.g. {tmp_path / 'rec/a/1.wav'}"):
+        got.speakers()
+    only = audio_inputs([table])
+    assert only.speakers() == ["s1", "s2"] and only.paths[0] == str(tmp_path / "corpus/x.wav")
+    assert audio_inputs(["a.wav"]).speakers() is None and audio_inputs(["a.wav"]).text_ids() is None
+    (tmp_path / "empty/deep").mkdir(parents=True)
+    with pytest.raises(ValueError, match=rf"folder {tmp_path / 'empty'} holds no audio file \(.wav/.flac/.ogg"):
+        audio_inputs([tmp_path / "empty"])
+    (tmp_path / "bad.csv").write_text("file,label\na.wav,sad\n")
+    with pytest.raises(ValueError, match=r"bad.csv has no path column \(found file, label\)"):
+        audio_inputs([tmp_path / "bad.csv"])
+    unrooted = tmp_path / "rec/list.csv"  # no .root beside it: paths relative to its own folder
+    unrooted.write_text("path\nb/2.flac\n")
+    assert audio_inputs([unrooted]).paths == [str(tmp_path / "rec/b/2.flac")]
+
+
+def test_the_unread_report_never_mentions_others_that_do_not_exist():
+    from trainer.predict_inputs import unread_report
+
+    assert unread_report({"a.txt": "unreadable: x"}, 1) == "could not read a.txt: unreadable: x"
+    assert unread_report({"a": "missing", "b": "empty"}, 2) == ("could not read any of the 2 files:\n"
+                                                                "  a: missing\n  b: empty")
+    assert unread_report({"a": "missing"}, 3) == ("could not read 1 of 3 files (the others are labelled above):\n"
+                                                  "  a: missing")
+
+
+def test_predict_takes_a_folder_and_a_manifest_and_exits_2_when_nothing_is_read(tone_run, tmp_path):
+    from cli import app
+
+    folder = tmp_path / "new"
+    (folder / "deep").mkdir(parents=True)
+    files = [tone(folder / "deep/a_low.wav", 220, 0.25), tone(folder / "b_high.wav", 3300, 0.4)]
+    (folder / "readme.txt").write_text("not audio")
+    run = ["predict", "--run", str(tone_run / "run"), "--device", "cpu"]
+    by_folder = CliRunner().invoke(app, [*run, "--csv", str(tmp_path / "folder.csv"), str(folder)])
+    assert by_folder.exit_code == 0, by_folder.output
+    assert pd.read_csv(tmp_path / "folder.csv")["file"].tolist() == sorted(files)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("utt_id,path,speaker\na,deep/a_low.wav,s9\nb,b_high.wav,s9\n")
+    (tmp_path / "m.csv.root").write_text("new\n")
+    by_table = CliRunner().invoke(app, [*run, "--csv", str(tmp_path / "table.csv"), str(manifest)])
+    assert by_table.exit_code == 0, by_table.output
+    assert pd.read_csv(tmp_path / "table.csv")["label"].tolist() == ["low", "high"]
+    alone = CliRunner().invoke(app, [*run, "--csv", str(tmp_path / "none.csv"), str(folder / "readme.txt")])
+    assert alone.exit_code == 2, alone.output
+    assert f"error: could not read {folder / 'readme.txt'}: unreadable" in alone.output and "others" not in alone.output
+    assert "file\tpredicted label" not in alone.output and not (tmp_path / "none.csv").exists()
+    (tmp_path / "silent").mkdir()
+    empty = CliRunner().invoke(app, [*run, str(tmp_path / "silent")])
+    assert empty.exit_code == 2 and f"folder {tmp_path / 'silent'} holds no audio file" in empty.output

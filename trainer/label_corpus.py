@@ -32,15 +32,18 @@ from trainer.method.source_gate import gate_sources
 
 def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
     """utt_id -> label of the rows with a label; refuses unknown ids, unknown labels, conflicts and
-    fewer than `min_classes` classes."""
+    fewer than `min_classes` classes. Only the utt_id and label columns are read, so rows may carry
+    more fields than the header: the rows of an OUT-to-label.csv (utt_id,label,... with the labels
+    filled in, or left empty = unlabelled) appended to a `utt_id,label` file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"labels file {path} not found: give a CSV with columns utt_id,label")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=lambda c: c in ("utt_id", "label"))
     missing = [c for c in ("utt_id", "label") if c not in table.columns]
     if missing:
+        found = pd.read_csv(path, dtype=str, nrows=0).columns
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; the file needs utt_id,label "
-                         f"(found {', '.join(table.columns)})")
+                         f"(found {', '.join(found)})")
     table = table.assign(label=table["label"].str.strip(), utt_id=table["utt_id"].str.strip())
     table = table[table["label"] != ""]
     unknown_ids = sorted(set(table["utt_id"]) - set(map(str, utt_ids)))
@@ -115,6 +118,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
                       rng=np.random.default_rng(cfg.seeds[0]))
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
+    suggest.insert(1, "label", "")  # to fill in: utt_id,label first, as in the labels file the rows join
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,
             "sources": gated,  # per seed: each unlabeled_cache, used or not, and why
             "predicted_counts": out.loc[~is_given, "label"].value_counts().to_dict(),

@@ -62,8 +62,12 @@ def has_speaker_prior(meta: dict) -> bool:
                for name, c in choices.items() if c.get("speaker_norm") is True)
 
 
-def prompt_note(meta: dict, text_ids, n_files: int) -> str | None:
-    """What a text_norm run could not do for these files (None when nothing is missing)."""
+LIBRARY_PROMPTS = "text_ids= (one prompt per file)"  # how a library caller gives prompts (cli.py names its flag)
+
+
+def prompt_note(meta: dict, text_ids, n_files: int, give: str = LIBRARY_PROMPTS) -> str | None:
+    """What a text_norm run could not do for these files (None when nothing is missing); `give`: how
+    the caller passes the prompts, named in the note."""
     known = {str(t) for c in meta.get("choices", {}).values() if c.get("text_norm") is True for t in c.get("prompts", [])}
     if not known:
         return None
@@ -71,7 +75,7 @@ def prompt_note(meta: dict, text_ids, n_files: int) -> str | None:
     unknown = sum(1 for t in ids if t not in known)
     if not unknown:
         return None
-    how = "give --text-regex (the prompt from the file name)" if text_ids is None else "they are spoken as they are"
+    how = f"give {give}" if text_ids is None else "they are spoken as they are"
     return (f"the run removes prompt means (text_norm; {len(known)} prompts known) but {unknown} of {n_files} "
             f"file(s) have no known prompt: their content is not removed ({how})")
 
@@ -111,7 +115,8 @@ class Run:
         return list(self.meta["classes"])
 
     def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
-                      unreadable: dict | None = None, speaker_means: str = "shrunk") -> pd.DataFrame:
+                      unreadable: dict | None = None, speaker_means: str = "shrunk",
+                      give_prompts: str = LIBRARY_PROMPTS) -> pd.DataFrame:
         """One row per readable audio file: file, predicted label, the mean probability of every
         class. A file that cannot be read raises BadAudio naming it, or, given an `unreadable`
         dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
@@ -127,7 +132,7 @@ class Run:
             retrain = "" if has_speaker_prior(meta) else " (or train the run again: runs since the speaker prior centre a lone file)"
             print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
                   f"give several utterances of the same speaker for reliable predictions{retrain}", file=sys.stderr)
-        note = prompt_note(meta, text_ids, len(paths))
+        note = prompt_note(meta, text_ids, len(paths), give_prompts)
         if note:
             print(f"note: {note}", file=sys.stderr)
         paths = [str(p) for p in paths]

@@ -55,6 +55,9 @@ def table_legend(over: str, shows_gap: bool) -> str:
     if shows_gap:
         lines.append("G = gap recovered = (F1 - F1 supervised) / (F1 topline - F1 supervised): 0 = no better than "
                      "the labelled subset alone, 1 = as good as every label.")
+    else:
+        lines.append("G (gap recovered) is blank: it needs both `supervised` and `topline` (trained on every label) "
+                     "among the methods.")
     lines.append("collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few "
                  "classes (normalised prediction entropy < 0.75).")
     return "\n".join(lines)
@@ -73,7 +76,36 @@ def format_table(summary: dict) -> str:
                      f"{'' if rel is None else f'{rel:+.1f}%':>12}{'' if g is None else f'{g:.2f}':>8}"
                      f"{d['collapsed_runs']:>6}/{d['macro_f1']['n']}")
     shows_gap = any(d.get("gap_recovered") is not None for d in summary["methods"].values())
-    return "\n".join(lines) + "\n" + table_legend(f"{n_folds} fold(s) x {n_seeds} seed(s)", shows_gap)
+    notes = collapse_notes(summary["methods"], summary["config"]["collapse_entropy"])
+    return "\n".join([*lines, table_legend(f"{n_folds} fold(s) x {n_seeds} seed(s)", shows_gap), *notes])
+
+
+def collapse_notes(methods: dict, threshold: float) -> list[str]:
+    """One line per method with collapsed runs: what the collapse says about that method's runs, and
+    what to try (a number in the collapsed column alone leaves a user guessing whether to trust them)."""
+    label_only = ("supervised", "topline")
+    sup = methods.get("supervised", {}).get("collapsed_runs")
+    unbalanced = (f"either the pool's classes are that unbalanced (then it is expected; --set collapse_entropy, now "
+                  f"{threshold:g}, is the threshold) or the features do not separate them")
+    lines = []
+    for m, d in methods.items():
+        k, n = d["collapsed_runs"], d["macro_f1"]["n"]
+        if not k:
+            continue
+        head = f"note: {m} collapsed in {k}/{n} runs (its predictions on the unlabelled pool piled onto few classes)"
+        if m in label_only:
+            lines.append(f"{head}: trained on labels alone, it already predicts few classes there: {unbalanced}.")
+        elif sup:
+            lines.append(f"{head}, as supervised's did: the labelled subset alone predicts few classes there: "
+                         f"{unbalanced}.")
+        else:
+            lines.append(f"{head}{' while supervised did not' if sup == 0 else ''}: learning from the pool reinforced "
+                         f"its own mistakes there, so its scores come {'entirely' if k == n else 'partly'} from such "
+                         f"runs{' and supervised is the safer result' if sup == 0 else ''}. To try: more labels "
+                         "(--labeled-fraction: the pool is read through the labelled subset's classes), fewer rounds "
+                         "(--set refit_rounds=1; epochs with update=grpo); each run's pool_pred_entropy is in "
+                         "results.csv.")
+    return lines
 
 
 def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: dict) -> None:

@@ -13,6 +13,7 @@ import re
 
 import pandas as pd
 
+from ..audio_files import check_root
 from ..build import build_manifest, parse_files
 from ..schema import ManifestError
 
@@ -46,6 +47,7 @@ def _text_id(pattern: re.Pattern | None, name: str) -> str:
 
 def prepare(root, speaker_regex: str | None = None, label_map=None, n_folds: int = 5, language: str = "",
             strict: bool = False, text_regex: str | None = None) -> pd.DataFrame:
+    check_root(root)  # a wrong --root is the first thing to fix: it says so before asking for a regex
     pattern = compile_speaker_regex(speaker_regex)
     text_pattern = _compile(text_regex, "--text-regex") if text_regex else None
     name_then_label = re.compile(r"(?:^|/)(?P<label>[^/]+)/(?P<name>[^/]+)$")
