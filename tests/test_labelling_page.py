@@ -11,11 +11,20 @@ from typer.testing import CliRunner
 from cli import app as cli_app
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
-from trainer.labelling_page.app import create_app
+from trainer.labelling_page.app import TOKEN_HEADER, create_app
 from trainer.labelling_page.session import LabellingSession, append_label, corpus_audio_root, pca_2d, speaker_folds
 
 NAMES = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
 CFG = TrainConfig(seeds=(0,), refit_rounds=1)
+TOKEN = "test-token"
+
+
+def client_of(session, token=TOKEN):
+    """Flask's test client of the page (Host: localhost), sending `token` with every request."""
+    client = create_app(session, TOKEN, {"localhost"}).test_client()
+    if token is not None:
+        client.environ_base[f"HTTP_{TOKEN_HEADER.upper().replace('-', '_')}"] = token
+    return client
 
 
 def write_labelling_corpus(folder, synthetic_cache):
@@ -54,7 +63,7 @@ def page(corpus, tmp_path):
                                n_suggest=6, cv_folds=2)
     assert session.retrain() == "started"
     session.wait()
-    return session, create_app(session).test_client(), labels, start
+    return session, client_of(session), labels, start
 
 
 def csv_rows(path):
@@ -161,7 +170,7 @@ def test_a_first_session_without_labels_suggests_and_refuses_to_train(corpus, tm
     labels = tmp_path / "new.csv"
     session = LabellingSession(str(cache), labels, folder / "audio", tmp_path / "out.csv", CFG, batch=2)
     assert labels.read_text() == "utt_id,label\n" and session.classes == sorted(NAMES.values())
-    client = create_app(session).test_client()
+    client = client_of(session)
     state = client.get("/api/state").get_json()
     assert state["model"] is None and len(state["suggestions"]) == session.n_suggest
     assert all(s["guesses"] == [] for s in state["suggestions"])
@@ -220,10 +229,10 @@ def test_ctrl_c_stops_the_server_and_keeps_every_label(corpus, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(root)})
     try:
         line = proc.stderr.readline()
-        port = re.search(r"http://127.0.0.1:(\d+)/", line).group(1)
+        port, token = re.search(r"http://127.0.0.1:(\d+)/\?token=(\S+)", line).groups()
         utt = load_cache(cache, layers=[]).table["utt_id"].iloc[-1]
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/label", json.dumps({"utt_id": utt, "label": "sad"}).encode(),
-                                     {"Content-Type": "application/json"})
+                                     {"Content-Type": "application/json", TOKEN_HEADER: token})
         assert json.load(urllib.request.urlopen(req, timeout=60))["saved"] == utt
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
