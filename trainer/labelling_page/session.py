@@ -109,7 +109,8 @@ def read_skipped(path: Path, utt_ids) -> dict:
     ids = [u.strip() for u in table["utt_id"] if u.strip()]
     unknown = sorted(set(ids) - set(utt_ids))
     if unknown:
-        raise UserError(f"skip list {path}: {len(unknown)} utt_id(s) are not in the cache, e.g. {', '.join(unknown[:5])}")
+        raise UserError(f"skip list {path}: {len(unknown)} utt_id(s) are not in the cache, "
+                        f"e.g. {', '.join(unknown[:5])}")
     return dict.fromkeys(ids, True)
 
 
@@ -307,7 +308,8 @@ class LabellingSession:
         if self.model_path.exists():
             try:
                 self.model = load_model(self.model_path, self.utt)
-                self.training.message = f"model {self.model.version} ({self.model.n_labels} labels) loaded from {self.model_path.name}"
+                self.training.message = (f"model {self.model.version} ({self.model.n_labels} labels) loaded "
+                                         f"from {self.model_path.name}")
             except UserError as err:
                 self.training.error = f"{err}: not used; the next retrain replaces it"
         self.version = self.model.version if self.model else 0
@@ -413,7 +415,8 @@ class LabellingSession:
         with self.lock:
             self._writable()
             if utt_id in self.given:
-                raise UserError(f"{utt_id} is labelled {self.given[utt_id]!r}: relabel it (or remove its label) instead")
+                raise UserError(f"{utt_id} is labelled {self.given[utt_id]!r}: relabel it (or remove its label) "
+                                "instead")
             if utt_id not in self.skipped:
                 self._set_skipped(utt_id, True)
                 self.history.append(Change("skip", utt_id, None, "skipped"))
@@ -473,7 +476,8 @@ class LabellingSession:
             self._sync()
             given = [{"utt_id": u, "label": c} for u, c in reversed(self.given.items()) if q in u.lower()]
             skipped = [u for u in reversed(self.skipped) if u not in self.given and q in u.lower()]
-            return {"labels": given[:limit], "n_labels": len(given), "skipped": skipped[:limit], "n_skipped": len(skipped)}
+            return {"labels": given[:limit], "n_labels": len(given),
+                    "skipped": skipped[:limit], "n_skipped": len(skipped)}
 
     # --- the model --------------------------------------------------------------------------------
     def can_train(self) -> bool:
