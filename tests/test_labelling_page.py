@@ -1,6 +1,8 @@
 """`cli.py label --serve`: the labelling page's API with Flask's test client (a label is on disk
 before the answer, a batch starts a retrain that changes the model, bad labels are refused with a
-reason, audio is streamed from the corpus root, export writes every utterance) and its helpers."""
+reason, audio is streamed from the corpus root, export writes every utterance; undo, relabel, skip
+and un-skip keep the files one label per utterance; edits outside the page are picked up; the saved
+model is loaded at start; a foreign Host and a write without the token are refused; ports) and its helpers."""
 import numpy as np
 import pandas as pd
 import pytest
