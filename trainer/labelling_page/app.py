@@ -57,7 +57,7 @@ def create_app(session: LabellingSession, token: str, hosts: set[str]) -> Flask:
             return jsonify({"error": f"Host {request.host!r} is not this page's address "
                                      f"({', '.join(sorted(hosts))}): refused"}), 403
         sent = request.headers.get(TOKEN_HEADER, "").encode()
-        if request.method != "GET" and not hmac.compare_digest(sent, token.encode()):
+        if request.method not in ("GET", "HEAD") and not hmac.compare_digest(sent, token.encode()):
             return jsonify({"error": "missing or wrong token: open the page at the address `label --serve` printed "
                                      "(it ends in ?token=...)"}), 403
         return None
