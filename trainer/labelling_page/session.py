@@ -378,6 +378,10 @@ class LabellingSession:
         self.stamps = self._stamps()
         self.revision += 1
 
+    def _bring_back(self, utt_id: str) -> None:
+        """Suggest utt_id first (an undone label, an un-skip: the person wants it back)."""
+        self.front = [utt_id] + [u for u in self.front if u != utt_id]
+
     # --- labels -----------------------------------------------------------------------------------
     def add_label(self, utt_id: str, label: str) -> dict:
         """Save one label (durably, before returning); start a retrain when a batch is complete."""
@@ -406,7 +410,7 @@ class LabellingSession:
                 self._set_label(utt_id, label or None)
                 self.history.append(Change("label", utt_id, before, label or None))
                 if not label:
-                    self.front = [utt_id] + [u for u in self.front if u != utt_id]
+                    self._bring_back(utt_id)
         return self._answer({"saved": utt_id, "label": label, "before": before})
 
     def skip(self, utt_id: str) -> dict:
@@ -430,7 +434,7 @@ class LabellingSession:
             if utt_id not in self.skipped:
                 raise UserError(f"{utt_id} is not skipped")
             self._set_skipped(utt_id, False)
-            self.front = [utt_id] + [u for u in self.front if u != utt_id]
+            self._bring_back(utt_id)
         return self._answer({"unskipped": utt_id})
 
     def undo(self) -> dict:
@@ -453,7 +457,7 @@ class LabellingSession:
                 self._set_skipped(ch.utt_id, False)
             self.history.pop()
             if ch.utt_id not in self.given:
-                self.front = [ch.utt_id] + [u for u in self.front if u != ch.utt_id]
+                self._bring_back(ch.utt_id)
         return self._answer({"undone": {"kind": ch.kind, "utt_id": ch.utt_id, "label": ch.before}})
 
     def _answer(self, body: dict) -> dict:
