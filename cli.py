@@ -444,8 +444,9 @@ def label(
     unlabeled_cache: str = typer.Option(None, help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is kept only where it helps (source_gate)."),
     serve: bool = typer.Option(False, help="Label in a browser: a local page that plays each suggestion, saves every label "
                                "to LABELS as it is given and retrains after each batch."),
-    port: int = typer.Option(8000, help="--serve: the port."),
-    host: str = typer.Option("127.0.0.1", help="--serve: the address to bind (default: this machine only)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="--serve: the port (0: any free one)."),
+    host: str = typer.Option("127.0.0.1", help="--serve: the address to bind (default: this machine only); the page "
+                             "answers only requests addressed to it, 127.0.0.1 or localhost."),
     root: str = typer.Option(None, help="--serve: the corpus folder the audio paths are relative to (default: --manifest's "
                              "recorded root, else $BGRPO_SER_DATA/<corpus>, else data/<corpus>)."),
     manifest: str = typer.Option(None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."),

@@ -4,7 +4,9 @@ counts of the model before and after the retrains. The simulated person answers 
 own labels (a corpus whose labels are known), as bench/active_learning.py's annotator does.
 
     python cli.py label --cache C --labels L.csv --serve --port 8765 --root CORPUS &
-    python bench/label_page_session.py --url http://127.0.0.1:8765 --cache C [--n 20]
+    python bench/label_page_session.py --url 'http://127.0.0.1:8765/?token=...' --cache C [--n 20]
+
+(--url: the address the command printed; its token lets the script write.)
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -20,11 +23,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pipeline.cache import load_cache  # noqa: E402
+from trainer.labelling_page.app import TOKEN_HEADER  # noqa: E402
+
+TOKEN = {}  # the page's token, from --url
 
 
 def call(url: str, body: dict | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **TOKEN})
     with urllib.request.urlopen(req) as r:
         return json.load(r)
 
@@ -50,10 +56,13 @@ def show(tag: str, st: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8765")
+    ap.add_argument("--url", required=True, help="the page's address as `label --serve` printed it (?token=...)")
     ap.add_argument("--cache", required=True, help="the cache the page serves (its labels answer)")
     ap.add_argument("--n", type=int, default=20)
     args = ap.parse_args(argv)
+    parts = urllib.parse.urlsplit(args.url)
+    TOKEN.update({TOKEN_HEADER: t for t in urllib.parse.parse_qs(parts.query).get("token", [])})
+    args.url = f"{parts.scheme}://{parts.netloc}"
     truth = load_cache(args.cache, layers=[]).table.set_index("utt_id")["label"].astype(str)
     before = settled(args.url)
     show("before", before)

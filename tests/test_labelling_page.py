@@ -1,6 +1,8 @@
 """`cli.py label --serve`: the labelling page's API with Flask's test client (a label is on disk
 before the answer, a batch starts a retrain that changes the model, bad labels are refused with a
-reason, audio is streamed from the corpus root, export writes every utterance) and its helpers."""
+reason, audio is streamed from the corpus root, export writes every utterance; undo, relabel, skip
+and un-skip keep the files one label per utterance; edits outside the page are picked up; the saved
+model is loaded at start; a foreign Host and a write without the token are refused; ports) and its helpers."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,11 +13,20 @@ from typer.testing import CliRunner
 from cli import app as cli_app
 from pipeline.cache import load_cache, write_cache_arrays
 from trainer.config import TrainConfig
-from trainer.labelling_page.app import create_app
+from trainer.labelling_page.app import TOKEN_HEADER, create_app
 from trainer.labelling_page.session import LabellingSession, append_label, corpus_audio_root, pca_2d, speaker_folds
 
 NAMES = {"class0": "angry", "class1": "happy", "class2": "neutral", "class3": "sad"}
 CFG = TrainConfig(seeds=(0,), refit_rounds=1)
+TOKEN = "test-token"
+
+
+def client_of(session, token=TOKEN):
+    """Flask's test client of the page (Host: localhost), sending `token` with every request."""
+    client = create_app(session, TOKEN, {"localhost"}).test_client()
+    if token is not None:
+        client.environ_base[f"HTTP_{TOKEN_HEADER.upper().replace('-', '_')}"] = token
+    return client
 
 
 def write_labelling_corpus(folder, synthetic_cache):
@@ -54,7 +65,7 @@ def page(corpus, tmp_path):
                                n_suggest=6, cv_folds=2)
     assert session.retrain() == "started"
     session.wait()
-    return session, create_app(session).test_client(), labels, start
+    return session, client_of(session), labels, start
 
 
 def csv_rows(path):
@@ -127,11 +138,23 @@ def test_map_and_export(page):
     assert (out["source"] == "given").sum() == len(start) + 1
 
 
-def test_the_page_lists_the_api_it_calls(page):
-    _, client, _, _ = page
+def test_every_call_the_page_makes_reaches_a_route_with_its_method(page):
+    """The page's calls (api(...) reads, act(...) writes with a JSON body) against the app's routes:
+    each answers with the method the page uses (no 404 / 405), and no route of the API goes unused."""
+    import re
+
+    session, client, _, _ = page
     html = client.get("/").get_data(as_text=True)
-    for route in ("/api/state", "/api/map", "/api/label", "/api/retrain", "/api/export"):
-        assert route in html
+    calls = {(m.group(2), "POST" if m.group(3) else "GET")
+             for m in re.finditer(r'\b(api|act)\("(/api/[a-z]+)[^"]*"(\s*,)?', html)}
+    routes = {(r.rule, m) for r in client.application.url_map.iter_rules() if r.rule.startswith("/api/")
+              for m in r.methods - {"HEAD", "OPTIONS"}}
+    assert calls == routes
+    for path, method in sorted(calls):
+        r = client.open(path, method=method, json={} if method == "POST" else None)
+        assert r.status_code in (200, 400), (path, method, r.status_code)
+        assert r.is_json
+    session.wait()
 
 
 def test_append_label_keeps_the_files_columns_and_closes_an_open_last_line(tmp_path):
@@ -161,7 +184,7 @@ def test_a_first_session_without_labels_suggests_and_refuses_to_train(corpus, tm
     labels = tmp_path / "new.csv"
     session = LabellingSession(str(cache), labels, folder / "audio", tmp_path / "out.csv", CFG, batch=2)
     assert labels.read_text() == "utt_id,label\n" and session.classes == sorted(NAMES.values())
-    client = create_app(session).test_client()
+    client = client_of(session)
     state = client.get("/api/state").get_json()
     assert state["model"] is None and len(state["suggestions"]) == session.n_suggest
     assert all(s["guesses"] == [] for s in state["suggestions"])
@@ -220,10 +243,10 @@ def test_ctrl_c_stops_the_server_and_keeps_every_label(corpus, tmp_path):
                             env={**os.environ, "PYTHONPATH": str(root)})
     try:
         line = proc.stderr.readline()
-        port = re.search(r"http://127.0.0.1:(\d+)/", line).group(1)
+        port, token = re.search(r"http://127.0.0.1:(\d+)/\?token=(\S+)", line).groups()
         utt = load_cache(cache, layers=[]).table["utt_id"].iloc[-1]
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/label", json.dumps({"utt_id": utt, "label": "sad"}).encode(),
-                                     {"Content-Type": "application/json"})
+                                     {"Content-Type": "application/json", TOKEN_HEADER: token})
         assert json.load(urllib.request.urlopen(req, timeout=60))["saved"] == utt
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -231,3 +254,180 @@ def test_ctrl_c_stops_the_server_and_keeps_every_label(corpus, tmp_path):
         proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in err and labels.read_text().splitlines()[-1] == f"{utt},sad"
+
+
+def given_rows(path, utt):
+    """The rows of the labels CSV that give utt a label."""
+    t = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return t[(t["utt_id"] == utt) & (t["label"] != "")]["label"].tolist()
+
+
+def test_set_label_in_file_keeps_one_label_per_utterance(tmp_path):
+    from trainer.labelling_page.session import set_label_in_file
+
+    path = tmp_path / "l.csv"
+    path.write_text("utt_id,label,note\na,sad,x\nb,angry,\n\nb,angry,\nc,,keep\n")
+    set_label_in_file(path, "b", "happy")  # the duplicate row goes
+    assert path.read_text() == "utt_id,label,note\na,sad,x\nb,happy,\nc,,keep\n"
+    set_label_in_file(path, "a", "")  # a row with a note keeps it
+    set_label_in_file(path, "b", "")  # a bare row goes
+    set_label_in_file(path, "c", "sad")
+    set_label_in_file(path, "d,1", "happy")  # not in the file: appended, quoted
+    assert path.read_text() == 'utt_id,label,note\na,,x\nc,sad,keep\n"d,1",happy,\n'
+
+
+def test_undo_and_relabel_rewrite_the_file_with_one_label_per_utterance(page):
+    session, client, labels, start = page
+    first = client.get("/api/state").get_json()["suggestions"]
+    a, b = first[0]["utt_id"], first[1]["utt_id"]
+    assert client.post("/api/label", json={"utt_id": a, "label": "sad"}).status_code == 200
+    assert client.post("/api/label", json={"utt_id": b, "label": "happy"}).status_code == 200
+    r = client.post("/api/label", json={"utt_id": a, "label": "angry"})
+    assert r.status_code == 400 and "relabel" in r.get_json()["error"] and "edit" not in r.get_json()["error"]
+    r = client.post("/api/relabel", json={"utt_id": a, "label": "angry"})
+    assert r.status_code == 200 and r.get_json()["before"] == "sad"
+    assert given_rows(labels, a) == ["angry"] and given_rows(labels, b) == ["happy"]
+    from trainer.label_corpus import read_user_labels
+
+    on_disk = read_user_labels(labels, session.utt)
+    assert on_disk.to_dict() == {**start.to_dict(), a: "angry", b: "happy"}
+    # undo: the relabel, then b's label, then a's label; a comes back first in the suggestions
+    assert client.post("/api/undo").get_json()["undone"] == {"kind": "label", "utt_id": a, "label": "sad"}
+    assert given_rows(labels, a) == ["sad"]
+    client.post("/api/undo")
+    assert given_rows(labels, b) == []
+    client.post("/api/undo")
+    assert given_rows(labels, a) == [] and read_user_labels(labels, session.utt).to_dict() == start.to_dict()
+    st = client.get("/api/state").get_json()
+    assert st["suggestions"][0]["utt_id"] == a and st["suggestions"][0]["from"] == "back"
+    assert st["n_labelled"] == len(start) and not st["can_undo"]
+    r = client.post("/api/undo")
+    assert r.status_code == 400 and "nothing to undo" in r.get_json()["error"]
+    # relabel to '' removes a label given before the page started; relabel of an unlabelled one is refused
+    old = start.index[0]
+    assert client.post("/api/relabel", json={"utt_id": old, "label": ""}).status_code == 200
+    assert given_rows(labels, old) == [] and old not in session.given
+    r = client.post("/api/relabel", json={"utt_id": old, "label": "sad"})
+    assert r.status_code == 400 and "no label to change" in r.get_json()["error"]
+    listed = client.get("/api/labels?q=").get_json()
+    assert listed["n_labels"] == len(start) - 1 and old not in {x["utt_id"] for x in listed["labels"]}
+
+
+def test_skipped_utterances_are_kept_beside_the_labels_and_never_suggested(page, corpus):
+    session, client, labels, start = page
+    folder, cache = corpus
+    skipped_csv = labels.with_name("labels.skipped.csv")
+    s1, s2 = [s["utt_id"] for s in client.get("/api/state").get_json()["suggestions"][:2]]
+    assert client.post("/api/skip", json={"utt_id": s1}).status_code == 200
+    assert client.post("/api/skip", json={"utt_id": s2}).status_code == 200
+    assert skipped_csv.read_text() == f"utt_id\n{s1}\n{s2}\n"
+    st = client.get("/api/state").get_json()
+    assert st["n_skipped"] == 2 and {s1, s2}.isdisjoint(s["utt_id"] for s in st["suggestions"])
+    r = client.post("/api/skip", json={"utt_id": start.index[0]})
+    assert r.status_code == 400 and "labelled" in r.get_json()["error"]
+    # a retrain never picks them either, nor does the page after a restart
+    session.retrain()
+    session.wait()
+    assert {s1, s2}.isdisjoint(session.model.suggest)
+    again = LabellingSession(str(cache), labels, folder / "audio", labels.with_name("o.csv"), CFG)
+    assert list(again.skipped) == [s1, s2]
+    # undo un-skips the last; un-skip brings one back first
+    assert client.post("/api/undo").get_json()["undone"]["utt_id"] == s2
+    assert client.post("/api/unskip", json={"utt_id": s1}).status_code == 200
+    assert skipped_csv.read_text() == "utt_id\n"
+    st = client.get("/api/state").get_json()
+    assert [s["utt_id"] for s in st["suggestions"][:2]] == [s1, s2] and st["n_skipped"] == 0
+    assert client.post("/api/unskip", json={"utt_id": s1}).status_code == 400
+
+
+def test_an_edit_of_the_labels_file_outside_the_page_is_picked_up(page):
+    session, client, labels, start = page
+    utt = client.get("/api/state").get_json()["suggestions"][0]["utt_id"]
+    with open(labels, "a") as f:
+        f.write(f"{utt},sad\n")
+    st = client.get("/api/state").get_json()
+    assert st["n_labelled"] == len(start) + 1 and st["labels_since_model"] == 1
+    assert utt not in {s["utt_id"] for s in st["suggestions"]}
+    r = client.post("/api/label", json={"utt_id": utt, "label": "happy"})
+    assert r.status_code == 400 and "already labelled 'sad'" in r.get_json()["error"]
+    # a file that does not read: the page says why, keeps what it had and writes nothing
+    good = labels.read_text()
+    labels.write_text(good + f"{start.index[0]},bored\n")
+    st = client.get("/api/state").get_json()
+    assert "bored" in st["file_error"] and str(labels) in st["file_error"] and st["n_labelled"] == len(start) + 1
+    other = st["suggestions"][0]["utt_id"]
+    r = client.post("/api/label", json={"utt_id": other, "label": "sad"})
+    assert r.status_code == 400 and "saves nothing" in r.get_json()["error"]
+    assert labels.read_text() == good + f"{start.index[0]},bored\n"
+    labels.write_text(good.replace(f"{utt},sad\n", ""))  # fixed, and the label removed again
+    st = client.get("/api/state").get_json()
+    assert st["file_error"] == "" and st["n_labelled"] == len(start) and st["labels_since_model"] == 0
+    assert client.post("/api/label", json={"utt_id": other, "label": "sad"}).status_code == 200
+
+
+def test_the_saved_model_is_loaded_at_start_and_retrained_when_labels_changed(page, corpus, tmp_path):
+    session, client, labels, start = page
+    folder, cache = corpus
+    saved = labels.with_name("labels.model.safetensors")
+    assert saved.is_file()
+    again = LabellingSession(str(cache), labels, folder / "audio", tmp_path / "o.csv", CFG, n_suggest=6)
+    assert again.model is not None and again.model.version == session.model.version
+    assert np.allclose(again.model.probs, session.model.probs, atol=1e-6) and again.model.labels == session.model.labels
+    assert again.model.quality == session.model.quality and not again.stale()
+    st = client_of(again).get("/api/state").get_json()  # guesses from the first request, no retrain
+    assert st["model"]["version"] == session.model.version and not st["training"]["running"]
+    assert all(len(s["guesses"]) == 3 for s in st["suggestions"]) and "loaded" in st["training"]["status"]
+    append_label(labels, st["suggestions"][0]["utt_id"], "sad")
+    assert again.stale()
+    # a file that is not a saved model, or one of another cache, is not used (and said so)
+    saved.write_bytes(b"not a model")
+    broken = LabellingSession(str(cache), labels, folder / "audio", tmp_path / "o.csv", CFG)
+    assert broken.model is None and "not a saved labelling-page model" in broken.training.error and broken.stale()
+
+
+def test_a_foreign_host_is_refused_on_reads_and_writes(page):
+    session, client, labels, _ = page
+    before = labels.read_bytes()
+    utt = client.get("/api/state").get_json()["suggestions"][0]["utt_id"]
+    for path in ("/", "/api/state", f"/audio/{utt}"):
+        r = client.get(path, headers={"Host": "evil.example.com"})
+        assert r.status_code == 403 and "is not this page's address" in r.get_json()["error"]
+    r = client.post("/api/label", json={"utt_id": utt, "label": "sad"}, headers={"Host": "evil.example.com:8000"})
+    assert r.status_code == 403 and labels.read_bytes() == before
+    from trainer.labelling_page.app import page_hosts
+
+    assert page_hosts("127.0.0.1", 8000) == {"127.0.0.1:8000", "localhost:8000", "[::1]:8000"}
+    assert "10.0.0.5:81" in page_hosts("10.0.0.5", 81)
+
+
+def test_writes_need_the_sessions_token(page):
+    session, _, labels, _ = page
+    before = labels.read_bytes()
+    for token in (None, "wrong"):
+        client = client_of(session, token)
+        utt = client.get("/api/state").get_json()["suggestions"][0]["utt_id"]  # reads need no token
+        for path, body in (("/api/label", {"utt_id": utt, "label": "sad"}), ("/api/skip", {"utt_id": utt}),
+                           ("/api/undo", {}), ("/api/retrain", {}), ("/api/export", {})):
+            r = client.post(path, json=body)
+            assert r.status_code == 403 and "token" in r.get_json()["error"], path
+    assert labels.read_bytes() == before and not labels.with_name("labels.skipped.csv").exists()
+    assert not session.out_csv.exists() and not session.training.running
+
+
+def test_serve_refuses_a_port_out_of_range_or_in_use(corpus, tmp_path):
+    import socket
+
+    folder, cache = corpus
+    labels = tmp_path / "l.csv"
+    start_labels(cache, labels)
+    args = ["label", "--cache", str(cache), "--labels", str(labels), "--serve", "--root", str(folder / "audio")]
+    result = CliRunner().invoke(cli_app, args + ["--port", "99999"])
+    assert result.exit_code == 2 and "Invalid value for '--port'" in result.output and "65535" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli_app, args + ["--port", str(port)])
+    assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in result.output
+    assert "--port" in result.output
+    assert "Werkzeug" not in result.output and not labels.with_name("l.model.safetensors").exists()

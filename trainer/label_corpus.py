@@ -65,10 +65,27 @@ def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
     return labels
 
 
+def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.ndarray, classes: list) -> pd.DataFrame:
+    """`label --out`'s every-utterance table: the given labels verbatim (source given), every other
+    row the top class of its probabilities p [N, C] with the runner-up and the margin."""
+    is_given = np.isin(utt, given.index)
+    order = np.argsort(-p, 1)
+    out = pd.DataFrame({"utt_id": utt, "speaker": speakers,
+                        "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
+                                          np.asarray(classes)[order[:, 0]]),
+                        "source": np.where(is_given, "given", "predicted"),
+                        "probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 0]]),
+                        "second": np.where(is_given, "", np.asarray(classes)[order[:, 1]]),
+                        "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
+    out["margin"] = out["probability"] - out["second_probability"]
+    return out
+
+
 def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_suggest: int = 20,
-                 log=lambda line: None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+                 log=lambda line: None, never_suggest=()) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(every utterance's label table, the to-annotate list, info). Probabilities average cfg.seeds;
-    `log` gets one line per step (the steps take from seconds to minutes on large corpora)."""
+    `log` gets one line per step (the steps take from seconds to minutes on large corpora); the
+    utt_ids in `never_suggest` (the page's skipped ones) are predicted but never suggested."""
     cfg = cfg or TrainConfig()
     cfg = cfg.replace(device=resolve_device(cfg.device))
     cache = raw_cache(str(cache_path))
@@ -104,18 +121,11 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
         model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
         probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
-    order = np.argsort(-p, 1)
-    out = pd.DataFrame({"utt_id": utt, "speaker": speakers,
-                        "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
-                                          np.asarray(classes)[order[:, 0]]),
-                        "source": np.where(is_given, "given", "predicted"),
-                        "probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 0]]),
-                        "second": np.where(is_given, "", np.asarray(classes)[order[:, 1]]),
-                        "second_probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 1]])})
-    out["margin"] = out["probability"] - out["second_probability"]
+    out = label_table(utt, speakers, given, p, classes)
     policy_input = z_all[:]
-    nxt = choose_next(DEFAULT_RULE, n_suggest, pool, probs=p, features=policy_input, labelled=lab, labelled_labels=y[lab],
-                      rng=np.random.default_rng(cfg.seeds[0]))
+    candidates = pool[~np.isin(utt[pool], list(never_suggest))]
+    nxt = choose_next(DEFAULT_RULE, n_suggest, candidates, probs=p, features=policy_input, labelled=lab,
+                      labelled_labels=y[lab], rng=np.random.default_rng(cfg.seeds[0]))
     suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     suggest.insert(1, "label", "")  # to fill in: utt_id,label first, as in the labels file the rows join
