@@ -146,8 +146,8 @@ def test_predict_subtracts_stored_means_for_known_prompts_only(tmp_path):
     rows = np.flatnonzero(cache.table["fold"].to_numpy() == 0)[:8]
     feats, spk = cache.features[rows], cache.table["speaker"].to_numpy()[rows]
     ids = cache.table["text_id"].to_numpy()[rows]
-    known = predict_features(policies, meta, feats, spk, ids)
-    unknown = predict_features(policies, meta, feats, spk, [""] * 8)
+    known = predict_features(policies, meta, feats, spk, ids, speaker_means="own")  # the speaker's own mean, as below
+    unknown = predict_features(policies, meta, feats, spk, [""] * 8, speaker_means="own")
     assert not np.allclose(known, unknown)
     # by hand: speaker-centred middle layer minus the stored mean of each file's prompt
     lookup = {p: k for k, p in enumerate(choice["prompts"])}
@@ -159,7 +159,7 @@ def test_predict_subtracts_stored_means_for_known_prompts_only(tmp_path):
     import torch
     np.testing.assert_allclose(known, pol.probs(pol.standardize(torch.as_tensor(x))).numpy(), atol=1e-5)
     assert had.all()
-    mixed = predict_features(policies, meta, feats, spk, list(ids[:4]) + ["never-seen"] * 4)
+    mixed = predict_features(policies, meta, feats, spk, list(ids[:4]) + ["never-seen"] * 4, speaker_means="own")
     np.testing.assert_allclose(mixed[:4], known[:4], atol=1e-6)
     np.testing.assert_allclose(mixed[4:], unknown[4:], atol=1e-6)
     assert "4 of 8 file(s) have no known prompt" in prompt_note(meta, list(ids[:4]) + [""] * 4, 8)
