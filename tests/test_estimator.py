@@ -191,8 +191,9 @@ def test_labels_of_any_dtype_with_minus_one(kind):
 
 def test_labels_mixing_strings_and_numbers_are_refused():
     X, y, _ = blobs(n_speakers=2)
+    mixed = np.array(["angry" if v == 0 else int(v) for v in y], dtype=object)
     with pytest.raises(ValueError, match="y mixes strings and numbers"):
-        BGRPOClassifier(refit_rounds=1, speaker_norm=False).fit(X, np.array(["angry" if v == 0 else int(v) for v in y], dtype=object))
+        BGRPOClassifier(refit_rounds=1, speaker_norm=False).fit(X, mixed)
 
 
 # Checks of scikit-learn's suite that do not apply, and why (the rest pass):
