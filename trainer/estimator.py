@@ -13,7 +13,6 @@ Features are stored as float16, as in a cache, so that array rows and cached row
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
@@ -55,11 +54,12 @@ def _rows(X) -> np.ndarray:
 
 
 def _targets(y) -> tuple[np.ndarray, np.ndarray]:
-    """(y, unlabelled mask) for labels of any dtype with -1 for unlabelled rows: ints, strings in an
-    object array, and ints in an object array (made int64, which scikit-learn's target checks take);
-    in a string array (numpy makes ["a", -1] one) "-1" marks the unlabelled rows."""
+    """(y, unlabelled mask) for labels of any dtype with -1 for unlabelled rows: numbers, strings in an
+    object array, and numbers in an object array (made a numeric array: scikit-learn's target checks
+    call an object array of numbers "unknown"); in a string array (numpy makes ["a", -1] one) "-1"
+    marks the unlabelled rows."""
     y = column_or_1d(y, warn=True)
-    if y.dtype.kind in "US":
+    if y.dtype.kind == "U":
         return y, y == str(UNLABELLED)
     unlabelled = pd.Series(y).eq(UNLABELLED).to_numpy()
     if y.dtype == object:
@@ -67,8 +67,8 @@ def _targets(y) -> tuple[np.ndarray, np.ndarray]:
         if any(strings) and not all(strings):
             raise ValueError("y mixes strings and numbers as labels: give every labelled row the same kind of "
                              "label (-1 marks the unlabelled rows)")
-        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in y):
-            y = y.astype(np.int64)
+        if not any(strings):
+            y = np.asarray(y.tolist())
     return y, unlabelled
 
 
