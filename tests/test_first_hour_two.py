@@ -277,6 +277,6 @@ def test_every_trim_speed_up_quoted_is_the_measured_one():
     quoted = [float(m) for line in text.splitlines() if "trim" in line
               for m in re.findall(r"~?(\d+(?:\.\d+)?)x (?:faster|cheaper)", line)]
     quoted += [float(m) for m in re.findall(r"\*\*([\d.]+)x\*\* our full window", row)]
-    assert len(quoted) >= 3, quoted  # README, EXTRACTION.md, PERFORMANCE.md
+    assert len(quoted) >= 2, quoted  # PERFORMANCE.md's own and at least one elsewhere (README, EXTRACTION.md)
     low, high = (trim - 0.005) / (full + 0.005), (trim + 0.005) / (full - 0.005)  # throughputs given to 0.01
     assert all(low - 0.05 <= q <= high + 0.05 for q in quoted), (quoted, low, high)  # quotes given to 0.1
