@@ -4,6 +4,7 @@ same labels, hidden labels cannot steer the picks; and the labels-saved arithmet
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from bench.active_learning import (
     START,
@@ -18,6 +19,7 @@ from pipeline.cache import load_cache
 from trainer.config import TrainConfig
 from trainer.inputs.fold_jobs import class_names
 from trainer.inputs.protocol import fold_masks
+from trainer.next_to_label import choose_next
 
 RULES = ["margin", "balanced-diverse", "entropy", "k-center", "random"]
 CFG = TrainConfig(refit_rounds=1)
@@ -72,10 +74,37 @@ def test_every_round_adds_exactly_the_budget_and_every_rule_starts_alike(cache, 
     assert len(df) == len(RULES) * (n_rounds + 1)
 
 
-def test_rules_pick_differently(run):
+# A hand-made pool: candidates 0-5 (predicted class, top-1 minus top-2 margin, entropy in nats), labelled rows 6-9
+# (given labels 0, 0, 0, 0) at the origin. 0: 0, .05, .86 | 1: 0, .10, 1.089 | 2: 0, .85 | 3: 1, .65 | 4: 1, .30, .90
+# | 5: 0, .01, 1.099. Features: 4 (10, 0) and 5 (10, .5) side by side; nearest-neighbour distances 3 3 3 6.7 .5 .5.
+HAND_PROBS = np.array([[0.50, 0.45, 0.05], [0.40, 0.30, 0.30], [0.90, 0.05, 0.05], [0.05, 0.80, 0.15],
+                       [0.10, 0.60, 0.30], [0.34, 0.33, 0.33], *[[1 / 3] * 3] * 4])
+HAND_FEATURES = torch.tensor([[0, 0], [0, 3], [3, 0], [6, 6], [10, 0], [10, 0.5],
+                              [0, 1], [1, 0], [1, 1], [0.5, 0.5]])[:, None, :]  # [rows, 1 layer, D]
+HAND_PICKS = {
+    "margin": [5, 4],  # class 0's lowest margin (5), then class 1's (4): classes in turn
+    "entropy": [5, 1],  # the two highest entropies, whatever their class
+    # counts [4, 0, 0], predicted prior [8, 2, 0] / 10, target x (4 + 2) = [4.8, 1.2, 0]: class 1 first (row 4),
+    # then class 0, whose lowest margin (5) is 0.5 from pick 4 (< the median nearest distance 3): the next, row 0
+    "balanced-diverse": [4, 0],
+    "balanced-margin": [4, 5],  # the same turns without the distance: 5 is not skipped
+    # the farthest from labelled rows: 5 (9.01 from (1, 0)); then 3 (6.8 from 5), as 4 is now 0.5 from 5
+    "k-center": [5, 3],
+}
+
+
+def test_each_rule_picks_what_its_definition_says_on_a_hand_made_pool(run):
+    candidates, labelled = np.arange(6), np.arange(6, 10)
+    assert set(RULES) <= {*HAND_PICKS, "random"}
+    for rule in [*HAND_PICKS, "random"]:
+        picks = choose_next(rule, 2, candidates, probs=HAND_PROBS, features=HAND_FEATURES, labelled=labelled,
+                            rng=np.random.default_rng(7), labelled_labels=np.zeros(4, int))
+        want = np.sort(np.random.default_rng(7).choice(candidates, 2, replace=False)) if rule == "random" \
+            else HAND_PICKS[rule]
+        assert picks.tolist() == list(want), rule
+    # and the simulation hands each rule its own picks: no two rules' first batches are alike
     _, trace = run
-    picks = {rule: tuple(trace[rule]["labelled"][1]) for rule in RULES}
-    assert len(set(picks.values())) == len(RULES)
+    assert len({tuple(trace[rule]["labelled"][1]) for rule in RULES}) == len(RULES)
 
 
 def test_hidden_and_test_labels_do_not_steer_the_picks(cache, run):

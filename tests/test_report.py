@@ -1,11 +1,11 @@
 """The printed table of `train` (trainer/report.py): its legend and the notes under it."""
-from trainer.report import format_table
+from trainer.report import format_table, table_legend
 
 
-def summary(methods: dict) -> dict:
+def summary(methods: dict, collapse_entropy: float = 0.75) -> dict:
     """A two-fold, one-seed run's summary with these methods' (macro-F1 mean, collapsed runs)."""
     cell = lambda f1: {"mean": f1, "std": 0.0, "n": 2}  # noqa: E731
-    return {"choices": [{"fold": "0"}, {"fold": "1"}], "config": {"seeds": [0], "collapse_entropy": 0.75},
+    return {"choices": [{"fold": "0"}, {"fold": "1"}], "config": {"seeds": [0], "collapse_entropy": collapse_entropy},
             "methods": {m: {"macro_f1": cell(f1), "ua": cell(f1), "wa": cell(f1), "collapsed_runs": k,
                             "rel_macro_f1_vs_supervised": 0.0} for m, (f1, k) in methods.items()}}
 
@@ -32,3 +32,14 @@ def test_a_collapse_is_explained_under_the_table():
     assert both[-1].endswith("as supervised's did: the labelled subset alone predicts few classes there: either "
                              "the pool's classes are that unbalanced (then it is expected; --set collapse_entropy, "
                              "now 0.75, is the threshold) or the features do not separate them.")
+
+
+COLLAPSED_LEGEND = ("collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few "
+                    "classes (normalised prediction entropy < {}).")
+
+
+def test_the_legend_states_the_runs_collapse_threshold():
+    methods = {"supervised": (60.0, 0), "bgrpo": (65.0, 0)}
+    assert COLLAPSED_LEGEND.format("0.75") in format_table(summary(methods)).splitlines()  # the default's text
+    assert COLLAPSED_LEGEND.format("0.6") in format_table(summary(methods, collapse_entropy=0.6)).splitlines()
+    assert COLLAPSED_LEGEND.format("0.75") in table_legend("each row's folds x seeds", False).splitlines()

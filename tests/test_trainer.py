@@ -7,7 +7,11 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+from data_manifests.errors import UserError
+from pipeline.cache import write_cache_arrays
 from trainer.config import SPEC_FORM, TrainConfig
+from trainer.inputs.fold_jobs import prepare_fold
+from trainer.method.teachers import teacher_for
 from trainer.metrics import fast_macro_f1, gap_recovered, relative_gain
 from trainer.method.policy import Policy, load_policies, save_policies
 from trainer.run import train
@@ -125,7 +129,7 @@ def test_refit_update_with_balanced_actions(cache, tmp_path):
         100 * f1_score(pred.label, pred.pred, labels=sorted(set(pred.label)), average="macro", zero_division=0))
 
 
-def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_cache):
+def test_external_unlabelled_caches_join_the_pool(cache, tmp_path, synthetic_cache):
     ext = synthetic_cache(tmp_path / "ext.h5", n_classes=4, n_speakers=2, per_class=5, n_folds=1, seed=5, corpus="ext")
     res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(ext), reward="self",
                       source_gate="off"),
@@ -141,8 +145,34 @@ def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_
     other = synthetic_cache(tmp_path / "other.h5", n_classes=4, n_speakers=2, per_class=2, n_folds=1, dim=8)
     with pytest.raises(ValueError, match="same encoder"):
         train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=str(other)), cache, tmp_path / "c")
-    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), teacher=f"cache:{cache}", reward="r4"),
-                cache, tmp_path / "b")
+
+
+def test_a_cache_teacher_gives_a_classifier_on_the_other_caches_vectors_matched_by_utt_id(cache, tmp_path):
+    """teacher=cache:OTHER.h5: the teacher is trained on OTHER's vectors of the labelled utterances
+    with the run's labels, and its probabilities for each pool utterance come from OTHER's row of that
+    utt_id. OTHER here: rows in reverse order, its label column all class0 (never read), and vectors a
+    one-hot of a code: the true class for labelled rows, the next class for every other pool row; so a
+    teacher from OTHER predicts those codes, which no classifier on the run's own cache would."""
+    job = prepare_fold(TrainConfig(), str(cache), "1", 0, "cpu")
+    table = job.table
+    code = job.y.copy()
+    pool = job.split.unlabeled
+    code[pool[::2]] = (code[pool[::2]] + 1) % 4
+    rng = np.random.default_rng(0)
+    one_hot = 4.0 * np.eye(4)[code][:, None, :] + 0.1 * rng.normal(size=(len(code), 3, 4))
+    other = write_cache_arrays(tmp_path / "other.h5", one_hot[::-1], table.iloc[::-1].assign(label="class0"),
+                               {"encoder_id": "other", "window": "full", "sample_rate": 16000})
+    cfg = job.cfg.replace(teacher=f"cache:{other}", reward="r4")
+    teacher = teacher_for(cfg, None, job, 0)  # the warm-up policy is not a cache teacher's business
+    probs = teacher.probs(job.data.x_unl[:], torch.arange(len(pool)))
+    assert probs.shape == (len(pool), 4) and torch.allclose(probs.sum(1), torch.ones(len(pool)), atol=1e-5)
+    assert probs.argmax(1).tolist() == code[pool].tolist()
+    short = write_cache_arrays(tmp_path / "short.h5", one_hot[1:], table.iloc[1:],
+                               {"encoder_id": "other", "window": "full", "sample_rate": 16000})
+    with pytest.raises(UserError, match=f"teacher cache {short} lacks 1 utterance"):
+        teacher_for(cfg.replace(teacher=f"cache:{short}"), None, job, 0)
+    res = train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), teacher=f"cache:{other}", reward="r4"),
+                cache, tmp_path / "b")  # and `train` runs with it
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
 
 

@@ -13,10 +13,13 @@ Features are stored as float16, as in a cache, so that array rows and cached row
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import accuracy_score
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
@@ -35,6 +38,9 @@ from trainer.predict import predict_features
 UNLABELLED = -1
 CONFIG_PARAMS = ("layer", "speaker_norm", "text_norm", "refit_rounds", "l2", "reward", "teacher", "update", "device")
 POLICY = "bgrpo"  # the name of the fitted policy in predict_features' ensemble of one
+NO_GROUPS = "fit got no groups (speakers): speaker norm off"  # choices_["reason"] then starts so
+ROUTING = ("inside GridSearchCV / cross_validate: sklearn.set_config(enable_metadata_routing=True) and "
+           "BGRPOClassifier().set_fit_request(groups=True).set_score_request(groups=True), docs/PYTHON_API.md")
 
 
 def _rows(X) -> np.ndarray:
@@ -45,6 +51,25 @@ def _rows(X) -> np.ndarray:
     if X.ndim != 3:
         raise ValueError(f"X must be [n_samples, n_features] or [n_samples, n_layers, n_features], got {X.shape}")
     return X.astype(np.float16)
+
+
+def _targets(y) -> tuple[np.ndarray, np.ndarray]:
+    """(y, unlabelled mask) for labels of any dtype with -1 for unlabelled rows: numbers, strings in an
+    object array, and numbers in an object array (made a numeric array: scikit-learn's target checks
+    call an object array of numbers "unknown"); in a string array (numpy makes ["a", -1] one) "-1"
+    marks the unlabelled rows."""
+    y = column_or_1d(y, warn=True)
+    if y.dtype.kind == "U":
+        return y, y == str(UNLABELLED)
+    unlabelled = pd.Series(y).eq(UNLABELLED).to_numpy()
+    if y.dtype == object:
+        strings = [isinstance(v, str) for v in y[~unlabelled]]
+        if any(strings) and not all(strings):
+            raise ValueError("y mixes strings and numbers as labels: give every labelled row the same kind of "
+                             "label (-1 marks the unlabelled rows)")
+        if not any(strings):
+            y = np.asarray(y.tolist())
+    return y, unlabelled
 
 
 def _labels(values, n: int, what: str) -> np.ndarray:
@@ -67,8 +92,10 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
     to a train run's fold and seed to reproduce that run.
 
     fit(X, y, groups=None, text_ids=None): groups = speaker of each row (speaker_norm; without
-    groups speaker_norm=auto is off: there is no speaker to centre), text_ids = prompt of each row (text_norm; default: unknown). predict and
-    predict_proba take the same optional groups / text_ids of the rows they score.
+    groups speaker_norm=auto is off, with a warning: there is no speaker to centre), text_ids =
+    prompt of each row (text_norm; default: unknown). predict, predict_proba and score take the same
+    optional groups / text_ids of the rows they score. Inside a search, groups reach fit and score
+    only through scikit-learn's metadata routing (ROUTING).
 
     Fitted attributes: classes_, transduction_ (a label for every training row: given or
     predicted), n_rounds_ (B-GRPO rounds or epochs run), selected_ (pool rows selected, A > 0, per
@@ -112,10 +139,9 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("BGRPOClassifier requires y to be passed, but the target y is None "
                              "(y = -1 marks the unlabelled rows)")
         raw = _rows(X)
-        y = column_or_1d(y, warn=True)
+        y, unlabelled = _targets(y)
         if len(y) != len(raw):
             raise ValueError(f"X has {len(raw)} rows, y {len(y)}")
-        unlabelled = pd.Series(y).eq(UNLABELLED).to_numpy()
         check_classification_targets(y[~unlabelled] if (~unlabelled).any() else y)
         self.classes_ = np.unique(y[~unlabelled])
         if len(self.classes_) < 2:
@@ -130,7 +156,10 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         if text_ids is None:
             table = table.drop(columns="text_id")
         cfg = self.config()
-        if groups is None and cfg.speaker_norm == "auto":  # one speaker: centring would shift by each batch's mean
+        no_groups = groups is None and cfg.speaker_norm == "auto"
+        if no_groups:  # one speaker: centring would shift by each batch's mean
+            warnings.warn(f"BGRPOClassifier.{NO_GROUPS}. Pass groups=speakers ({ROUTING}), or speaker_norm=False "
+                          "to say that there are none", UserWarning, stacklevel=2)
             cfg = cfg.replace(speaker_norm=False)
         rows = np.arange(len(raw))
         split = Split.labelled_and_pool(rows[~unlabelled], rows[unlabelled])
@@ -138,6 +167,8 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         # as prepare_fold does for a cache: the label-only `auto` choices, the rows the policy sees, the FoldJob
         attrs = {"num_hidden_states": raw.shape[1]}
         cfg, choice = resolve_auto(cfg, CacheData(raw, table, attrs, "", None), split, codes, len(names))
+        if no_groups:  # the reason says why, not "fixed" (what resolve_auto calls a given setting)
+            choice["reason"] = "; ".join([NO_GROUPS, *choice["reason"].split("; ")[1:]])
         x = policy_rows(raw, speakers, cfg.layer, cfg.speaker_norm)
         job = fold_job(cfg, x, table, codes, names, split, choice, torch.device(resolve_device(cfg.device)))
 
@@ -185,3 +216,18 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X, groups=None, text_ids=None, speaker_means="shrunk") -> np.ndarray:
         check_is_fitted(self, "policy_")
         return self.classes_[self.predict_proba(X, groups, text_ids, speaker_means).argmax(1)]
+
+    def score(self, X, y, groups=None, text_ids=None, speaker_means="shrunk", sample_weight=None) -> float:
+        """Accuracy on the labelled rows (y != -1). Every row is predicted, so the unlabelled rows of a
+        speaker also inform its mean (speaker centring); groups / text_ids as in predict."""
+        check_is_fitted(self, "policy_")
+        y, unlabelled = _targets(y)
+        if unlabelled.all():
+            raise ValueError("score needs labelled rows (y != -1); every row of y is -1")
+        if groups is None and self._meta["choices"][POLICY]["speaker_norm"]:
+            warnings.warn("BGRPOClassifier.score got no groups but fit centred speakers: each row is centred alone "
+                          f"by the speaker prior. Pass groups=speakers ({ROUTING})", UserWarning, stacklevel=2)
+        labelled = ~unlabelled
+        pred = self.predict(X, groups, text_ids, speaker_means)
+        weight = None if sample_weight is None else np.asarray(sample_weight)[labelled]
+        return float(accuracy_score(y[labelled], pred[labelled], sample_weight=weight))

@@ -46,8 +46,9 @@ def summarise(rows: pd.DataFrame, n_classes: int, conf_by_method: dict | None = 
     return out
 
 
-def table_legend(over: str, shows_gap: bool) -> str:
-    """What the printed tables' numbers are, and each abbreviation (G only when a G is shown)."""
+def table_legend(over: str, shows_gap: bool, collapse_entropy: float = TrainConfig.collapse_entropy) -> str:
+    """What the printed tables' numbers are, and each abbreviation (G only when a G is shown);
+    collapse_entropy: the runs' threshold of `collapsed` (TrainConfig.collapse_entropy)."""
     lines = [
         f"Scores in %, mean ± std over {over} (each test fold's speakers unseen in training).",
         "UA = unweighted accuracy (mean of the per-class recalls); WA = weighted accuracy (share of test "
@@ -59,7 +60,7 @@ def table_legend(over: str, shows_gap: bool) -> str:
         lines.append("G (gap recovered) is blank: it needs both `supervised` and `topline` (trained on every label) "
                      "among the methods.")
     lines.append("collapsed = runs (of folds x seeds) whose predictions on the unlabelled pool piled onto few "
-                 "classes (normalised prediction entropy < 0.75).")
+                 f"classes (normalised prediction entropy < {collapse_entropy:g}).")
     return "\n".join(lines)
 
 
@@ -76,8 +77,9 @@ def format_table(summary: dict) -> str:
                      f"{'' if rel is None else f'{rel:+.1f}%':>12}{'' if g is None else f'{g:.2f}':>8}"
                      f"{d['collapsed_runs']:>6}/{d['macro_f1']['n']}")
     shows_gap = any(d.get("gap_recovered") is not None for d in summary["methods"].values())
-    notes = collapse_notes(summary["methods"], summary["config"]["collapse_entropy"])
-    return "\n".join([*lines, table_legend(f"{n_folds} fold(s) x {n_seeds} seed(s)", shows_gap), *notes])
+    threshold = summary["config"]["collapse_entropy"]
+    notes = collapse_notes(summary["methods"], threshold)
+    return "\n".join([*lines, table_legend(f"{n_folds} fold(s) x {n_seeds} seed(s)", shows_gap, threshold), *notes])
 
 
 def collapse_notes(methods: dict, threshold: float) -> list[str]:
