@@ -311,7 +311,7 @@ def ablate(
     import time
 
     from pipeline.locate import find_cache
-    from trainer.ablate import ablate as run
+    from trainer.ablate import ablate as run, read_grid
     from trainer.report import table_legend
 
     out_dir = out or f"runs/ablate-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -319,8 +319,10 @@ def ablate(
     with _reported_warnings():
         table = run(cache, grid, out_dir, workers)
     typer.echo((Path(out_dir) / "ablation.md").read_text())
+    base = read_grid(grid)[0]
     typer.echo(table_legend("each row's folds x seeds (their number: after the / of collapsed)",
-                            table["gap_recovered"].notna().any()))
+                            table["gap_recovered"].notna().any(),
+                            base.get("collapse_entropy", TrainConfig.collapse_entropy)))
     typer.echo(f"wrote {out_dir}/ablation.csv, ablation.md, all_runs.csv")
 
 
