@@ -101,7 +101,7 @@ def close_gaps(runs: np.ndarray, min_gap: int) -> np.ndarray:
 
 def split_long(runs: np.ndarray, probs: np.ndarray, max_frames: int) -> np.ndarray:
     """Runs longer than `max_frames` cut at their quietest frame (probability smoothed over 5
-    frames) within the run's middle half, again until every piece fits."""
+    frames; the middle of a tie) within the run's middle half, again until every piece fits."""
     smooth = np.convolve(probs, np.ones(5) / 5, mode="same") if len(probs) else probs
     out, todo = [], [tuple(r) for r in runs[::-1]]
     while todo:
@@ -111,7 +111,8 @@ def split_long(runs: np.ndarray, probs: np.ndarray, max_frames: int) -> np.ndarr
             out.append((start, end))
             continue
         lo, hi = start + length // 4, end - length // 4
-        cut = lo + int(np.argmin(smooth[lo:hi]))
+        quietest = np.flatnonzero(smooth[lo:hi] <= smooth[lo:hi].min() + 1e-6)
+        cut = lo + int(quietest[len(quietest) // 2])  # the middle of a flat minimum
         todo += [(cut, end), (start, cut)]
     return np.asarray(out, np.int64).reshape(-1, 2)
 
@@ -213,7 +214,7 @@ def read_blocks(path, split: bool = False, block_seconds: float = BLOCK_SECONDS)
             except Exception as exc:
                 raise BadAudio(f"unreadable after {seen / rate:.1f} s: {exc}".replace("\n", " ")) from exc
             seen += len(data)
-            last = len(data) < step
+            last = len(data) < step or f.tell() >= f.frames
             if not seen:
                 raise BadAudio("empty: zero samples")
             if not np.isfinite(data).all():
@@ -349,18 +350,19 @@ def read_part(path: Path, header: dict) -> tuple[dict, bool]:
 
 
 def existing_rows(out: Path, header: dict) -> dict:
-    """recording -> rows of a manifest already at `out` (new files are added to it), refusing one
-    made with other settings."""
+    """recording -> rows of a manifest already at `out` (new files are added to it; recordings
+    without speech, listed beside it, map to no rows), refusing one made with other settings."""
     if not out.is_file():
         return {}
     recorded = settings_file(out)
-    found = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else None
-    if found != header:
-        raise UserError(f"{out} exists and was not made by `segment` with these settings and root ({found}, now "
-                        f"{header}): pass another --out, or the same settings")
+    found = json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file() else {}
+    if found.get("header") != header:
+        raise UserError(f"{out} exists and was not made by `segment` with these settings and root "
+                        f"({found.get('header')}, now {header}): pass another --out, or the same settings")
     table = read_manifest(out)
     columns = [c for c in table.columns if c != "fold"]
-    return {rid: group[columns].to_dict("records") for rid, group in table.groupby("recording", sort=False)}
+    rows = {rid: group[columns].to_dict("records") for rid, group in table.groupby("recording", sort=False)}
+    return {**{rid: [] for rid in found.get("without_speech", [])}, **rows}
 
 
 def merge_parts(out: Path, header: dict, n: int, root: Path, log=print) -> bool:
@@ -382,7 +384,8 @@ def merge_parts(out: Path, header: dict, n: int, root: Path, log=print) -> bool:
     table["fold"] = speaker_folds(table["speaker"], 5, table["recording"])
     write_manifest(table, out)
     write_manifest_root(out, root)
-    write_text_atomic(settings_file(out), json.dumps(header) + "\n")
+    without = sorted(rid for rid, found in rows.items() if not found)
+    write_text_atomic(settings_file(out), json.dumps({"header": header, "without_speech": without}) + "\n")
     for p in parts:
         p.unlink(missing_ok=True)
     return True
@@ -425,6 +428,8 @@ def segment_files(inputs, out, settings: SegmentSettings, split: bool = False, s
     with tqdm(total=sum(map(_seconds, todo)), disable=not progress or not todo, desc=out.stem,
               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]") as bar, \
             open(part, "a", encoding="utf-8") as journal:
+        if not part.read_bytes().endswith(b"\n"):
+            journal.write("\n")  # after a line cut short by a kill
         for path in todo:
             rel = path.relative_to(root).as_posix()
             try:
