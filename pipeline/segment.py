@@ -52,8 +52,8 @@ class SegmentSettings:
 
     threshold: float = 0.5  # speech starts where the VAD's probability reaches this
     min_speech: float = 0.25  # shorter bursts of speech are dropped (clicks, breaths)
-    min_silence: float = 0.15  # shorter pauses do not end a segment
-    padding: float = 0.1  # added before and after each segment (at most half the pause to the next)
+    min_silence: float = 0.25  # shorter pauses do not end a segment
+    padding: float = 0.2  # added before and after each segment (at most half the pause to the next)
     min_segment: float = 0.5  # shorter segments (after padding) are dropped: too short for an emotion
     max_segment: float = 20.0  # longer runs are split at their quietest point (<= 30 s: one encoder input)
 
