@@ -198,26 +198,37 @@ def extract(
 
 @app.command()
 def segment(
-    inputs: list[str] = typer.Argument(..., help="Audio files or folders of them (any format soundfile reads: wav, flac, ogg, mp3, ...)."),
-    out: str = typer.Option(..., help="The manifest CSV to write (e.g. manifests/calls.csv); its corpus folder is recorded in <out>.root."),
-    threshold: float = typer.Option(SEGMENT.threshold, help="Speech starts where the VAD's probability reaches this (0-1; lower finds quieter speech)."),
-    min_speech: float = typer.Option(SEGMENT.min_speech, help="Seconds: shorter bursts of speech are dropped (clicks, breaths)."),
+    inputs: list[str] = typer.Argument(..., help="Audio files or folders of them (any format soundfile reads: "
+                                       "wav, flac, ogg, mp3, ...)."),
+    out: str = typer.Option(..., help="The manifest CSV to write (e.g. manifests/calls.csv); its corpus folder "
+                            "is recorded in <out>.root."),
+    threshold: float = typer.Option(SEGMENT.threshold, help="Speech starts where the VAD's probability reaches "
+                                    "this (0-1; lower finds quieter speech)."),
+    min_speech: float = typer.Option(SEGMENT.min_speech, help="Seconds: shorter bursts of speech are dropped "
+                                     "(clicks, breaths)."),
     min_silence: float = typer.Option(SEGMENT.min_silence, help="Seconds: shorter pauses do not end a segment."),
-    padding: float = typer.Option(SEGMENT.padding, help="Seconds added before and after each segment (at most half the pause to the next)."),
-    min_segment: float = typer.Option(SEGMENT.min_segment, help="Seconds: shorter segments (after padding) are dropped, too short for an emotion."),
-    max_segment: float = typer.Option(SEGMENT.max_segment, help="Seconds (<= 30, one encoder input): longer speech is split at its quietest point."),
-    channels: str = typer.Option("mix", help="mix: downmix stereo to one stream; split: each channel its own speaker (calls)."),
-    speaker_regex: str = typer.Option(None, help="Speaker of each file from a regex over its name (named group `speaker` or the "
-                                      "first group); default: each recording is its own speaker."),
-    corpus: str = typer.Option(None, help="The corpus name in the manifest (names the cache folder of `extract`); default: OUT's stem."),
+    padding: float = typer.Option(SEGMENT.padding, help="Seconds added before and after each segment (at most "
+                                  "half the pause to the next)."),
+    min_segment: float = typer.Option(SEGMENT.min_segment, help="Seconds: shorter segments (after padding) are "
+                                      "dropped, too short for an emotion."),
+    max_segment: float = typer.Option(SEGMENT.max_segment, help="Seconds (<= 30, one encoder input): longer "
+                                      "speech is split at its quietest point."),
+    channels: str = typer.Option("mix", help="mix: downmix stereo to one stream; split: each channel its own "
+                                 "speaker (calls)."),
+    speaker_regex: str = typer.Option(None, help="Speaker of each file from a regex over its name (named group "
+                                      "`speaker` or the first group); default: each recording is its own speaker."),
+    corpus: str = typer.Option(None, help="The corpus name in the manifest (names the cache folder of `extract`); "
+                               "default: OUT's stem."),
     language: str = typer.Option("", help="Language code written to the manifest (e.g. en)."),
-    root: str = typer.Option(None, help="The folder the manifest's paths are relative to (default: the inputs' common folder)."),
-    shard: str = typer.Option(None, help="i/n: segment every n-th file from the i-th into a part file (default RANK/WORLD_SIZE "
-                              "under torchrun); the last shard to finish writes the manifest."),
+    root: str = typer.Option(None, help="The folder the manifest's paths are relative to (default: the inputs' "
+                             "common folder)."),
+    shard: str = typer.Option(None, help="i/n: segment every n-th file from the i-th into a part file (default "
+                              "RANK/WORLD_SIZE under torchrun); the last shard to finish writes the manifest."),
 ) -> None:
     """Cut long recordings into speech segments (a voice-activity detector): one unlabelled manifest row each.
 
-    Resumable: the same command skips recordings already segmented (in OUT or a part file) and adds new files."""
+    Resumable: the same command skips recordings already segmented (in OUT or a part file) and adds new
+    files (docs/SEGMENTS.md)."""
     from pipeline.segment import segment_files
     from pipeline.shards import parse_shard
 

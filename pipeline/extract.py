@@ -109,8 +109,8 @@ def check_spans(table: pd.DataFrame, root) -> None:
         length = info.frames / info.samplerate
         if end > length + 0.5 / info.samplerate:
             rows = table[(table["path"] == path) & (table["end"] > length)]
-            past.append(f"{root / path}: {len(rows)} segments end after its {length:.3f} s (e.g. {rows['utt_id'].iloc[0]} "
-                        f"ends at {rows['end'].iloc[0]:.3f} s)")
+            past.append(f"{root / path}: {len(rows)} segments end after its {length:.3f} s "
+                        f"(e.g. {rows['utt_id'].iloc[0]} ends at {rows['end'].iloc[0]:.3f} s)")
     if past:
         raise listed_error(f"{len(past)} source files are shorter than the segments the manifest reads from them", past,
                            "The manifest was made from other audio: re-run `python cli.py segment` on these files.")

@@ -207,9 +207,10 @@ def test_a_span_is_exactly_the_slice_of_the_whole_file(tmp_path, suffix, subtype
     sf.write(path, (0.2 * rng.standard_normal((SAMPLE_RATE * 7, 2))).astype(np.float32), SAMPLE_RATE, subtype=subtype)
     whole = load_audio(path)
     a, b = 1.234567, 5.4321
-    np.testing.assert_array_equal(load_audio(path, Span(a, b)), whole[round(a * SAMPLE_RATE):round(b * SAMPLE_RATE)])
+    cut = slice(round(a * SAMPLE_RATE), round(b * SAMPLE_RATE))
+    np.testing.assert_array_equal(load_audio(path, Span(a, b)), whole[cut])
     stereo = sf.read(path, dtype="float32", always_2d=True)[0]
-    np.testing.assert_array_equal(load_audio(path, Span(a, b, 1)), stereo[round(a * SAMPLE_RATE):round(b * SAMPLE_RATE), 1])
+    np.testing.assert_array_equal(load_audio(path, Span(a, b, 1)), stereo[cut, 1])
 
 
 def test_a_span_of_another_rate_is_the_slice_resampled(tmp_path):
@@ -242,8 +243,8 @@ def test_a_clip_cache_is_what_it_was_before_segments(tmp_path):
     sha = manifest_sha256(table)
     assert sha == "d484a75a0bcd1913f4d2177c8a264854698a57a34b78573a074ab7d5a4920981"
     emb = np.arange(24, dtype=np.float32).reshape(3, 2, 4) / 7
-    path = write_cache_arrays(tmp_path / "c.h5", emb, table, {"encoder_id": "e", "weights_sha256": "w", "window": "trim",
-                                                               "sample_rate": 16000, "manifest_sha256": sha})
+    identity = {"encoder_id": "e", "weights_sha256": "w", "window": "trim", "sample_rate": 16000, "manifest_sha256": sha}
+    path = write_cache_arrays(tmp_path / "c.h5", emb, table, identity)
     with h5py.File(path) as f:
         assert f.attrs["fingerprint"] == "e0de9c934a0a61ae88e90ebed45a0aac927d1bd27fa7c3610a752b6cf62c6425"
         assert not {"recording", "start", "end", "channel"} & set(f)
@@ -389,3 +390,17 @@ def test_extract_reads_segments_in_place(recordings, tmp_path):
         sf.write(clips[-1], audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)], SAMPLE_RATE, subtype="FLOAT")
     vectors = embed_files([str(c) for c in clips], "tiny.en", "trim", "cpu")
     np.testing.assert_allclose(data.features[:2].astype(np.float32), vectors, atol=2e-2, rtol=1e-2)
+
+
+def test_bench_scores_hand_made_segments():
+    from bench.segment_page import score
+
+    truth = pd.DataFrame({"recording": "r", "start": [1.0, 3.0, 6.0, 9.0], "end": [2.0, 4.0, 7.0, 10.0]})
+    # one segment per utterance 0, utterances 1 and 2 in one segment, utterance 3 cut in two, none missed
+    segments = {"r": np.array([[0.9, 2.1], [2.8, 7.2], [8.9, 9.5], [9.5, 10.2]])}
+    s = score(segments, truth)
+    assert s["found_pct"] == 100.0 and s["two_or_more_pct"] == 25.0
+    assert s["segments_per_utterance"] == pytest.approx((1 + 1 + 1 + 2) / 4)
+    assert s["boundary_median_s"] == pytest.approx(0.1)  # only utterance 0 is a one-to-one match
+    missed = score({"r": segments["r"][:1]}, truth)
+    assert missed["found_pct"] == 25.0
