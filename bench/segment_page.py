@@ -215,22 +215,24 @@ def peak_rss(path: Path, out: Path) -> tuple[float, float, str]:
 
 def labelled_segments(segments: Path, truth: pd.DataFrame, clip_cache: Path, out: Path) -> dict:
     """The segment manifest with each segment labelled as the utterance whose clip it overlaps most
-    (segments overlapping none dropped) and the clip cache's fold of its speaker: the same folds."""
+    (segments overlapping none dropped), with that utterance's prompt (text_id: the clips' content
+    normalisation gets the same information) and the clip cache's fold of its speaker: the same folds."""
     from data_manifests.home import manifest_root, write_manifest_root
     from data_manifests.storage import write_manifest
     from pipeline.cache import open_checked, read_table
 
     table = read_manifest(segments)
     with open_checked(clip_cache) as f:
-        clips = read_table(f, ["path", "label", "speaker", "fold"]).set_index("path")
-    labels, folds = [], []
+        clips = read_table(f, ["path", "label", "speaker", "fold", "text_id"]).set_index("path")
+    labels, folds, texts = [], [], []
     for row in table.itertuples():
         spans = truth[truth["recording"] == row.recording]
         ov = overlaps(np.array([[row.start, row.end]]), spans[["clip_start", "clip_end"]].to_numpy())[0]
         clip = spans["clip"].iloc[int(np.argmax(ov))] if ov.max() > 0 else None
         labels.append(clips.loc[clip, "label"] if clip else "")
         folds.append(int(clips.loc[clip, "fold"]) if clip else -1)
-    table = table.assign(label=labels, raw_label=labels, fold=folds)
+        texts.append(clips.loc[clip, "text_id"] if clip else "")
+    table = table.assign(label=labels, raw_label=labels, fold=folds, text_id=texts)
     kept = table[table["label"] != ""].copy()
     by_speaker = kept.groupby("speaker")["fold"].agg(lambda f: f.mode()[0])
     kept["fold"] = kept["speaker"].map(by_speaker)

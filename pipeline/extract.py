@@ -394,8 +394,9 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
 
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
                 batch_size: int = 8, encoder: Encoder | None = None,
-                weights_sha256: str | None = None, unreadable: dict | None = None) -> np.ndarray:
-    """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
+                weights_sha256: str | None = None, unreadable: dict | None = None, spans=None) -> np.ndarray:
+    """Pooled hidden states [n, L+1, D] float32 of audio files (or of their `spans`, one Span or
+    None per path: segments of a long file read in place), processed exactly as in a cache.
 
     To match a cache: model=attrs["encoder_id"], window=attrs["window"], and
     weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file,
@@ -408,12 +409,13 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
                            f"vectors were made with weights {weights_sha256[:12]}...: a different encoder gives "
                            "different vectors; use the same model files, or re-extract and retrain")
     filters = mel_filters(enc.feature_extractor, enc.device)
+    spans = [None] * len(paths) if spans is None else list(spans)
     out = []
     for start in range(0, len(paths), batch_size):
         items = []
-        for p in paths[start:start + batch_size]:
+        for p, span in zip(paths[start:start + batch_size], spans[start:start + batch_size]):
             try:
-                audio = load_audio(p)
+                audio = load_audio(p, span)
             except BadAudio as exc:
                 if unreadable is None:
                     raise BadAudio(f"{p}: {exc}") from exc

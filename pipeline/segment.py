@@ -15,6 +15,7 @@ shard that finishes last merges the parts into the manifest (folds keep a record
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -154,8 +155,10 @@ def model_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def onnx_session(threads: int = 1):
-    """An onnxruntime session of the VAD (one thread: the model is a recurrent stream, frame after frame)."""
+    """The process's onnxruntime session of the VAD (one thread: the model is a recurrent stream,
+    frame after frame); a SileroVAD per stream shares it."""
     try:
         import onnxruntime as ort
     except ImportError as error:

@@ -390,6 +390,9 @@ def test_extract_reads_segments_in_place(recordings, tmp_path):
         sf.write(clips[-1], audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)], SAMPLE_RATE, subtype="FLOAT")
     vectors = embed_files([str(c) for c in clips], "tiny.en", "trim", "cpu")
     np.testing.assert_allclose(data.features[:2].astype(np.float32), vectors, atol=2e-2, rtol=1e-2)
+    spans = [Span(a, b) for a, b in table[["start", "end"]].to_numpy()[:2]]
+    in_place = embed_files([str(folder / "s16.flac")] * 2, "tiny.en", "trim", "cpu", spans=spans)
+    np.testing.assert_allclose(in_place, vectors, atol=1e-5)
 
 
 def test_bench_scores_hand_made_segments():
