@@ -407,3 +407,16 @@ def test_bench_scores_hand_made_segments():
     assert s["boundary_median_s"] == pytest.approx(0.1)  # only utterance 0 is a one-to-one match
     missed = score({"r": segments["r"][:1]}, truth)
     assert missed["found_pct"] == 25.0
+
+
+def test_train_refuses_a_cache_of_unlabelled_segments(tmp_path):
+    from trainer.config import TrainConfig
+    from trainer.jobs import jobs_for
+
+    table = pd.concat([segment_rows([0, 0]), segment_rows([1, 1]).assign(
+        utt_id=["q@0", "q@1"], recording="q", speaker=["s3", "s4"])], ignore_index=True)
+    identity = {"encoder_id": "e", "weights_sha256": "w", "window": "trim", "sample_rate": 16000,
+                "manifest_sha256": manifest_sha256(table)}
+    path = write_cache_arrays(tmp_path / "u.h5", np.ones((4, 2, 4), np.float32), table, identity)
+    with pytest.raises(ValueError, match="4 of 4 utterances have no label"):
+        jobs_for(TrainConfig(), path)
