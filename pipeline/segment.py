@@ -410,6 +410,12 @@ def segment_files(inputs, out, settings: SegmentSettings, split: bool = False, s
     outside = [p for p in files if not p.is_relative_to(root)]
     if outside:
         raise UserError(f"{outside[0]} is not under --root {root}: pass a root that holds every input")
+    ids: dict[str, Path] = {}
+    for path in files:
+        rid = recording_id(path.relative_to(root).as_posix())
+        if ids.setdefault(rid, path) != path:
+            raise UserError(f"{ids[rid]} and {path} would be one recording ({rid}): rename one, or segment them "
+                            "into two manifests")
     corpus = corpus or out.stem
     header = {"settings": asdict(settings), "root": str(root), "channels": "split" if split else "mix",
               "speaker_regex": speaker_regex or "", "corpus": corpus, "language": language}

@@ -243,7 +243,8 @@ def test_a_clip_cache_is_what_it_was_before_segments(tmp_path):
     sha = manifest_sha256(table)
     assert sha == "d484a75a0bcd1913f4d2177c8a264854698a57a34b78573a074ab7d5a4920981"
     emb = np.arange(24, dtype=np.float32).reshape(3, 2, 4) / 7
-    identity = {"encoder_id": "e", "weights_sha256": "w", "window": "trim", "sample_rate": 16000, "manifest_sha256": sha}
+    identity = {"encoder_id": "e", "weights_sha256": "w", "window": "trim", "sample_rate": 16000,
+                "manifest_sha256": sha}
     path = write_cache_arrays(tmp_path / "c.h5", emb, table, identity)
     with h5py.File(path) as f:
         assert f.attrs["fingerprint"] == "e0de9c934a0a61ae88e90ebed45a0aac927d1bd27fa7c3610a752b6cf62c6425"
@@ -420,3 +421,11 @@ def test_train_refuses_a_cache_of_unlabelled_segments(tmp_path):
     path = write_cache_arrays(tmp_path / "u.h5", np.ones((4, 2, 4), np.float32), table, identity)
     with pytest.raises(ValueError, match="4 of 4 utterances have no label"):
         jobs_for(TrainConfig(), path)
+
+
+def test_two_files_of_one_recording_id_are_refused(recordings, tmp_path):
+    folder, _ = recordings
+    for suffix in (".wav", ".flac"):
+        sf.write(tmp_path / f"same{suffix}", np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    result = run_cli("segment", tmp_path / "same.wav", tmp_path / "same.flac", "--out", tmp_path / "m.csv", check_rc=2)
+    assert "would be one recording (same)" in result.output
