@@ -258,7 +258,7 @@ def segment_file(path, settings: SegmentSettings, session, split: bool = False, 
         samples += len(audio)
         if on_block is not None:
             on_block(seconds)
-    total = samples / SAMPLE_RATE
+    total = min(samples / SAMPLE_RATE, info.frames / info.samplerate)  # no span past the source's last sample
     keys = list(range(len(vads))) if split else [None]
     return Recording(total, info.samplerate, info.channels,
                      {k: segments_from_probs(np.concatenate(p), settings, total) for k, p in zip(keys, probs)})
@@ -295,11 +295,12 @@ def rows_of(rel: str, recording: Recording, speaker: str, corpus: str, language:
     for channel, bounds in recording.streams.items():
         tag = "" if channel is None else f":ch{channel}"
         for start, end in bounds:
+            start, end = round(float(start), 4), round(float(end), 4)  # 0.1 ms
+            end = end if end <= recording.seconds else math.floor(recording.seconds * 1e4) / 1e4  # inside the file
             row = {"utt_id": f"{rid}{tag}@{round(start * 1000)}", "path": rel, "speaker": speaker + tag,
                    "gender": "", "language": language, "label": UNLABELLED, "raw_label": "", "split": "",
                    "duration": round(end - start, 4), "corpus": corpus, "sample_rate": recording.rate,
-                   "channels": recording.channels, "text_id": "", "recording": rid,
-                   "start": round(float(start), 4), "end": round(float(end), 4)}
+                   "channels": recording.channels, "text_id": "", "recording": rid, "start": start, "end": end}
             if channel is not None:
                 row[CHANNEL_COLUMN] = channel
             rows.append(row)

@@ -429,3 +429,15 @@ def test_two_files_of_one_recording_id_are_refused(recordings, tmp_path):
         sf.write(tmp_path / f"same{suffix}", np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
     result = run_cli("segment", tmp_path / "same.wav", tmp_path / "same.flac", "--out", tmp_path / "m.csv", check_rc=2)
     assert "would be one recording (same)" in result.output
+
+
+def test_speech_to_the_last_sample_gives_a_span_inside_the_file(tmp_path):
+    clip = speech_clips(1)[0]
+    voiced = np.flatnonzero(np.abs(clip) > 0.01)
+    ending = np.concatenate([np.zeros(SAMPLE_RATE // 2, np.float32), clip[:voiced[-1] - 2000]])  # cut mid-word
+    sf.write(tmp_path / "cut.wav", soxr.resample(ending, SAMPLE_RATE, 44100), 44100, subtype="PCM_16")
+    run_cli("segment", tmp_path / "cut.wav", "--out", tmp_path / "m.csv", check_rc=0)
+    table = read_manifest(tmp_path / "m.csv")
+    assert table["end"].iloc[-1] <= sf.info(tmp_path / "cut.wav").duration
+    check_spans(table, tmp_path)
+    assert len(load_audio(tmp_path / "cut.wav", Span(table["start"].iloc[-1], table["end"].iloc[-1])))
