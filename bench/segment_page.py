@@ -397,7 +397,10 @@ pipelines on the same folds, not of paired runs. A first CASIA run gave the segm
 the clips, which have prompts and so content normalisation; the prompts, not the cutting, made that
 gap. On RAVDESS the segments stay under the clips; more context is not why: the same run with
 `segment --padding 0.5` (1482 segments, found 99.38%) gave bgrpo 72.1 ± 5.7, supervised 67.0 ± 6.3
-(the clips' run repeated gave the same 76.60 / 71.35)."""
+(the clips' run repeated gave the same 76.60 / 71.35), and neither are the extra pieces: the cache
+cut to the 1382 segments that are their utterance's only segment gave bgrpo 72.7 ± 4.6, supervised
+66.4 ± 5.0. What the clips have that the segments lack (their own second of recorded silence on each
+side, cut by the VAD and only partly restored by the padding) was not tested."""
 
 NOT_DONE_TEXT = """## mp3 offsets, and what is not here
 
