@@ -14,7 +14,10 @@ from typer.core import TyperGroup
 
 from data_manifests.errors import UserError
 from data_manifests.os_faults import fault_message, signals_raise
+from pipeline.segment import SegmentSettings
 from trainer.config import TrainConfig, flag_help
+
+SEGMENT = SegmentSettings()  # `segment`'s defaults
 
 # Bad input: the message names the file or setting and what to do; exit 2. OS errors that are not
 # machine faults (those have their own exit codes) are files the user named: missing, not readable
@@ -155,7 +158,8 @@ def extract(
 
     from data_manifests import ManifestError, audio_root, check_trainable, manifest_root, prepare, read_manifest
     from pipeline.encoder import resolve_model
-    from pipeline.extract import cache_path, extract as run, parse_shard
+    from pipeline.extract import cache_path, extract as run
+    from pipeline.shards import parse_shard
     from pipeline.hub_encoder import is_waveform_model
 
     options = {name: value for name, value in locals().items() if name in ADAPTER_OPTIONS}
@@ -190,6 +194,59 @@ def extract(
         typer.echo(f"  failed {utt}: {reason}")
     typer.echo(result.final_line())
     raise typer.Exit(code=1 if result.failed else 0)
+
+
+@app.command()
+def segment(
+    inputs: list[str] = typer.Argument(..., help="Audio files or folders of them (any format soundfile reads: "
+                                       "wav, flac, ogg, mp3, ...)."),
+    out: str = typer.Option(..., help="The manifest CSV to write (e.g. manifests/calls.csv); its corpus folder "
+                            "is recorded in <out>.root."),
+    threshold: float = typer.Option(SEGMENT.threshold, help="Speech starts where the VAD's probability reaches "
+                                    "this (0-1; lower finds quieter speech)."),
+    min_speech: float = typer.Option(SEGMENT.min_speech, help="Seconds: shorter bursts of speech are dropped "
+                                     "(clicks, breaths)."),
+    min_silence: float = typer.Option(SEGMENT.min_silence, help="Seconds: shorter pauses do not end a segment."),
+    padding: float = typer.Option(SEGMENT.padding, help="Seconds added before and after each segment (at most "
+                                  "half the pause to the next)."),
+    min_segment: float = typer.Option(SEGMENT.min_segment, help="Seconds: shorter segments (after padding) are "
+                                      "dropped, too short for an emotion."),
+    max_segment: float = typer.Option(SEGMENT.max_segment, help="Seconds (<= 30, one encoder input): longer "
+                                      "speech is split at its quietest point."),
+    channels: str = typer.Option("mix", help="mix: downmix stereo to one stream; split: each channel its own "
+                                 "speaker (calls)."),
+    speaker_regex: str = typer.Option(None, help="Speaker of each file from a regex over its name (named group "
+                                      "`speaker` or the first group); default: each recording is its own speaker."),
+    corpus: str = typer.Option(None, help="The corpus name in the manifest (names the cache folder of `extract`); "
+                               "default: OUT's stem."),
+    language: str = typer.Option("", help="Language code written to the manifest (e.g. en)."),
+    root: str = typer.Option(None, help="The folder the manifest's paths are relative to (default: the inputs' "
+                             "common folder)."),
+    shard: str = typer.Option(None, help="i/n: segment every n-th file from the i-th into a part file (default "
+                              "RANK/WORLD_SIZE under torchrun); the last shard to finish writes the manifest."),
+) -> None:
+    """Cut long recordings into speech segments (a voice-activity detector): one unlabelled manifest row each.
+
+    Resumable: the same command skips recordings already segmented (in OUT or a part file) and adds new
+    files (docs/SEGMENTS.md)."""
+    from pipeline.segment import segment_files
+    from pipeline.shards import parse_shard
+
+    if channels not in ("mix", "split"):
+        raise UserError(f"--channels {channels!r}: choose mix or split")
+    settings = SegmentSettings(threshold, min_speech, min_silence, padding, min_segment, max_segment)
+    run = segment_files(inputs, out, settings, channels == "split", speaker_regex, parse_shard(shard), corpus,
+                        language, root, log=typer.echo)
+    typer.echo(f"{run.segments} segments from {run.segmented} recordings ({run.audio_seconds / 3600:.3f} h) in "
+               f"{run.wall_seconds:.1f} s ({run.audio_seconds / max(run.wall_seconds, 1e-9):.0f}x real time); "
+               f"{run.done_before} already done, {len(run.no_speech)} without speech, {len(run.failed)} unreadable")
+    if run.merged:
+        typer.echo(f"wrote {run.out} (then: python cli.py extract --manifest {run.out})")
+    if run.failed:
+        typer.echo(f"could not read {len(run.failed)} files (the others are segmented):", err=True)
+        for path, reason in run.failed.items():
+            typer.echo(f"  {path}: {reason}", err=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

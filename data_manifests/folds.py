@@ -7,21 +7,46 @@ import pandas as pd
 from data_manifests.errors import UserError
 
 
-def speaker_folds(speakers: pd.Series, k: int = 5) -> pd.Series:
-    """Fold (0..k-1) per row, every speaker in exactly one fold, folds balanced by utterance count.
+def fold_units(speakers: pd.Series, recordings: pd.Series | None = None) -> pd.Series:
+    """The unit a fold keeps whole, per row: the speaker, or, with recordings (segments of longer
+    audio), the connected group of speakers and recordings (two speakers of one call share a unit,
+    so neither a speaker nor a recording is ever split between folds). Named by its first speaker
+    in sorted order, so the result depends only on the rows' values."""
+    if recordings is None:
+        return speakers
+    parent: dict = {}
 
-    Greedy: speakers in order of decreasing utterance count (ties by name) go to the currently smallest
-    fold (ties by fold index), so the result depends only on the speaker list, never on file order or a
-    seed. k is capped at the number of speakers (leave-one-speaker-out when there are few).
+    def root(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for speaker, recording in zip(speakers.astype(str), recordings.astype(str)):
+        a, b = root(("s", speaker)), root(("r", recording))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    return speakers.astype(str).map(lambda speaker: root(("s", speaker))[1])
+
+
+def speaker_folds(speakers: pd.Series, k: int = 5, recordings: pd.Series | None = None) -> pd.Series:
+    """Fold (0..k-1) per row, every speaker (and recording, when given) in exactly one fold, folds
+    balanced by utterance count.
+
+    Greedy: units (fold_units) in order of decreasing utterance count (ties by name) go to the
+    currently smallest fold (ties by fold index), so the result depends only on the speaker list,
+    never on file order or a seed. k is capped at the number of units (leave-one-speaker-out when
+    there are few).
     """
     if k < 2:
         raise UserError(f"k must be >= 2 folds, got {k}")
-    counts = speakers.value_counts()
-    order = sorted(counts.index, key=lambda speaker: (-counts[speaker], str(speaker)))
+    units = fold_units(speakers, recordings)
+    counts = units.value_counts()
+    order = sorted(counts.index, key=lambda unit: (-counts[unit], str(unit)))
     sizes = np.zeros(min(k, len(order)), dtype=np.int64)
     fold_of = {}
-    for speaker in order:
+    for unit in order:
         fold = int(np.argmin(sizes))
-        fold_of[speaker] = fold
-        sizes[fold] += counts[speaker]
-    return speakers.map(fold_of).astype("Int64")
+        fold_of[unit] = fold
+        sizes[fold] += counts[unit]
+    return units.map(fold_of).astype("Int64")

@@ -25,6 +25,13 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 # text_id: what was said, the same id wherever the same prompt (sentence, word) is spoken; empty
 # where unknown (natural speech, where no prompt repeats). The trainer's text_norm reads it.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("text_id",)
+# Segments of a longer recording (`cli.py segment`): the span [start, end) in seconds of the source
+# file `path`, and the recording it belongs to (a fold keeps a recording whole). Present together or
+# not at all, and never added to a manifest of clips; `channel` (the source channel read, for
+# `segment --channels split`) is optional among them. The label of a segment may be "" (unlabelled).
+SEGMENT_COLUMNS: tuple[str, ...] = ("recording", "start", "end")
+CHANNEL_COLUMN = "channel"
+UNLABELLED = ""
 REQUIRED_COLUMNS = tuple(column for column in MANIFEST_COLUMNS if column not in OPTIONAL_COLUMNS)
 
 TEXT_COLUMNS = ("utt_id", "path", "speaker", "gender", "language", "label", "raw_label", "split", "corpus", "text_id")
@@ -112,10 +119,35 @@ def coerce_dtypes(df: pd.DataFrame) -> pd.DataFrame:
     df["duration"] = df["duration"].astype("float64")
     df["sample_rate"] = df["sample_rate"].astype("int64")
     df["channels"] = df["channels"].astype("int64")
+    if "recording" in df.columns:
+        df["recording"] = df["recording"].fillna("").astype(str)
+    for column in ("start", "end"):
+        if column in df.columns:
+            df[column] = pd.to_numeric(df[column], errors="coerce").astype("float64")
+    if CHANNEL_COLUMN in df.columns:
+        df[CHANNEL_COLUMN] = pd.to_numeric(df[CHANNEL_COLUMN], errors="coerce").astype("Int64")
+    typed = (*MANIFEST_COLUMNS, *SEGMENT_COLUMNS, CHANNEL_COLUMN)
     extras = [column for column in df.columns if column not in MANIFEST_COLUMNS]
     for column in extras:
-        df[column] = df[column].fillna("").astype(str)
+        if column not in typed:
+            df[column] = df[column].fillna("").astype(str)
     return df[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
+
+
+def check_segments(df: pd.DataFrame, source: str) -> None:
+    """Segment columns all present or all absent, each span 0 <= start < end with a recording id."""
+    present = [column for column in SEGMENT_COLUMNS if column in df.columns]
+    if not present:
+        return
+    if len(present) != len(SEGMENT_COLUMNS):
+        missing = [column for column in SEGMENT_COLUMNS if column not in present]
+        raise ManifestError(f"{source}: segment columns {present} without {missing}; a segment row needs "
+                            f"{list(SEGMENT_COLUMNS)} (re-run `python cli.py segment`).")
+    bad = df[~((df["start"] >= 0) & (df["end"] > df["start"])) | (df["recording"] == "")]
+    if len(bad):
+        raise listed_error(f"{source}: {len(bad)} segments without a recording or with start/end not 0 <= start < end",
+                           [f"{row.utt_id}: {row.path} [{row.start}, {row.end}]" for row in bad.itertuples()],
+                           "Fix the start/end columns (seconds in the source file) or re-run `python cli.py segment`.")
 
 
 def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
@@ -138,7 +170,8 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
             [f"{row.utt_id}: {row.path}" for row in duplicated.itertuples()],
             "Point --root at one copy or remove the duplicates.")
 
-    unknown = df[~df["label"].isin(CANONICAL_LABELS)]
+    check_segments(df, source)
+    unknown = df[~df["label"].isin(CANONICAL_LABELS + (UNLABELLED,))]
     if len(unknown):
         raise listed_error(
             f"{source}: {len(unknown)} rows with labels outside the vocabulary ({', '.join(CANONICAL_LABELS)})",
@@ -165,6 +198,14 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
         raise listed_error(
             f"{source}: {len(leaking)} speakers appear in more than one fold, so folds are not speaker-independent",
             pairs, "Fix the fold column (or drop it to let folds be made by speaker).")
+    if "recording" in df.columns:
+        split_recordings = df[has_fold].groupby("recording")["fold"].nunique()
+        split_recordings = split_recordings[split_recordings > 1]
+        if len(split_recordings):
+            raise listed_error(
+                f"{source}: {len(split_recordings)} recordings have segments in more than one fold, so a test fold "
+                "would hear parts of a recording trained on", split_recordings.index,
+                "Fix the fold column (or drop it to let folds be made by speaker and recording).")
 
     bad_audio = df[(df["duration"] <= 0) | (df["sample_rate"] <= 0) | (df["channels"] <= 0)]
     if len(bad_audio):

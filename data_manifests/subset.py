@@ -22,7 +22,8 @@ def keep_speakers(table: pd.DataFrame, speakers: str) -> pd.DataFrame:
 
 
 def refold(table: pd.DataFrame, n_folds: int, corpus: str) -> pd.DataFrame:
-    """The corpus's standard folds replaced by `n_folds` speaker-balanced ones (a fold never splits a speaker)."""
+    """The corpus's standard folds replaced by `n_folds` speaker-balanced ones (a fold never splits a speaker,
+    nor a recording's segments)."""
     if table["fold"].isna().all():
         raise ManifestError(f"corpus {corpus!r} has an official train/test split, not folds: it does not take --n-folds.")
     if int(n_folds) < 2:
@@ -30,7 +31,7 @@ def refold(table: pd.DataFrame, n_folds: int, corpus: str) -> pd.DataFrame:
     warnings.warn(ManifestWarning(
         f"{corpus}: --n-folds {n_folds} replaces the corpus's standard folds with speaker-balanced ones: scores are "
         "not comparable with results on the standard folds."), stacklevel=3)
-    return table.assign(fold=speaker_folds(table["speaker"], int(n_folds)))
+    return table.assign(fold=speaker_folds(table["speaker"], int(n_folds), table.get("recording")))
 
 
 def check_trainable(table: pd.DataFrame, corpus: str) -> None:

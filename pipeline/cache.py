@@ -13,6 +13,8 @@ Layout (row i = utterance i, in manifest order; failed rows keep their place, ok
   /text_id      utf-8   [N]          the prompt said (empty = unknown); absent in older caches, and
                                      outside the fingerprint: `set_annotation` adds or updates it
   /row          int32   [N]          row in the manifest (orders shard part files for `merge`)
+  /recording /start /end (/channel)  utf-8, float64 s, float64 s (int16): only in caches of segment
+                                     manifests (`cli.py segment`); a clip cache has none of them
   attrs: encoder_id, weights_sha256, window, sample_rate, manifest_sha256, package_version,
          created, num_hidden_states, hidden_size, complete, fingerprint (+ shard,
          num_failed, audio_seconds where `extract` wrote the file)
@@ -35,6 +37,7 @@ from data_manifests.errors import UserError
 from data_manifests.storage import atomic_path, temp_path
 from data_manifests.summary import prompt_line
 
+STR = h5py.string_dtype("utf-8")
 STRING_COLUMNS = ("utt_id", "label", "speaker", "split", "corpus", "path", "gender", "language", "error", "text_id")
 # table columns that describe utterances without changing their vectors: updated in place, no re-encoding
 ANNOTATION_COLUMNS = ("text_id",)
@@ -43,9 +46,10 @@ NUMERIC_COLUMNS = {"num_frames": np.int32, "duration": np.float32, "fold": np.in
 # bookkeeping, not identity: two caches with equal vectors from equal inputs share a fingerprint
 VOLATILE_ATTRS = ("created", "package_version", "fingerprint", "complete", "shard", "num_failed",
                   "audio_seconds")
+# the segment columns, written only when the table has them (SEGMENT_COLUMNS in data_manifests.schema)
+SEGMENT_DATASETS = {"recording": STR, "start": np.float64, "end": np.float64, "channel": np.int16}
 CHUNK_ROWS = 256
 READ_ROWS = 64 * CHUNK_ROWS  # rows per block when reading layers: memory = output + one block
-STR = h5py.string_dtype("utf-8")
 # what a cache was made from: caches (and shard parts) with different values never mix
 IDENTITY_KEYS = ("encoder_id", "weights_sha256", "window", "sample_rate", "manifest_sha256")
 # (device, inode, size, mtime) of the cache files whose fingerprint this process has checked:
@@ -194,6 +198,11 @@ def write_cache(path, table: pd.DataFrame, attrs: dict, state_shape, blocks) -> 
             else:
                 values = table[col].fillna(defaults[col]) if col in table else [defaults[col]] * n
             f.create_dataset(col, data=np.asarray(values, dtype=dtype))
+        for col, dtype in SEGMENT_DATASETS.items():
+            if col in table:
+                values = table[col].fillna(-1) if col == "channel" else table[col]
+                f.create_dataset(col, data=np.asarray(list(values) if dtype is STR else values,
+                                                      dtype=object if dtype is STR else dtype), dtype=dtype)
         # named like atomic_path's temp files, so a killed run's leftovers are found and removed
         stage_dir = temp_path(path.with_name(f"{path.name}.stage"))
         stage_dir.mkdir(exist_ok=True)
@@ -270,6 +279,8 @@ def read_table(f: h5py.File, columns=None) -> pd.DataFrame:
     wanted = None if columns is None else set(columns) | {"ok"}
     cols = {c: f[c].asstr()[...] for c in STRING_COLUMNS if c in f and (wanted is None or c in wanted)}
     cols.update({c: f[c][...] for c in NUMERIC_COLUMNS if c in f and (wanted is None or c in wanted)})
+    cols.update({c: f[c].asstr()[...] if dtype is STR else f[c][...] for c, dtype in SEGMENT_DATASETS.items()
+                 if c in f and (wanted is None or c in wanted)})
     return pd.DataFrame(cols)
 
 

@@ -27,12 +27,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 from tqdm import tqdm
 
 from data_manifests.errors import UserError
+from data_manifests.schema import CHANNEL_COLUMN, SEGMENT_COLUMNS, listed_error
 from data_manifests.summary import manifest_changes
-from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, collate, load_audio, split_windows
+from pipeline.audio import SAMPLE_RATE, AudioDataset, BadAudio, Item, Span, collate, load_audio, split_windows
 from pipeline.batch_encode import encode_batch, plan_batches
 from pipeline.cache import (
     ANNOTATION_COLUMNS,
@@ -50,9 +52,13 @@ from pipeline.encoder import Encoder, EncoderError, load_encoder
 from pipeline.log_mel import mel_filters
 from pipeline.resume_store import BatchStore
 from pipeline.run_lock import die_with_parent, exclusive
+from pipeline.shards import parse_shard  # noqa: F401  (`extract --shard`, where callers have found it)
 from pipeline.window import FULL_MEL_FRAMES, check_window
 
-MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus")
+# the segment columns (start, end, recording, channel) exist only in segment manifests: a clip
+# manifest's digest, and so its cache's fingerprint, is what it was before segments existed
+MANIFEST_KEYS = ("utt_id", "path", "label", "speaker", "gender", "language", "fold", "split", "corpus",
+                 *SEGMENT_COLUMNS, CHANNEL_COLUMN)
 # mel frames of encoder input per batch, padding included: 64 full windows on a GPU, 4 on a CPU
 FRAME_BUDGET = {"cuda": 64 * FULL_MEL_FRAMES, "cpu": 4 * FULL_MEL_FRAMES}
 
@@ -76,6 +82,38 @@ def check_audio_present(table: pd.DataFrame, root) -> int:
             "nothing was encoded. The manifest's paths are relative to the corpus folder: pass --root that "
             "folder (the one given to `manifest --root`), or re-run `python cli.py manifest`.")
     return len(missing)
+
+
+def spans_of(table: pd.DataFrame) -> list[Span | None] | None:
+    """The span of every row of a segment manifest (None for a manifest of clips)."""
+    if "start" not in table:
+        return None
+    channels = table[CHANNEL_COLUMN] if CHANNEL_COLUMN in table else pd.Series(pd.NA, index=table.index)
+    return [Span(float(a), float(b), None if pd.isna(c) else int(c))
+            for a, b, c in zip(table["start"], table["end"], channels)]
+
+
+def check_spans(table: pd.DataFrame, root) -> None:
+    """Pre-flight of a segment manifest: every span inside its source file (read from the headers);
+    a UserError naming the files and segments that run past the end (a manifest of other audio)."""
+    if "end" not in table:
+        return
+    root = Path(root)
+    ends = table.groupby("path")["end"].max()
+    past = []
+    for path, end in ends.items():
+        try:
+            info = sf.info(str(root / path))
+        except (RuntimeError, OSError, sf.LibsndfileError):
+            continue  # a missing or unreadable file is recorded as failed, as for clips
+        length = info.frames / info.samplerate
+        if end > length + 0.5 / info.samplerate:
+            rows = table[(table["path"] == path) & (table["end"] > length)]
+            past.append(f"{root / path}: {len(rows)} segments end after its {length:.3f} s "
+                        f"(e.g. {rows['utt_id'].iloc[0]} ends at {rows['end'].iloc[0]:.3f} s)")
+    if past:
+        raise listed_error(f"{len(past)} source files are shorter than the segments the manifest reads from them", past,
+                           "The manifest was made from other audio: re-run `python cli.py segment` on these files.")
 
 
 @dataclass
@@ -125,21 +163,6 @@ def manifest_sha256(table: pd.DataFrame) -> str:
     return hashlib.sha256(table[cols].astype(str).to_csv(index=False).encode()).hexdigest()
 
 
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'i/n' -> (i, n); None -> RANK/WORLD_SIZE under torchrun, else (0, 1)."""
-    if text is None:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-            return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        return 0, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise UserError(f"--shard {text!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise UserError(f"--shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
 def _holds_manifest(target: Path, table: pd.DataFrame, window: str) -> bool:
     """A complete cache of this manifest and window is already there (its audio may be gone by now)."""
     if not target.is_file():
@@ -176,6 +199,7 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
         check_output(target, "extract")
     if overwrite or not _holds_manifest(target, table, window):
         check_audio_present(table, root)  # before any file is made: a wrong --root leaves nothing behind
+        check_spans(table, root)
     target.parent.mkdir(parents=True, exist_ok=True)
     store = BatchStore(target.with_name(target.name + ".partial"))
     with exclusive(target.with_name(target.name + ".lock"), f"cache {target}", log, (target.parent, store.folder)):
@@ -193,8 +217,8 @@ def extract(table: pd.DataFrame, root, out_path, model: str | None = None, windo
             paths = [str(Path(root) / p) for p in table["path"]]
             writing = store.folder
             try:
-                secs, encoded, t_loop = _encode_plan(enc, paths, store, plan, window, workers, progress,
-                                                     target.stem, log)
+                secs, encoded, t_loop = _encode_plan(enc, paths, spans_of(table), store, plan, window, workers,
+                                                     progress, target.stem, log)
                 writing = target
                 result = _finalize(table, store, target, plan, identity, shard, enc, log)
             except (KeyboardInterrupt, OSError) as error:
@@ -284,7 +308,7 @@ def _launch(enc: Encoder, filters, batch, window: str, b: int) -> _InFlight:
     return _InFlight(b, batch[0], good, pooled, frames, ready)
 
 
-def _encode_plan(enc, paths, store: BatchStore, plan, window, workers, progress, name, log):
+def _encode_plan(enc, paths, spans, store: BatchStore, plan, window, workers, progress, name, log):
     """Run the batches of `plan` not yet in the store; returns (audio seconds, utterances, loop seconds).
     While batch b runs on the device, batch b-1 is saved and the workers decode the next ones."""
     done = store.done(log)
@@ -292,7 +316,7 @@ def _encode_plan(enc, paths, store: BatchStore, plan, window, workers, progress,
     if done:
         log(f"resuming: {len(done)} of {len(plan)} batches already done")
     loader = torch.utils.data.DataLoader(
-        AudioDataset(paths), batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
+        AudioDataset(paths, spans), batch_sampler=[plan[b] for b in todo], collate_fn=collate, num_workers=workers,
         pin_memory=enc.device.type == "cuda", prefetch_factor=2 if workers else None,
         worker_init_fn=functools.partial(die_with_parent, os.getpid()))
     filters = mel_filters(enc.feature_extractor, enc.device)
@@ -370,8 +394,9 @@ def _finalize(table, store: BatchStore, target: Path, plan, identity, shard, enc
 
 def embed_files(paths, model: str | None = None, window: str = "full", device: str = "auto",
                 batch_size: int = 8, encoder: Encoder | None = None,
-                weights_sha256: str | None = None, unreadable: dict | None = None) -> np.ndarray:
-    """Pooled hidden states [n, L+1, D] float32 of audio files, processed exactly as in a cache.
+                weights_sha256: str | None = None, unreadable: dict | None = None, spans=None) -> np.ndarray:
+    """Pooled hidden states [n, L+1, D] float32 of audio files (or of their `spans`, one Span or
+    None per path: segments of a long file read in place), processed exactly as in a cache.
 
     To match a cache: model=attrs["encoder_id"], window=attrs["window"], and
     weights_sha256=attrs["weights_sha256"] to refuse other weights. Raises BadAudio naming the file,
@@ -384,12 +409,13 @@ def embed_files(paths, model: str | None = None, window: str = "full", device: s
                            f"vectors were made with weights {weights_sha256[:12]}...: a different encoder gives "
                            "different vectors; use the same model files, or re-extract and retrain")
     filters = mel_filters(enc.feature_extractor, enc.device)
+    spans = [None] * len(paths) if spans is None else list(spans)
     out = []
     for start in range(0, len(paths), batch_size):
         items = []
-        for p in paths[start:start + batch_size]:
+        for p, span in zip(paths[start:start + batch_size], spans[start:start + batch_size]):
             try:
-                audio = load_audio(p)
+                audio = load_audio(p, span)
             except BadAudio as exc:
                 if unreadable is None:
                     raise BadAudio(f"{p}: {exc}") from exc

@@ -89,6 +89,12 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
 def jobs_for(cfg: TrainConfig, cache_path) -> list[tuple]:
     """(cfg_dict, cache, fold, seed) for every requested fold x seed; unknown folds named."""
     table = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm).table
+    unlabelled = int((table["label"].astype(str) == "").sum())
+    if unlabelled:
+        raise UserError(f"{cache_path}: {unlabelled} of {len(table)} utterances have no label (e.g. segments from "
+                         "`segment`), but train / ablate score every fold's held-out labels: label them with "
+                         "`python cli.py label --cache CACHE --labels LABELS.csv` (trains on the labels you have), "
+                         "or extract a labelled manifest")
     all_folds = fold_names(table)
     folds = list(cfg.folds) if cfg.folds else all_folds
     bad = [f for f in folds if f not in all_folds]
