@@ -155,13 +155,23 @@ def simulate(cache_path: str, fold: str, seed: int, rules: list[str], cfg: Train
             else:
                 model = train_round(cfg, cache_path, y_visible, split, classes, (str(fold), seed), device)
                 start_model = start_model or model
-            rows.append({"fold": str(fold), "seed": seed, "rule": rule, "round": rnd, "n_labelled": len(labelled),
-                         "share": len(labelled) / len(train), "nominal_share": START + STEP * rnd,
-                         **scores(y[test], model.test_pred, len(classes)),
-                         "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
-                         "labelled_per_class": "|".join(map(str, np.bincount(y_visible[labelled], minlength=len(classes)))),
-                         "speaker_norm": model.choice.get("speaker_norm"), "seconds": time.perf_counter() - t0,
-                         "cpu_seconds": time.process_time() - c0})
+            rows.append(
+                {
+                    "fold": str(fold),
+                    "seed": seed,
+                    "rule": rule,
+                    "round": rnd,
+                    "n_labelled": len(labelled),
+                    "share": len(labelled) / len(train),
+                    "nominal_share": START + STEP * rnd,
+                    **scores(y[test], model.test_pred, len(classes)),
+                    "supervised_macro_f1": scores(y[test], model.test_pred_supervised, len(classes))["macro_f1"],
+                    "labelled_per_class": "|".join(map(str, np.bincount(y_visible[labelled], minlength=len(classes)))),
+                    "speaker_norm": model.choice.get("speaker_norm"),
+                    "seconds": time.perf_counter() - t0,
+                    "cpu_seconds": time.process_time() - c0,
+                }
+            )
             if rnd == n_rounds:
                 break
             picked = train[choose_next(rule, budget, np.searchsorted(train, split.unlabeled), probs=model.probs,
@@ -234,8 +244,14 @@ def labels_saved(curve: pd.DataFrame, rule: str, baseline: str = "random", at: f
     shares = base["share"].to_numpy()
     r = share_to_reach(shares, base["macro_f1"].to_numpy(), target)
     if r is None:
-        return {"rule": rule, "score_at": target, "share_at": float(mine.loc[at_round, "share"]),
-                "random_share_needed": None, "saved": None, "saved_more_than": 1 - float(mine.loc[at_round, "share"]) / shares[-1]}
+        return {
+            "rule": rule,
+            "score_at": target,
+            "share_at": float(mine.loc[at_round, "share"]),
+            "random_share_needed": None,
+            "saved": None,
+            "saved_more_than": 1 - float(mine.loc[at_round, "share"]) / shares[-1],
+        }
     return {"rule": rule, "score_at": target, "share_at": float(mine.loc[at_round, "share"]),
             "random_share_needed": r, "saved": 1 - float(mine.loc[at_round, "share"]) / r, "saved_more_than": None}
 
@@ -285,19 +301,28 @@ def summarise(rows: pd.DataFrame) -> dict:
 
 
 # --- the page -------------------------------------------------------------------------------------
-RULE_TEXT = {"margin": "margin (lowest top-1/top-2 margin, class by class)",
-             "margin-density": "margin-density (margin's class turns, uncertainty x typicality)",
-             "cluster-margin": "cluster-margin (k-means into the budget, each cluster's lowest margin)",
-             "cluster-typical": "cluster-typical (k-means into the budget, each cluster's most typical; no model)",
-             "balanced-margin": "balanced-margin (each pick to the class furthest below its predicted share, lowest margin)",
-             "balanced-diverse": "balanced-diverse (balanced-margin, no two picks of a batch closer than the typical nearest-neighbour distance)",
-             "margin-random": "margin-random (half by margin, half random)",
-             "entropy": "entropy (highest predictive entropy)", "k-center": "k-center (diversity over the features)",
-             "random": "random"}
+RULE_TEXT = {
+    "margin": "margin (lowest top-1/top-2 margin, class by class)",
+    "margin-density": "margin-density (margin's class turns, uncertainty x typicality)",
+    "cluster-margin": "cluster-margin (k-means into the budget, each cluster's lowest margin)",
+    "cluster-typical": "cluster-typical (k-means into the budget, each cluster's most typical; no model)",
+    "balanced-margin": "balanced-margin (each pick to the class furthest below its predicted share, lowest margin)",
+    "balanced-diverse": "balanced-diverse (balanced-margin, no two picks of a batch closer than the typical "
+                        "nearest-neighbour distance)",
+    "margin-random": "margin-random (half by margin, half random)",
+    "entropy": "entropy (highest predictive entropy)",
+    "k-center": "k-center (diversity over the features)",
+    "random": "random",
+}
 
 
 def pct(v) -> str:
     return "" if v is None else f"{100 * v:.0f}%"
+
+
+def saved_text(cell: dict) -> str:
+    """The labels a rule saved against random: a share, or a lower bound where its curve stays above."""
+    return pct(cell["saved"]) or "more than " + pct(cell["saved_more_than"])
 
 
 def curve_table(per_rule: dict) -> list[str]:
@@ -305,7 +330,11 @@ def curve_table(per_rule: dict) -> list[str]:
     out = ["| rule | " + " | ".join(f"{s:.1f}%" for s in shares) + " |", "|---|" + "---|" * len(shares)]
     for rule, r in per_rule.items():
         out.append(f"| {rule} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in zip(r["macro_f1"], r["std"])) + " |")
-    out.append("| *warm-up alone (random)* | " + " | ".join(f"{m:.1f}" for m in per_rule["random"]["supervised_macro_f1"]) + " |")
+    out.append(
+        "| *warm-up alone (random)* | "
+        + " | ".join(f"{m:.1f}" for m in per_rule["random"]["supervised_macro_f1"])
+        + " |"
+    )
     return out
 
 
@@ -357,10 +386,13 @@ def reading_lines(summary: dict) -> list[str]:
             if rule == "random":
                 continue
             gains, se = np.array(r["gain_vs_random"]), np.array(r["gain_se"])
-            out.append(f"- {corpus}, {rule}: mean gain {gains.mean():+.1f} points over the six rounds, beyond two "
-                       f"paired standard errors in {int((gains > 2 * se).sum())} of 6 rounds (below in "
-                       f"{int((gains < -2 * se).sum())}); at 20% B-GRPO {r['macro_f1'][-1]:.1f} vs {rand['macro_f1'][-1]:.1f}, "
-                       f"its warm-up {r['supervised_macro_f1'][-1]:.1f} vs {rand['supervised_macro_f1'][-1]:.1f}.")
+            out.append(
+                f"- {corpus}, {rule}: mean gain {gains.mean():+.1f} points over the six rounds, beyond two "
+                f"paired standard errors in {int((gains > 2 * se).sum())} of 6 rounds (below in "
+                f"{int((gains < -2 * se).sum())}); at 20% B-GRPO {r['macro_f1'][-1]:.1f} vs "
+                f"{rand['macro_f1'][-1]:.1f}, "
+                f"its warm-up {r['supervised_macro_f1'][-1]:.1f} vs {rand['supervised_macro_f1'][-1]:.1f}."
+            )
     return out
 
 
@@ -405,29 +437,47 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path, also_tried
     """docs/ACTIVE_LEARNING.md from the summaries (every number comes from summary.json); `also_tried`:
     name -> the summary of another inner-validation run (other recipe settings)."""
     plot(outer, figure)
-    lines = ["# What to label next, measured", "",
-             "Generated by `bench/active_learning.py --render` from "
-             f"`{outer['out']}/outer/summary.json`" + (f" and `{inner['out']}/inner/summary.json`" if inner else "") + ".", "",
-             "Labels come in rounds. Per corpus, outer test fold and seed (3 seeds): start from the protocol's "
-             "stratified 5% of the training folds, train the default recipe (inductive; the training folds' "
-             "unlabelled rows are the pool; the test fold is only scored), then in each round a rule picks "
-             "2.5% of the training rows from the pool, a simulated annotator reveals their labels (it holds the "
-             "training folds' labels only), and the recipe is trained again, up to 20%. Every rule starts from "
-             "the same labels and the same model; the model of a round is seeded by fold and seed alone. "
-             "Rules (trainer/next_to_label.py): " + "; ".join(RULE_TEXT[r] + (" **= the `label` rule**" if r == DEFAULT_RULE else "")
-                                                   for r in outer["rules"]) + ".", "",
-             f"Caches: {', '.join(f'`{k}` = `{v}`' for k, v in outer['caches'].items())}. "
-             f"Wall time {outer['wall_seconds'] / 60:.1f} min for both corpora ({outer['workers']} workers on "
-             f"{outer['cpu_count']} cores; load average {outer['load_before'][0]:.1f} before, "
-             f"{outer['load_after'][0]:.1f} after: the machine was shared)"
-             + (f"; the rounds' CPU time, summed over workers, {outer['cpu_seconds'] / 60:.1f} min." if outer.get("cpu_seconds") else ".")
-             + " Same command, same numbers: the workers run one BLAS thread (margin and entropy picks follow the "
-             "last digits of the probabilities, which the thread count changes).", "",
-             "```", command_line(outer), *([command_line(inner)] if inner else []),
-             "python bench/active_learning.py --render", "```", "",
-             f"![macro-F1 against labelled share]({os.path.relpath(figure, page.parent)})", "",
-             "(bands: ± the standard error over folds x seeds)", "",
-             "## Macro-F1 (%) against labelled share (mean ± std over folds x seeds, outer test folds)", ""]
+    lines = [
+        "# What to label next, measured",
+        "",
+        "Generated by `bench/active_learning.py --render` from "
+        f"`{outer['out']}/outer/summary.json`" + (f" and `{inner['out']}/inner/summary.json`" if inner else "") + ".",
+        "",
+        "Labels come in rounds. Per corpus, outer test fold and seed (3 seeds): start from the protocol's "
+        "stratified 5% of the training folds, train the default recipe (inductive; the training folds' "
+        "unlabelled rows are the pool; the test fold is only scored), then in each round a rule picks "
+        "2.5% of the training rows from the pool, a simulated annotator reveals their labels (it holds the "
+        "training folds' labels only), and the recipe is trained again, up to 20%. Every rule starts from "
+        "the same labels and the same model; the model of a round is seeded by fold and seed alone. "
+        "Rules (trainer/next_to_label.py): "
+        + "; ".join(RULE_TEXT[r] + (" **= the `label` rule**" if r == DEFAULT_RULE else "") for r in outer["rules"])
+        + ".",
+        "",
+        f"Caches: {', '.join(f'`{k}` = `{v}`' for k, v in outer['caches'].items())}. "
+        f"Wall time {outer['wall_seconds'] / 60:.1f} min for both corpora ({outer['workers']} workers on "
+        f"{outer['cpu_count']} cores; load average {outer['load_before'][0]:.1f} before, "
+        f"{outer['load_after'][0]:.1f} after: the machine was shared)"
+        + (
+            f"; the rounds' CPU time, summed over workers, {outer['cpu_seconds'] / 60:.1f} min."
+            if outer.get("cpu_seconds")
+            else "."
+        )
+        + " Same command, same numbers: the workers run one BLAS thread (margin and entropy picks follow the "
+        "last digits of the probabilities, which the thread count changes).",
+        "",
+        "```",
+        command_line(outer),
+        *([command_line(inner)] if inner else []),
+        "python bench/active_learning.py --render",
+        "```",
+        "",
+        f"![macro-F1 against labelled share]({os.path.relpath(figure, page.parent)})",
+        "",
+        "(bands: ± the standard error over folds x seeds)",
+        "",
+        "## Macro-F1 (%) against labelled share (mean ± std over folds x seeds, outer test folds)",
+        "",
+    ]
     for corpus, per_rule in outer["corpora"].items():
         lines += [f"**{corpus}**", "", *curve_table(per_rule), ""]
     lines += ["## Gain over random (macro-F1 points, same labelled share)", "",
@@ -444,9 +494,15 @@ def render(outer: dict, inner: dict | None, page: Path, figure: Path, also_tried
                   "skews it also skews every pool assignment.", "",
                   "| corpus | " + " | ".join(outer["rules"]) + " |", "|---|" + "---|" * len(outer["rules"])]
         for corpus, per_rule in outer["corpora"].items():
-            lines.append(f"| {corpus} | " + " | ".join(
-                f"{100 * per_rule[r]['last_round_class_share_min']:.1f}-{100 * per_rule[r]['last_round_class_share_max']:.1f}%"
-                for r in outer["rules"]) + " |")
+            lines.append(
+                f"| {corpus} | "
+                + " | ".join(
+                    f"{100 * per_rule[r]['last_round_class_share_min']:.1f}-"
+                    f"{100 * per_rule[r]['last_round_class_share_max']:.1f}%"
+                    for r in outer["rules"]
+                )
+                + " |"
+            )
         lines.append("")
     lines += ["## Targets", "", *target_lines(outer), "", "## Reading", "", *reading_lines(outer),
               "- k-center picks the utterances farthest from every labelled one: the outliers of the feature "
@@ -473,18 +529,27 @@ def runner_up_line(inner: dict) -> str:
     ranked = sorted(inner["mean_after_start"].items(), key=lambda kv: -kv[1])
     (best, a), (second, b) = ranked[:2]
     se = np.mean([r["gain_se"] for per in inner["corpora"].values() for name, r in per.items() if name == best])
-    return (f"It leads `{second}` by {a - b:.2f} points of mean macro-F1, while one round's paired standard error "
-            f"against random is {se:.1f} points on average: the rules at the top are not told apart by "
-            f"{inner['seeds'].count(',') + 1} seeds, and the choice is the pre-set criterion (the best mean), not a finding.")
+    return (
+        f"It leads `{second}` by {a - b:.2f} points of mean macro-F1, while one round's paired standard error "
+        f"against random is {se:.1f} points on average: the rules at the top are not told apart by "
+        f"{inner['seeds'].count(',') + 1} seeds, and the choice is the pre-set criterion (the best mean), "
+        "not a finding."
+    )
 
 
 def inner_table(inner: dict) -> list[str]:
     """Rule x corpus: mean macro-F1 after the start (labels saved at 10%), and the mean over corpora."""
     out = ["| rule | " + " | ".join(inner["corpora"]) + " | mean |", "|---|" + "---|" * (len(inner["corpora"]) + 1)]
     for rule in inner["rules"]:
-        cells = [f"{inner['corpora'][c][rule]['mean_after_start']:.1f}"
-                 + ("" if rule == "random" else f" (saved {pct(inner['corpora'][c][rule]['saved']) or 'more than ' + pct(inner['corpora'][c][rule]['saved_more_than'])})")
-                 for c in inner["corpora"]]
+        cells = [
+            f"{inner['corpora'][c][rule]['mean_after_start']:.1f}"
+            + (
+                ""
+                if rule == "random"
+                else f" (saved {saved_text(inner['corpora'][c][rule])})"
+            )
+            for c in inner["corpora"]
+        ]
         out.append(f"| {rule} | " + " | ".join(cells) + f" | {inner['mean_after_start'][rule]:.1f} |")
     return out
 
@@ -532,9 +597,21 @@ def main(argv=None) -> int:
     wall = time.time() - t0
     with atomic_path(out / "rounds.csv") as tmp:
         rows.to_csv(tmp, index=False)
-    summary = {"protocol": protocol, "out": args.out, "caches": caches, "seeds": args.seeds, "rules": rules,
-               "workers": args.workers, "settings": settings, "name": args.name, "wall_seconds": round(wall, 1), "load_before": load,
-               "load_after": os.getloadavg(), "cpu_count": os.cpu_count(), **summarise(rows)}
+    summary = {
+        "protocol": protocol,
+        "out": args.out,
+        "caches": caches,
+        "seeds": args.seeds,
+        "rules": rules,
+        "workers": args.workers,
+        "settings": settings,
+        "name": args.name,
+        "wall_seconds": round(wall, 1),
+        "load_before": load,
+        "load_after": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+        **summarise(rows),
+    }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("protocol", "wall_seconds", "load_before", "load_after",
                                                "mean_after_start", "best_rule")}))

@@ -75,7 +75,9 @@ def choice_summary(run: dict) -> str:
     layers = {}
     for c in choices:
         layers[c["layer"]] = layers.get(c["layer"], 0) + 1
-    text_note = f"; text on {text}/{len(choices)}" if any("text_norm" in c for c in choices) else "; run before text_norm"
+    text_note = (
+        f"; text on {text}/{len(choices)}" if any("text_norm" in c for c in choices) else "; run before text_norm"
+    )
     return f"norm on {on}/{len(choices)}; layer " + " ".join(f"{k}:{v}" for k, v in sorted(layers.items())) + text_note
 
 
@@ -91,14 +93,25 @@ def text_norm_table(results: dict[str, dict], corpora: list[str], fractions: lis
                 continue
             f1 = lambda run, m: run["methods"][m]["macro_f1"]["mean"]  # noqa: E731
             text = sum(1 for ch in new.get("choices", []) if ch.get("text_norm") is True)
-            out.append(f"| {c} | {f:.0%} | {f1(old, 'supervised'):.1f} -> {f1(new, 'supervised'):.1f} | "
-                       f"{f1(old, 'bgrpo'):.1f} -> **{f1(new, 'bgrpo'):.1f}** | {f1(new, 'bgrpo') - f1(old, 'bgrpo'):+.1f} | "
-                       f"{f1(old, 'topline'):.1f} -> {f1(new, 'topline'):.1f} | {text}/{len(new.get('choices', []))} |")
+            out.append(
+                f"| {c} | {f:.0%} | {f1(old, 'supervised'):.1f} -> {f1(new, 'supervised'):.1f} | "
+                f"{f1(old, 'bgrpo'):.1f} -> **{f1(new, 'bgrpo'):.1f}** | {f1(new, 'bgrpo') - f1(old, 'bgrpo'):+.1f} | "
+                f"{f1(old, 'topline'):.1f} -> {f1(new, 'topline'):.1f} | {text}/{len(new.get('choices', []))} |"
+            )
     return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 
 
 def corpus_table(results: dict[str, dict], corpora: list[str], fraction: float, mode: str) -> str:
-    head = ["corpus", *METHODS, "bgrpo rel", "bgrpo G", "bgrpo >= sup & >= PL", "collapsed", "auto choices", "published (all labels)"]
+    head = [
+        "corpus",
+        *METHODS,
+        "bgrpo rel",
+        "bgrpo G",
+        "bgrpo >= sup & >= PL",
+        "collapsed",
+        "auto choices",
+        "published (all labels)",
+    ]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     rels = []
     for c in corpora:
@@ -160,7 +173,9 @@ def main(argv=None) -> int:
     ap.add_argument("--stress", default="", help="comma list of cache NAMEs whose stress corpora join the page")
     ap.add_argument("--stress-dir", default="runs/stress", help="where the derived stress caches are written")
     ap.add_argument("--fractions", default="0.1")
-    ap.add_argument("--modes", default=",".join(MODES), help="inductive,transductive (runs to make; all kept ones render)")
+    ap.add_argument(
+        "--modes", default=",".join(MODES), help="inductive,transductive (runs to make; all kept ones render)"
+    )
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--results", default=str(ROOT / "docs/results/corpora"))
@@ -172,8 +187,11 @@ def main(argv=None) -> int:
 
     real = dict(c.split("=", 1) for c in args.cache)
     stress_of = {k: v for k, v in real.items() if k in args.stress.split(",")}
-    caches = {**real, **{k: v for k, v in development_caches(stress_of, Path(args.stress_dir)).items() if k not in real}} \
-        if stress_of and not args.render_only else dict(real)
+    caches = (
+        {**real, **{k: v for k, v in development_caches(stress_of, Path(args.stress_dir)).items() if k not in real}}
+        if stress_of and not args.render_only
+        else dict(real)
+    )
     fractions = [float(f) for f in args.fractions.split(",")]
     results_dir = Path(args.results)
     if not args.render_only:

@@ -60,13 +60,19 @@ def dev_markdown(dev: pd.DataFrame) -> str:
         for method in [m for m in SHOWN if m in set(g["method"])]:
             cells = [g[(g["corpus"] == c) & (g["method"] == method)]["macro_f1_mean"] for c in corpora]
             vals = [float(v.iloc[0]) if len(v) else float("nan") for v in cells]
-            lines.append(f"| {method} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | **{pd.Series(vals).mean():.1f}** |")
+            lines.append(
+                f"| {method} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | **{pd.Series(vals).mean():.1f}** |"
+            )
         b = g[g["method"] == "bgrpo"].set_index("corpus").reindex(corpora)
         for key, label, fmt in (("rel_vs_supervised", "bgrpo rel", "{:+.1f}%"), ("gap_recovered", "bgrpo G", "{:.2f}")):
             vals = b[key].astype(float)
-            lines.append(f"| {label} | " + " | ".join(fmt.format(v) for v in vals) + f" | **{fmt.format(vals.mean())}** |")
+            lines.append(
+                f"| {label} | " + " | ".join(fmt.format(v) for v in vals) + f" | **{fmt.format(vals.mean())}** |"
+            )
         collapsed = g.groupby("corpus")["collapsed"].sum().reindex(corpora)
-        lines.append("| collapsed runs | " + " | ".join(str(int(v)) for v in collapsed) + f" | {int(collapsed.sum())} |")
+        lines.append(
+            "| collapsed runs | " + " | ".join(str(int(v)) for v in collapsed) + f" | {int(collapsed.sum())} |"
+        )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -108,10 +114,17 @@ def norm_rule_runs(out: Path, caches: dict[str, str], alphas=(0.01, 0.05, 0.1)) 
         for a, frames in picked.items():
             f1 = pd.concat(frames).groupby("method")["macro_f1"].mean()
             for m, v in f1.items():
-                grid_rows.append({"variant": f"dependence-test alpha={a}", "corpus": name, "method": m, "macro_f1_mean": v,
-                                  "rel_vs_supervised": relative_gain(v, f1["supervised"]),
-                                  "gap_recovered": gap_recovered(v, f1["supervised"], f1["topline"]),
-                                  "collapsed": int(pd.concat(frames).query("method == @m")["collapsed"].sum())})
+                grid_rows.append(
+                    {
+                        "variant": f"dependence-test alpha={a}",
+                        "corpus": name,
+                        "method": m,
+                        "macro_f1_mean": v,
+                        "rel_vs_supervised": relative_gain(v, f1["supervised"]),
+                        "gap_recovered": gap_recovered(v, f1["supervised"], f1["topline"]),
+                        "collapsed": int(pd.concat(frames).query("method == @m")["collapsed"].sum()),
+                    }
+                )
     return pd.DataFrame(grid_rows), pd.DataFrame(stats)
 
 

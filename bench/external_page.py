@@ -71,27 +71,39 @@ POOL10X = ("tess", "tess", "tess", "tess", "casia", "casia", "ravdess-telephone"
 COPIES = {"ravdess-telephone": "channel-shifted copy (telephone)", "ravdess-codec": "channel-shifted copy (MP3)",
           "ravdess-noise": "channel-shifted copy (noise 10 dB)", "ravdess-speed0.9": "speed-perturbed copy (x0.9)",
           "ravdess-speed1.1": "speed-perturbed copy (x1.1)"}  # `cli.py shift --kind ...` of RAVDESS, then extract
-PLAN = [PairRun("ravdess"), PairRun("ravdess", ("tess",), "same language"),
-        PairRun("ravdess", ("casia",), "other language"),
-        *(PairRun("ravdess", (copy,), condition) for copy, condition in COPIES.items()),
-        PairRun("ravdess", ("demo",), "irrelevant (synthetic eSpeak)"),
-        PairRun("ravdess", POOL10X, "10x pool (TESS x4, CASIA x2, telephone copy)", label="pool10x"),
-        PairRun("casia"), PairRun("casia", ("ravdess",), "other language"), PairRun("casia", ("tess",), "other language"),
-        PairRun("casia", ("casia-telephone",), "channel-shifted copy (telephone)"),
-        PairRun("tess"), PairRun("tess", ("ravdess",), "same language"),
-        # the gate off: what the pool does when always used (diagnostic only, never a choice)
-        PairRun("ravdess", ("tess",), "same language, gate off", gate="off"),
-        *(PairRun("ravdess", (copy,), f"{condition}, gate off", gate="off") for copy, condition in COPIES.items()),
-        PairRun("casia", ("ravdess",), "other language, gate off", gate="off"),
-        PairRun("casia", ("casia-telephone",), "channel-shifted copy (telephone), gate off", gate="off"),
-        PairRun("tess", ("ravdess",), "same language, gate off", gate="off"),
-        # inner validation, where the rules were chosen: each pair gated and with the gate off
-        PairRun("ravdess", inner=True), PairRun("casia", inner=True),
-        *(PairRun(corpus, (extra,), condition + (", gate off" if gate == "off" else ""), gate=gate, inner=True)
-          for corpus, extra, condition in (("ravdess", "tess", "same language"), ("casia", "ravdess", "other language"),
-                                           *(("ravdess", c, name) for c, name in COPIES.items()),
-                                           ("casia", "casia-telephone", "channel-shifted copy (telephone)"))
-          for gate in ("cv", "off"))]
+PLAN = [
+    PairRun("ravdess"),
+    PairRun("ravdess", ("tess",), "same language"),
+    PairRun("ravdess", ("casia",), "other language"),
+    *(PairRun("ravdess", (copy,), condition) for copy, condition in COPIES.items()),
+    PairRun("ravdess", ("demo",), "irrelevant (synthetic eSpeak)"),
+    PairRun("ravdess", POOL10X, "10x pool (TESS x4, CASIA x2, telephone copy)", label="pool10x"),
+    PairRun("casia"),
+    PairRun("casia", ("ravdess",), "other language"),
+    PairRun("casia", ("tess",), "other language"),
+    PairRun("casia", ("casia-telephone",), "channel-shifted copy (telephone)"),
+    PairRun("tess"),
+    PairRun("tess", ("ravdess",), "same language"),
+    # the gate off: what the pool does when always used (diagnostic only, never a choice)
+    PairRun("ravdess", ("tess",), "same language, gate off", gate="off"),
+    *(PairRun("ravdess", (copy,), f"{condition}, gate off", gate="off") for copy, condition in COPIES.items()),
+    PairRun("casia", ("ravdess",), "other language, gate off", gate="off"),
+    PairRun("casia", ("casia-telephone",), "channel-shifted copy (telephone), gate off", gate="off"),
+    PairRun("tess", ("ravdess",), "same language, gate off", gate="off"),
+    # inner validation, where the rules were chosen: each pair gated and with the gate off
+    PairRun("ravdess", inner=True),
+    PairRun("casia", inner=True),
+    *(
+        PairRun(corpus, (extra,), condition + (", gate off" if gate == "off" else ""), gate=gate, inner=True)
+        for corpus, extra, condition in (
+            ("ravdess", "tess", "same language"),
+            ("casia", "ravdess", "other language"),
+            *(("ravdess", c, name) for c, name in COPIES.items()),
+            ("casia", "casia-telephone", "channel-shifted copy (telephone)"),
+        )
+        for gate in ("cv", "off")
+    ),
+]
 INNER_SEEDS = (0, 1)
 
 
@@ -294,7 +306,9 @@ def render(results: dict[str, dict], notes: str = "") -> str:
 
 def load_results(out_dir: Path) -> dict[str, dict]:
     """{run name: stored results}, inner-validation runs as inner/<name>."""
-    return {str(p.parent.relative_to(out_dir)): json.loads(p.read_text()) for p in sorted(out_dir.glob("**/results.json"))}
+    return {
+        str(p.parent.relative_to(out_dir)): json.loads(p.read_text()) for p in sorted(out_dir.glob("**/results.json"))
+    }
 
 
 def main(argv=None) -> int:

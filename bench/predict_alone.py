@@ -27,12 +27,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.cache import load_cache  # noqa: E402
-from trainer import BGRPOClassifier  # noqa: E402
-from trainer.inputs.protocol import fold_names, make_split  # noqa: E402
-from trainer.inputs.speaker_prior import SpeakerPrior  # noqa: E402
-from trainer.method.policy import speaker_prior_tensors, stored_speaker_prior  # noqa: E402
-from trainer.metrics import scores  # noqa: E402
+from pipeline.cache import load_cache
+from trainer import BGRPOClassifier
+from trainer.inputs.protocol import fold_names, make_split
+from trainer.inputs.speaker_prior import SpeakerPrior
+from trainer.method.policy import speaker_prior_tensors, stored_speaker_prior
+from trainer.metrics import scores
 
 WAYS = ("together (own mean)", "together (shrunk)", "alone (shrunk)", "alone (population mean)",
         "alone (no centring)", "alone (own mean)", "alone, second policy")
@@ -42,8 +42,11 @@ def with_meta(est: BGRPOClassifier, **change):
     """A shallow copy of a fitted estimator whose stored choices / prior are changed (bench-only variants)."""
     twin = BGRPOClassifier(**est.get_params())
     twin.__dict__.update(est.__dict__)
-    twin._meta = {**est._meta, "choices": {k: {**v, **change.get("choice", {})} for k, v in est._meta["choices"].items()},
-                  "extra": {**est._meta["extra"], **change.get("extra", {})}}
+    twin._meta = {
+        **est._meta,
+        "choices": {k: {**v, **change.get("choice", {})} for k, v in est._meta["choices"].items()},
+        "extra": {**est._meta["extra"], **change.get("extra", {})},
+    }
     return twin
 
 

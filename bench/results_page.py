@@ -60,10 +60,16 @@ def plan(n_layers: int) -> list[RunSpec]:
     """Every run the page needs; fields not named here stay at the TrainConfig defaults."""
     default = TrainConfig()
     runs = [RunSpec(f"main-f{f}", "trim", {"methods": list(METHODS), "labeled_fraction": f}) for f in FRACTIONS]
-    runs += [RunSpec(f"reward-{r}-f{f}", "trim", {"methods": ["supervised", "bgrpo"], "reward": r, "labeled_fraction": f})
-             for f in FRACTIONS for r in REWARDS if r != default.reward]
-    runs += [RunSpec(f"window-{w}", w, {"methods": ["supervised", "bgrpo", "topline"], "labeled_fraction": MAIN_FRACTION})
-             for w in ("full", "trim")]
+    runs += [
+        RunSpec(f"reward-{r}-f{f}", "trim", {"methods": ["supervised", "bgrpo"], "reward": r, "labeled_fraction": f})
+        for f in FRACTIONS
+        for r in REWARDS
+        if r != default.reward
+    ]
+    runs += [
+        RunSpec(f"window-{w}", w, {"methods": ["supervised", "bgrpo", "topline"], "labeled_fraction": MAIN_FRACTION})
+        for w in ("full", "trim")
+    ]
     runs += [RunSpec(f"layer-{i}", "trim", {"methods": ["supervised", "bgrpo"], "layer": str(i),
                                             "labeled_fraction": MAIN_FRACTION}) for i in range(n_layers)]
     return runs
@@ -174,7 +180,11 @@ def main_table(results: dict[str, dict]) -> str:
         for label, d, _ in [r for r in rows if not r[0].startswith("topline")]:
             f1 = d["macro_f1"]["mean"]
             rel = relative_gain(f1, sup) if sup is not None and label != "supervised" else None
-            g = gap_recovered(f1, sup, top) if None not in (sup, top) and not label.startswith(("supervised", "topline")) else None
+            g = (
+                gap_recovered(f1, sup, top)
+                if None not in (sup, top) and not label.startswith(("supervised", "topline"))
+                else None
+            )
             out.append(f"| {f:.0%} | {label} | {cell(d, 'macro_f1')} | "
                        f"{cell(d, 'ua')} | {cell(d, 'wa')} | {signed(rel, '%')} | {signed(g, '', 2)} | "
                        f"{d['collapsed_runs']}/{d['macro_f1']['n']} |")
@@ -187,7 +197,10 @@ def main_table(results: dict[str, dict]) -> str:
 
 def compare_table(results: dict[str, dict], names: list[tuple[str, str]], first_col: str) -> str:
     """supervised / bgrpo (/ topline) macro-F1 of several runs side by side, with rel. gain and G."""
-    out = [f"| {first_col} | supervised | bgrpo | topline | rel. bgrpo vs supervised | G |", "|---|---|---|---|---|---|"]
+    out = [
+        f"| {first_col} | supervised | bgrpo | topline | rel. bgrpo vs supervised | G |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, name in names:
         run = results.get(name)
         if run is None:
@@ -206,8 +219,10 @@ def layer_section(results: dict[str, dict], default_layer: str) -> str:
         return "_No layer runs yet._"
     last = single[-1]
     names = [(f"`{default_layer}` (default, = window-trim run)", "window-trim")] if default_layer not in single else []
-    names += [(lay + (" (default)" if lay == default_layer else "") + (" (last)" if lay == last else ""), f"layer-{lay}")
-              for lay in single]
+    names += [
+        (lay + (" (default)" if lay == default_layer else "") + (" (last)" if lay == last else ""), f"layer-{lay}")
+        for lay in single
+    ]
     best = max(single, key=lambda lay: results[f"layer-{lay}"]["methods"]["supervised"]["macro_f1"]["mean"])
     return (compare_table(results, names, "layer") + "\n\n"
             f"Best single layer on the **test** folds (supervised macro-F1): **{best}**. That is a look at test "
@@ -217,32 +232,44 @@ def layer_section(results: dict[str, dict], default_layer: str) -> str:
 def reference_section(results: dict[str, dict]) -> str:
     main = results.get(f"main-f{MAIN_FRACTION}", {}).get("methods", {})
     ours = []
-    for label, key in ((f"ours, supervised, {MAIN_FRACTION:.0%} labels", "supervised"),
-                       (f"ours, bgrpo ({results.get(f'main-f{MAIN_FRACTION}', {}).get('config', {}).get('reward', '')}),"
-                        f" {MAIN_FRACTION:.0%} labels", "bgrpo"),
-                       ("ours, topline, all training labels", "topline")):
+    for label, key in (
+        (f"ours, supervised, {MAIN_FRACTION:.0%} labels", "supervised"),
+        (
+            f"ours, bgrpo ({results.get(f'main-f{MAIN_FRACTION}', {}).get('config', {}).get('reward', '')}),"
+            f" {MAIN_FRACTION:.0%} labels",
+            "bgrpo",
+        ),
+        ("ours, topline, all training labels", "topline"),
+    ):
         if key in main:
             d = main[key]
-            ours.append(f"| {label} | Whisper base (74M), trim window, speaker-independent folds | {d['ua']['mean']:.1f} | "
-                        f"{d['wa']['mean']:.1f} | {d['macro_f1']['mean']:.1f} |")
+            ours.append(
+                f"| {label} | Whisper base (74M), trim window, speaker-independent folds | {d['ua']['mean']:.1f} | "
+                f"{d['wa']['mean']:.1f} | {d['macro_f1']['mean']:.1f} |"
+            )
     e = EMOBOX_RAVDESS
     paper = ", ".join(f"{k} {v}" for k, v in PAPER["macro_f1"].items())
     lo, hi = PAPER["relative_gain_range"]
-    return "\n".join([
-        "| RAVDESS | encoder, protocol | UA | WA | macro-F1 |", "|---|---|---|---|---|",
-        *ours,
-        f"| EmoBox (SPEC 7) | Whisper large-v3 (1.55B), last layer, all labels, EmoBox folds | {e['ua']} | {e['wa']} | {e['macro_f1']} |",
-        "",
-        f"The paper (SPEC 1) reports no RAVDESS number: +{PAPER['relative_gain_mean']}% relative macro-F1 on average "
-        f"over the same classifier without RL (range +{lo}% to +{hi}%) on IEMOCAP, CASIA, CaFE, MELD and M3ED; "
-        f"macro-F1 {paper}.",
-        "",
-        "What differs: our encoder is Whisper **base** (74M parameters, 512-d) where EmoBox uses **large-v3** "
-        "(1.55B, 1280-d); our semi-supervised rows see only a fraction of the training labels plus the rest "
-        "as unlabelled audio, EmoBox's row and our topline use all labels; EmoBox has its own folds; the "
-        "paper's numbers are on other corpora, so only its *relative* gain compares with our "
-        "'rel. vs supervised' column.",
-    ])
+    return "\n".join(
+        [
+            "| RAVDESS | encoder, protocol | UA | WA | macro-F1 |",
+            "|---|---|---|---|---|",
+            *ours,
+            "| EmoBox (SPEC 7) | Whisper large-v3 (1.55B), last layer, all labels, EmoBox folds | "
+            f"{e['ua']} | {e['wa']} | {e['macro_f1']} |",
+            "",
+            f"The paper (SPEC 1) reports no RAVDESS number: +{PAPER['relative_gain_mean']}% relative macro-F1 "
+            "on average "
+            f"over the same classifier without RL (range +{lo}% to +{hi}%) on IEMOCAP, CASIA, CaFE, MELD and M3ED; "
+            f"macro-F1 {paper}.",
+            "",
+            "What differs: our encoder is Whisper **base** (74M parameters, 512-d) where EmoBox uses **large-v3** "
+            "(1.55B, 1280-d); our semi-supervised rows see only a fraction of the training labels plus the rest "
+            "as unlabelled audio, EmoBox's row and our topline use all labels; EmoBox has its own folds; the "
+            "paper's numbers are on other corpora, so only its *relative* gain compares with our "
+            "'rel. vs supervised' column.",
+        ]
+    )
 
 
 def fingerprint_lines(results: dict[str, dict]) -> list[str]:
@@ -316,7 +343,9 @@ def render(results: dict[str, dict], command: str, revision: str, date: str, mis
 
 def git_head() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         return rev or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -340,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {caches['trim']} not found; make it with: python cli.py extract --corpus ravdess "
               f"--root ../shared/corpora/ravdess --window trim --cache-dir {a.cache_dir}", file=sys.stderr)
         return 2
-    full_cmd = f"python cli.py extract --corpus ravdess --root ../shared/corpora/ravdess --window full --cache-dir {a.cache_dir}"
+    full_cmd = ("python cli.py extract --corpus ravdess --root ../shared/corpora/ravdess --window full "
+                f"--cache-dir {a.cache_dir}")
     missing_full = None if caches["full"].exists() else full_cmd
     present = {w: p for w, p in caches.items() if p.exists()}
     seeds = [0] if a.quick else [int(s) for s in a.seeds.split(",")]

@@ -91,8 +91,11 @@ def ensure_runs(caches: dict[str, Path], out_dir: Path, workers: int) -> None:
 
 def external_table(results: dict[str, dict]) -> str:
     """Per corpus: alone vs with the other corpus as extra unlabelled audio."""
-    out = ["| training corpus (10% labels) | extra unlabelled pool | pool (mean over folds) | supervised | bgrpo | topline "
-           "| bgrpo vs supervised | G | bgrpo vs bgrpo alone |", "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| training corpus (10% labels) | extra unlabelled pool | pool (mean over folds) | supervised | bgrpo "
+        "| topline | bgrpo vs supervised | G | bgrpo vs bgrpo alone |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for run in PLAN:
         res = results.get(run.name)
         if res is None:
@@ -100,10 +103,12 @@ def external_table(results: dict[str, dict]) -> str:
         m = res["methods"]
         alone = results.get(run.corpus, {}).get("methods", {}).get("bgrpo", {}).get("macro_f1", {}).get("mean")
         delta = m["bgrpo"]["macro_f1"]["mean"] - alone if run.extra and alone is not None else None
-        out.append(f"| {run.corpus} | {run.extra or '-'} | {res.get('pool_size', '')} | {cell(m['supervised'], 'macro_f1')} | "
-                   f"{cell(m['bgrpo'], 'macro_f1')} | {cell(m['topline'], 'macro_f1')} | "
-                   f"{signed(m['bgrpo'].get('rel_macro_f1_vs_supervised'), '%')} | "
-                   f"{signed(m['bgrpo'].get('gap_recovered'), '', 2)} | {signed(delta, ' pts')} |")
+        out.append(
+            f"| {run.corpus} | {run.extra or '-'} | {res.get('pool_size', '')} | {cell(m['supervised'], 'macro_f1')} | "
+            f"{cell(m['bgrpo'], 'macro_f1')} | {cell(m['topline'], 'macro_f1')} | "
+            f"{signed(m['bgrpo'].get('rel_macro_f1_vs_supervised'), '%')} | "
+            f"{signed(m['bgrpo'].get('gap_recovered'), '', 2)} | {signed(delta, ' pts')} |"
+        )
     return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 
 

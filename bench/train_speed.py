@@ -22,7 +22,8 @@ run's; `bench/measure.py`); a run that fails or passes `--timeout` is reported a
 
     python bench/train_speed.py [--cache FILE.h5] [--sizes 1000,10000,100000] [--epochs 3] [--json FILE]
     python bench/train_speed.py --pool 10000,100000,1000000 --epochs 3 [--pool-dir /big/disk]
-    python bench/train_speed.py --pool 100000,1000000 --device cpu,cuda --epochs 3 --cache cache/ravdess/whisper-base-trim.h5
+    python bench/train_speed.py --pool 100000,1000000 --device cpu,cuda --epochs 3 \
+        --cache cache/ravdess/whisper-base-trim.h5
 """
 from __future__ import annotations
 
@@ -297,8 +298,12 @@ def pool_size(table, fold, labeled_fraction: float) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cache", type=Path, help="RAVDESS cache (default: cache/ravdess/whisper-base-trim.h5 or -full.h5; "
-                    "with --pool: time the RAVDESS protocol on it too)")
+    ap.add_argument(
+        "--cache",
+        type=Path,
+        help="RAVDESS cache (default: cache/ravdess/whisper-base-trim.h5 or -full.h5; "
+        "with --pool: time the RAVDESS protocol on it too)",
+    )
     ap.add_argument("--sizes", default="1000,10000,100000", help="synthetic cache sizes (utterances)")
     ap.add_argument("--epochs", type=int, default=5, help="B-GRPO epochs of the per-epoch runs")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | a comma list (cpu,cuda): every row on each device")
@@ -306,11 +311,15 @@ def main(argv=None) -> int:
                     help="torch threads of the one-job rows (0 = every core); the protocol runs one thread per worker")
     ap.add_argument("--timeout", type=float, default=900, help="seconds allowed per training run")
     ap.add_argument("--skip-protocol", action="store_true", help="skip the full 6 folds x 3 seeds RAVDESS run")
-    ap.add_argument("--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000")
+    ap.add_argument(
+        "--pool", help="large-pool benchmark: comma list of synthetic cache sizes, e.g. 10000,100000,1000000"
+    )
     ap.add_argument("--signal", type=float, default=0.1,
                     help="--pool: class-mean scale of the synthetic caches (0.1: overlapping classes, refits over "
                          "real selections; 0.5, the caches before: separable, nothing selected to refit on)")
-    ap.add_argument("--pool-dir", type=Path, help="--pool: keep (and reuse) the synthetic caches here (default: a temp dir)")
+    ap.add_argument(
+        "--pool-dir", type=Path, help="--pool: keep (and reuse) the synthetic caches here (default: a temp dir)"
+    )
     ap.add_argument("--json", type=Path, help="also save the table as JSON here")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -354,9 +363,21 @@ def main(argv=None) -> int:
                                       {"encoder_id": "synthetic", "window": "trim", "sample_rate": 16000})
             for dev in devices:
                 base = {"folds": ["0"], "seeds": [0], "device": dev, "threads": args.threads}
-                rows.append(named(epoch_row(work, f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep {dev}",
-                                            path, args.epochs, base, size, pool_size(table, 0, defaults.labeled_fraction),
-                                            args.timeout), dev))
+                rows.append(
+                    named(
+                        epoch_row(
+                            work,
+                            f"synthetic {size // 1000}k, 1 fold x 1 seed, {args.epochs} ep {dev}",
+                            path,
+                            args.epochs,
+                            base,
+                            size,
+                            pool_size(table, 0, defaults.labeled_fraction),
+                            args.timeout,
+                        ),
+                        dev,
+                    )
+                )
             path.unlink()
     print(f"\nTraining speed (trainer defaults: solver {defaults.solver}, update {defaults.update} with "
           f"{defaults.refit_rounds} rounds, groups of {defaults.batch_size}, labelled fraction "
@@ -407,11 +428,13 @@ def pool_benchmark(sizes: list[int], devices: list[str], notes: list[str], args)
                                             pool_size(table, 0, defaults.labeled_fraction), args.timeout), dev))
             del table
     rows = growth(rows)
-    title = (f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16, class signal {args.signal:g}), one fold x one "
-             "seed, supervised warm-up + "
-             f"{args.epochs} refit rounds with the trainer's defaults; devices {', '.join(map(device_label, devices))}, "
-             f"{args.threads} torch threads (0 = every core), "
-             f"load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')}).")
+    title = (
+        f"Synthetic caches ({SHAPE[0]} x {SHAPE[1]} float16, class signal {args.signal:g}), one fold x one "
+        "seed, supervised warm-up + "
+        f"{args.epochs} refit rounds with the trainer's defaults; devices {', '.join(map(device_label, devices))}, "
+        f"{args.threads} torch threads (0 = every core), "
+        f"load average {os.getloadavg()[0]:.2f} at the end ({time.strftime('%Y-%m-%d %H:%M')})."
+    )
     print("\n" + title)
     print(format_pool_table(rows))
     for line in device_comparison(protocol + rows):

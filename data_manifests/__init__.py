@@ -41,6 +41,19 @@ def prepare(corpus: str, root, speakers: str | None = None, **options) -> pd.Dat
     return refold(table, n_folds, corpus) if n_folds is not None else table
 
 
-__all__ = ["ADAPTERS", "CANONICAL_LABELS", "MANIFEST_COLUMNS", "ManifestError", "ManifestWarning", "audio_root",
-           "check_trainable", "default_root", "manifest_root", "prepare", "read_manifest", "summarize", "write_manifest",
-           "write_manifest_root"]
+__all__ = [
+    "ADAPTERS",
+    "CANONICAL_LABELS",
+    "MANIFEST_COLUMNS",
+    "ManifestError",
+    "ManifestWarning",
+    "audio_root",
+    "check_trainable",
+    "default_root",
+    "manifest_root",
+    "prepare",
+    "read_manifest",
+    "summarize",
+    "write_manifest",
+    "write_manifest_root",
+]

@@ -10,7 +10,15 @@ import pandas as pd
 
 from .audio_files import check_unmatched, find_audio, read_headers
 from .folds import speaker_folds
-from .schema import ManifestError, ManifestWarning, _listing, canonical_label, listed_error, parse_label_map, validate_manifest
+from .schema import (
+    ManifestError,
+    ManifestWarning,
+    _listing,
+    canonical_label,
+    listed_error,
+    parse_label_map,
+    validate_manifest,
+)
 
 
 def parse_files(root, corpus: str, pattern: re.Pattern, scheme: str,

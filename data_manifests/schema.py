@@ -161,7 +161,9 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
 
     empty_ids = df.index[df["utt_id"] == ""]
     if len(empty_ids):
-        raise ManifestError(f"{source}: {len(empty_ids)} rows without utt_id (paths:{_listing(df.loc[empty_ids, 'path'])}).")
+        raise ManifestError(
+            f"{source}: {len(empty_ids)} rows without utt_id (paths:{_listing(df.loc[empty_ids, 'path'])})."
+        )
     duplicated = df[df["utt_id"].duplicated(keep=False)].sort_values("utt_id")
     if len(duplicated):
         raise listed_error(
@@ -193,8 +195,10 @@ def validate_manifest(df: pd.DataFrame, source: str = "manifest") -> pd.DataFram
     folds_per_speaker = with_speaker.groupby("speaker")["fold"].nunique()
     leaking = folds_per_speaker[folds_per_speaker > 1]
     if len(leaking):
-        pairs = [f"{speaker}: folds {sorted(with_speaker.loc[with_speaker['speaker'] == speaker, 'fold'].unique().tolist())}"
-                 for speaker in leaking.index]
+        pairs = [
+            f"{speaker}: folds {sorted(with_speaker.loc[with_speaker['speaker'] == speaker, 'fold'].unique().tolist())}"
+            for speaker in leaking.index
+        ]
         raise listed_error(
             f"{source}: {len(leaking)} speakers appear in more than one fold, so folds are not speaker-independent",
             pairs, "Fix the fold column (or drop it to let folds be made by speaker).")

@@ -1,4 +1,6 @@
-"""Writing files atomically (every output of the project), and manifests as CSV with dtypes that survive the round trip."""
+"""Writing files atomically (every output of the project), and manifests as CSV with dtypes that survive
+the round trip."""
+
 from __future__ import annotations
 
 import contextlib

@@ -25,7 +25,9 @@ def refold(table: pd.DataFrame, n_folds: int, corpus: str) -> pd.DataFrame:
     """The corpus's standard folds replaced by `n_folds` speaker-balanced ones (a fold never splits a speaker,
     nor a recording's segments)."""
     if table["fold"].isna().all():
-        raise ManifestError(f"corpus {corpus!r} has an official train/test split, not folds: it does not take --n-folds.")
+        raise ManifestError(
+            f"corpus {corpus!r} has an official train/test split, not folds: it does not take --n-folds."
+        )
     if int(n_folds) < 2:
         raise ManifestError(f"{corpus}: --n-folds must be at least 2, got {n_folds}.")
     warnings.warn(ManifestWarning(

@@ -17,10 +17,14 @@ def summarize(df: pd.DataFrame) -> str:
     folds = df["fold"].dropna()
     if len(folds):
         per_fold = folds.value_counts().sort_index()
-        lines.append(f"folds: {len(per_fold)} ({', '.join(f'{int(fold)}: {count}' for fold, count in per_fold.items())})")
+        lines.append(
+            f"folds: {len(per_fold)} ({', '.join(f'{int(fold)}: {count}' for fold, count in per_fold.items())})"
+        )
     splits = df.loc[df["split"] != "", "split"].value_counts()
     if len(splits):
-        lines.append(f"splits: {', '.join(f'{split} {splits[split]}' for split in ('train', 'valid', 'test') if split in splits)}")
+        lines.append(
+            "splits: " + ", ".join(f"{name} {splits[name]}" for name in ("train", "valid", "test") if name in splits)
+        )
     lines.append(prompt_line(df))
     lines.append(f"total hours: {df['duration'].sum() / 3600:.2f}")
     rates = df["sample_rate"].value_counts().sort_index()

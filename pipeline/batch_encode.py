@@ -39,6 +39,7 @@ def plan_batches(durations, shard: tuple[int, int], window: str, frame_budget: i
     cost = clip_cost(window, seconds[mine]).tolist()
     limit = min(max_items or MAX_BATCH_ITEMS, MAX_BATCH_ITEMS)
     batches, current = [], []
+    first = width = pieces = total = 0  # the open batch's first cost, trim width, pieces and frames
     for row, c in zip(mine.tolist(), cost):
         n_pieces = -(-c // FULL_MEL_FRAMES)
         if current:

@@ -74,7 +74,10 @@ def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
         raise FileNotFoundError(f"cache {path} does not exist{held}: run `python cli.py extract` first, or {remedy}")
     if path.is_dir():
         found = sorted(p.name for p in path.glob("*.h5"))
-        raise CacheError(f"cache {path} is a folder, not a file ({'it holds ' + ', '.join(found) if found else 'no .h5 in it'}); {remedy}")
+        raise CacheError(
+            f"cache {path} is a folder, not a file "
+            f"({'it holds ' + ', '.join(found) if found else 'no .h5 in it'}); {remedy}"
+        )
     if not h5py.is_hdf5(path):
         with open(path, "rb") as handle:
             head = handle.read(512)
@@ -86,8 +89,10 @@ def check_cache_file(path, remedy: str = READ_REMEDY) -> Path:
     except OSError as error:
         raise damaged_cache(path, f"unreadable: {str(error).splitlines()[0]}") from error
     if missing:
-        raise CacheError(f"{path} is an HDF5 file but not a bgrpo-ser cache (it has no {', '.join('/' + m for m in missing)}); "
-                         f"{remedy}")
+        raise CacheError(
+            f"{path} is an HDF5 file but not a bgrpo-ser cache (it has no {', '.join('/' + m for m in missing)}); "
+            f"{remedy}"
+        )
     return path
 
 

@@ -86,8 +86,10 @@ def embed_waveform_files(paths, model: str, device: str = "auto", weights_sha256
     are refused; an unreadable file raises BadAudio naming it, or is recorded in `unreadable`."""
     enc = WaveformEncoder(model, device)
     if weights_sha256 and enc.weights_sha256 != weights_sha256:
-        raise EncoderError(f"encoder {model!r} now has weights {enc.weights_sha256[:12]}..., but the vectors were made "
-                           f"with weights {weights_sha256[:12]}...: use the same model files, or re-extract and retrain")
+        raise EncoderError(
+            f"encoder {model!r} now has weights {enc.weights_sha256[:12]}..., but the vectors were made "
+            f"with weights {weights_sha256[:12]}...: use the same model files, or re-extract and retrain"
+        )
     out = []
     for p in paths:
         try:
@@ -126,6 +128,8 @@ def extract_waveform_model(table: pd.DataFrame, root, out_path, model: str, devi
     attrs = {"encoder_id": enc.encoder_id, "weights_sha256": enc.weights_sha256, "window": WINDOW,
              "sample_rate": SAMPLE_RATE, "manifest_sha256": manifest_sha256(table.drop(columns=["ok", "error"]))}
     path = write_cache(out_path, table, attrs, shape, rows)
-    log(f"encoded {int(table['ok'].sum())} of {len(table)} utterances with {enc.encoder_id} ({n_states} hidden states x "
-        f"{shape[1]})")
+    log(
+        f"encoded {int(table['ok'].sum())} of {len(table)} utterances with {enc.encoder_id} "
+        f"({n_states} hidden states x {shape[1]})"
+    )
     return path

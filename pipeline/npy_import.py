@@ -36,10 +36,14 @@ def read_utterances(manifest) -> pd.DataFrame:
     table = read_csv_strings(manifest, FeatureImportError, "table", f": give a CSV with columns {', '.join(REQUIRED)}")
     missing = [c for c in REQUIRED if c not in table]
     if missing:
-        raise FeatureImportError(f"table {manifest} lacks column(s) {', '.join(missing)} (it needs {', '.join(REQUIRED)})")
+        raise FeatureImportError(
+            f"table {manifest} lacks column(s) {', '.join(missing)} (it needs {', '.join(REQUIRED)})"
+        )
     dup = table["utt_id"][table["utt_id"].duplicated()]
     if len(dup):
-        raise FeatureImportError(f"table {manifest}: utt_id {dup.iloc[0]!r} appears more than once ({len(dup)} repeats)")
+        raise FeatureImportError(
+            f"table {manifest}: utt_id {dup.iloc[0]!r} appears more than once ({len(dup)} repeats)"
+        )
     has_fold = "fold" in table and (table["fold"] != "").all()
     table["fold"] = pd.to_numeric(table["fold"]) if has_fold else -1
     if not has_fold and not ("split" in table and (table["split"] == "test").any()):
@@ -107,8 +111,10 @@ def import_npy(folder, manifest, out, encoder_id: str, first_axis: str = "frames
             for i in range(start, min(start + BLOCK_ROWS, len(files))):
                 v = load_vectors(files[i], first_axis)
                 if v.shape != shape:
-                    raise FeatureImportError(f"{files[i]}: pooled to {list(v.shape)}, but {files[0]} gives {list(shape)} "
-                                       "([layers, D]): every utterance needs features of the same encoder and layers")
+                    raise FeatureImportError(
+                        f"{files[i]}: pooled to {list(v.shape)}, but {files[0]} gives {list(shape)} "
+                        "([layers, D]): every utterance needs features of the same encoder and layers"
+                    )
                 vecs.append(v)
             yield np.arange(start, start + len(vecs)), np.stack(vecs)
 

@@ -36,7 +36,12 @@ def test_iemocap_four_class_with_excited_merged_and_session_folds(tmp_path):
     assert df["label"].to_dict() == {"Ses01F_impro01_F000": "neutral", "Ses01F_impro01_M001": "happy",
                                      "Ses02M_script01_1_F000": "angry", "Ses02M_script01_1_M001": "sad",
                                      "Ses02M_script01_1_M002": "happy"}
-    assert df.loc["Ses01F_impro01_M001", ["speaker", "gender", "fold", "raw_label"]].tolist() == ["Ses01M", "male", 0, "exc"]
+    assert df.loc["Ses01F_impro01_M001", ["speaker", "gender", "fold", "raw_label"]].tolist() == [
+        "Ses01M",
+        "male",
+        0,
+        "exc",
+    ]
     assert df.loc["Ses02M_script01_1_F000", ["speaker", "fold"]].tolist() == ["Ses02F", 1]
     assert df.loc["Ses01F_impro01_F000", "path"] == "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav"
 
@@ -105,13 +110,27 @@ def test_meld_missing_clip_and_missing_table(tmp_path):
 
 def _m3ed(root):
     annotation = {
-        "Anjia": {"Anjia_1": {"SpeakerInfo": {"A": {"Name": "FangSijin", "Gender": "Female"}, "B": {"Name": "XuWenchang"}},
-                              "Dialog": {"Anjia_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Happy"}},
-                                         "Anjia_1_2": {"Speaker": "B", "EmoAnnotation": {"final_main_emo": "Anger"}}}}},
-        "Qiaojia": {"Qiaojia_1": {"SpeakerInfo": {"A": {"Name": "QiaoYicheng"}},
-                                  "Dialog": {"Qiaojia_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Neutral"}}}}},
-        "Doctor": {"Doctor_1": {"SpeakerInfo": {"A": {"Name": "Li"}},
-                                "Dialog": {"Doctor_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Fear"}}}}},
+        "Anjia": {
+            "Anjia_1": {
+                "SpeakerInfo": {"A": {"Name": "FangSijin", "Gender": "Female"}, "B": {"Name": "XuWenchang"}},
+                "Dialog": {
+                    "Anjia_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Happy"}},
+                    "Anjia_1_2": {"Speaker": "B", "EmoAnnotation": {"final_main_emo": "Anger"}},
+                },
+            }
+        },
+        "Qiaojia": {
+            "Qiaojia_1": {
+                "SpeakerInfo": {"A": {"Name": "QiaoYicheng"}},
+                "Dialog": {"Qiaojia_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Neutral"}}},
+            }
+        },
+        "Doctor": {
+            "Doctor_1": {
+                "SpeakerInfo": {"A": {"Name": "Li"}},
+                "Dialog": {"Doctor_1_1": {"Speaker": "A", "EmoAnnotation": {"final_main_emo": "Fear"}}},
+            }
+        },
     }
     (root / "annotation.json").write_text(json.dumps(annotation, ensure_ascii=False))
     (root / "splitInfo").mkdir()

@@ -17,7 +17,9 @@ def test_cremad_codes_gender_table_and_speaker_folds(tmp_path):
              for sentence, emotion, level in (("DFA", "ANG", "XX"), ("IEO", "HAP", "HI"))]
     write_tree(tmp_path, names)
     write_tone(tmp_path / "AudioWAV/1007_TIE_SAD_LO.wav", rate=48000, channels=2)
-    (tmp_path / "VideoDemographics.csv").write_text("ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,C,N\n1002,21,Female,C,N\n")
+    (tmp_path / "VideoDemographics.csv").write_text(
+        "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,C,N\n1002,21,Female,C,N\n"
+    )
     df = prepare("cremad", tmp_path)
     assert len(df) == 13 and df["speaker"].nunique() == 7
     row = _by_id(df).loc["1001_DFA_ANG_XX"]

@@ -13,7 +13,8 @@ REAL_RAVDESS = Path(__file__).resolve().parents[2] / "shared/corpora/ravdess"
 
 
 def _name(actor, emotion=1, channel=1, intensity=1, statement=1, repetition=1, suffix="wav"):
-    return f"Actor_{actor:02d}/03-{channel:02d}-{emotion:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}.{suffix}"
+    fields = (channel, emotion, intensity, statement, repetition, actor)
+    return f"Actor_{actor:02d}/03-" + "-".join(f"{f:02d}" for f in fields) + f".{suffix}"
 
 
 def test_generated_tree_labels_gender_folds_and_song_flag(tmp_path):
@@ -39,7 +40,9 @@ def test_generated_tree_labels_gender_folds_and_song_flag(tmp_path):
 
 
 def test_files_off_the_scheme_are_listed_with_their_count(tmp_path):
-    write_tree(tmp_path, [_name(1)] + [f"Actor_01/take{i}.wav" for i in range(12)] + ["Actor_30/03-01-01-01-01-01-30.wav"])
+    write_tree(
+        tmp_path, [_name(1)] + [f"Actor_01/take{i}.wav" for i in range(12)] + ["Actor_30/03-01-01-01-01-01-30.wav"]
+    )
     with pytest.raises(ManifestError) as error:
         prepare("ravdess", tmp_path)
     message = str(error.value)

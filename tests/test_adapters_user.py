@@ -24,7 +24,9 @@ def test_folders_labels_synonyms_and_speaker_folds(tmp_path):
 
 def test_folders_named_group_label_map_and_unknown_label(tmp_path):
     write_tree(tmp_path, ["corpus/Anxious/take_A01_1.wav", "corpus/Joy/take_B02_1.wav"])
-    with pytest.raises(ManifestError, match=r"1 files with labels not in the vocabulary[\s\S]*Anxious/take_A01_1\.wav: 'Anxious'"):
+    with pytest.raises(
+        ManifestError, match=r"1 files with labels not in the vocabulary[\s\S]*Anxious/take_A01_1\.wav: 'Anxious'"
+    ):
         prepare("folders", tmp_path, speaker_regex=r"take_(?P<speaker>[A-Z]\d+)")
     df = prepare("folders", tmp_path, speaker_regex=r"take_(?P<speaker>[A-Z]\d+)", label_map="anxious=fearful")
     assert df[["speaker", "label"]].values.tolist() == [["A01", "fearful"], ["B02", "happy"]]
@@ -36,7 +38,9 @@ def test_folders_needs_a_speaker_regex_that_matches(tmp_path):
         prepare("folders", tmp_path)
     with pytest.raises(ManifestError, match="not a valid regex"):
         prepare("folders", tmp_path, speaker_regex="(")
-    with pytest.raises(ManifestError, match=r"2 of 3 audio files .* do not match[\s\S]*Angry/other\.wav[\s\S]*loose\.wav"):
+    with pytest.raises(
+        ManifestError, match=r"2 of 3 audio files .* do not match[\s\S]*Angry/other\.wav[\s\S]*loose\.wav"
+    ):
         prepare("folders", tmp_path, speaker_regex=r"^(spk\d+)_")
 
 
@@ -83,8 +87,18 @@ def test_csv_speakers_make_folds_and_extra_columns_survive(tmp_path):
                              f"{tmp_path}/audio/c.wav,sad,s1,x\naudio/d.wav,neutral,s3,y\n")
     df = prepare("csv", table, n_folds=2)
     assert df["path"].tolist() == ["audio/a.wav", "audio/b.wav", "audio/c.wav", "audio/d.wav"]
-    assert df["label"].tolist() == ["angry", "happy", "sad", "neutral"] and df["text"].tolist() == ["hi", "yo", "x", "y"]
-    assert df["fold"].tolist() == [0, 1, 0, 1] and df["utt_id"].tolist() == ["audio__a", "audio__b", "audio__c", "audio__d"]
+    assert df["label"].tolist() == ["angry", "happy", "sad", "neutral"] and df["text"].tolist() == [
+        "hi",
+        "yo",
+        "x",
+        "y",
+    ]
+    assert df["fold"].tolist() == [0, 1, 0, 1] and df["utt_id"].tolist() == [
+        "audio__a",
+        "audio__b",
+        "audio__c",
+        "audio__d",
+    ]
 
 
 def test_csv_splits_and_given_folds(tmp_path):

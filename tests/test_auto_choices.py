@@ -18,7 +18,8 @@ from trainer.inputs.protocol import Split
 
 
 def make_set(confounded: bool, n_speakers=12, per_speaker=24, n_classes=4, dim=12, seed=0):
-    """Embeddings = class mean + a speaker offset (as large as the class signal) + noise, 3 hidden states (signal in 1 and 2).
+    """Embeddings = class mean + a speaker offset (as large as the class signal) + noise, 3 hidden states
+    (signal in 1 and 2).
 
     confounded: like a natural corpus, most speakers show one emotion: 5/6 of speaker s's utterances
     are class s % C, the rest cycle over all classes; otherwise every speaker says every emotion
@@ -50,7 +51,10 @@ def test_auto_speaker_norm_off_when_confounded_on_when_balanced(confounded, expe
     assert (c.speaker_label_p < 0.01) if confounded else (c.speaker_label_p > 0.05)
     # and the choice is the right one: held-out-speaker CV on the same set agrees
     groups = speaker_groups(spk[lab])
-    on, off = (grouped_cv_macro_f1(policy_rows(raw, spk, "1", norm).rows(lab), y[lab], groups, 4, 10.0) for norm in (True, False))
+    on, off = (
+        grouped_cv_macro_f1(policy_rows(raw, spk, "1", norm).rows(lab), y[lab], groups, 4, 10.0)
+        for norm in (True, False)
+    )
     assert (off > on + 10) if confounded else (on > off + 5)
 
 

@@ -44,9 +44,35 @@ def test_compare_measures_fp16_agreement():
 def test_summarize_ratios_flops_and_table():
     vec = np.ones((2, 3, 4), np.float32)
     common = {"model": "base", "dtype": "float32", "wall_s": 2.0}
-    runs = [{"name": "usual", "method": "usual", "utt_per_s": 2.0, "rtf": 0.5, "peak_rss_mb": 900.0, "flops": 4e12, **common},
-            {"name": "ours-full", "method": "full", "utt_per_s": 3.0, "rtf": 0.3, "peak_rss_mb": 950.0, "flops": 6e12, **common},
-            {"name": "ours-trim", "method": "trim", "utt_per_s": 16.0, "rtf": 0.06, "peak_rss_mb": 800.0, "flops": 4e12, **common}]
+    runs = [
+        {
+            "name": "usual",
+            "method": "usual",
+            "utt_per_s": 2.0,
+            "rtf": 0.5,
+            "peak_rss_mb": 900.0,
+            "flops": 4e12,
+            **common,
+        },
+        {
+            "name": "ours-full",
+            "method": "full",
+            "utt_per_s": 3.0,
+            "rtf": 0.3,
+            "peak_rss_mb": 950.0,
+            "flops": 6e12,
+            **common,
+        },
+        {
+            "name": "ours-trim",
+            "method": "trim",
+            "utt_per_s": 16.0,
+            "rtf": 0.06,
+            "peak_rss_mb": 800.0,
+            "flops": 4e12,
+            **common,
+        },
+    ]
     rows = es.summarize(runs, {"usual": vec, "ours-full": vec, "ours-trim": vec * 1.5}, {"float32": 10.0})
     assert [r["ratio_vs_usual"] for r in rows] == [1.0, 1.5, 8.0]
     assert [r["tflops"] for r in rows] == [2.0, 3.0, 2.0] and rows[1]["share_of_peak"] == 0.3
@@ -75,7 +101,12 @@ def test_variants_cover_dtypes_and_large_on_gpu_only():
     assert [v[0] for v in es.variants_for(False)] == ["usual", "ours-full", "ours-trim"]
     gpu = es.variants_for(True)
     assert len(gpu) == 14 and {d for _, _, m, d in gpu if m == "trim"} == {"float16", "bfloat16", "float32"}
-    assert gpu[0] == ("usual", "base", "usual", "float32") and gpu[7] == ("large-usual", "large-v3-dims", "usual", "float32")
+    assert gpu[0] == ("usual", "base", "usual", "float32") and gpu[7] == (
+        "large-usual",
+        "large-v3-dims",
+        "usual",
+        "float32",
+    )
     assert [v[0] for v in es.variants_for(False, ("pad10",))] == ["usual", "ours-pad10"]
 
 
@@ -151,7 +182,9 @@ def test_devices_side_by_side():
     rows = [ts.named({"name": "pool 1000", "utterances": 1000, "pool": 700, "device": d, "s_per_epoch": s,
                       "wall_s": 3.0, "warmup_s": 1.0, "peak_rss_mb": 500.0, "macro_f1": {"bgrpo": 50.0}}, d)
             for d, s in (("cpu", 2.0), ("cuda", 0.5))]
-    rows.append(ts.named({"name": "RAVDESS protocol", "device": "cpu", "wall_s": 20.0, "macro_f1": {"bgrpo": 76.2}}, "cpu"))
+    rows.append(
+        ts.named({"name": "RAVDESS protocol", "device": "cpu", "wall_s": 20.0, "macro_f1": {"bgrpo": 76.2}}, "cpu")
+    )
     rows.append(ts.named({"name": "RAVDESS protocol", "device": "cuda", "failed": 1}, "cuda"))
     lines = ts.device_comparison(rows)
     assert lines[0] == ("pool 1000: cpu 2.000 s/round (macro-F1 bgrpo 50.00); cuda 0.500 s/round, speed-up 4.00x "

@@ -18,10 +18,18 @@ from pipeline.cache import CHUNK_ROWS, cache_shape, describe, fingerprint_of, la
 def small_cache(n=5, states=3, hidden=4, seed=0):
     rng = np.random.default_rng(seed)
     emb = rng.standard_normal((n, states, hidden)).astype(np.float16)
-    table = pd.DataFrame({"utt_id": [f"u{i}" for i in range(n)], "label": ["sad", "happy"] * (n // 2) + ["sad"] * (n % 2),
-                          "speaker": [f"s{i % 2}" for i in range(n)], "fold": [i % 2 for i in range(n)],
-                          "ok": [i != 2 for i in range(n)], "num_frames": np.arange(n) + 1,
-                          "duration": np.linspace(1, 2, n), "error": ["" if i != 2 else "empty" for i in range(n)]})
+    table = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(n)],
+            "label": ["sad", "happy"] * (n // 2) + ["sad"] * (n % 2),
+            "speaker": [f"s{i % 2}" for i in range(n)],
+            "fold": [i % 2 for i in range(n)],
+            "ok": [i != 2 for i in range(n)],
+            "num_frames": np.arange(n) + 1,
+            "duration": np.linspace(1, 2, n),
+            "error": ["" if i != 2 else "empty" for i in range(n)],
+        }
+    )
     return emb, table
 
 

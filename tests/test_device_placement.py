@@ -70,7 +70,9 @@ def test_device_gathers_centre_rows_as_the_host_does(layer, speaker_norm):
     cache = CenteredCache(raw, np.arange(40) % 6, layer, speaker_norm)
     idx = torch.tensor([39, 0, 7, 7, 21])
     on_host = cache.take(idx, "cpu")
-    assert torch.equal(cache.take(idx, ACCELERATOR_CODE), on_host) and torch.equal(on_host, torch.from_numpy(cache.rows(idx.numpy())))
+    assert torch.equal(cache.take(idx, ACCELERATOR_CODE), on_host) and torch.equal(
+        on_host, torch.from_numpy(cache.rows(idx.numpy()))
+    )
     assert cache.take(idx[:0], ACCELERATOR_CODE).shape == (0, *cache.row_shape)
 
 

@@ -20,7 +20,9 @@ from trainer.jobs import run_job
 from trainer.inputs.protocol import make_split
 
 REPO = Path(__file__).resolve().parents[1]
-RAVDESS_CACHE = Path(os.environ.get("BGRPO_SER_RAVDESS_CACHE", REPO / "cache" / "ravdess" / "whisper-base-trim.h5"))  # `extract --window trim`'s default place
+RAVDESS_CACHE = Path(
+    os.environ.get("BGRPO_SER_RAVDESS_CACHE", REPO / "cache" / "ravdess" / "whisper-base-trim.h5")
+)  # `extract --window trim`'s default place
 
 
 def train_and_estimator(cache_path, fold: str, seed: int, recipe: dict):

@@ -131,7 +131,9 @@ def test_train_finds_the_cache_from_the_corpus_or_the_only_one(tmp_path, monkeyp
     synthetic_cache(tmp_path / "cache/ravdess/whisper-base-full.h5", n_speakers=6, per_class=8, n_folds=2)
     synthetic_cache(tmp_path / "cache/casia/whisper-base-trim.h5", n_speakers=6, per_class=8, n_folds=2)
     assert find_cache(corpus="casia") == Path("cache/casia/whisper-base-trim.h5")
-    assert find_cache(corpus="ravdess", model="whisper-base", window="full") == Path("cache/ravdess/whisper-base-full.h5")
+    assert find_cache(corpus="ravdess", model="whisper-base", window="full") == Path(
+        "cache/ravdess/whisper-base-full.h5"
+    )
     with pytest.raises(CacheError, match="2 caches in cache/ fit corpus ravdess.*--window"):
         find_cache(corpus="ravdess")
     with pytest.raises(CacheError, match="no cache for corpus emodb"):

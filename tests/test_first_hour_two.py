@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from test_extract import run_cli
 from test_first_hour import folders_corpus
 from test_manifest_audio import write_tree
@@ -39,8 +38,21 @@ def ravdess_names(actors, per_actor: int = 4) -> list[str]:
 # --- 1: every label given: no pool, so the pool methods equal supervised, and the run says so -----------
 def test_all_labels_make_bgrpo_equal_supervised_and_say_so(tmp_path, synthetic_cache):
     cache = synthetic_cache(tmp_path / "c.h5", n_speakers=6, per_class=8, n_folds=3)
-    proc = run_cli("train", "--cache", cache, "--labeled-fraction", "1", "--method", "supervised,bgrpo,pseudo-label,dino",
-                   "--seeds", "0", "--workers", "1", "--out", tmp_path / "run")
+    proc = run_cli(
+        "train",
+        "--cache",
+        cache,
+        "--labeled-fraction",
+        "1",
+        "--method",
+        "supervised,bgrpo,pseudo-label,dino",
+        "--seeds",
+        "0",
+        "--workers",
+        "1",
+        "--out",
+        tmp_path / "run",
+    )
     assert proc.exit_code == 0, proc.output
     assert ("warning: --labeled-fraction 1 labels every training utterance of fold(s) 0, 1, 2: there is no unlabelled "
             "pool, so bgrpo, pseudo-label, dino equal supervised there") in proc.output
@@ -73,7 +85,9 @@ def test_extract_refuses_to_write_over_a_text_file(tmp_path):
     proc = run_cli("extract", "--manifest", csv, "--model", "tiny.en", "--window", "trim", "--out", notes)
     assert proc.exit_code == 2, proc.output
     text = " ".join(proc.output.split())
-    assert f"{notes} is not a cache: it is a text file, not an HDF5 file; extract writes only over its own caches" in text
+    assert (
+        f"{notes} is not a cache: it is a text file, not an HDF5 file; extract writes only over its own caches" in text
+    )
     assert "Traceback" not in proc.output and notes.read_text() == "my notes\n"
 
 
@@ -142,7 +156,9 @@ def test_speakers_keeps_a_whole_fold_subset_and_symlinked_folders_count(tmp_path
     assert sorted(table["speaker"].unique()) == ["Actor_01", "Actor_05"] and sorted(table["fold"].unique()) == [0, 1]
     proc = run_cli("manifest", "--corpus", "ravdess", "--root", tmp_path / "ravdess", "--out", tmp_path / "x.csv",
                    "--speakers", "01")
-    assert proc.exit_code == 2 and "--speakers: 01 not in this corpus; its speakers are Actor_01, Actor_02" in proc.output
+    assert (
+        proc.exit_code == 2 and "--speakers: 01 not in this corpus; its speakers are Actor_01, Actor_02" in proc.output
+    )
     links = tmp_path / "links"  # a subset made of links to speaker folders
     links.mkdir()
     for actor in ("Actor_01", "Actor_09"):
@@ -198,9 +214,15 @@ def test_manifest_changes_names_new_rows_and_order():
 # --- 6: label says what it is doing -----------------------------------------------------------------------
 def test_label_reports_each_step(tmp_path, synthetic_cache):
     syn = load_cache(synthetic_cache(tmp_path / "s.h5", n_speakers=4, per_class=6, n_folds=2))
-    cache = write_cache_arrays(tmp_path / "c.h5", syn.features, syn.table.assign(label=syn.table["label"].map(CANONICAL)),
-                               {"encoder_id": "synthetic", "window": "full"})
-    labels = syn.table[["utt_id"]].assign(label=syn.table["label"].map(CANONICAL).where(np.arange(len(syn.table)) % 4 == 0, ""))
+    cache = write_cache_arrays(
+        tmp_path / "c.h5",
+        syn.features,
+        syn.table.assign(label=syn.table["label"].map(CANONICAL)),
+        {"encoder_id": "synthetic", "window": "full"},
+    )
+    labels = syn.table[["utt_id"]].assign(
+        label=syn.table["label"].map(CANONICAL).where(np.arange(len(syn.table)) % 4 == 0, "")
+    )
     labels.to_csv(tmp_path / "labels.csv", index=False)
     proc = run_cli("label", "--cache", cache, "--labels", tmp_path / "labels.csv", "--out", tmp_path / "out.csv",
                    "--seeds", "0,1")

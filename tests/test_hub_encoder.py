@@ -34,7 +34,9 @@ def corpus(folder, n=4):
         rows.append({"utt_id": f"u{i}", "path": f"u{i}.wav", "speaker": f"s{i % 2}", "label": ["happy", "sad"][i % 2],
                      "fold": i % 2, "corpus": "tones"})
     sf.write(folder / "broken.wav", np.zeros(0, np.float32), 16000)
-    rows.append({"utt_id": "broken", "path": "broken.wav", "speaker": "s0", "label": "sad", "fold": 0, "corpus": "tones"})
+    rows.append(
+        {"utt_id": "broken", "path": "broken.wav", "speaker": "s0", "label": "sad", "fold": 0, "corpus": "tones"}
+    )
     return pd.DataFrame(rows)
 
 

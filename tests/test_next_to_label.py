@@ -35,7 +35,10 @@ def test_typicality_is_the_inverse_mean_distance_to_the_nearest_rows():
 
 
 def test_per_cluster_takes_each_clusters_lowest_key_lowest_first():
-    assert per_cluster(np.array([10, 11, 12, 13]), np.array([0, 1, 0, 1]), np.array([0.5, 0.2, 0.1, 0.3])).tolist() == [12, 11]
+    assert per_cluster(np.array([10, 11, 12, 13]), np.array([0, 1, 0, 1]), np.array([0.5, 0.2, 0.1, 0.3])).tolist() == [
+        12,
+        11,
+    ]
 
 
 def blobs():

@@ -11,7 +11,6 @@ from trainer.config import SPEC_FORM, TrainConfig, field_names, recipe_text
 from trainer.inputs.feature_store import CenteredCache, FeatureRows
 from trainer.inputs.fold_data import FoldData
 from trainer.jobs import run_job
-from trainer.method.monitor import Monitor
 from trainer.method.policy import Policy
 from trainer.method.rewards import parse_reward
 from trainer.method.teachers import FrozenTeacher
@@ -177,7 +176,9 @@ def test_train_flag_help_is_the_recipe_fields_help_and_default():
     from cli import app
     from trainer.config import TrainConfig, flag_help
 
-    help_text = " ".join(CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output.replace("│", " ").split())
+    help_text = " ".join(
+        CliRunner().invoke(app, ["train", "--help"], terminal_width=200).output.replace("│", " ").split()
+    )
     for name in ("reward", "labeled_fraction", "workers", "methods", "seeds", "transductive"):
         f = TrainConfig.__dataclass_fields__[name]
         assert flag_help(name).startswith(f.metadata["help"]) and flag_help(name) in help_text, name

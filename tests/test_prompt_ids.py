@@ -35,7 +35,9 @@ def test_emodb_text_code_including_b10(tmp_path):
 
 
 def test_cremad_sentence_code_with_levels(tmp_path):
-    write_tree(tmp_path, ["AudioWAV/1001_IEO_HAP_HI.wav", "AudioWAV/1002_IEO_ANG_LO.wav", "AudioWAV/1003_DFA_SAD_XX.wav"])
+    write_tree(
+        tmp_path, ["AudioWAV/1001_IEO_HAP_HI.wav", "AudioWAV/1002_IEO_ANG_LO.wav", "AudioWAV/1003_DFA_SAD_XX.wav"]
+    )
     assert _ids(prepare("cremad", tmp_path, n_folds=2)) == {
         "1001_IEO_HAP_HI": "IEO", "1002_IEO_ANG_LO": "IEO", "1003_DFA_SAD_XX": "DFA"}
 

@@ -29,7 +29,9 @@ def prompt_corpus(path, confounded: bool = False, n_speakers: int = 8, n_classes
     for s in range(n_speakers):
         offset = rng.normal(size=dim)
         for p in range(n_prompts):
-            takes = [(s + p) % n_classes] if one_take else [p % n_classes] * n_classes if confounded else range(n_classes)
+            takes = (
+                [(s + p) % n_classes] if one_take else [p % n_classes] * n_classes if confounded else range(n_classes)
+            )
             for c in takes:
                 v = cls[c] + prm[p] + offset + 0.5 * rng.normal(size=dim)
                 emb.append([v * 0.5, v, v * 0.5])
@@ -84,7 +86,9 @@ def test_dependence_gate_turns_text_norm_off_on_a_text_confounded_corpus(tmp_pat
 
 def test_auto_is_off_where_a_speaker_says_each_prompt_once(tmp_path):
     """Label-free: prompts crossed with emotions only across speakers are not trusted."""
-    job = prepare_fold(TrainConfig(), str(prompt_corpus(tmp_path / "o.h5", one_take=True, n_speakers=16)), "0", 0, "cpu")
+    job = prepare_fold(
+        TrainConfig(), str(prompt_corpus(tmp_path / "o.h5", one_take=True, n_speakers=16)), "0", 0, "cpu"
+    )
     assert job.choice["median_utterances_per_prompt"] >= 8 and job.choice["median_takes_per_speaker_prompt"] == 1
     assert job.cfg.text_norm is False and "fewer than half the 4 classes" in job.choice["text_reason"]
 
@@ -96,7 +100,10 @@ def test_auto_is_off_without_ids_and_for_prompts_that_barely_repeat(tmp_path):
                                 {"encoder_id": "synthetic", "window": "full"})
     none = write_cache_arrays(tmp_path / "n.h5", cache.features, cache.table.drop(columns="text_id"),
                               {"encoder_id": "synthetic", "window": "full"})
-    assert "median utterances per prompt 1.0 < 8" in prepare_fold(TrainConfig(), str(unique), "0", 0, "cpu").choice["text_reason"]
+    assert (
+        "median utterances per prompt 1.0 < 8"
+        in prepare_fold(TrainConfig(), str(unique), "0", 0, "cpu").choice["text_reason"]
+    )
     job = prepare_fold(TrainConfig(), str(none), "0", 0, "cpu")
     assert job.cfg.text_norm is False and "no prompt ids" in job.choice["text_reason"]
 

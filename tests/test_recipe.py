@@ -46,7 +46,9 @@ def test_lbfgs_head_matches_scikit_learn_logistic_regression():
     w = rng.uniform(0.5, 2.0, size=80)
     ref = LogisticRegression(C=0.5, max_iter=5000, tol=1e-10).fit(x, y, sample_weight=w)
     pol = Policy(1, 6, 3, head="linear", dropout=0.0)
-    fit_lbfgs(pol, torch.tensor(x)[:, None], torch.tensor(y), l2=2.0, sample_weight=torch.tensor(w, dtype=torch.float32))
+    fit_lbfgs(
+        pol, torch.tensor(x)[:, None], torch.tensor(y), l2=2.0, sample_weight=torch.tensor(w, dtype=torch.float32)
+    )
     ours = pol.probs(torch.tensor(x)[:, None]).numpy()
     assert np.abs(ours - ref.predict_proba(x)).max() < 2e-3
 

@@ -40,7 +40,9 @@ def results_dir(tmp_path):
                     "bgrpo": summary(55.0), "topline": summary(70.0)}
     write(rd, "main-f0.1", run_json(main_methods, reward=default_reward))
     other = [r for r in ("self", "teacher", "self+teacher") if r != default_reward]
-    write(rd, f"reward-{other[0]}-f0.1", run_json({"supervised": summary(50.0), "bgrpo": summary(60.0)}, reward=other[0]))
+    write(
+        rd, f"reward-{other[0]}-f0.1", run_json({"supervised": summary(50.0), "bgrpo": summary(60.0)}, reward=other[0])
+    )
     write(rd, "window-trim", run_json({"supervised": summary(50.0),
                                        "bgrpo": summary(55.0, rel_macro_f1_vs_supervised=10.0, gap_recovered=0.25),
                                        "topline": summary(70.0)}))

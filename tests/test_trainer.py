@@ -91,7 +91,9 @@ def test_saved_policies_are_the_same_bytes_every_time_and_older_runs_still_load(
         assert {k: v for k, v in loaded_meta.items() if k != "extra"} == meta
         assert {name: pol.arch for name, pol in loaded.items()} == arch
         for name, pol in loaded.items():
-            assert all(torch.equal(a, b) for a, b in zip(pol.state_dict().values(), policies[name].state_dict().values()))
+            assert all(
+                torch.equal(a, b) for a, b in zip(pol.state_dict().values(), policies[name].state_dict().values())
+            )
 
 
 def test_saved_policies_reproduce_the_run_predictions(cache, run_dir):
@@ -137,7 +139,9 @@ def test_external_unlabelled_caches_join_the_pool(cache, tmp_path, synthetic_cac
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
     rows = pd.read_csv(tmp_path / "a" / "results.csv")
     assert rows.n_unlabeled.iloc[0] == (4 * 8 * 4 - rows.n_labeled.iloc[0]) + 40
-    ext2 = synthetic_cache(tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6, corpus="ext2")
+    ext2 = synthetic_cache(
+        tmp_path / "ext2.h5", n_classes=4, n_speakers=1, per_class=3, n_folds=1, seed=6, corpus="ext2"
+    )
     train(small(methods=("bgrpo",), seeds=(0,), folds=("1",), unlabeled_cache=f"{ext},{ext2}", reward="self",
                 source_gate="off"),
           cache, tmp_path / "two")
@@ -176,11 +180,19 @@ def test_a_cache_teacher_gives_a_classifier_on_the_other_caches_vectors_matched_
     assert res["methods"]["bgrpo"]["macro_f1"]["n"] == 1
 
 
-@pytest.mark.parametrize("bad,msg", [({"methods": ("bgrpo", "magic")}, "methods = .*'magic': choose from"),
-                                     ({"labeled_fraction": 0}, r"labeled_fraction = 0.0: must be in \(0, 1\]"),
-                                     ({"layer": "top"}, "layer = 'top'"), ({"action": "random"}, "action = 'random': choose"),
-                                     ({"teacher": "big"}, "teacher = 'big'"), ({"batch_size": 1}, "batch_size = 1: must be >= 2"),
-                                     ({"lr": "fast"}, "lr = 'fast': a number"), ({"adv_std": 1}, "adv_std = 1: true or false")])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ({"methods": ("bgrpo", "magic")}, "methods = .*'magic': choose from"),
+        ({"labeled_fraction": 0}, r"labeled_fraction = 0.0: must be in \(0, 1\]"),
+        ({"layer": "top"}, "layer = 'top'"),
+        ({"action": "random"}, "action = 'random': choose"),
+        ({"teacher": "big"}, "teacher = 'big'"),
+        ({"batch_size": 1}, "batch_size = 1: must be >= 2"),
+        ({"lr": "fast"}, "lr = 'fast': a number"),
+        ({"adv_std": 1}, "adv_std = 1: true or false"),
+    ],
+)
 def test_config_validation_names_the_flag(bad, msg):
     with pytest.raises(ValueError, match=msg):
         TrainConfig(**bad)
@@ -197,8 +209,13 @@ def test_cli_train_prints_the_table_and_fails_cleanly(cache, tmp_path):
     ok = CliRunner().invoke(app, args + ["--out", str(tmp_path / "r")])
     assert ok.exit_code == 0, ok.output
     assert "macro-F1" in ok.output and "bgrpo" in ok.output and (tmp_path / "r" / "results.json").exists()
-    for extra, msg in ((["--folds", "9"], "folds"), (["--set", "reward=r7"], "reward"), (["--set", "baseline=x"], "baseline"),
-                       (["--set", "betaa=1"], "unknown field(s) betaa"), (["--set", "beta"], "field=value")):
+    for extra, msg in (
+        (["--folds", "9"], "folds"),
+        (["--set", "reward=r7"], "reward"),
+        (["--set", "baseline=x"], "baseline"),
+        (["--set", "betaa=1"], "unknown field(s) betaa"),
+        (["--set", "beta"], "field=value"),
+    ):
         bad = CliRunner().invoke(app, args + ["--out", str(tmp_path / "bad")] + extra)
         assert bad.exit_code == 2 and msg in bad.output and not (tmp_path / "bad").exists()
     missing = CliRunner().invoke(app, ["train", "--cache", str(tmp_path / "none.h5")])

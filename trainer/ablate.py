@@ -47,7 +47,9 @@ def read_grid(path) -> tuple[dict, dict, dict]:
     return base, grid, variants
 
 
-def combinations(base: dict, grid: dict, overrides: dict, variants: dict | None = None) -> list[tuple[dict, TrainConfig]]:
+def combinations(
+    base: dict, grid: dict, overrides: dict, variants: dict | None = None
+) -> list[tuple[dict, TrainConfig]]:
     """Every variant x grid combination as (its point, validated config); overrides (CLI) apply last."""
     keys = list(grid)
     out = []
@@ -85,19 +87,37 @@ def _ablate(cache_path, grid_path, out_dir, workers: int) -> pd.DataFrame:
         rows = collect([r for r, o in zip(results, owner) if o == i], classes)[0]
         all_rows.append(rows.assign(**{k: json.dumps(v) if isinstance(v, list) else v for k, v in point.items()}))
         for method, d in summarise(rows, len(classes)).items():
-            lines.append({**point, "method": method,
-                          **{f"{s}_{k}": d[s][k] for s in ("macro_f1", "ua", "wa") for k in ("mean", "std")},
-                          "rel_vs_supervised": d.get("rel_macro_f1_vs_supervised"), "gap_recovered": d.get("gap_recovered"),
-                          "collapsed": d["collapsed_runs"], "runs": d["macro_f1"]["n"]})
+            lines.append(
+                {
+                    **point,
+                    "method": method,
+                    **{f"{s}_{k}": d[s][k] for s in ("macro_f1", "ua", "wa") for k in ("mean", "std")},
+                    "rel_vs_supervised": d.get("rel_macro_f1_vs_supervised"),
+                    "gap_recovered": d.get("gap_recovered"),
+                    "collapsed": d["collapsed_runs"],
+                    "runs": d["macro_f1"]["n"],
+                }
+            )
     summary = pd.DataFrame(lines)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "ablation.csv", summary.to_csv(index=False))
     write_text_atomic(out_dir / "ablation.md", markdown_table(summary, (["variant"] if variants else []) + list(grid)))
     write_text_atomic(out_dir / "all_runs.csv", pd.concat(all_rows, ignore_index=True).to_csv(index=False))
-    write_text_atomic(out_dir / "grid.json", json.dumps({"base": base, "grid": grid, "variants": variants, "cache": str(cache_path),
-                                                    "fingerprint": fingerprint,
-                                                    "wall_seconds": round(time.perf_counter() - t0, 1)}, indent=2))
+    write_text_atomic(
+        out_dir / "grid.json",
+        json.dumps(
+            {
+                "base": base,
+                "grid": grid,
+                "variants": variants,
+                "cache": str(cache_path),
+                "fingerprint": fingerprint,
+                "wall_seconds": round(time.perf_counter() - t0, 1),
+            },
+            indent=2,
+        ),
+    )
     return summary
 
 

@@ -68,4 +68,6 @@ def run_demo(base, seed: int = 0, seeds: int = 3, speakers: int = 8, sentences: 
     summary = train(cfg, cache, base / "run")
     if not keep:
         shutil.rmtree(base / "corpus")
-    return DemoRun(summary, [manifest_path, cache, *sorted((base / "run").iterdir())] + ([base / "corpus"] if keep else []))
+    return DemoRun(
+        summary, [manifest_path, cache, *sorted((base / "run").iterdir())] + ([base / "corpus"] if keep else [])
+    )

@@ -176,7 +176,9 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
             return job_seed(str(self.fold), int(self.random_state), salt)
 
         curves = []
-        warm, job = warm_up(job, seed_of, Monitor(job.data, "supervised", curves, monitored_epochs("supervised", job.cfg)))
+        warm, job = warm_up(
+            job, seed_of, Monitor(job.data, "supervised", curves, monitored_epochs("supervised", job.cfg))
+        )
         self.n_rounds_ = monitored_epochs(POLICY, job.cfg) if len(job.data.x_unl) else 0
         policy = train_method(POLICY, warm, job, seed_of, Monitor(job.data, POLICY, curves, self.n_rounds_))
         self.policy_ = policy.eval()
@@ -184,13 +186,20 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
         self.curves_ = pd.DataFrame([c for c in curves if c["method"] == POLICY])
         rates = self.curves_.get("selection_rate", pd.Series(dtype=float))
         self.selected_ = np.rint(rates.to_numpy(float) * len(job.data.x_unl)).astype(int)
-        self._meta = {"classes": names, "choices": {POLICY: {"layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm,
-                                                            "text_norm": job.cfg.text_norm}}, "extra": {}}
+        self._meta = {
+            "classes": names,
+            "choices": {
+                POLICY: {"layer": job.cfg.layer, "speaker_norm": job.cfg.speaker_norm, "text_norm": job.cfg.text_norm}
+            },
+            "extra": {},
+        }
         if job.prompts is not None:  # the prompt means fitted on the training rows (text_norm), as `train` saves them
             names_kept, means = job.prompts.to_save()
             self._meta["choices"][POLICY]["prompts"] = names_kept
             self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(means)
-        if job.speaker_prior is not None:  # how predict centres speakers with few rows (trainer/inputs/speaker_prior.py)
+        if (
+            job.speaker_prior is not None
+        ):  # how predict centres speakers with few rows (trainer/inputs/speaker_prior.py)
             self._meta["extra"].update(speaker_prior_tensors(POLICY, job.speaker_prior))
         self.transduction_ = np.asarray(y).copy()
         if unlabelled.any():  # the pool rows as the policy saw them in training (centred with all a speaker's rows)

@@ -75,8 +75,10 @@ def balanced_margin(probs: np.ndarray, candidates: np.ndarray, n: int, labelled_
     count = np.bincount(np.asarray(labelled_labels, int), minlength=n_classes).astype(float)
     prior = count + np.bincount(pred[candidates], minlength=n_classes)
     target = prior / prior.sum() * (count.sum() + n)
-    queues = [list(candidates[pred[candidates] == c][np.argsort(margin[candidates[pred[candidates] == c]], kind="stable")])
-              for c in range(n_classes)]
+    queues = [
+        list(candidates[pred[candidates] == c][np.argsort(margin[candidates[pred[candidates] == c]], kind="stable")])
+        for c in range(n_classes)
+    ]
     near = None if features is None else nearest_distance_scale(flat_rows(features, candidates))
     out, picked = [], []
     for _ in range(min(n, len(candidates))):

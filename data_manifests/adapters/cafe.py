@@ -20,8 +20,21 @@ SCHEME = "AA-E-I-S.wav (e.g. 01-C-1-1.wav: actor, emotion letter, intensity, sen
 
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
-    rows = parse_files(root, "cafe", NAME, SCHEME, lambda rel, m: {
-        "utt_id": rel.stem, "speaker": m["actor"], "gender": "male" if int(m["actor"]) % 2 else "female",
-        "label": EMOTIONS[m["emotion"]], "raw_label": m["emotion"],
-        "intensity": {"1": "low", "2": "high", None: ""}[m["intensity"]], "sentence": m["sentence"], "text_id": m["sentence"]}, strict=strict)
+    rows = parse_files(
+        root,
+        "cafe",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": rel.stem,
+            "speaker": m["actor"],
+            "gender": "male" if int(m["actor"]) % 2 else "female",
+            "label": EMOTIONS[m["emotion"]],
+            "raw_label": m["emotion"],
+            "intensity": {"1": "low", "2": "high", None: ""}[m["intensity"]],
+            "sentence": m["sentence"],
+            "text_id": m["sentence"],
+        },
+        strict=strict,
+    )
     return build_manifest(rows, root, "cafe", language="fr", n_folds=n_folds)

@@ -22,7 +22,19 @@ SCHEME = "<speaker>/<angry|fear|happy|neutral|sad|surprise>/<id>.wav"
 
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
-    rows = parse_files(root, "casia", NAME, SCHEME, lambda rel, m: {
-        "utt_id": f"{m['speaker']}_{m['emotion'].lower()}_{m['name']}", "speaker": m["speaker"],
-        "gender": GENDERS.get(m["speaker"].lower(), ""), "raw_label": m["emotion"].lower(), "text_id": m["name"]}, on_path=True, strict=strict)
+    rows = parse_files(
+        root,
+        "casia",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": f"{m['speaker']}_{m['emotion'].lower()}_{m['name']}",
+            "speaker": m["speaker"],
+            "gender": GENDERS.get(m["speaker"].lower(), ""),
+            "raw_label": m["emotion"].lower(),
+            "text_id": m["name"],
+        },
+        on_path=True,
+        strict=strict,
+    )
     return build_manifest(rows, root, "casia", language="zh", n_folds=n_folds)

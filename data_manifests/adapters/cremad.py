@@ -18,7 +18,9 @@ import pandas as pd
 
 from ..build import build_manifest, parse_files
 
-NAME = re.compile(r"^(?P<actor>10\d\d)_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>[A-Z]{1,3})$")
+NAME = re.compile(
+    r"^(?P<actor>10\d\d)_(?P<sentence>[A-Z]{3})_(?P<emotion>ANG|DIS|FEA|HAP|NEU|SAD)_(?P<level>[A-Z]{1,3})$"
+)
 SCHEME = "AudioWAV/AAAA_SSS_EEE_LL.wav (e.g. 1001_DFA_ANG_XX.wav)"
 
 
@@ -32,7 +34,20 @@ def _genders(root: Path) -> dict[str, str]:
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
     genders = _genders(Path(root))
-    rows = parse_files(root, "cremad", NAME, SCHEME, lambda rel, m: {
-        "utt_id": rel.stem, "speaker": m["actor"], "gender": genders.get(m["actor"], ""),
-        "raw_label": m["emotion"], "sentence": m["sentence"], "text_id": m["sentence"], "intensity": m["level"]}, strict=strict)
+    rows = parse_files(
+        root,
+        "cremad",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": rel.stem,
+            "speaker": m["actor"],
+            "gender": genders.get(m["actor"], ""),
+            "raw_label": m["emotion"],
+            "sentence": m["sentence"],
+            "text_id": m["sentence"],
+            "intensity": m["level"],
+        },
+        strict=strict,
+    )
     return build_manifest(rows, root, "cremad", language="en", n_folds=n_folds)

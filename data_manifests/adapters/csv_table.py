@@ -18,7 +18,15 @@ import pandas as pd
 from ..build import build_manifest, missing_audio
 from ..schema import ManifestError, _listing
 
-SPLIT_NAMES = {"": "", "train": "train", "dev": "valid", "val": "valid", "valid": "valid", "validation": "valid", "test": "test"}
+SPLIT_NAMES = {
+    "": "",
+    "train": "train",
+    "dev": "valid",
+    "val": "valid",
+    "valid": "valid",
+    "validation": "valid",
+    "test": "test",
+}
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -34,7 +42,9 @@ def _read_table(path: Path) -> pd.DataFrame:
     if missing:
         raise ManifestError(f"csv: {path} lacks column(s) {missing}; it needs path,label and optionally "
                             f"speaker, split, fold (it has {list(table.columns)}).")
-    return table.drop(columns=[c for c in ("duration", "sample_rate", "channels", "corpus", "raw_label") if c in table.columns])
+    return table.drop(
+        columns=[c for c in ("duration", "sample_rate", "channels", "corpus", "raw_label") if c in table.columns]
+    )
 
 
 def _relative(paths: pd.Series, base: Path, table: Path) -> pd.Series:
@@ -66,7 +76,9 @@ def prepare(root, label_map=None, n_folds: int = 5, allow_missing: bool = False,
     rows = table.rename(columns={"label": "raw_label"})
     rows["path"] = _relative(table["path"], base, table_path)
     given_ids = rows["utt_id"].str.strip() if "utt_id" in rows.columns else pd.Series("", index=rows.index)
-    rows["utt_id"] = given_ids.where(given_ids != "", rows["path"].map(lambda p: Path(p).with_suffix("").as_posix().replace("/", "__")))
+    rows["utt_id"] = given_ids.where(
+        given_ids != "", rows["path"].map(lambda p: Path(p).with_suffix("").as_posix().replace("/", "__"))
+    )
     if "text_id" not in rows.columns and "text" in rows.columns:
         rows["text_id"] = rows["text"].map(normalised_text)
     if "language" not in rows.columns or (rows["language"] == "").all():
@@ -75,8 +87,10 @@ def prepare(root, label_map=None, n_folds: int = 5, allow_missing: bool = False,
         split = rows["split"].str.strip().str.lower()
         unknown = rows[~split.isin(SPLIT_NAMES)]
         if len(unknown):
-            raise ManifestError(f"csv: {len(unknown)} rows of {table_path} have a split outside train/dev/valid/val/test:"
-                                f"{_listing(unknown['path'] + ': ' + unknown['split'])}")
+            raise ManifestError(
+                f"csv: {len(unknown)} rows of {table_path} have a split outside train/dev/valid/val/test:"
+                f"{_listing(unknown['path'] + ': ' + unknown['split'])}"
+            )
         rows["split"] = split.map(SPLIT_NAMES)
     has_folds = "fold" in rows.columns and (rows["fold"].str.strip() != "").any()
     has_splits = "split" in rows.columns and (rows["split"] != "").all()

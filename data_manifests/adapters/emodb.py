@@ -5,7 +5,8 @@ The release: 535 utterances in `wav/` (16 kHz), 10 speakers (03 08 09 10 11 12 1
 letter are not assumed, but the texts are not 01-09 only), versions a..f. Emotion letters are German:
 W Ärger (angry, 127), L Langeweile (boredom, 81), E Ekel (disgust, 46), A Angst (fearful, 69),
 F Freude (happy, 71), T Trauer (sad, 62), N neutral (79). text_id = the text code: 10 prompts
-sharing the 535 utterances unevenly (not every speaker says every text in every emotion). No official split: `n_folds` speaker groups.
+sharing the 535 utterances unevenly (not every speaker says every text in every emotion). No official
+split: `n_folds` speaker groups.
 """
 from __future__ import annotations
 
@@ -23,7 +24,20 @@ SCHEME = "wav/SSTTTEV.wav (e.g. 03a01Fa.wav: speaker 03, text a01, emotion F, ve
 
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
-    rows = parse_files(root, "emodb", NAME, SCHEME, lambda rel, m: {
-        "utt_id": rel.stem, "speaker": m["speaker"], "gender": GENDERS[m["speaker"]],
-        "label": EMOTIONS[m["emotion"]], "raw_label": m["emotion"], "text": m["text"], "text_id": m["text"]}, strict=strict)
+    rows = parse_files(
+        root,
+        "emodb",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": rel.stem,
+            "speaker": m["speaker"],
+            "gender": GENDERS[m["speaker"]],
+            "label": EMOTIONS[m["emotion"]],
+            "raw_label": m["emotion"],
+            "text": m["text"],
+            "text_id": m["text"],
+        },
+        strict=strict,
+    )
     return build_manifest(rows, root, "emodb", language="de", n_folds=n_folds)

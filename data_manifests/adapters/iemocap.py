@@ -1,4 +1,5 @@
-"""IEMOCAP (Busso et al., 2008): `Session{1-5}/dialog/EmoEvaluation/*.txt` + `Session*/sentences/wav/<dialog>/<utt>.wav`.
+"""IEMOCAP (Busso et al., 2008): `Session{1-5}/dialog/EmoEvaluation/*.txt` +
+`Session*/sentences/wav/<dialog>/<utt>.wav`.
 
 The release: 5 sessions x 2 actors (one female, one male) = 10 speakers, 10039 segmented utterances
 (16 kHz wav) in `Session*/sentences/wav/<dialog>/<utt>.wav` beside `Session*/dialog/` (whose
@@ -21,12 +22,16 @@ from ..audio_files import check_root
 from ..build import build_manifest, missing_audio
 from ..schema import ManifestError
 
-LINE = re.compile(r"^\[[\d.]+ - [\d.]+\]\t(?P<utt>Ses(?P<session>0[1-5])[FM]_\w+?_(?P<gender>[FM])\w*)\t(?P<emotion>\w+)\t")
+LINE = re.compile(
+    r"^\[[\d.]+ - [\d.]+\]\t(?P<utt>Ses(?P<session>0[1-5])[FM]_\w+?_(?P<gender>[FM])\w*)\t(?P<emotion>\w+)\t"
+)
 FOUR_CLASS = {"neutral", "happy", "sad", "angry"}
 
 
 def _evaluations(root: Path) -> list[Path]:
-    files = sorted(path for path in root.glob("**/Session*/dialog/EmoEvaluation/*.txt") if not path.name.startswith("."))
+    files = sorted(
+        path for path in root.glob("**/Session*/dialog/EmoEvaluation/*.txt") if not path.name.startswith(".")
+    )
     if not files:
         raise ManifestError(f"iemocap: no Session*/dialog/EmoEvaluation/*.txt under {root}; pass --root the "
                             "IEMOCAP release folder (the one holding Session1..Session5).")
@@ -44,11 +49,17 @@ def prepare(root, four_class: bool = True, merge_excited: bool = True, allow_mis
                 continue
             utt = match["utt"]
             dialog = utt.rsplit("_", 1)[0]
-            rows.append({
-                "utt_id": utt, "path": (session_dir / "sentences/wav" / dialog / f"{utt}.wav").relative_to(root).as_posix(),
-                "speaker": f"Ses{match['session']}{match['gender']}",
-                "gender": "female" if match["gender"] == "F" else "male",
-                "raw_label": match["emotion"], "fold": int(match["session"]) - 1, "dialog": dialog})
+            rows.append(
+                {
+                    "utt_id": utt,
+                    "path": (session_dir / "sentences/wav" / dialog / f"{utt}.wav").relative_to(root).as_posix(),
+                    "speaker": f"Ses{match['session']}{match['gender']}",
+                    "gender": "female" if match["gender"] == "F" else "male",
+                    "raw_label": match["emotion"],
+                    "fold": int(match["session"]) - 1,
+                    "dialog": dialog,
+                }
+            )
     table = pd.DataFrame(rows)
     if table.empty:
         raise ManifestError(f"iemocap: the EmoEvaluation files under {root} hold no labelled utterance lines.")

@@ -2,7 +2,8 @@
 `{speaker}_{utterance}.wav` (e.g. in `modality_speech/`).
 
 The release: 24449 utterances from 990 dialogues of 56 Chinese TV series, 7 emotions (Happy,
-Surprise, Sad, Disgust, Anger, Fear, Neutral). annotation.json: {movie: {clip: {"SpeakerInfo": {A: {"Name": ...}}, "Dialog": {utt: {"Speaker": A,
+Surprise, Sad, Disgust, Anger, Fear, Neutral). annotation.json:
+{movie: {clip: {"SpeakerInfo": {A: {"Name": ...}}, "Dialog": {utt: {"Speaker": A,
 "EmoAnnotation": {"final_main_emo": "Happy"}}}}}}. Official splits by TV series (val -> valid);
 speaker = series + character name; files listed in `depreciated_file_list.txt` are left out.
 text_id stays empty (natural dialogue: no prompt repeats).

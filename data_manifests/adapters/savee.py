@@ -5,7 +5,8 @@ The release: 480 utterances (44.1 kHz) = 4 male speakers (DC, JE, JK, KL) x 120:
 01..15). text_id = emotion code + number (a05, n12): the speakers read the same sentences, so
 an id is one sentence said by each of the 4 speakers (120 prompts, 4 utterances each); which
 sentences recur across emotions the naming does not say, so every prompt has a single emotion
-(text normalisation must stay off for them: their mean is their emotion). Four speakers -> 4 leave-one-speaker-out folds.
+(text normalisation must stay off for them: their mean is their emotion). Four speakers -> 4
+leave-one-speaker-out folds.
 """
 from __future__ import annotations
 
@@ -21,7 +22,20 @@ SCHEME = "DC/a01.wav or DC_a01.wav (speaker DC|JE|JK|KL, emotion a|d|f|h|n|sa|su
 
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
-    rows = parse_files(root, "savee", NAME, SCHEME, lambda rel, m: {
-        "utt_id": f"{m['speaker']}_{m['emotion']}{m['number']}", "speaker": m["speaker"], "gender": "male",
-        "label": EMOTIONS[m["emotion"]], "raw_label": m["emotion"], "text_id": f"{m['emotion']}{m['number']}"}, on_path=True, strict=strict)
+    rows = parse_files(
+        root,
+        "savee",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": f"{m['speaker']}_{m['emotion']}{m['number']}",
+            "speaker": m["speaker"],
+            "gender": "male",
+            "label": EMOTIONS[m["emotion"]],
+            "raw_label": m["emotion"],
+            "text_id": f"{m['emotion']}{m['number']}",
+        },
+        on_path=True,
+        strict=strict,
+    )
     return build_manifest(rows, root, "savee", language="en", n_folds=n_folds)

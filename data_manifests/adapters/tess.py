@@ -27,7 +27,20 @@ def _speaker(match: re.Match) -> str:
 
 
 def prepare(root, n_folds: int = 5, strict: bool = False) -> pd.DataFrame:
-    rows = parse_files(root, "tess", NAME, SCHEME, lambda rel, m: {
-        "utt_id": rel.stem, "speaker": _speaker(m), "gender": "female",
-        "raw_label": m["emotion"].lower(), "word": m["word"].lower(), "text_id": m["word"].lower()}, on_path=True, strict=strict)
+    rows = parse_files(
+        root,
+        "tess",
+        NAME,
+        SCHEME,
+        lambda rel, m: {
+            "utt_id": rel.stem,
+            "speaker": _speaker(m),
+            "gender": "female",
+            "raw_label": m["emotion"].lower(),
+            "word": m["word"].lower(),
+            "text_id": m["word"].lower(),
+        },
+        on_path=True,
+        strict=strict,
+    )
     return build_manifest(rows, root, "tess", language="en", n_folds=n_folds)

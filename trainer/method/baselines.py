@@ -64,7 +64,9 @@ def train_dino(warm: Policy, data: FoldData, cfg, generator: torch.Generator, mo
             opt.step()
             teacher.update(student)
             with torch.no_grad():
-                center = cfg.dino_center_momentum * center + (1 - cfg.dino_center_momentum) * torch.cat(t_logits).mean(0)
+                center = cfg.dino_center_momentum * center + (1 - cfg.dino_center_momentum) * torch.cat(t_logits).mean(
+                    0
+                )
         monitor.end_epoch(student, epoch)
     monitor.finish(student)
     return student.eval()

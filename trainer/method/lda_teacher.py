@@ -110,7 +110,9 @@ class LDATeacher:
     float64), so the rows never leave the device.
     """
 
-    def __init__(self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0, placement: Placement | None = None):
+    def __init__(
+        self, x_fit, n_classes: int, n_components: int = 64, seed: int = 0, placement: Placement | None = None
+    ):
         sources = [x_fit] if torch.is_tensor(x_fit) else list(x_fit)
 
         def blocks():

@@ -73,7 +73,9 @@ def train_method(method: str, warm: Policy | None, job: FoldJob, seed_of: Callab
     if method == "bgrpo":
         teacher = teacher_for(cfg, warm, job, seed_of("teacher"))
         generator = _generator(seed_of, "bgrpo")  # actions, pool order and the refits share one stream
-        bgrpo = BGRPO(Settings.of(cfg), head_refitter(cfg, data, generator, seed_of("refit")), teacher, monitor.end_round)
+        bgrpo = BGRPO(
+            Settings.of(cfg), head_refitter(cfg, data, generator, seed_of("refit")), teacher, monitor.end_round
+        )
         policy = bgrpo.fit(warm, Pool.of(data), generator).policy_
         monitor.finish(policy)
         return policy

@@ -37,7 +37,9 @@ class Monitor:
             row["test_macro_f1"] = confusion_macro_f1(device_confusion(d.y_test, pred_test, d.n_classes))
         if len(d.x_unl):
             pred_unl = d.x_unl.map(policy.probs).argmax(1)
-            row["pool_pred_entropy"] = counts_entropy(torch.bincount(pred_unl, minlength=d.n_classes).cpu(), d.n_classes)
+            row["pool_pred_entropy"] = counts_entropy(
+                torch.bincount(pred_unl, minlength=d.n_classes).cpu(), d.n_classes
+            )
         if len(d.x_val):
             row["val_macro_f1"] = val_f1
         row.update(diag)
@@ -93,5 +95,7 @@ def selection_by_source(rows: torch.Tensor, selected: torch.Tensor, actions: tor
         sel = selected & (src == k)
         known = sel & (hidden >= 0)
         out[f"selected_src{k}"] = int(sel.sum())
-        out[f"precision_src{k}"] = float(((actions == hidden) & known).sum() / known.sum()) if known.any() else float("nan")
+        out[f"precision_src{k}"] = (
+            float(((actions == hidden) & known).sum() / known.sum()) if known.any() else float("nan")
+        )
     return out

@@ -26,7 +26,9 @@ class Policy(nn.Module):
         if head == "linear":
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_classes))
         else:
-            self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+            self.head = nn.Sequential(
+                nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes)
+            )
 
     def set_standardizer(self, mean, std) -> None:
         self.feat_mean.copy_(torch.as_tensor(mean))
@@ -103,7 +105,9 @@ def run_metadata(meta: dict, arch: dict) -> dict:
 
 def stored_run(metadata: dict) -> tuple[dict, dict]:
     """(meta, arch) from a models.safetensors header (RUN_KEY; runs saved before it: "meta" and "arch")."""
-    both = json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else {k: json.loads(metadata[k]) for k in ("meta", "arch")}
+    both = (
+        json.loads(metadata[RUN_KEY]) if RUN_KEY in metadata else {k: json.loads(metadata[k]) for k in ("meta", "arch")}
+    )
     return both["meta"], both["arch"]
 
 

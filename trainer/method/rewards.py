@@ -24,7 +24,9 @@ def parse_reward(spec: str) -> tuple[str, ...]:
         expanded = ALIASES.get(part, (part,))
         for t in expanded:
             if t not in TERMS:
-                raise UserError(f"invalid config: reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'")
+                raise UserError(
+                    f"invalid config: reward term {part!r}: use self, teacher, {', '.join(TERMS)} joined by '+'"
+                )
             if t not in terms:
                 terms.append(t)
     return tuple(terms)

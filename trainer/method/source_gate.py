@@ -99,9 +99,14 @@ def held_out_predictions(job: FoldJob, seed_of, variants: dict[str, set[int]]) -
         scored |= held
         fit_t = torch.as_tensor(np.flatnonzero(fit), device=data.x_lab.device)
         for name, keep in variants.items():
-            sub = replace(restrict_pool(data, keep), x_lab=data.x_lab[fit_t], y_lab=data.y_lab[fit_t],
-                          x_val=data.x_val[:0], y_val=data.y_val[:0],
-                          prior=torch.as_tensor(counts / counts.sum(), dtype=data.prior.dtype, device=data.prior.device))
+            sub = replace(
+                restrict_pool(data, keep),
+                x_lab=data.x_lab[fit_t],
+                y_lab=data.y_lab[fit_t],
+                x_val=data.x_val[:0],
+                y_val=data.y_val[:0],
+                prior=torch.as_tensor(counts / counts.sum(), dtype=data.prior.dtype, device=data.prior.device),
+            )
             warm, sub_job = warm_up(replace(job, data=sub, choice={}), seed_of, QuietMonitor())
             model = train_method("bgrpo", warm, sub_job, seed_of, QuietMonitor())
             pred[name][held] = model.probs(data.x_lab[torch.as_tensor(np.flatnonzero(held))]).argmax(1).cpu().numpy()

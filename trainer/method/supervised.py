@@ -25,7 +25,9 @@ def fit_supervised(policy: Policy, x: torch.Tensor, y: torch.Tensor, cfg, genera
     """Weighted cross-entropy: solver=adam (mini-batches, warmup_epochs passes) or lbfgs."""
     if cfg.solver == "lbfgs":
         return fit_lbfgs(policy, x, y, cfg.l2, sample_weight, monitor)
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay, foreach=False, fused=True)
+    opt = torch.optim.Adam(
+        policy.parameters(), lr=cfg.warmup_lr, weight_decay=cfg.weight_decay, foreach=False, fused=True
+    )
     w = torch.ones(len(x), device=x.device) if sample_weight is None else sample_weight
     policy.train()
     for epoch in range(cfg.warmup_epochs):

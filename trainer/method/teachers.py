@@ -86,7 +86,9 @@ def teacher_for(cfg, warm: Policy, job: FoldJob, seed: int):
                                                  data.n_classes, seed, data.x_unl.device))
 
 
-def cache_teacher_probs(cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes: int, seed: int, device) -> torch.Tensor:
+def cache_teacher_probs(
+    cfg, teacher_cache, utt_lab, y_lab, utt_pool, n_classes: int, seed: int, device
+) -> torch.Tensor:
     """Train the warm-up recipe on another cache's vectors of the labelled utterances and return its
     probabilities for the pool's utterances (matched by utt_id)."""
     teacher_view = prepared_cache(teacher_cache, cfg.layer, cfg.speaker_norm)
