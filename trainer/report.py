@@ -21,8 +21,18 @@ def collect(results: list[dict], classes: list[str]) -> tuple[pd.DataFrame, pd.D
     for res in results:
         p = res["predictions"]
         for m in [k for k in p if k not in ("utt_id", "label")]:
-            pred_frames.append(pd.DataFrame({"method": m, "fold": res["fold"], "seed": res["seed"], "utt_id": p["utt_id"],
-                                             "label": [classes[i] for i in p["label"]], "pred": [classes[i] for i in p[m]]}))
+            pred_frames.append(
+                pd.DataFrame(
+                    {
+                        "method": m,
+                        "fold": res["fold"],
+                        "seed": res["seed"],
+                        "utt_id": p["utt_id"],
+                        "label": [classes[i] for i in p["label"]],
+                        "pred": [classes[i] for i in p[m]],
+                    }
+                )
+            )
             conf[m] = conf.get(m, 0) + confusion(p["label"], p[m], len(classes))
     return rows, curves, pd.concat(pred_frames, ignore_index=True) if pred_frames else pd.DataFrame(), conf
 
@@ -135,7 +145,9 @@ def save_models(path: Path, results: list[dict], cfg: TrainConfig, cache_info: d
 def git_revision() -> str:
     try:
         root = Path(__file__).resolve().parents[1]
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "trainer", "cli.py"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return rev + ("+dirty" if dirty else "") if rev else "unknown"

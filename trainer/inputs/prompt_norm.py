@@ -109,7 +109,10 @@ class PromptCentered:
             return torch.from_numpy(self.rows(idx.numpy()))
         device = place.device
         if device not in self._on:
-            self._on[device] = (torch.as_tensor(self._offsets, device=device), torch.as_tensor(self.codes, device=device))
+            self._on[device] = (
+                torch.as_tensor(self._offsets, device=device),
+                torch.as_tensor(self.codes, device=device),
+            )
         offsets, codes = self._on[device]
         x = self.base.take(idx, place)
         return (x.reshape(len(x), offsets.shape[1]).double() - offsets[codes[idx]]).float().reshape(x.shape)
