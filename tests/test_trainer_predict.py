@@ -301,6 +301,10 @@ def test_a_long_file_gets_a_row_per_segment_centred_as_one_speaker(tone_run, mon
                             embed_files([long] * 3, model="base", window="trim", spans=[Span(*s) for s in spans])])
     expect = predict_features(run.policies, run.meta, feats, [None, long, long, long])
     np.testing.assert_allclose(table[run.classes].to_numpy(), expect, rtol=0, atol=1e-6)
+    other = shutil.copy(long, tone_run / "long_again.wav")  # one speaker's two recordings: centred together
+    both = run.predict_proba([long, other], speakers=["s9", "s9"], device="cpu")
+    np.testing.assert_allclose(both[run.classes].to_numpy(), predict_features(
+        run.policies, run.meta, np.concatenate([feats[1:], feats[1:]]), ["s9"] * 6), rtol=0, atol=1e-6)
     result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu", "--csv",
                                       str(tone_run / "long.csv"), "--timeline", str(tone_run / "long.png"), long])
     assert result.exit_code == 0, result.output
