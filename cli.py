@@ -388,7 +388,7 @@ def predict(
     audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their "
                                       ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
                                       "manifest: paths relative to its recorded root; its speaker / text_id columns "
-                                      "are used where no regex is given)."),
+                                      "are used where no regex is given; a segment manifest's rows are its spans)."),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
@@ -419,7 +419,7 @@ def predict(
     trained, unreadable = load_run(run), {}
     table = trained.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means,
                                   "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column",
-                                  segment)
+                                  segment, spans=inputs.spans)
     if table.empty and unreadable:
         raise UserError(unread_report(unreadable, len(paths)))
     if csv:

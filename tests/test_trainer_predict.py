@@ -331,3 +331,24 @@ def test_segment_flag_and_a_file_without_speech(tone_run, tmp_path):
     assert f"no speech found in {short}: no rows" in alone.output  # a tone is no speech to the detector
     assert pd.read_csv(tmp_path / "q.csv").columns.tolist() == ["file", "start", "end", "label", "high", "low"]
     assert "no file was segmented" in alone.output and not (tmp_path / "q.png").exists()
+
+
+def test_a_segment_manifest_is_labelled_by_its_rows_spans(tone_run, tmp_path):
+    """A CSV with start/end (what `segment` writes) gives one row per listed span of its recording, in
+    place, not the recording segmented again; the spans of a recording are one speaker (its table's)."""
+    from cli import app
+    from pipeline.audio import Span
+    from trainer.predict import load_run, predict_features
+
+    long, spans = session_of_tones(tmp_path / "rec.wav", [(3.0, 220, 0.25), (17.0, 3300, 0.4)])
+    (tmp_path / "m.csv").write_text("utt_id,path,speaker,start,end\n" + "".join(
+        f"rec@{round(a * 1000)},rec.wav,rec,{a},{b}\n" for a, b in spans))
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu", "--csv",
+                                      str(tmp_path / "p.csv"), str(tmp_path / "m.csv")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table[["start", "end"]].values.tolist() == list(map(list, spans)) and table.label.tolist() == ["low", "high"]
+    run = load_run(tone_run / "run")
+    feats = embed_files([long] * 2, model="base", window="trim", spans=[Span(*s) for s in spans])
+    np.testing.assert_allclose(table[run.classes].to_numpy(), predict_features(run.policies, run.meta, feats,
+                                                                               ["rec", "rec"]), rtol=0, atol=1e-6)

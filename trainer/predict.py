@@ -132,6 +132,17 @@ def _rounded(seconds: float | None) -> float:
     return float("nan") if seconds is None else round(float(seconds), 4)
 
 
+def _embed_spans(embed, path: str, spans: list, unreadable: dict | None):
+    """The pooled states of spans of one file, or None when one cannot be read and `unreadable`
+    records why (the file is left out whole: its rows would not line up)."""
+    failed: dict = {}
+    vectors = embed([path] * len(spans), spans, failed if unreadable is not None else None)
+    if failed:
+        unreadable[path] = next(iter(failed.values()))
+        return None
+    return vectors
+
+
 def _segments(path: str, settings: SegmentSettings, session, unreadable: dict | None):
     """[k, 2] speech segments (seconds) of a long file (the downmix), or None when it cannot be
     read and `unreadable` records why (without it: BadAudio naming the file)."""
@@ -161,7 +172,7 @@ class Run:
     def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
                       unreadable: dict | None = None, speaker_means: str = "shrunk",
                       give_prompts: str = LIBRARY_PROMPTS, segment: bool = False,
-                      segment_settings: SegmentSettings | None = None) -> pd.DataFrame:
+                      segment_settings: SegmentSettings | None = None, spans=None) -> pd.DataFrame:
         """One row per readable audio file: file, start, end (0 and its duration), predicted label, the
         mean probability of every class. A file longer than LONG_SECONDS (every file with `segment`)
         is cut into speech segments first (`segment_settings`, default SegmentSettings()) and gets
@@ -171,12 +182,15 @@ class Run:
         cannot be read raises BadAudio naming it, or, given an `unreadable` dict, is recorded there
         (path -> why) and left out. `speakers` / `text_ids`: one per file, for speaker_norm /
         text_norm runs (default: no speaker known, prompts unknown; a segment's prompt is unknown);
-        `speaker_means`: see predict_features."""
+        `speaker_means`: see predict_features. `spans` (one Span or None per path, e.g. a segment
+        manifest's rows): a file's span is labelled as it is (not segmented), the spans of one
+        recording centred as one speaker unless `speakers` says otherwise."""
         meta = self.meta
         paths = [str(p) for p in paths]
-        seconds = [_header_seconds(p) for p in paths]
-        long = [segment or (s is not None and s > LONG_SECONDS) for s in seconds]
-        n_short = len(paths) - sum(long)
+        spans = [None] * len(paths) if spans is None else list(spans)
+        seconds = [_header_seconds(p) if span is None else None for p, span in zip(paths, spans)]
+        long = [span is None and (segment or (s is not None and s > LONG_SECONDS)) for s, span in zip(seconds, spans)]
+        n_short = sum(1 for is_long, span in zip(long, spans) if not is_long and span is None)
         speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
         as_one = speaker_means == "own" or not has_speaker_prior(meta)  # files without speakers: one speaker
         if speaker_norm and speakers is None and 0 < n_short < 8 and as_one:
@@ -186,8 +200,9 @@ class Run:
         note = prompt_note(meta, text_ids, len(paths), give_prompts)
         if note:
             print(f"note: {note}", file=sys.stderr)
-        embed = self._embedder(device)
-        short = [i for i, is_long in enumerate(long) if not is_long]
+        embed = self.embedder(device)
+        given = [i for i, is_long in enumerate(long) if not is_long and spans[i] is not None]
+        short = [i for i, is_long in enumerate(long) if not is_long and spans[i] is None]
         feats = embed([paths[i] for i in short], None, unreadable)
         pieces = {i: (feats[k:k + 1], [(0.0, _rounded(seconds[i]))]) for k, i in enumerate(
             i for i in short if unreadable is None or paths[i] not in unreadable)}
@@ -199,13 +214,14 @@ class Run:
             if not len(found):
                 print(f"no speech found in {paths[i]}: no rows", file=sys.stderr)
                 continue
-            spans = [Span(float(a), float(b)) for a, b in found]
-            failed: dict = {}
-            vectors = embed([paths[i]] * len(spans), spans, failed if unreadable is not None else None)
-            if failed:  # a span unreadable in a file the detector read whole: the file is left out
-                unreadable[paths[i]] = next(iter(failed.values()))
-                continue
-            pieces[i] = (vectors, [(_rounded(a), _rounded(b)) for a, b in found])
+            vectors = _embed_spans(embed, paths[i], [Span(float(a), float(b)) for a, b in found], unreadable)
+            if vectors is not None:
+                pieces[i] = (vectors, [(_rounded(a), _rounded(b)) for a, b in found])
+        for path in dict.fromkeys(paths[i] for i in given):  # a table's segments, by recording
+            mine = [i for i in given if paths[i] == path]
+            vectors = _embed_spans(embed, path, [spans[i] for i in mine], unreadable)
+            for k, i in enumerate(mine if vectors is not None else []):
+                pieces[i] = (vectors[k:k + 1], [(_rounded(spans[i].start), _rounded(spans[i].end))])
         read = sorted(pieces)
         if not read:
             table = pd.DataFrame(columns=["file", "start", "end", "label", *self.classes])
@@ -214,7 +230,7 @@ class Run:
         rows = [(i, *bounds) for i in read for bounds in pieces[i][1]]
         owner = [i for i, *_ in rows]
         who = None if speakers is None and n_short == len(paths) else [
-            speakers[i] if speakers is not None else (paths[i] if long[i] else None) for i in owner]
+            speakers[i] if speakers is not None else (paths[i] if long[i] or spans[i] else None) for i in owner]
         prompts = None if text_ids is None else [text_ids[i] if not long[i] else "" for i in owner]
         probs = predict_features(self.policies, meta, np.concatenate([pieces[i][0] for i in read]), who, prompts,
                                  speaker_means)
@@ -224,7 +240,7 @@ class Run:
         table.attrs["segmented"] = [paths[i] for i in read if long[i]]
         return table
 
-    def _embedder(self, device: str):
+    def embedder(self, device: str):
         """embed(paths, spans, unreadable) -> pooled states with the run's encoder and window (the
         Whisper encoder loaded once for all calls)."""
         from pipeline.extract import embed_files
