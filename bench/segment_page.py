@@ -305,13 +305,25 @@ def true_span_manifest(corpus: str, work: Path, clip_cache: Path, which: str) ->
 
 
 def train_true_spans(corpus: str, work: Path, clip_cache: Path) -> dict:
-    """extract -> train on the sessions cut at the true spans: which of noise or cut silence costs."""
+    """extract -> train on the sessions cut at the true spans: which of noise or cut silence costs;
+    with each run's macro-F1 minus the clips' on the same fold and seed (and the segments' run's)."""
     out = {}
     for which in TRUE_SPANS:
         name = f"{corpus}-{which.replace(' ', '-')}"
         out[which], _ = extract_and_train(true_span_manifest(corpus, work, clip_cache, which),
                                           work / "cache" / f"{name}-trim.h5", work / "runs" / name)
+    clips = per_run(work / "runs" / f"{corpus}-clips")
+    out["paired"] = {}
+    for which in (*TRUE_SPANS, "segments"):
+        diff = per_run(work / "runs" / f"{corpus}-{which.replace(' ', '-')}") - clips
+        out["paired"][which] = {m: {"mean": float(d.mean()), "below": int((d < 0).sum()), "n": int(d.notna().sum())}
+                                for m, d in diff.groupby(level="method")}
     return out
+
+
+def per_run(run_dir: Path) -> pd.Series:
+    """macro-F1 of each (method, fold, seed) of a run."""
+    return pd.read_csv(run_dir / "results.csv", dtype={"fold": str}).set_index(["method", "fold", "seed"])["macro_f1"]
 
 
 TARGETS = {"found_pct": ">= 97", "two_or_more_pct": "<= 3", "segments_per_utterance": "<= 1.1",
@@ -373,11 +385,22 @@ def page(results: dict, command: str) -> str:
         lines += ["", TRUE_SPANS_TEXT, "",
                   "| corpus | method | clips | true clip spans | true speech spans | segments |", "|" + "---|" * 6]
         for corpus, r in results["true_spans"].items():
-            runs = {"clips": results["train"][corpus]["macro_f1"]["clips"], **r,
+            runs = {"clips": results["train"][corpus]["macro_f1"]["clips"], **{k: r[k] for k in TRUE_SPANS},
                     "segments": results["train"][corpus]["macro_f1"]["segments"]}
             for method in runs["clips"]:
+                paired = [r["paired"][k][method] for k in (*TRUE_SPANS, "segments")]
                 lines.append(f"| {corpus} | {method} | " + " | ".join(
                     f"{m[method]['mean']:.2f} ± {m[method]['std']:.2f}" for m in runs.values()) + " |")
+                lines.append("| | paired with the clips | | " + " | ".join(
+                    f"{p['mean']:+.2f} ({p['below']} of {p['n']} below)" for p in paired) + " |")
+        for corpus, r in results["true_spans"].items():
+            noise, cut, seg = (r["paired"][k]["bgrpo"]["mean"] for k in (*TRUE_SPANS, "segments"))
+            lines += ["", f"{corpus}, bgrpo: the session's noise alone moves macro-F1 by {noise:+.2f} (true clip "
+                      "spans), "
+                      f"cutting the clips' own silence by a further {cut - noise:+.2f} (true speech spans); the "
+                      f"segments ({seg:+.2f}; their padding keeps part of the silence) lie between."]
+        if "true_spans_command" in results:
+            lines += ["", f"    {results['true_spans_command']}"]
     if "predict" in results:
         lines += ["", *predict_section(results["predict"])]
     lines += ["", NOT_DONE_TEXT]
@@ -492,15 +515,19 @@ gap. On RAVDESS the segments stay under the clips; more context is not why: the 
 `segment --padding 0.5` (1482 segments, found 99.38%) gave bgrpo 72.1 ± 5.7, supervised 67.0 ± 6.3
 (the clips' run repeated gave the same 76.60 / 71.35), and neither are the extra pieces: the cache
 cut to the 1382 segments that are their utterance's only segment gave bgrpo 72.7 ± 4.6, supervised
-66.4 ± 5.0. What the clips have that the segments lack (their own second of recorded silence on each
-side, cut by the VAD and only partly restored by the padding) was not tested."""
+66.4 ± 5.0. What the segments lack or add against the clips (their own second of recorded silence on
+each side, cut by the VAD and only partly restored by the padding; the session's noise) is measured
+next."""
 
 TRUE_SPANS_TEXT = """Where the gap comes from (`--true-spans`): the same sessions cut at each utterance's true span
 instead of the detector's segments, labelled, extracted and trained alike. True clip spans: the clip's
 own samples (its recorded silence included) with the session's -60 dBFS noise over them, so against
 the clips only the noise differs. True speech spans: the clip's speech only (first to last 10 ms frame
 within 35 dB of its loudest, as the bench's truth), so against the clip spans only the cut silence
-differs. Macro-F1 %, mean ± std over folds x seeds (segments and clips: the table above)."""
+differs. Macro-F1 %, mean ± std over folds x seeds (segments and clips: the table above); below each
+row, its difference from the clips' run on the same fold and seed (mean, and how many of the folds x
+seeds are below the clips). The segments already carry the clips' prompts (`text_id`) and speakers
+(the session is the speaker), so neither differs."""
 
 PREDICT_TEXT = """`python cli.py predict FILE... --run RUN` cuts a file longer than 30 s (every file with
 `--segment`) into speech segments with `segment`'s detector and defaults, and labels each segment:
@@ -557,6 +584,7 @@ def main(argv=None) -> None:
         results = json.loads(Path(args.json).read_text())
         results["true_spans"] = {c: train_true_spans(c, work, Path(args.clip_cache.format(corpus=c)))
                                  for c in args.true_spans.split(",")}
+        results["true_spans_command"] = command
         print("true spans", json.dumps(results["true_spans"]))
         write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
         write_text_atomic(args.page, page(results, results.get("command", command)))
@@ -591,7 +619,7 @@ def main(argv=None) -> None:
                             for c in args.train.split(",")}
         print("train", json.dumps(results["train"]))
     before = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
-    results.update({k: before[k] for k in ("predict", "true_spans") if k in before})  # measured by other commands
+    results.update({k: before[k] for k in ("predict", "true_spans", "true_spans_command") if k in before})  # other runs
     write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
     write_text_atomic(args.page, page(results, command))
 
