@@ -535,7 +535,8 @@ one row per segment with its `start` and `end` (seconds; a short file keeps one 
 duration, its label and probabilities as before). A recording's segments are centred as one speaker
 (the recording, with the run's speaker prior as for any speaker; `--speaker-regex` or a table's
 speaker column name another); a segment's prompt is unknown. A file without speech: one line on
-stderr, no rows. `--timeline OUT.png` draws each segmented file's class probabilities over time (a
+stderr, no rows. A segment manifest (`segment`'s CSV, rows with start/end) is labelled row by row,
+as its spans, its speakers from its speaker column. `--timeline OUT.png` draws each segmented file's class probabilities over time (a
 stacked bar per segment, silence blank, a strip in the predicted label's colour above); the same in
 Python: `load_run(RUN).predict_proba(paths)` and `trainer.timeline.write_timeline`.
 
