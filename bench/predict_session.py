@@ -31,7 +31,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.segment_page import CORPORA, build_sessions, overlaps, page  # noqa: E402
+from bench.segment_page import CORPORA, NOISE_DBFS, build_sessions, overlaps, page  # noqa: E402
 from data_manifests.storage import write_text_atomic  # noqa: E402
 from pipeline.audio import SAMPLE_RATE, Span  # noqa: E402
 from pipeline.segment import SegmentSettings  # noqa: E402
@@ -102,6 +102,8 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default="/tmp/segment-bench")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-cache", default="/work/cache/ravdess/whisper-base-trim.h5", help="the corpus labels")
+    parser.add_argument("--without-noise", action="store_true", help="the same sessions without their noise "
+                        "(stored apart; no timeline)")
     parser.add_argument("--json", default=str(REPO / "docs" / "segments.json"))
     parser.add_argument("--page", default=str(REPO / "docs" / "SEGMENTS.md"))
     parser.add_argument("--timeline", default=str(REPO / "docs" / "predict-timeline.png"))
@@ -109,13 +111,13 @@ def main(argv=None) -> None:
     from pipeline.cache import open_checked, read_table
 
     work = Path(args.work)
-    sessions = work / "sessions" / "ravdess"
-    truth = build_sessions("ravdess", sessions)
+    sessions = work / "sessions" / ("ravdess-without-noise" if args.without_noise else "ravdess")
+    truth = build_sessions("ravdess", sessions, noise_dbfs=None if args.without_noise else NOISE_DBFS)
     with open_checked(args.clip_cache) as f:
         labels = read_table(f, ["path", "label"]).set_index("path")["label"]
     run = load_run(args.run)
     paddings = [float(p) for p in args.paddings.split(",")]
-    cut = work / "predict"
+    cut = work / ("predict-without-noise" if args.without_noise else "predict")
     cut.mkdir(parents=True, exist_ok=True)
     per, tables = {}, []
     for speaker in args.speakers.split(","):
@@ -123,14 +125,17 @@ def main(argv=None) -> None:
                                              paddings)
         tables.append(table)
         print(speaker, json.dumps(per[speaker]))
-    both = pd.concat(tables, ignore_index=True)
-    both.attrs["segmented"] = sorted(set(both["file"]))
-    write_timeline(both, run.classes, args.timeline)
-    print(f"wrote {args.timeline}")
     command = "python bench/predict_session.py " + " ".join(argv if argv is not None else sys.argv[1:])
     results = json.loads(Path(args.json).read_text())
-    results["predict"] = {"command": command, "run": str(args.run), "minutes": args.minutes, "sessions": per,
-                          "paddings": paddings, "timeline": Path(args.timeline).name}
+    found = {"command": command, "run": str(args.run), "minutes": args.minutes, "sessions": per, "paddings": paddings}
+    if args.without_noise:
+        results["predict_quiet"] = found
+    else:
+        both = pd.concat(tables, ignore_index=True)
+        both.attrs["segmented"] = sorted(set(both["file"]))
+        write_timeline(both, run.classes, args.timeline)
+        print(f"wrote {args.timeline}")
+        results["predict"] = {**found, "timeline": Path(args.timeline).name}
     write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
     write_text_atomic(args.page, page(results, results.get("command", command)))
 
