@@ -388,7 +388,7 @@ def predict(
     audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their "
                                       ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
                                       "manifest: paths relative to its recorded root; its speaker / text_id columns "
-                                      "are used where no regex is given)."),
+                                      "are used where no regex is given; a segment manifest's rows are its spans)."),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
@@ -400,10 +400,15 @@ def predict(
                                       "training speakers' by how few files it has; files without a speaker each alone) "
                                       "| own (each speaker's own mean, all files one speaker without --speaker-regex: "
                                       "how `train` scored its test speakers)."),
+    segment: bool = typer.Option(False, help="Cut every file into speech segments first (files over 30 s always "
+                                 "are): one row per segment, a recording's segments centred as one speaker."),
+    timeline: str = typer.Option(None, help="Also draw the segmented files' emotions over time to this PNG (one "
+                                 "panel per file)."),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged).
 
-    Exit 1 when some files could not be read (the others are labelled), 2 when none could."""
+    A file over 30 s (every file with --segment) gets one row per speech segment (start, end in seconds;
+    docs/SEGMENTS.md). Exit 1 when some files could not be read (the others are labelled), 2 when none could."""
     from trainer.predict import load_run, speakers_from_names, text_ids_from_names
     from trainer.predict_inputs import audio_inputs, unread_report
 
@@ -413,18 +418,26 @@ def predict(
     text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
     table = trained.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means,
-                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column")
-    if table.empty:
+                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column",
+                                  segment, spans=inputs.spans)
+    if table.empty and unreadable:
         raise UserError(unread_report(unreadable, len(paths)))
     if csv:
         from data_manifests.storage import write_text_atomic
 
         write_text_atomic(Path(csv), table.to_csv(index=False))
+    if timeline:
+        from trainer.timeline import write_timeline
+
+        drawn = write_timeline(table, trained.classes, timeline)
+        typer.echo(f"wrote {drawn}" if drawn else f"--timeline: no file was segmented, {timeline} not written",
+                   err=True)
     classes = trained.classes
-    typer.echo("file\tpredicted label\tprobability of each class (mean over the run's fold x seed policies)")
+    typer.echo("file\tstart\tend\tpredicted label\tprobability of each class (mean over the run's fold x seed "
+               "policies)")
     for _, row in table.iterrows():
         probs = " ".join(f"{c}={row[c]:.3f}" for c in classes)
-        typer.echo(f"{row['file']}\t{row['label']}\t{probs}")
+        typer.echo(f"{row['file']}\t{row['start']:.2f}\t{row['end']:.2f}\t{row['label']}\t{probs}")
     if unreadable:
         typer.echo(unread_report(unreadable, len(paths)), err=True)
         raise typer.Exit(code=1)

@@ -62,9 +62,10 @@ def speech_span(clip: np.ndarray) -> tuple[float, float]:
     return loud[0] * hop / SAMPLE_RATE, (loud[-1] + 1) * hop / SAMPLE_RATE
 
 
-def build_sessions(corpus: str, folder: Path, seed: int = 0) -> pd.DataFrame:
+def build_sessions(corpus: str, folder: Path, seed: int = 0, noise_dbfs: float | None = NOISE_DBFS) -> pd.DataFrame:
     """One FLAC session per speaker under `folder` and the truth table (recording, utt, clip and
-    speech spans in session seconds, label path); written once, reused when present."""
+    speech spans in session seconds, label path); written once, reused when present. `noise_dbfs`
+    None: the same sessions without their noise."""
     truth_csv = folder / "truth.csv"
     if truth_csv.is_file():
         return pd.read_csv(truth_csv)
@@ -78,7 +79,7 @@ def build_sessions(corpus: str, folder: Path, seed: int = 0) -> pd.DataFrame:
     for k, (speaker, clips) in enumerate(sorted(by_speaker.items())):
         rng = np.random.default_rng([seed, k])
         order = rng.permutation(len(clips))
-        noise_std = 10 ** (NOISE_DBFS / 20)
+        noise_std = 0.0 if noise_dbfs is None else 10 ** (noise_dbfs / 20)  # drawn either way: the same pauses
         with sf.SoundFile(folder / f"{speaker}.flac", "w", SAMPLE_RATE, 1, subtype="PCM_16") as out:
             pos = 0
             for i in order:
@@ -247,26 +248,83 @@ def macro_f1(run_dir: Path) -> dict:
             for name, m in methods.items()}
 
 
+def train_run(cache: Path, run_dir: Path) -> dict:
+    """`train --labeled-fraction 0.1` (every fold x 3 seeds, one worker) unless done: macro-F1 of each method."""
+    if not (run_dir / "results.json").is_file():
+        subprocess.run([sys.executable, str(REPO / "cli.py"), "train", "--cache", str(cache), "--labeled-fraction",
+                        "0.1", "--workers", "1", "--out", str(run_dir)], check=True, cwd=REPO)
+    return macro_f1(run_dir)
+
+
+def extract_and_train(labelled: Path, cache: Path, run_dir: Path) -> tuple[dict, float]:
+    """`extract --window trim` of a labelled segment manifest (resumed when done), then train_run:
+    (macro-F1 of each method, extract seconds)."""
+    t0 = time.time()
+    subprocess.run([sys.executable, str(REPO / "cli.py"), "extract", "--manifest", str(labelled), "--window", "trim",
+                    "--out", str(cache)], check=False, cwd=REPO)
+    seconds = time.time() - t0
+    return train_run(cache, run_dir), seconds
+
+
 def train_against_clips(corpus: str, work: Path, clip_cache: Path) -> dict:
     """segments -> extract (trim) -> train (10% labels, every fold x 3 seeds, one worker), and the
     same train on the corpus's clip cache: macro-F1 of each method on both."""
-    cli = [sys.executable, str(REPO / "cli.py")]
     labelled = work / "manifests" / f"{corpus}-labelled.csv"
     counts = labelled_segments(work / "manifests" / f"{corpus}.csv", pd.read_csv(work / "sessions" / corpus /
                                                                                  "truth.csv"), clip_cache, labelled)
-    cache = work / "cache" / f"{corpus}-segments-trim.h5"
-    t0 = time.time()
-    subprocess.run([*cli, "extract", "--manifest", str(labelled), "--window", "trim", "--out", str(cache)],
-                   check=False, cwd=REPO)
-    counts["extract_s"] = time.time() - t0
-    scores = {}
-    for name, path in (("segments", cache), ("clips", clip_cache)):
-        run_dir = work / "runs" / f"{corpus}-{name}"
-        if not (run_dir / "results.json").is_file():
-            subprocess.run([*cli, "train", "--cache", str(path), "--labeled-fraction", "0.1", "--workers", "1",
-                            "--out", str(run_dir)], check=True, cwd=REPO)
-        scores[name] = macro_f1(run_dir)
-    return {**counts, "macro_f1": scores}
+    segments, counts["extract_s"] = extract_and_train(labelled, work / "cache" / f"{corpus}-segments-trim.h5",
+                                                      work / "runs" / f"{corpus}-segments")
+    clips = train_run(clip_cache, work / "runs" / f"{corpus}-clips")
+    return {**counts, "macro_f1": {"segments": segments, "clips": clips}}
+
+
+TRUE_SPANS = {"clip spans": ("clip_start", "clip_end"), "speech spans": ("start", "end")}
+
+
+def true_span_manifest(corpus: str, work: Path, clip_cache: Path, which: str) -> Path:
+    """A labelled segment manifest of the sessions cut at each utterance's true span (TRUE_SPANS:
+    its clip's own samples, or its speech only), with the clip's label, prompt and fold."""
+    from data_manifests.home import write_manifest_root
+    from data_manifests.storage import write_manifest
+    from pipeline.cache import open_checked, read_table
+
+    truth = pd.read_csv(work / "sessions" / corpus / "truth.csv")
+    with open_checked(clip_cache) as f:
+        clips = read_table(f, ["path", "label", "fold", "text_id"]).set_index("path").loc[truth["clip"]]
+    a, b = (truth[c].round(4).to_numpy() for c in TRUE_SPANS[which])
+    table = pd.DataFrame({"utt_id": [f"{r}@{round(s * 1000)}" for r, s in zip(truth["recording"], a)],
+                          "path": truth["recording"] + ".flac", "speaker": truth["recording"], "gender": "",
+                          "language": "", "label": clips["label"].to_numpy(), "raw_label": clips["label"].to_numpy(),
+                          "fold": clips["fold"].astype(int).to_numpy(), "split": "", "duration": (b - a).round(4),
+                          "corpus": corpus, "sample_rate": SAMPLE_RATE, "channels": 1,
+                          "text_id": clips["text_id"].to_numpy(), "recording": truth["recording"], "start": a,
+                          "end": b})
+    out = work / "manifests" / f"{corpus}-{which.replace(' ', '-')}.csv"
+    write_manifest(table, out)
+    write_manifest_root(out, work / "sessions" / corpus)
+    return out
+
+
+def train_true_spans(corpus: str, work: Path, clip_cache: Path) -> dict:
+    """extract -> train on the sessions cut at the true spans: which of noise or cut silence costs;
+    with each run's macro-F1 minus the clips' on the same fold and seed (and the segments' run's)."""
+    out = {}
+    for which in TRUE_SPANS:
+        name = f"{corpus}-{which.replace(' ', '-')}"
+        out[which], _ = extract_and_train(true_span_manifest(corpus, work, clip_cache, which),
+                                          work / "cache" / f"{name}-trim.h5", work / "runs" / name)
+    clips = per_run(work / "runs" / f"{corpus}-clips")
+    out["paired"] = {}
+    for which in (*TRUE_SPANS, "segments"):
+        diff = per_run(work / "runs" / f"{corpus}-{which.replace(' ', '-')}") - clips
+        out["paired"][which] = {m: {"mean": float(d.mean()), "below": int((d < 0).sum()), "n": int(d.notna().sum())}
+                                for m, d in diff.groupby(level="method")}
+    return out
+
+
+def per_run(run_dir: Path) -> pd.Series:
+    """macro-F1 of each (method, fold, seed) of a run."""
+    return pd.read_csv(run_dir / "results.csv", dtype={"fold": str}).set_index(["method", "fold", "seed"])["macro_f1"]
 
 
 TARGETS = {"found_pct": ">= 97", "two_or_more_pct": "<= 3", "segments_per_utterance": "<= 1.1",
@@ -324,8 +382,76 @@ def page(results: dict, command: str) -> str:
             verdict = "met" if gap >= -1.5 else f"missed by {-gap - 1.5:.2f}"
             lines.append(f"- {corpus}: {r['segments']} segments, {r['labelled']} labelled, {r['without_utterance']} "
                          f"overlapping no utterance (dropped); target (bgrpo within 1.5 of the clips): {verdict}.")
+    if "true_spans" in results:
+        lines += ["", TRUE_SPANS_TEXT, "",
+                  "| corpus | method | clips | true clip spans | true speech spans | segments |", "|" + "---|" * 6]
+        for corpus, r in results["true_spans"].items():
+            runs = {"clips": results["train"][corpus]["macro_f1"]["clips"], **{k: r[k] for k in TRUE_SPANS},
+                    "segments": results["train"][corpus]["macro_f1"]["segments"]}
+            for method in runs["clips"]:
+                paired = [r["paired"][k][method] for k in (*TRUE_SPANS, "segments")]
+                lines.append(f"| {corpus} | {method} | " + " | ".join(
+                    f"{m[method]['mean']:.2f} ± {m[method]['std']:.2f}" for m in runs.values()) + " |")
+                lines.append("| | paired with the clips | | " + " | ".join(
+                    f"{p['mean']:+.2f} ({p['below']} of {p['n']} below)" for p in paired) + " |")
+        for corpus, r in results["true_spans"].items():
+            noise, cut, seg = (r["paired"][k]["bgrpo"]["mean"] for k in (*TRUE_SPANS, "segments"))
+            lines += ["", f"{corpus}, bgrpo: the session's noise alone moves macro-F1 by {noise:+.2f} (true clip "
+                      "spans), "
+                      f"cutting the clips' own silence by a further {cut - noise:+.2f} (true speech spans); the "
+                      f"segments ({seg:+.2f}; their padding keeps part of the silence) lie between."]
+        if "true_spans_command" in results:
+            lines += ["", f"    {results['true_spans_command']}"]
+    if "predict" in results:
+        lines += ["", *predict_section(results["predict"], results.get("predict_quiet"))]
     lines += ["", NOT_DONE_TEXT]
     return "\n".join(lines) + "\n"
+
+
+def predict_section(r: dict, quiet: dict | None = None) -> list[str]:
+    """The page's `predict` part, from bench/predict_session.py's results (`quiet`: its run on the
+    sessions without noise)."""
+    lines = ["## `predict` on long files", "", PREDICT_TEXT, "", "Generated by:", "", f"    {r['command']}", "",
+             f"Run: `{r['run']}`. Agreement % with the clips' labels (agreeing / compared):", ""]
+    table, total = agreement_table(r)
+    pads = [f"{p:g}" for p in r["paddings"]]
+    main_agree = total[pads[0]][0] / max(total[pads[0]][1], 1)
+    extra = sum(s["padding"][pads[0]]["segments"] - s["padding"][pads[0]]["matched"] for s in r["sessions"].values())
+    accuracy = {k: np.mean([s["accuracy"][k] for s in r["sessions"].values()]) for k in ("clips", "true_spans")}
+    seg_acc = np.mean([s["padding"][pads[0]]["accuracy"] for s in r["sessions"].values()])
+    lines += [*table, "", f"Target (segments at the default padding {pads[0]} s agree with the clips for >= 90%): "
+              f"{'met' if main_agree >= 0.9 else 'not met'} ({100 * main_agree:.1f}%); {extra} segment(s) overlapped "
+              f"no utterance. Accuracy against the corpus labels (mean over sessions): clips "
+              f"{100 * accuracy['clips']:.1f}%, true clip spans {100 * accuracy['true_spans']:.1f}%, segments "
+              f"{100 * seg_acc:.1f}%."]
+    if quiet is not None:
+        lines += ["", QUIET_TEXT, "", f"    {quiet['command']}", "", *agreement_table(quiet)[0]]
+    return lines + ["", f"![emotions over time]({r['timeline']})", "",
+                    f"`{r['timeline']}`: the sessions' `predict --timeline` figure (default padding)."]
+
+
+def agreement_table(r: dict) -> tuple[list[str], dict]:
+    """The per-session agreement table of a predict_session result, and its pooled counts."""
+    pads = [f"{p:g}" for p in r["paddings"]]
+    lines = ["| session | s | utterances | " + " | ".join(f"segments, padding {p} s" for p in pads)
+             + " | true clip spans | clips alone |", "|---|---|---|" + "---|" * (len(pads) + 2)]
+    total: dict = {}
+
+    def cell(agree: int, n: int, key: str) -> str:
+        got = total.setdefault(key, [0, 0])
+        got[0], got[1] = got[0] + agree, got[1] + n
+        return f"{100 * agree / max(n, 1):.1f} ({agree}/{n})"
+
+    for speaker, s in r["sessions"].items():
+        segs = [cell(s["padding"][p]["agree"], s["padding"][p]["matched"], p) for p in pads]
+        lines.append(f"| {speaker} | {s['seconds']:.0f} | {s['utterances']} | " + " | ".join(segs) + " | "
+                     + cell(s["true_spans_agree"], s["utterances"], "true") + " | "
+                     + cell(s["alone_vs_speaker_agree"], s["utterances"], "alone") + " |")
+    pooled = {k: f"**{100 * a / max(n, 1):.1f}** ({a}/{n})" for k, (a, n) in total.items()}
+    lines.append(f"| all | | {sum(s['utterances'] for s in r['sessions'].values())} | "
+                 + " | ".join(pooled[p] for p in pads) + f" | {pooled['true']} | {pooled['alone']} |")
+    return lines, total
+
 
 
 SEGMENT_TEXT = """`python cli.py segment INPUT... --out manifests/NAME.csv` (files or folders; any format soundfile
@@ -399,8 +525,43 @@ gap. On RAVDESS the segments stay under the clips; more context is not why: the 
 `segment --padding 0.5` (1482 segments, found 99.38%) gave bgrpo 72.1 ± 5.7, supervised 67.0 ± 6.3
 (the clips' run repeated gave the same 76.60 / 71.35), and neither are the extra pieces: the cache
 cut to the 1382 segments that are their utterance's only segment gave bgrpo 72.7 ± 4.6, supervised
-66.4 ± 5.0. What the clips have that the segments lack (their own second of recorded silence on each
-side, cut by the VAD and only partly restored by the padding) was not tested."""
+66.4 ± 5.0. What the segments lack or add against the clips (their own second of recorded silence on
+each side, cut by the VAD and only partly restored by the padding; the session's noise) is measured
+next."""
+
+TRUE_SPANS_TEXT = """Where the gap comes from (`--true-spans`): the same sessions cut at each utterance's true span
+instead of the detector's segments, labelled, extracted and trained alike. True clip spans: the clip's
+own samples (its recorded silence included) with the session's -60 dBFS noise over them, so against
+the clips only the noise differs. True speech spans: the clip's speech only (first to last 10 ms frame
+within 35 dB of its loudest, as the bench's truth), so against the clip spans only the cut silence
+differs. Macro-F1 %, mean ± std over folds x seeds (segments and clips: the table above); below each
+row, its difference from the clips' run on the same fold and seed (mean, and how many of the folds x
+seeds are below the clips). The segments already carry the clips' prompts (`text_id`) and speakers
+(the session is the speaker), so neither differs."""
+
+PREDICT_TEXT = """`python cli.py predict FILE... --run RUN` cuts a file longer than 30 s (every file with
+`--segment`) into speech segments with `segment`'s detector and defaults, and labels each segment:
+one row per segment with its `start` and `end` (seconds; a short file keeps one row, start 0, end its
+duration, its label and probabilities as before). A recording's segments are centred as one speaker
+(the recording, with the run's speaker prior as for any speaker; `--speaker-regex` or a table's
+speaker column name another); a segment's prompt is unknown. A file without speech: one line on
+stderr, no rows. A segment manifest (`segment`'s CSV, rows with start/end) is labelled row by row,
+as its spans, its speakers from its speaker column. `--timeline OUT.png` draws each segmented
+file's class probabilities over time (a stacked bar per segment, silence blank, a strip in the
+predicted label's colour above); the same in Python: `load_run(RUN).predict_proba(paths)` and `trainer.timeline.write_timeline`.
+
+The check: 4-minute sessions (the first utterances of a RAVDESS speaker's session above, cut after
+the last one ending within 4 minutes), one speaker of each of the run's six folds, labelled by
+`predict` as a user runs it (segments), against `predict` on the same utterances as corpus clips
+(centred as their speaker, as the segments are: `--speaker-regex`). A segment is compared with the
+utterance whose clip it overlaps most. As an upper bound for any cutting, the session cut at each
+clip's own span (true clip spans), and for scale, the clips predicted each alone (the default without
+a speaker) against the clips as their speaker. The run: `train --method bgrpo,supervised` on the
+RAVDESS clip cache (10% labels, its 6 folds x 3 seeds an ensemble; each speaker's labelled 10% was
+seen by the folds that did not test it, alike for clips and segments)."""
+
+QUIET_TEXT = """The same sessions without their -60 dBFS noise (`--without-noise`: the same order and pauses,
+digital silence between the utterances), the same run:"""
 
 NOT_DONE_TEXT = """## mp3 offsets, and what is not here
 
@@ -410,8 +571,7 @@ each, against the slice of the whole decode, resampled alike): 16 kHz mp3 15 of 
 none exact, maximum absolute difference 0.66, with libmpg123 reporting bit-reservoir errors on the
 frame after the seek, while 44.1 kHz noise encoded directly seeked exactly. So an mp3 segment may
 differ from the whole decode in its first decoder frame (26 ms at 44.1 kHz); convert to flac where
-that matters. `predict` on long files and the labelling page on segments (issue 38 items 3-4) are
-other work."""
+that matters."""
 
 
 def main(argv=None) -> None:
@@ -421,6 +581,8 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default="/tmp/segment-bench")
     parser.add_argument("--rss-hours", type=float, default=0.0, help="also the peak RSS on a file this long")
     parser.add_argument("--train", default="", help="corpora: segments -> extract -> train against their clip caches")
+    parser.add_argument("--true-spans", default="", help="corpora: only extract -> train on their sessions cut at "
+                        "the true clip spans and speech spans, added to --json and the page")
     parser.add_argument("--clip-cache", default="/work/cache/{corpus}/whisper-base-trim.h5")
     parser.add_argument("--json", default=str(REPO / "docs" / "segments.json"))
     parser.add_argument("--page", default=str(REPO / "docs" / "SEGMENTS.md"))
@@ -432,6 +594,15 @@ def main(argv=None) -> None:
         write_text_atomic(args.page, page(results, results.get("command", command)))
         return
     work = Path(args.work)
+    if args.true_spans:  # added to the page's results, the rest as measured before
+        results = json.loads(Path(args.json).read_text())
+        results["true_spans"] = {c: train_true_spans(c, work, Path(args.clip_cache.format(corpus=c)))
+                                 for c in args.true_spans.split(",")}
+        results["true_spans_command"] = command
+        print("true spans", json.dumps(results["true_spans"]))
+        write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
+        write_text_atomic(args.page, page(results, results.get("command", command)))
+        return
     corpora = args.corpora.split(",")
     truths = {c: build_sessions(c, work / "sessions" / c) for c in corpora}
     results = {"settings": vars(SegmentSettings()), "corpora": {}, "command": command}
@@ -461,6 +632,9 @@ def main(argv=None) -> None:
         results["train"] = {c: train_against_clips(c, work, Path(args.clip_cache.format(corpus=c)))
                             for c in args.train.split(",")}
         print("train", json.dumps(results["train"]))
+    before = json.loads(Path(args.json).read_text()) if Path(args.json).is_file() else {}
+    kept = ("predict", "predict_quiet", "true_spans", "true_spans_command")
+    results.update({k: before[k] for k in kept if k in before})  # measured by other commands
     write_text_atomic(args.json, json.dumps(results, indent=1) + "\n")
     write_text_atomic(args.page, page(results, command))
 

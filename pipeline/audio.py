@@ -9,6 +9,7 @@ and a read of its samples only (exact for wav/flac/ogg; mp3 seeks as libsndfile 
 """
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field, replace
 
@@ -35,15 +36,35 @@ class Span:
     channel: int | None = None
 
 
-def read_span(path, span: Span) -> tuple[np.ndarray, int]:
-    """(samples [n, channels] float32, rate) of the span only, by seek; BadAudio when it runs past the end."""
+def read_span(path, span: Span, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    """(samples [n, channels] of `dtype`, rate) of the span only, by seek; BadAudio when it runs past the end."""
     with sf.SoundFile(str(path)) as f:
         rate = f.samplerate
         first, last = round(span.start * rate), round(span.end * rate)
         if last > f.frames:
             raise BadAudio(f"span {span.start:.3f}-{span.end:.3f} s runs past the file's end ({f.frames / rate:.3f} s)")
         f.seek(first)
-        return f.read(last - first, dtype="float32", always_2d=True), rate
+        return f.read(last - first, dtype=dtype, always_2d=True), rate
+
+
+def span_wav(path, span: Span) -> bytes:
+    """The span's samples as a WAV file at the source's rate and channels (its one channel with
+    span.channel): the samples `extract` reads, exactly (16-bit sources as 16-bit, others float32),
+    so the labelling page plays what is labelled. BadAudio when the file or span cannot be read."""
+    try:
+        pcm16 = sf.info(str(path)).subtype == "PCM_16"
+        data, rate = read_span(path, span, "int16" if pcm16 else "float32")
+    except BadAudio:
+        raise
+    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+        raise BadAudio(f"unreadable: {exc}".replace("\n", " ")) from exc
+    if span.channel is not None:
+        if not 0 <= span.channel < data.shape[1]:
+            raise BadAudio(f"no channel {span.channel}: the file has {data.shape[1]}")
+        data = data[:, [span.channel]]
+    out = io.BytesIO()
+    sf.write(out, data, rate, subtype="PCM_16" if pcm16 else "FLOAT", format="WAV")
+    return out.getvalue()
 
 
 def load_audio(path, span: Span | None = None) -> np.ndarray:

@@ -80,10 +80,11 @@ class WaveformEncoder:
 
 
 def embed_waveform_files(paths, model: str, device: str = "auto", weights_sha256: str | None = None,
-                         unreadable: dict | None = None) -> np.ndarray:
-    """[n, L+1, D] float32 of the readable audio files, pooled as extract_waveform_model pools a
-    cache's rows (for `predict` with a run on such a cache). Other weights than `weights_sha256`
-    are refused; an unreadable file raises BadAudio naming it, or is recorded in `unreadable`."""
+                         unreadable: dict | None = None, spans=None) -> np.ndarray:
+    """[n, L+1, D] float32 of the readable audio files (or of their `spans`, one Span or None per
+    path), pooled as extract_waveform_model pools a cache's rows (for `predict` with a run on such a
+    cache). Other weights than `weights_sha256` are refused; an unreadable file raises BadAudio naming
+    it, or is recorded in `unreadable`."""
     enc = WaveformEncoder(model, device)
     if weights_sha256 and enc.weights_sha256 != weights_sha256:
         raise EncoderError(
@@ -91,9 +92,9 @@ def embed_waveform_files(paths, model: str, device: str = "auto", weights_sha256
             f"with weights {weights_sha256[:12]}...: use the same model files, or re-extract and retrain"
         )
     out = []
-    for p in paths:
+    for p, span in zip(paths, [None] * len(paths) if spans is None else spans):
         try:
-            out.append(enc.pooled(load_audio(p)))
+            out.append(enc.pooled(load_audio(p, span)))
         except BadAudio as exc:
             if unreadable is None:
                 raise BadAudio(f"{p}: {exc}") from exc

@@ -114,3 +114,21 @@ def test_label_follows_every_recipe_field(cache, given, field, value):
     p_base = label_corpus(cache, given[0], base)[0]["probability"]
     p_changed = label_corpus(cache, given[0], changed)[0]["probability"]
     assert not np.allclose(p_base.fillna(0), p_changed.fillna(0))
+
+
+def test_a_segment_cache_gives_start_and_end_in_both_tables(cache, given, tmp_path):
+    """A cache of segments (start/end per row, as `segment` -> `extract` writes): `label --out` and the
+    to-label list carry each row's start and end after its speaker; a clip cache has neither column."""
+    syn = load_cache(cache)
+    table = syn.table.assign(recording="rec", start=np.arange(len(syn.table)) * 2.0,
+                             end=np.arange(len(syn.table)) * 2.0 + 1.5)
+    segments = write_cache_arrays(tmp_path / "segments.h5", syn.features, table,
+                                  {"encoder_id": "synthetic", "window": "full"})
+    out, suggest, _ = label_corpus(segments, given[0], TrainConfig(seeds=(0,)), n_suggest=4)
+    assert out.columns.tolist()[:4] == ["utt_id", "speaker", "start", "end"]
+    assert out[["start", "end"]].to_numpy().tolist() == table[["start", "end"]].to_numpy().tolist()
+    assert suggest.columns.tolist()[:5] == ["utt_id", "label", "speaker", "start", "end"]
+    row = out.set_index("utt_id").loc[suggest["utt_id"]]
+    assert suggest["start"].tolist() == row["start"].tolist()
+    clips, _, _ = label_corpus(cache, given[0], TrainConfig(seeds=(0,)), n_suggest=0)
+    assert "start" not in clips.columns

@@ -3,6 +3,8 @@ before the answer, a batch starts a retrain that changes the model, bad labels a
 reason, audio is streamed from the corpus root, export writes every utterance; undo, relabel, skip
 and un-skip keep the files one label per utterance; edits outside the page are picked up; the saved
 model is loaded at start; a foreign Host and a write without the token are refused; ports) and its helpers."""
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -431,3 +433,50 @@ def test_serve_refuses_a_port_out_of_range_or_in_use(corpus, tmp_path):
     assert result.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in result.output
     assert "--port" in result.output
     assert "Werkzeug" not in result.output and not labels.with_name("l.model.safetensors").exists()
+
+
+def test_a_segment_plays_exactly_its_span_and_shows_its_time(synthetic_cache, tmp_path):
+    """A cache of segments of one 16-bit recording (44.1 kHz stereo; one row reads channel 1): the
+    audio route answers a WAV of exactly the span's samples (range requests too), the card says where
+    the segment is in the recording, and a label applies to that segment's utt_id."""
+    syn = load_cache(synthetic_cache(tmp_path / "syn.h5", n_classes=4, n_speakers=6, per_class=2, n_folds=3))
+    n, rate = len(syn.table), 44100
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-20000, 20000, size=(int((n * 1.5 + 70) * rate), 2), dtype=np.int16)
+    (tmp_path / "audio" / "calls").mkdir(parents=True)
+    sf.write(tmp_path / "audio" / "calls" / "rec.wav", samples, rate, subtype="PCM_16")
+    start = 70 + np.arange(n) * 1.5 + 0.0371
+    table = syn.table.assign(label=syn.table["label"].map(NAMES), path="calls/rec.wav", recording="calls/rec",
+                             start=start, end=start + 1.2, utt_id=[f"calls/rec@{round(s * 1000)}" for s in start],
+                             channel=[1 if i == 0 else pd.NA for i in range(n)], duration=1.2)
+    table["channel"] = table["channel"].astype("Int64")
+    cache = write_cache_arrays(tmp_path / "segments.h5", syn.features, table, {"encoder_id": "synthetic",
+                                                                               "window": "full"})
+    labels = tmp_path / "labels.csv"
+    session = LabellingSession(str(cache), labels, tmp_path / "audio", tmp_path / "out.csv", CFG)
+    client = client_of(session)
+    cards = {s["utt_id"]: s for s in client.get("/api/state").get_json()["suggestions"]}
+    for i in (0, 1, n - 1):
+        utt = table["utt_id"].iloc[i]
+        r = client.get(f"/audio/{utt}")
+        assert r.status_code == 200 and r.mimetype == "audio/wav", r.data[:300]
+        got, got_rate = sf.read(io.BytesIO(r.data), dtype="int16", always_2d=True)
+        first, last = round(start[i] * rate), round((start[i] + 1.2) * rate)
+        want = samples[first:last, [1]] if i == 0 else samples[first:last]
+        assert got_rate == rate and np.array_equal(got, want)
+        part = client.get(f"/audio/{utt}", headers={"Range": "bytes=0-99"})
+        assert part.status_code == 206 and part.data == r.data[:100]
+    assert client.get("/audio/" + table["utt_id"].iloc[n - 1].replace("/", "%2F")).status_code == 200  # the map's
+    at = dict(zip(table["utt_id"], start))
+    clock = lambda s: f"{int(s // 60)}:{s % 60:04.1f}"  # noqa: E731  (all under 10 minutes)
+    assert [s["where"] for s in cards.values()] == [f"rec.wav {clock(at[u])}-{clock(at[u] + 1.2)}" for u in cards]
+    utt = next(iter(cards))
+    assert client.post("/api/label", json={"utt_id": utt, "label": "sad"}).status_code == 200
+    assert labels.read_text().splitlines()[-1] == f"{utt},sad"
+
+
+def test_clock_reads_minutes_and_hours():
+    from trainer.labelling_page.session import clock
+
+    assert [clock(s) for s in (0, 5.04, 83.44, 599.96, 3723.0)] == ["0:00.0", "0:05.0", "1:23.4", "10:00.0",
+                                                                     "1:02:03.0"]

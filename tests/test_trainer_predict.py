@@ -62,7 +62,8 @@ def test_predict_labels_new_generated_files(tone_run):
     table = pd.read_csv(tone_run / "pred.csv")
     assert table.label.tolist() == ["low", "high"]
     assert np.allclose(table[["high", "low"]].sum(axis=1), 1.0, atol=1e-5)
-    assert "new_low.wav\tlow\thigh=" in result.output
+    assert "new_low.wav\t0.00\t0.50\tlow\thigh=" in result.output
+    assert table[["start", "end"]].values.tolist() == [[0.0, 0.5], [0.0, 0.5]]
 
 
 def test_predict_labels_every_readable_file_then_lists_the_others(tone_run):
@@ -76,8 +77,8 @@ def test_predict_labels_every_readable_file_then_lists_the_others(tone_run):
                                       "--csv", str(tone_run / "some.csv"), *files])
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("file\tpredicted label\tprobability of each class")
-    assert "good_low.wav\tlow\t" in result.output and "good_high.wav\thigh\t" in result.output
+    assert lines[0].startswith("file\tstart\tend\tpredicted label\tprobability of each class")
+    assert "good_low.wav\t0.00\t0.50\tlow\t" in result.output and "good_high.wav\t0.00\t0.50\thigh\t" in result.output
     assert "could not read 2 of 4 files" in result.output
     assert f"  {broken}: unreadable" in result.output and f"{tone_run / 'nope.wav'}: missing" in result.output
     assert pd.read_csv(tone_run / "some.csv")["label"].tolist() == ["low", "high"]
@@ -142,9 +143,10 @@ def test_load_run_is_the_python_face_of_predict(tone_run):
     files = [tone(tone_run / "py_low.wav", 220, 0.25), tone(tone_run / "py_high.wav", 3300, 0.4)]
     run = load_run(tone_run / "run")
     proba = run.predict_proba(files, device="cpu")
-    assert proba.columns.tolist() == ["file", "label", *run.classes] and proba.label.tolist() == ["low", "high"]
+    assert proba.columns.tolist() == ["file", "start", "end", "label", *run.classes]
+    assert proba.label.tolist() == ["low", "high"]
     labels = run.predict(files, device="cpu")
-    assert labels.columns.tolist() == ["file", "label", "probability"]
+    assert labels.columns.tolist() == ["file", "start", "end", "label", "probability"]
     np.testing.assert_allclose(labels.probability, proba[run.classes].max(axis=1))
     CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu",
                              "--csv", str(tone_run / "py.csv"), *files])
@@ -246,7 +248,107 @@ def test_predict_takes_a_folder_and_a_manifest_and_exits_2_when_nothing_is_read(
     alone = CliRunner().invoke(app, [*run, "--csv", str(tmp_path / "none.csv"), str(folder / "readme.txt")])
     assert alone.exit_code == 2, alone.output
     assert f"error: could not read {folder / 'readme.txt'}: unreadable" in alone.output and "others" not in alone.output
-    assert "file\tpredicted label" not in alone.output and not (tmp_path / "none.csv").exists()
+    assert "file\tstart\tend\tpredicted label" not in alone.output and not (tmp_path / "none.csv").exists()
     (tmp_path / "silent").mkdir()
     empty = CliRunner().invoke(app, [*run, str(tmp_path / "silent")])
     assert empty.exit_code == 2 and f"folder {tmp_path / 'silent'} holds no audio file" in empty.output
+
+
+# --- long files: one row per speech segment ------------------------------------------------------
+def session_of_tones(path, parts, seconds=40.0):
+    """A `seconds` long file, silent but for (start, freq, amp) half-second tones; their spans."""
+    audio = np.zeros(int(seconds * SR))
+    for start, freq, amp in parts:
+        t = np.arange(int(0.5 * SR)) / SR
+        audio[int(start * SR):int(start * SR) + len(t)] = amp * np.sin(2 * np.pi * freq * t) * np.hanning(len(t))
+    sf.write(path, audio, SR)
+    return str(path), [(start, start + 0.5) for start, _, _ in parts]
+
+
+def test_a_short_file_is_labelled_exactly_as_before_segments(tone_run):
+    """Short files: start 0, end = their duration, and the label and probabilities of the unsegmented
+    path (the files embedded together, each centred alone with the prior)."""
+    from trainer.predict import load_run, predict_features
+
+    files = [tone(tone_run / "same_low.wav", 240, 0.3), tone(tone_run / "same_high.wav", 2900, 0.3, seconds=0.8)]
+    run = load_run(tone_run / "run")
+    table = run.predict_proba(files, device="cpu")
+    before = predict_features(run.policies, run.meta, embed_files(files, model="base", window="trim"))
+    np.testing.assert_array_equal(table[run.classes].to_numpy(), before)
+    assert table.label.tolist() == [run.classes[i] for i in before.argmax(1)]
+    assert table[["start", "end"]].values.tolist() == [[0.0, 0.5], [0.0, 0.8]] and table.attrs["segmented"] == []
+
+
+def test_a_long_file_gets_a_row_per_segment_centred_as_one_speaker(tone_run, monkeypatch):
+    """A 40 s file: the detector's segments (here fixed: tones are not speech) become rows with their
+    start/end, embedded as spans and centred together as the recording; a short file beside it is
+    labelled as alone; --timeline draws the long file."""
+    from cli import app
+    from pipeline.audio import Span
+    from pipeline.segment import Recording
+    from trainer.predict import load_run, predict_features
+
+    long, spans = session_of_tones(tone_run / "long.wav", [(3.0, 220, 0.25), (17.0, 3300, 0.4), (31.0, 260, 0.25)])
+    monkeypatch.setattr("trainer.predict.segment_file",
+                        lambda path, *a, **k: Recording(40.0, SR, 1, {None: np.array(spans)}))
+    short = tone(tone_run / "beside_high.wav", 3100, 0.4)
+    run = load_run(tone_run / "run")
+    table = run.predict_proba([short, long], device="cpu")
+    assert table.file.tolist() == [short, long, long, long] and table.attrs["segmented"] == [long]
+    assert table[["start", "end"]].values.tolist() == [[0.0, 0.5], *map(list, spans)]
+    assert table.label.tolist() == ["high", "low", "high", "low"]
+    feats = np.concatenate([embed_files([short], model="base", window="trim"),
+                            embed_files([long] * 3, model="base", window="trim", spans=[Span(*s) for s in spans])])
+    expect = predict_features(run.policies, run.meta, feats, [None, long, long, long])
+    np.testing.assert_allclose(table[run.classes].to_numpy(), expect, rtol=0, atol=1e-6)
+    other = shutil.copy(long, tone_run / "long_again.wav")  # one speaker's two recordings: centred together
+    both = run.predict_proba([long, other], speakers=["s9", "s9"], device="cpu")
+    np.testing.assert_allclose(both[run.classes].to_numpy(), predict_features(
+        run.policies, run.meta, np.concatenate([feats[1:], feats[1:]]), ["s9"] * 6), rtol=0, atol=1e-6)
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu", "--csv",
+                                      str(tone_run / "long.csv"), "--timeline", str(tone_run / "long.png"), long])
+    assert result.exit_code == 0, result.output
+    assert f"{long}\t17.00\t17.50\thigh\t" in result.output
+    assert pd.read_csv(tone_run / "long.csv")[["start", "end"]].values.tolist() == list(map(list, spans))
+    assert (tone_run / "long.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segment_flag_and_a_file_without_speech(tone_run, tmp_path):
+    """--segment runs the detector on a short file too; a silent 40 s recording says so and gets no row
+    (exit 0; the CSV has the header only), beside a file that is labelled."""
+    from cli import app
+
+    silent, _ = session_of_tones(tmp_path / "silent.wav", [], seconds=40.0)
+    short = tone(tmp_path / "short_low.wav", 220, 0.25)
+    run = ["predict", "--run", str(tone_run / "run"), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*run, "--csv", str(tmp_path / "p.csv"), short, silent])
+    assert result.exit_code == 0, result.output
+    assert f"no speech found in {silent}: no rows" in result.output
+    assert pd.read_csv(tmp_path / "p.csv").file.tolist() == [short]
+    alone = CliRunner().invoke(app, [*run, "--segment", "--csv", str(tmp_path / "q.csv"),
+                                     "--timeline", str(tmp_path / "q.png"), short])
+    assert alone.exit_code == 0, alone.output
+    assert f"no speech found in {short}: no rows" in alone.output  # a tone is no speech to the detector
+    assert pd.read_csv(tmp_path / "q.csv").columns.tolist() == ["file", "start", "end", "label", "high", "low"]
+    assert "no file was segmented" in alone.output and not (tmp_path / "q.png").exists()
+
+
+def test_a_segment_manifest_is_labelled_by_its_rows_spans(tone_run, tmp_path):
+    """A CSV with start/end (what `segment` writes) gives one row per listed span of its recording, in
+    place, not the recording segmented again; the spans of a recording are one speaker (its table's)."""
+    from cli import app
+    from pipeline.audio import Span
+    from trainer.predict import load_run, predict_features
+
+    long, spans = session_of_tones(tmp_path / "rec.wav", [(3.0, 220, 0.25), (17.0, 3300, 0.4)])
+    (tmp_path / "m.csv").write_text("utt_id,path,speaker,start,end\n" + "".join(
+        f"rec@{round(a * 1000)},rec.wav,rec,{a},{b}\n" for a, b in spans))
+    result = CliRunner().invoke(app, ["predict", "--run", str(tone_run / "run"), "--device", "cpu", "--csv",
+                                      str(tmp_path / "p.csv"), str(tmp_path / "m.csv")])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert table[["start", "end"]].values.tolist() == list(map(list, spans)) and table.label.tolist() == ["low", "high"]
+    run = load_run(tone_run / "run")
+    feats = embed_files([long] * 2, model="base", window="trim", spans=[Span(*s) for s in spans])
+    np.testing.assert_allclose(table[run.classes].to_numpy(), predict_features(run.policies, run.meta, feats,
+                                                                               ["rec", "rec"]), rtol=0, atol=1e-6)

@@ -65,12 +65,23 @@ def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
     return labels
 
 
-def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.ndarray, classes: list) -> pd.DataFrame:
+def cache_spans(table: pd.DataFrame) -> pd.DataFrame | None:
+    """The start and end (seconds in the recording) of a segment cache's rows (a clip's: empty), None
+    for a cache of clips only."""
+    if not {"start", "end"} <= set(table.columns):
+        return None
+    return table[["start", "end"]].apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
+
+
+def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.ndarray, classes: list,
+                spans: pd.DataFrame | None = None) -> pd.DataFrame:
     """`label --out`'s every-utterance table: the given labels verbatim (source given), every other
-    row the top class of its probabilities p [N, C] with the runner-up and the margin."""
+    row the top class of its probabilities p [N, C] with the runner-up and the margin; with `spans`
+    (cache_spans) each segment's start and end after its speaker."""
     is_given = np.isin(utt, given.index)
     order = np.argsort(-p, 1)
-    out = pd.DataFrame({"utt_id": utt, "speaker": speakers,
+    where = {} if spans is None else {"start": spans["start"].to_numpy(), "end": spans["end"].to_numpy()}
+    out = pd.DataFrame({"utt_id": utt, "speaker": speakers, **where,
                         "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
                                           np.asarray(classes)[order[:, 0]]),
                         "source": np.where(is_given, "given", "predicted"),
@@ -121,12 +132,14 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
         model = train_method("bgrpo", warm, job_s, seed_of, Monitor(data, "bgrpo", [], monitored_epochs("bgrpo", cfg)))
         probs.append(z_all.map(model.probs).cpu().numpy())
     p = np.mean(probs, 0)
-    out = label_table(utt, speakers, given, p, classes)
+    spans = cache_spans(table)
+    out = label_table(utt, speakers, given, p, classes, spans)
     policy_input = z_all[:]
     candidates = pool[~np.isin(utt[pool], list(never_suggest))]
     nxt = choose_next(DEFAULT_RULE, n_suggest, candidates, probs=p, features=policy_input, labelled=lab,
                       labelled_labels=y[lab], rng=np.random.default_rng(cfg.seeds[0]))
-    suggest = out.iloc[nxt][["utt_id", "speaker", "label", "probability", "second", "margin"]].rename(
+    where = [] if spans is None else ["start", "end"]
+    suggest = out.iloc[nxt][["utt_id", "speaker", *where, "label", "probability", "second", "margin"]].rename(
         columns={"label": "predicted"}).reset_index(drop=True)
     suggest.insert(1, "label", "")  # to fill in: utt_id,label first, as in the labels file the rows join
     info = {"classes": classes, "n_given": len(lab), "n_predicted": len(pool), "choice": choice,

@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 import torch
 
 from data_manifests.errors import UserError
+from pipeline.audio import BadAudio, Span
+from pipeline.segment import SegmentSettings, onnx_session, segment_file
 from trainer.inputs.feature_store import FeatureRows, policy_rows
 from trainer.inputs.features import Standardizer
 from trainer.inputs.prompt_norm import PromptCentered
@@ -45,14 +48,26 @@ def predict_features(policies: dict, meta: dict, feats: np.ndarray, speakers=Non
     for name, pol in policies.items():
         c = choices.get(name, meta)
         prior = stored_speaker_prior(meta.get("extra", {}), name) if speaker_means == "shrunk" else None
-        alone = np.arange(len(feats)).astype(str) if prior is not None else np.full(len(feats), "predict")
-        x = policy_rows(feats, alone if speakers is None else np.asarray(speakers), c["layer"], c["speaker_norm"], prior)
+        x = policy_rows(feats, _speaker_of_rows(speakers, len(feats), prior is not None), c["layer"], c["speaker_norm"],
+                        prior)
         if c.get("text_norm") is True and text_ids is not None:
             x = PromptCentered.saved(x, text_ids, c["prompts"], meta["extra"][f"{PROMPT_MEANS}/{name}"].numpy())
         rows = FeatureRows([(x, np.arange(len(x)))], Standardizer.from_stats(pol.feat_mean, pol.feat_std),
                            pol.feat_mean.device)
         probs.append(rows.map(pol.probs).cpu())
     return torch.stack(probs).mean(0).numpy()
+
+
+def _speaker_of_rows(speakers, n: int, alone: bool) -> np.ndarray:
+    """Each row's speaker for the centring: the given one; where none is known (None, or no list),
+    the row alone (a run with a prior) or all such rows one speaker (without)."""
+    unknown = np.arange(n).astype(str) if alone else np.full(n, "predict")
+    if speakers is None:
+        return unknown
+    missing = np.array([s is None for s in speakers], bool)
+    if not missing.any():
+        return np.asarray(speakers)
+    return np.where(missing, np.char.add("<no speaker>#", unknown), np.asarray(speakers, dtype=object)).astype(str)
 
 
 def has_speaker_prior(meta: dict) -> bool:
@@ -100,6 +115,46 @@ def _first_group(match: re.Match) -> str:
     return match.group(1) if match.groups() else match.group(0)
 
 
+LONG_SECONDS = 30.0  # longer than one encoder input: `predict` segments the file first
+
+
+def _header_seconds(path: str) -> float | None:
+    """The file's length from its header (None when the header cannot be read: embedding says why)."""
+    try:
+        info = sf.info(path)
+    except Exception:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+        return None
+    return info.frames / info.samplerate
+
+
+def _rounded(seconds: float | None) -> float:
+    """Seconds as the tables store them (0.1 ms, as `segment`'s manifests)."""
+    return float("nan") if seconds is None else round(float(seconds), 4)
+
+
+def _embed_spans(embed, path: str, spans: list, unreadable: dict | None):
+    """The pooled states of spans of one file, or None when one cannot be read and `unreadable`
+    records why (the file is left out whole: its rows would not line up)."""
+    failed: dict = {}
+    vectors = embed([path] * len(spans), spans, failed if unreadable is not None else None)
+    if failed:
+        unreadable[path] = next(iter(failed.values()))
+        return None
+    return vectors
+
+
+def _segments(path: str, settings: SegmentSettings, session, unreadable: dict | None):
+    """[k, 2] speech segments (seconds) of a long file (the downmix), or None when it cannot be
+    read and `unreadable` records why (without it: BadAudio naming the file)."""
+    try:
+        return segment_file(path, settings, session).streams[None]
+    except BadAudio as exc:
+        if unreadable is None:
+            raise BadAudio(f"{path}: {exc}") from exc
+        unreadable[path] = str(exc)
+        return None
+
+
 @dataclass
 class Run:
     """A run directory written by `train`, loaded: its fold x seed policies (an ensemble) and what
@@ -116,42 +171,105 @@ class Run:
 
     def predict_proba(self, paths, speakers=None, text_ids=None, device: str = "auto",
                       unreadable: dict | None = None, speaker_means: str = "shrunk",
-                      give_prompts: str = LIBRARY_PROMPTS) -> pd.DataFrame:
-        """One row per readable audio file: file, predicted label, the mean probability of every
-        class. A file that cannot be read raises BadAudio naming it, or, given an `unreadable`
-        dict, is recorded there (path -> why) and left out. `speakers` / `text_ids`: one per file,
-        for speaker_norm / text_norm runs (default: no speaker known, prompts unknown);
-        `speaker_means`: see predict_features."""
-        from pipeline.extract import embed_files
-        from pipeline.hub_encoder import WINDOW as WAVEFORM_WINDOW, embed_waveform_files
-
+                      give_prompts: str = LIBRARY_PROMPTS, segment: bool = False,
+                      segment_settings: SegmentSettings | None = None, spans=None) -> pd.DataFrame:
+        """One row per readable audio file: file, start, end (0 and its duration), predicted label, the
+        mean probability of every class. A file longer than LONG_SECONDS (every file with `segment`)
+        is cut into speech segments first (`segment_settings`, default SegmentSettings()) and gets
+        one row per segment, its segments centred as one speaker (the recording, or its speaker in
+        `speakers`); one without speech gets a line on stderr and no row. The files segmented are
+        listed in the table's attrs["segmented"] (timeline.write_timeline draws them). A file that
+        cannot be read raises BadAudio naming it, or, given an `unreadable` dict, is recorded there
+        (path -> why) and left out. `speakers` / `text_ids`: one per file, for speaker_norm /
+        text_norm runs (default: no speaker known, prompts unknown; a segment's prompt is unknown);
+        `speaker_means`: see predict_features. `spans` (one Span or None per path, e.g. a segment
+        manifest's rows): a file's span is labelled as it is (not segmented), the spans of one
+        recording centred as one speaker unless `speakers` says otherwise."""
         meta = self.meta
+        paths = [str(p) for p in paths]
+        spans = [None] * len(paths) if spans is None else list(spans)
+        seconds = [_header_seconds(p) if span is None else None for p, span in zip(paths, spans)]
+        long = [span is None and (segment or (s is not None and s > LONG_SECONDS)) for s, span in zip(seconds, spans)]
+        n_short = sum(1 for is_long, span in zip(long, spans) if not is_long and span is None)
         speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
         as_one = speaker_means == "own" or not has_speaker_prior(meta)  # files without speakers: one speaker
-        if speaker_norm and speakers is None and len(paths) < 8 and as_one:
+        if speaker_norm and speakers is None and 0 < n_short < 8 and as_one:
             retrain = "" if has_speaker_prior(meta) else " (or train the run again: runs since the speaker prior centre a lone file)"
-            print(f"warning: run {self.path} used speaker_norm; {len(paths)} file(s) are treated as one speaker, "
+            print(f"warning: run {self.path} used speaker_norm; {n_short} file(s) are treated as one speaker, "
                   f"give several utterances of the same speaker for reliable predictions{retrain}", file=sys.stderr)
         note = prompt_note(meta, text_ids, len(paths), give_prompts)
         if note:
             print(f"note: {note}", file=sys.stderr)
-        paths = [str(p) for p in paths]
-        embed = embed_waveform_files if meta["window"] == WAVEFORM_WINDOW else partial(embed_files, window=meta["window"])
-        feats = embed(paths, model=meta["encoder_id"], device=device, weights_sha256=meta.get("weights_sha256") or None,
-                      unreadable=unreadable)
-        read = [i for i, p in enumerate(paths) if unreadable is None or p not in unreadable]
+        embed = self.embedder(device)
+        given = [i for i, is_long in enumerate(long) if not is_long and spans[i] is not None]
+        short = [i for i, is_long in enumerate(long) if not is_long and spans[i] is None]
+        feats = embed([paths[i] for i in short], None, unreadable)
+        pieces = {i: (feats[k:k + 1], [(0.0, _rounded(seconds[i]))]) for k, i in enumerate(
+            i for i in short if unreadable is None or paths[i] not in unreadable)}
+        session = onnx_session() if any(long) else None
+        for i in (i for i, is_long in enumerate(long) if is_long):
+            found = _segments(paths[i], segment_settings or SegmentSettings(), session, unreadable)
+            if found is None:
+                continue
+            if not len(found):
+                print(f"no speech found in {paths[i]}: no rows", file=sys.stderr)
+                continue
+            vectors = _embed_spans(embed, paths[i], [Span(float(a), float(b)) for a, b in found], unreadable)
+            if vectors is not None:
+                pieces[i] = (vectors, [(_rounded(a), _rounded(b)) for a, b in found])
+        for path in dict.fromkeys(paths[i] for i in given):  # a table's segments, by recording
+            mine = [i for i in given if paths[i] == path]
+            vectors = _embed_spans(embed, path, [spans[i] for i in mine], unreadable)
+            for k, i in enumerate(mine if vectors is not None else []):
+                pieces[i] = (vectors[k:k + 1], [(_rounded(spans[i].start), _rounded(spans[i].end))])
+        read = sorted(pieces)
         if not read:
-            return pd.DataFrame(columns=["file", "label", *self.classes])
-        probs = predict_features(self.policies, meta, feats, None if speakers is None else [speakers[i] for i in read],
-                                 None if text_ids is None else [text_ids[i] for i in read], speaker_means)
-        out = pd.DataFrame({"file": [paths[i] for i in read], "label": [self.classes[i] for i in probs.argmax(1)]})
-        return pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
+            table = pd.DataFrame(columns=["file", "start", "end", "label", *self.classes])
+            table.attrs["segmented"] = []
+            return table
+        rows = [(i, *bounds) for i in read for bounds in pieces[i][1]]
+        owner = [i for i, *_ in rows]
+        who = None if speakers is None and n_short == len(paths) else [
+            speakers[i] if speakers is not None else (paths[i] if long[i] or spans[i] else None) for i in owner]
+        prompts = None if text_ids is None else [text_ids[i] if not long[i] else "" for i in owner]
+        probs = predict_features(self.policies, meta, np.concatenate([pieces[i][0] for i in read]), who, prompts,
+                                 speaker_means)
+        out = pd.DataFrame({"file": [paths[i] for i in owner], "start": [r[1] for r in rows],
+                            "end": [r[2] for r in rows], "label": [self.classes[i] for i in probs.argmax(1)]})
+        table = pd.concat([out, pd.DataFrame(probs, columns=self.classes)], axis=1)
+        table.attrs["segmented"] = [paths[i] for i in read if long[i]]
+        return table
+
+    def embedder(self, device: str):
+        """embed(paths, spans, unreadable) -> pooled states with the run's encoder and window (the
+        Whisper encoder loaded once for all calls)."""
+        from pipeline.extract import embed_files
+        from pipeline.hub_encoder import WINDOW as WAVEFORM_WINDOW, embed_waveform_files
+
+        meta = self.meta
+        weights = meta.get("weights_sha256") or None
+        if meta["window"] == WAVEFORM_WINDOW:
+            return lambda paths, spans, unreadable: embed_waveform_files(
+                paths, model=meta["encoder_id"], device=device, weights_sha256=weights, unreadable=unreadable,
+                spans=spans)
+        from pipeline.encoder import load_encoder
+
+        encoder = None
+
+        def embed(paths, spans, unreadable):
+            nonlocal encoder
+            encoder = encoder or load_encoder(meta["encoder_id"], device)
+            return embed_files(paths, window=meta["window"], encoder=encoder, weights_sha256=weights,
+                               unreadable=unreadable, spans=spans)
+        return embed
 
     def predict(self, paths, speakers=None, text_ids=None, device: str = "auto",
                 unreadable: dict | None = None, speaker_means: str = "shrunk") -> pd.DataFrame:
-        """file, predicted label and its probability, one row per readable file (see predict_proba)."""
+        """file, start, end, predicted label and its probability, one row per readable file or segment
+        (see predict_proba)."""
         table = self.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means)
-        return table.assign(probability=table[self.classes].max(axis=1))[["file", "label", "probability"]]
+        table = table.assign(probability=table[self.classes].max(axis=1))
+        return table[["file", "start", "end", "label", "probability"]]
 
 
 def load_run(run_dir) -> Run:

@@ -11,7 +11,8 @@
     POST /api/unskip       {"utt_id"}: off the skip list again
     POST /api/retrain      retrain now (else: automatically after each batch)
     POST /api/export       write the every-utterance CSV, as `label --out` does
-    GET  /audio/<utt_id>   the utterance's audio file, streamed (range requests) from the corpus root
+    GET  /audio/<utt_id>   the utterance's audio file, streamed (range requests) from the corpus root; a
+                           segment of a recording: only its span, decoded to a WAV (range requests too)
 A bad request (unknown label or utterance, a label given twice) answers 400 with {"error": why}.
 
 The page trusts only its own origin: a request whose Host header is not the address served
@@ -22,7 +23,9 @@ command prints carries (?token=...) and the page keeps, so another page cannot w
 from __future__ import annotations
 
 import errno
+import hashlib
 import hmac
+import io
 import logging
 import os
 import secrets
@@ -34,6 +37,7 @@ from flask import Flask, jsonify, request, send_file
 from werkzeug.serving import get_sockaddr, make_server, select_address_family
 
 from data_manifests.errors import UserError
+from pipeline.audio import BadAudio, span_wav
 from trainer.labelling_page.session import LabellingSession
 
 PAGE = Path(__file__).with_name("page.html")
@@ -119,12 +123,19 @@ def create_app(session: LabellingSession, token: str, hosts: set[str]) -> Flask:
     def export():
         return jsonify({"wrote": str(session.export())})
 
-    @app.get("/audio/<utt_id>")
+    @app.get("/audio/<path:utt_id>")
     def audio(utt_id):
         try:
-            return send_file(session.audio_path(utt_id), conditional=True)
+            path, span = session.audio_path(utt_id), session.span_of(utt_id)
+            if span is None:
+                return send_file(path, conditional=True)
+            wav = span_wav(path, span)
         except UserError as err:
             return jsonify({"error": str(err)}), 404
+        except BadAudio as err:
+            return jsonify({"error": f"audio of {utt_id} ({path}): {err}"}), 404
+        return send_file(io.BytesIO(wav), mimetype="audio/wav", conditional=True, etag=hashlib.sha1(wav).hexdigest(),
+                         download_name=f"{Path(path).stem}-{span.start:.3f}-{span.end:.3f}.wav")
 
     return app
 

@@ -20,17 +20,19 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import torch
 
 from data_manifests.errors import UserError
-from data_manifests.schema import CANONICAL_LABELS
+from data_manifests.schema import CANONICAL_LABELS, CHANNEL_COLUMN
 from data_manifests.storage import atomic_path, read_csv_strings, write_text_atomic
+from pipeline.audio import Span
 from trainer.config import TrainConfig
 from trainer.inputs.fold_jobs import raw_cache
-from trainer.label_corpus import label_corpus, label_table, read_user_labels
+from trainer.label_corpus import cache_spans, label_corpus, label_table, read_user_labels
 from trainer.metrics import scores
 
 MAP_POINTS = 4000  # at most this many utterances on the map (a seeded sample of larger corpora)
@@ -121,6 +123,14 @@ def file_stamp(path: Path):
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def clock(seconds: float) -> str:
+    """A time in a recording as a person reads it: 83.4 -> 1:23.4, 3723.0 -> 1:02:03.0."""
+    tenths = round(seconds * 10)
+    h, rest = divmod(tenths, 36000)
+    m, t = divmod(rest, 600)
+    return (f"{h}:{m:02d}:" if h else f"{m}:") + f"{t // 10:02d}.{t % 10}"
 
 
 def corpus_audio_root(cache_path, root=None, manifest=None) -> Path:
@@ -574,8 +584,11 @@ class LabellingSession:
         if m is not None:
             p = m.probs[i]
             guesses = [{"label": m.classes[j], "p": round(float(p[j]), 4)} for j in np.argsort(-p, kind="stable")[:3]]
-        return {"utt_id": utt_id, "speaker": str(self.table["speaker"].iloc[i]), "audio": f"/audio/{utt_id}",
-                "duration": float(self.table["duration"].iloc[i]), "guesses": guesses, "from": source}
+        span = self.span_of(utt_id)
+        where = "" if span is None else (f"{Path(str(self.table['path'].iloc[i])).name} "
+                                         f"{clock(span.start)}-{clock(span.end)}")
+        return {"utt_id": utt_id, "speaker": str(self.table["speaker"].iloc[i]), "audio": f"/audio/{quote(utt_id)}",
+                "duration": float(self.table["duration"].iloc[i]), "where": where, "guesses": guesses, "from": source}
 
     def status(self) -> str:
         """What the retrain is doing, in words. Lock held."""
@@ -625,6 +638,17 @@ class LabellingSession:
                             "manifest's paths are relative to")
         return path
 
+    def span_of(self, utt_id: str) -> Span | None:
+        """The utterance's span of its recording (a segment cache's start, end and channel), None for a
+        clip (a whole file)."""
+        self._check_utt(utt_id)
+        row = self.table.iloc[self.row_of[utt_id]]
+        if "start" not in row.index or "end" not in row.index or pd.isna(row["start"]) or pd.isna(row["end"]):
+            return None
+        channel = row.get(CHANNEL_COLUMN)  # a cache stores "the downmix" as -1
+        known = channel is not None and not pd.isna(channel) and int(channel) >= 0
+        return Span(float(row["start"]), float(row["end"]), int(channel) if known else None)
+
     def export(self) -> Path:
         """Write the every-utterance table as `label` does: the labels given now (source given), the
         latest model's predictions for the rest. Written to a temp file, then renamed."""
@@ -633,5 +657,6 @@ class LabellingSession:
             if self.model is None:
                 raise UserError("no model yet: label utterances of at least 2 classes first")
             m, given = self.model, pd.Series(self.given, dtype=str)
-        table = label_table(self.utt, self.table["speaker"].astype(str).to_numpy(), given, m.probs, m.classes)
+        table = label_table(self.utt, self.table["speaker"].astype(str).to_numpy(), given, m.probs, m.classes,
+                            cache_spans(self.table))
         return write_text_atomic(self.out_csv, table.to_csv(index=False))
