@@ -104,6 +104,7 @@ def main(argv=None) -> None:
     parser.add_argument("--clip-cache", default="/work/cache/ravdess/whisper-base-trim.h5", help="the corpus labels")
     parser.add_argument("--without-noise", action="store_true", help="the same sessions without their noise "
                         "(stored apart; no timeline)")
+    parser.add_argument("--noise-dbfs", type=float, default=NOISE_DBFS, help="the sessions' white noise level")
     parser.add_argument("--json", default=str(REPO / "docs" / "segments.json"))
     parser.add_argument("--page", default=str(REPO / "docs" / "SEGMENTS.md"))
     parser.add_argument("--timeline", default=str(REPO / "docs" / "predict-timeline.png"))
@@ -112,7 +113,7 @@ def main(argv=None) -> None:
 
     work = Path(args.work)
     sessions = work / "sessions" / ("ravdess-without-noise" if args.without_noise else "ravdess")
-    truth = build_sessions("ravdess", sessions, noise_dbfs=None if args.without_noise else NOISE_DBFS)
+    truth = build_sessions("ravdess", sessions, noise_dbfs=None if args.without_noise else args.noise_dbfs)
     with open_checked(args.clip_cache) as f:
         labels = read_table(f, ["path", "label"]).set_index("path")["label"]
     run = load_run(args.run)

@@ -548,7 +548,8 @@ speaker column name another); a segment's prompt is unknown. A file without spee
 stderr, no rows. A segment manifest (`segment`'s CSV, rows with start/end) is labelled row by row,
 as its spans, its speakers from its speaker column. `--timeline OUT.png` draws each segmented
 file's class probabilities over time (a stacked bar per segment, silence blank, a strip in the
-predicted label's colour above); the same in Python: `load_run(RUN).predict_proba(paths)` and `trainer.timeline.write_timeline`.
+predicted label's colour above); the same in Python: `load_run(RUN).predict_proba(paths)` and
+`trainer.timeline.write_timeline`.
 
 The check: 4-minute sessions (the first utterances of a RAVDESS speaker's session above, cut after
 the last one ending within 4 minutes), one speaker of each of the run's six folds, labelled by

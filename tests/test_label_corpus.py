@@ -71,7 +71,9 @@ def test_label_command_refuses_bad_labels_with_a_clear_message(cache, tmp_path, 
     bad = tmp_path / "bad.csv"
     bad.write_text(rows.format(u0=ids[0], u1=ids[1]))
     out = tmp_path / "out.csv"
-    res = CliRunner().invoke(app, ["label", "--cache", str(cache), "--labels", str(bad), "--out", str(out), "--seeds", "0"])
+    res = CliRunner().invoke(
+        app, ["label", "--cache", str(cache), "--labels", str(bad), "--out", str(out), "--seeds", "0"]
+    )
     assert res.exit_code == 2 and message in res.output and str(bad) in res.output
     assert not out.exists()
 

@@ -103,7 +103,9 @@ def test_bad_labels_are_refused_with_a_reason_and_nothing_is_written(page):
     before = labels.read_bytes()
     utt = client.get("/api/state").get_json()["suggestions"][0]["utt_id"]
     r = client.post("/api/label", json={"utt_id": utt, "label": "bored"})
-    assert r.status_code == 400 and "unknown label 'bored'" in r.get_json()["error"] and "angry" in r.get_json()["error"]
+    assert (
+        r.status_code == 400 and "unknown label 'bored'" in r.get_json()["error"] and "angry" in r.get_json()["error"]
+    )
     r = client.post("/api/label", json={"utt_id": "nobody", "label": "sad"})
     assert r.status_code == 400 and "not in the cache" in r.get_json()["error"]
     given = start.index[0]
@@ -239,16 +241,41 @@ def test_ctrl_c_stops_the_server_and_keeps_every_label(corpus, tmp_path):
     labels = tmp_path / "l.csv"
     start_labels(cache, labels)
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, str(root / "cli.py"), "label", "--cache", str(cache), "--labels", str(labels),
-                             "--serve", "--port", "0", "--root", str(folder / "audio"), "--seeds", "0", "--batch", "1",
-                             "--cv-folds", "0"], stderr=subprocess.PIPE, text=True, cwd=root,
-                            env={**os.environ, "PYTHONPATH": str(root)})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(root / "cli.py"),
+            "label",
+            "--cache",
+            str(cache),
+            "--labels",
+            str(labels),
+            "--serve",
+            "--port",
+            "0",
+            "--root",
+            str(folder / "audio"),
+            "--seeds",
+            "0",
+            "--batch",
+            "1",
+            "--cv-folds",
+            "0",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     try:
         line = proc.stderr.readline()
         port, token = re.search(r"http://127.0.0.1:(\d+)/\?token=(\S+)", line).groups()
         utt = load_cache(cache, layers=[]).table["utt_id"].iloc[-1]
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/label", json.dumps({"utt_id": utt, "label": "sad"}).encode(),
-                                     {"Content-Type": "application/json", TOKEN_HEADER: token})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/label",
+            json.dumps({"utt_id": utt, "label": "sad"}).encode(),
+            {"Content-Type": "application/json", TOKEN_HEADER: token},
+        )
         assert json.load(urllib.request.urlopen(req, timeout=60))["saved"] == utt
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)

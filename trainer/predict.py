@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,9 @@ LIBRARY_PROMPTS = "text_ids= (one prompt per file)"  # how a library caller give
 def prompt_note(meta: dict, text_ids, n_files: int, give: str = LIBRARY_PROMPTS) -> str | None:
     """What a text_norm run could not do for these files (None when nothing is missing); `give`: how
     the caller passes the prompts, named in the note."""
-    known = {str(t) for c in meta.get("choices", {}).values() if c.get("text_norm") is True for t in c.get("prompts", [])}
+    known = {
+        str(t) for c in meta.get("choices", {}).values() if c.get("text_norm") is True for t in c.get("prompts", [])
+    }
     if not known:
         return None
     ids = [""] * n_files if text_ids is None else [str(t) for t in text_ids]
@@ -194,7 +195,11 @@ class Run:
         speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
         as_one = speaker_means == "own" or not has_speaker_prior(meta)  # files without speakers: one speaker
         if speaker_norm and speakers is None and 0 < n_short < 8 and as_one:
-            retrain = "" if has_speaker_prior(meta) else " (or train the run again: runs since the speaker prior centre a lone file)"
+            retrain = (
+                ""
+                if has_speaker_prior(meta)
+                else " (or train the run again: runs since the speaker prior centre a lone file)"
+            )
             print(f"warning: run {self.path} used speaker_norm; {n_short} file(s) are treated as one speaker, "
                   f"give several utterances of the same speaker for reliable predictions{retrain}", file=sys.stderr)
         note = prompt_note(meta, text_ids, len(paths), give_prompts)
