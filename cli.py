@@ -257,6 +257,9 @@ def train(
     seeds: str = typer.Option(None, metavar="A,B", help=flag_help("seeds")),
     folds: str = typer.Option(None, metavar="A,B", help=flag_help("folds")),
     transductive: bool = typer.Option(None, "--transductive", help=flag_help("transductive"), show_default=False),
+    source: str = typer.Option(None, metavar="S1.h5,S2.h5", help=flag_help("source_corpora")),
+    classes: str = typer.Option(None, metavar="A,B", help=flag_help("classes")),
+    label_map: str = typer.Option(None, metavar="RAW=LABEL,...", help=flag_help("label_map")),
     workers: int = typer.Option(None, help=flag_help("workers")),
     out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
@@ -276,7 +279,8 @@ def train(
     from trainer.run import train as run
 
     flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
-             "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers}
+             "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers,
+             "source_corpora": source, "classes": classes, "label_map": label_map}
     settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
                 **{k: v for k, v in flags.items() if v is not None}}
     cfg = TrainConfig.from_dict(settings)
@@ -287,6 +291,13 @@ def train(
                    "--cache FILE.h5 picks another)")
     with _reported_warnings():
         summary = run(cfg, cache, out_dir)
+    if "classes" in summary:
+        c = summary["classes"]
+        typer.echo(f"classes in play: {', '.join(c['in_play'])} ({c['reason']}); {c['test_rows_left_out']} test "
+                   "row(s) of other classes left out of scoring (the pool keeps them)")
+    for src in summary.get("source_corpora", []):
+        typer.echo(f"labelled rows from {src['path']}: {src['rows_used']['max']} "
+                   f"({', '.join(f'{k} {n}' for k, n in src['rows_per_class'].items())})")
     typer.echo(format_table(summary))
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 

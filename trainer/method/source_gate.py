@@ -88,7 +88,7 @@ def held_out_predictions(job: FoldJob, seed_of, variants: dict[str, set[int]]) -
     one speaker group with the pool of each variant's sources, predicting that group."""
     data = job.data
     y = data.y_lab.cpu().numpy()
-    groups = speaker_groups(job.table["speaker"].astype(str).to_numpy()[job.split.labeled], GATE_GROUPS)
+    groups = speaker_groups(job.labelled_speakers(), GATE_GROUPS)  # with source_corpora: their speakers too
     pred = {name: np.full(len(y), -1) for name in variants}
     scored = np.zeros(len(y), bool)
     for g in np.unique(groups):
