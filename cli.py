@@ -242,7 +242,7 @@ def cache_import(
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
 # where train / ablate look for the cache when --cache is not given (pipeline.locate.find_cache)
 CORPUS = typer.Option(None, help="Instead of --cache: this corpus's cache in --cache-dir.")
-MODEL = typer.Option(None, help="With --corpus: the encoder (base, tiny.en, ...).")
+MODEL = typer.Option(None, help="With --corpus: encoder (base, tiny.en).")
 WINDOW = typer.Option(None, help="With --corpus: full or trim.")
 CACHE_DIR = typer.Option("cache", help="With --corpus: where `extract` wrote.")
 
@@ -257,11 +257,10 @@ def train(
     seeds: str = typer.Option(None, metavar="A,B", help=flag_help("seeds")),
     folds: str = typer.Option(None, metavar="A,B", help=flag_help("folds")),
     transductive: bool = typer.Option(None, "--transductive", help=flag_help("transductive"), show_default=False),
-    source: str = typer.Option(None, metavar="S1.h5,S2.h5", help=flag_help("source_corpora")),
-    classes: str = typer.Option(None, metavar="A,B", help=flag_help("classes")),
-    label_map: str = typer.Option(None, metavar="RAW=LABEL,...", help=flag_help("label_map")),
+    source: str = typer.Option(None, metavar="S.h5,..", help="Labelled corpora (source_corpora)."),
+    classes: str = typer.Option(None, metavar="A,B", help="Classes in play (classes)."),
     workers: int = typer.Option(None, help=flag_help("workers")),
-    out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
+    out: str = typer.Option(None, help="Run dir (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
     set_: list[str] = typer.Option(None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
@@ -280,7 +279,7 @@ def train(
 
     flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
              "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers,
-             "source_corpora": source, "classes": classes, "label_map": label_map}
+             "source_corpora": source, "classes": classes}
     settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
                 **{k: v for k, v in flags.items() if v is not None}}
     cfg = TrainConfig.from_dict(settings)

@@ -81,7 +81,7 @@ def _reward_error(v: str) -> str | None:
 class TrainConfig:
     # --- protocol (SPEC 2)
     methods: tuple[Method, ...] = option(("bgrpo", "supervised"), "Methods to run: bgrpo, supervised, pseudo-label, dino, topline.", group="protocol (SPEC 2)")
-    labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold (0: none of the cache's own labels; only with source_corpora).", "[0, 1]")
+    labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold.", "[0, 1]")
     val_fraction: float = option(0.0, "Share of the labelled subset held out to choose epochs (0 = fixed epochs).", "[0, 1)")
     folds: tuple[str, ...] | None = option(None, "Folds to run (none = every fold of the cache).")
     seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
