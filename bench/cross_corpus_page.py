@@ -91,30 +91,33 @@ def lr_floor(cfg: TrainConfig, cache: Path, folds: list[str]) -> list[dict]:
     return out
 
 
+def is_stored(keep: Path, cfg: TrainConfig, target: Path, sources: list[Path]) -> bool:
+    """A stored run of the same config on the same target and source caches (fingerprints)."""
+    from pipeline.cache import load_cache
+
+    stored = json.loads(keep.read_text()).get("source_corpora", []) if keep.exists() else []
+    return is_current(keep, cfg, load_cache(target).fingerprint) and \
+        [s["fingerprint"] for s in stored] == [load_cache(p).fingerprint for p in sources]
+
+
 def ensure_runs(plan: list[PairRun], caches: dict[str, Path], workers: int, out_dir: Path = RESULTS) -> None:
     """Train each run that is missing or stale; keep its results.json (+ the floor) as <name>.json."""
-    from pipeline.cache import load_cache
     from trainer.run import train
 
     with tempfile.TemporaryDirectory(prefix="cross-corpus-") as scratch:
         for run in plan:
-            cfg = run_config(run, caches, workers)
-            keep = out_dir / f"{run.name}.json"
-            prints = [load_cache(caches[s]).fingerprint for s in run.sources]
-            stored = json.loads(keep.read_text()) if keep.exists() else {}
-            if is_current(keep, cfg, load_cache(caches[run.target]).fingerprint) and \
-                    [s["fingerprint"] for s in stored.get("source_corpora", [])] == prints:
-                print(f"[cross-corpus] {run.name}: up to date", flush=True)
-                continue
-            t0 = time.perf_counter()
-            print(f"[cross-corpus] {run.name}: training", flush=True)
-            run_dir = Path(scratch) / run.name
-            summary = train(cfg, caches[run.target], run_dir)
-            summary["lr_floor"] = lr_floor(cfg, caches[run.target], sorted({c["fold"] for c in summary["choices"]}))
-            keep.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(keep, json.dumps(summary, indent=2))
-            shutil.rmtree(run_dir, ignore_errors=True)
-            print(f"[cross-corpus] {run.name}: {time.perf_counter() - t0:.0f} s", flush=True)
+            cfg, keep = run_config(run, caches, workers), out_dir / f"{run.name}.json"
+            fresh = not is_stored(keep, cfg, caches[run.target], [caches[s] for s in run.sources])
+            print(f"[cross-corpus] {run.name}: {'training' if fresh else 'up to date'}", flush=True)
+            if fresh:
+                t0, run_dir = time.perf_counter(), Path(scratch) / run.name
+                summary = train(cfg, caches[run.target], run_dir)
+                folds = sorted({c["fold"] for c in summary["choices"]})
+                summary["lr_floor"] = lr_floor(cfg, caches[run.target], folds)
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(keep, json.dumps(summary, indent=2))
+                shutil.rmtree(run_dir, ignore_errors=True)
+                print(f"[cross-corpus] {run.name}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 # ---------------------------------------------------------------- rendering (pure: JSON in, text out)

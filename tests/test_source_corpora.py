@@ -196,3 +196,12 @@ def test_train_source_flag_sets_the_recipe_field_and_bad_sources_exit_2(caches, 
     result = CliRunner().invoke(app, ["train", "--cache", caches["target"], "--source", caches["trim"],
                                       "--labeled-fraction", "0", "--out", str(tmp_path / "bad")])
     assert result.exit_code == 2 and "window" in result.output
+
+
+def test_transductive_pools_the_whole_test_fold_and_hides_its_labels(caches):
+    job = prepare_fold(cfg_of(caches, transductive=True), caches["target"], "0", 0, "cpu")
+    folds = load_cache(caches["target"]).table["fold"].to_numpy()
+    assert sorted(job.split.unlabeled) == list(range(len(folds)))  # every row, calm ones of the test fold too
+    assert len(job.split.test) == (folds == 0).sum() - 2 * 6 and (job.y[job.split.test] >= 0).all()
+    test_part = np.isin(job.split.unlabeled, np.flatnonzero(folds == 0))
+    assert (job.data.y_unl_hidden.numpy()[test_part] == -1).all()
