@@ -54,8 +54,9 @@ class PairRun:
 
 DEV_PAIRS = [("casia", ("ravdess",)), ("ravdess", ("casia",)), ("ravdess", ("tess",)), ("casia", ("ravdess", "tess"))]
 # item 5's leads, decided on inner validation only: the target's own prompt centring (label-free: on
-# whatever its labels), the target's prior estimated label-free by EM from the source-only model
-VARIANTS = [(), (("text_norm", True),), (("pool_prior", "em"),)]
+# whatever its labels), the target's prior estimated label-free by EM from the source-only model, and
+# the pool trimmed to the half nearest the labelled class means (label-free open-set trimming)
+VARIANTS = [(), (("text_norm", True),), (("pool_prior", "em"),), (("pool_keep", 0.5),)]
 PLAN = [*(PairRun(t, s) for t, s in DEV_PAIRS),
         *(PairRun(t, s, inner=True, settings=v) for v in VARIANTS for t, s in DEV_PAIRS)]
 

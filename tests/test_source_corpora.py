@@ -205,3 +205,20 @@ def test_transductive_pools_the_whole_test_fold_and_hides_its_labels(caches):
     assert len(job.split.test) == (folds == 0).sum() - 2 * 6 and (job.y[job.split.test] >= 0).all()
     test_part = np.isin(job.split.unlabeled, np.flatnonzero(folds == 0))
     assert (job.data.y_unl_hidden.numpy()[test_part] == -1).all()
+
+
+def test_typical_pool_keeps_the_rows_nearest_a_labelled_class_mean(caches):
+    """pool_keep: by hand, the rows whose z-scored distance to the nearest labelled class mean is
+    smallest; labels of the pool never enter (the order is the distance's alone)."""
+    job = prepare_fold(cfg_of(caches), caches["target"], "0", 0, "cpu")
+    data = job.data
+    x, lab, y = data.x_unl[:].flatten(1).numpy(), data.x_lab.flatten(1).numpy(), data.y_lab.numpy()
+    means = np.stack([lab[y == c].mean(0) for c in np.unique(y)])
+    dist = np.linalg.norm(x[:, None] - means[None], axis=2).min(1)
+    kept = data.typical_pool(0.25)
+    assert len(kept.x_unl) == round(0.25 * len(x))
+    np.testing.assert_allclose(kept.x_unl[:].flatten(1).numpy(), x[np.sort(np.argsort(dist)[:len(kept.x_unl)])],
+                               atol=1e-6)
+    assert len(kept.y_unl_hidden) == len(kept.group_speaker) == len(kept.x_unl)
+    trimmed = prepare_fold(cfg_of(caches, pool_keep=0.25), caches["target"], "0", 0, "cpu")
+    assert trimmed.choice["pool_kept"] == len(kept.x_unl)

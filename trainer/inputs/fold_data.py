@@ -8,7 +8,7 @@ tensor, x.map(fn) applies fn chunk by chunk, so a pool of any size never exists 
 On a GPU the float16 rows are copied to it once and the standardisation is fitted there."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 
 import numpy as np
@@ -87,6 +87,28 @@ class FoldData:
     @property
     def placement(self) -> Placement:
         return self.x_unl.placement
+
+    def with_pool(self, keep: torch.Tensor) -> "FoldData":
+        """This fold with only the pool rows where `keep` (bool [n_U]) is set; every per-row field of
+        the pool follows, the source ids stay, and no source prior is kept (it was fitted on the old pool)."""
+        parts = [(cache, rows[keep[self.x_unl.offsets[k]:self.x_unl.offsets[k + 1]]].cpu().numpy())
+                 for k, (cache, rows) in enumerate(self.x_unl.parts)]
+        parts = parts[:1] + [part for part in parts[1:] if len(part[1])]  # a source left out: no empty part
+        source = None if self.pool_source is None else self.pool_source[keep]
+        return replace(self, x_unl=FeatureRows(parts, self.standardizer, self.x_unl.device),
+                       y_unl_hidden=self.y_unl_hidden[keep], group_speaker=self.group_speaker[keep],
+                       pool_source=source, source_priors=None)
+
+    def typical_pool(self, share: float) -> "FoldData":
+        """Label-free open-set trimming (`pool_keep`): the `share` of the pool rows nearest (z-scored,
+        Euclidean) to some labelled class's mean. Audio of a class the labelled rows lack (another
+        corpus's classes: source_corpora) lies far from all of them, and the balanced assignment would
+        otherwise force it onto the classes in play."""
+        means = torch.stack([self.x_lab[self.y_lab == c].mean(0).flatten() for c in torch.unique(self.y_lab)])
+        dist = self.x_unl.map(lambda x: torch.cdist(x.flatten(1), means).min(1).values)
+        keep = torch.zeros(len(dist), dtype=torch.bool, device=dist.device)
+        keep[torch.argsort(dist)[: max(1, int(round(share * len(dist))))]] = True
+        return self.with_pool(keep)
 
 
 def own_standardised(x: CenteredCache, rows: np.ndarray, stats_rows: np.ndarray, place: Placement) -> torch.Tensor:

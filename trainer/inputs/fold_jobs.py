@@ -181,6 +181,9 @@ def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes:
     data = FoldData.build(x_run, y, speakers, split, len(classes), device, externals,
                           [(s.features, s.rows, s.y, s.stats_rows) for s in labelled])
     choice = {**choice, **text_choice}
+    if cfg.pool_keep < 1 and len(data.x_unl):
+        data = data.typical_pool(cfg.pool_keep)
+        choice["pool_kept"] = len(data.x_unl)
     if labelled:
         prior, why = target_prior(y[np.concatenate([split.labeled, split.val])], len(classes))
         data = replace(data, prior=torch.as_tensor(prior, dtype=data.prior.dtype, device=data.prior.device))

@@ -36,7 +36,6 @@ import torch
 from scipy.stats import binomtest
 
 from trainer.inputs.auto_choices import speaker_groups
-from trainer.inputs.feature_store import FeatureRows
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.fold_jobs import FoldJob, table_cache
 from trainer.inputs.sources import OWN, is_copy, source_paths
@@ -65,11 +64,7 @@ class QuietMonitor:
 def restrict_pool(data: FoldData, keep: set[int]) -> FoldData:
     """`data` whose pool holds only the rows of the sources in `keep` (OWN always); source ids stay."""
     keep = set(keep) | {OWN}
-    parts = [(cache, rows.cpu().numpy()) for k, (cache, rows) in enumerate(data.x_unl.parts) if k in keep]
-    mask = torch.isin(data.pool_source, torch.as_tensor(sorted(keep), device=data.pool_source.device))
-    return replace(data, x_unl=FeatureRows(parts, data.standardizer, data.x_unl.device),
-                   y_unl_hidden=data.y_unl_hidden[mask], group_speaker=data.group_speaker[mask],
-                   pool_source=data.pool_source[mask], source_priors=None)
+    return data.with_pool(torch.isin(data.pool_source, torch.as_tensor(sorted(keep), device=data.pool_source.device)))
 
 
 def paired_gain_p(correct_with: np.ndarray, correct_without: np.ndarray) -> tuple[float, int, int]:
