@@ -222,3 +222,32 @@ def test_typical_pool_keeps_the_rows_nearest_a_labelled_class_mean(caches):
     assert len(kept.y_unl_hidden) == len(kept.group_speaker) == len(kept.x_unl)
     trimmed = prepare_fold(cfg_of(caches, pool_keep=0.25), caches["target"], "0", 0, "cpu")
     assert trimmed.choice["pool_kept"] == len(kept.x_unl)
+
+
+def test_label_a_corpus_with_no_labels_of_its_own_from_a_source(caches, tmp_path):
+    """`label --source` without --labels: every utterance predicted, in the sources' classes; a few
+    given labels are kept verbatim; a given label outside the classes in play is refused."""
+    from cli import app
+
+    out = tmp_path / "labelled.csv"
+    result = CliRunner().invoke(app, ["label", "--cache", caches["target"], "--source", caches["source"],
+                                      "--seeds", "0", "--out", str(out), "--next", "5"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    target = load_cache(caches["target"]).table
+    assert len(table) == len(target) and (table.source == "predicted").all()
+    assert set(table.label) <= {"angry", "happy", "neutral", "sad"}
+    truth = target.set_index("utt_id").loc[table.utt_id, "label"].to_numpy()
+    shared = np.isin(truth, ["angry", "happy", "neutral"])
+    assert (table.label.to_numpy()[shared] == truth[shared]).mean() > 0.5  # chance: 1/4
+    assert len(pd.read_csv(tmp_path / "labelled-to-label.csv")) == 5
+    few = tmp_path / "few.csv"
+    pd.DataFrame({"utt_id": [target.utt_id[0]], "label": [target.label[0]]}).to_csv(few, index=False)
+    result = CliRunner().invoke(app, ["label", "--cache", caches["target"], "--source", caches["source"],
+                                      "--labels", str(few), "--seeds", "0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out).set_index("utt_id").loc[target.utt_id[0], "source"] == "given"
+    pd.DataFrame({"utt_id": [target.utt_id[0]], "label": ["calm"]}).to_csv(few, index=False)
+    result = CliRunner().invoke(app, ["label", "--cache", caches["target"], "--source", caches["source"],
+                                      "--labels", str(few), "--seeds", "0", "--out", str(out)])
+    assert result.exit_code == 2 and "calm" in result.output

@@ -96,9 +96,13 @@ def run_classes(cfg, table: pd.DataFrame) -> tuple[list[str], np.ndarray, str]:
     """(the classes in play, each cache row's class index or -1, why those classes): the cache's
     labels, or with source_corpora / classes the classes named or shared (trainer/inputs/source_corpora.py)."""
     labels = mapped_labels(table, cfg.label_map)
-    sources = {p: mapped_labels(table_cache(p).table, cfg.label_map) for p in source_paths(cfg.source_corpora)}
-    classes, why = classes_in_play(cfg, labels, sources)
+    classes, why = classes_in_play(cfg, labels, source_labels(cfg))
     return classes, class_index(labels, classes), why
+
+
+def source_labels(cfg) -> dict[str, np.ndarray]:
+    """Each source corpus's labels (path -> labels, renamed by label_map)."""
+    return {p: mapped_labels(table_cache(p).table, cfg.label_map) for p in source_paths(cfg.source_corpora)}
 
 
 class LabelledCorpus(NamedTuple):

@@ -47,7 +47,8 @@ def mapped_labels(table: pd.DataFrame, label_map: str | None) -> np.ndarray:
 def classes_in_play(cfg, target_labels: np.ndarray, source_labels: dict[str, np.ndarray]) -> tuple[list[str], str]:
     """(the classes of the run, sorted; why). Without sources: `classes` or the target's labels.
     With them: `classes` (each must have rows in some source) or the union of the sources' classes
-    intersected with the target's; a UserError when nothing is shared."""
+    intersected with the target's (the union when the target has no labels); a UserError when
+    nothing is shared."""
     own = sorted({str(c) for c in target_labels if str(c)})
     union = sorted({str(c) for labels in source_labels.values() for c in labels if str(c)})
     if cfg.classes:
@@ -60,6 +61,8 @@ def classes_in_play(cfg, target_labels: np.ndarray, source_labels: dict[str, np.
         return sorted(cfg.classes), "given (classes)"
     if not source_labels:
         return own, "the cache's labels"
+    if not own:  # a cache with no labels at all (`label --source` without --labels)
+        return union, "the source corpora's classes (the cache has no labels)"
     shared = sorted(set(union) & set(own))
     if not shared:
         raise UserError(f"source corpora {', '.join(source_labels)} have classes {', '.join(union)}, the cache "
