@@ -171,6 +171,24 @@ def recall_table(results: dict[str, dict]) -> str:
     return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 
 
+def variant_table(results: dict[str, dict]) -> str:
+    """Inner validation, per setting: mean bgrpo macro-F1 over the dev pairs it has run on, its change
+    against the recipe on the same pairs, and on how many of them it is better (what a choice reads)."""
+    out = ["| setting | pairs | bgrpo (mean) | vs recipe | pairs better |", "|---|---|---|---|---|"]
+    for settings in VARIANTS:
+        pairs = [(PairRun(t, s, inner=True, settings=settings).name, PairRun(t, s, inner=True).name)
+                 for t, s in DEV_PAIRS]
+        pairs = [(v, r) for v, r in pairs if v in results and r in results]
+        if not pairs:
+            continue
+        f1 = [(results[v]["methods"]["bgrpo"]["macro_f1"]["mean"], results[r]["methods"]["bgrpo"]["macro_f1"]["mean"])
+              for v, r in pairs]
+        mean, base = sum(a for a, _ in f1) / len(f1), sum(b for _, b in f1) / len(f1)
+        name = ", ".join(f"{k}={v}" for k, v in settings) or "recipe"
+        out.append(f"| {name} | {len(f1)} | {_num(mean)} | {_signed(mean - base)} | {sum(a > b for a, b in f1)} |")
+    return "\n".join(out) if len(out) > 2 else "_No runs yet._"
+
+
 def render(results: dict[str, dict]) -> str:
     return f"""# Labels from public corpora: a corpus with no labels of its own
 
@@ -200,6 +218,10 @@ means) and z-scored on all of its own audio; the target's class prior is taken a
 The only runs a choice of method may look at. TESS as a target has 2 speaker folds, too few for it.
 
 {pair_table(results, inner=True)}
+
+Per setting, over the dev pairs (bgrpo; the recipe's own row compares it with itself):
+
+{variant_table(results)}
 """
 
 
