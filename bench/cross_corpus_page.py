@@ -49,7 +49,7 @@ class PairRun:
     @property
     def name(self) -> str:
         extra = "".join(f"-{k}={v}" for k, v in self.settings)
-        return f"{'inner/' if self.inner else ''}{'+'.join(self.sources)}-to-{self.target}{extra}"
+        return f"{'inner/' if self.inner else ''}{'+'.join(self.sources) or 'alone'}-to-{self.target}{extra}"
 
 
 DEV_PAIRS = [("casia", ("ravdess",)), ("ravdess", ("casia",)), ("ravdess", ("tess",)), ("casia", ("ravdess", "tess"))]
@@ -57,15 +57,19 @@ DEV_PAIRS = [("casia", ("ravdess",)), ("ravdess", ("casia",)), ("ravdess", ("tes
 # whatever its labels), the target's prior estimated label-free by EM from the source-only model, and
 # the pool trimmed to the half (three quarters) nearest the labelled class means (label-free open-set trimming)
 VARIANTS = [(), (("text_norm", True),), (("pool_prior", "em"),), (("pool_keep", 0.5),), (("pool_keep", 0.75),)]
+# a few labels of your own + public corpora: the target's 10% labels with and without a source
+FEW = (("labeled_fraction", 0.1),)
+FEW_PAIRS = [("ravdess", ()), ("ravdess", ("casia",)), ("casia", ()), ("casia", ("ravdess",))]
 PLAN = [*(PairRun(t, s) for t, s in DEV_PAIRS),
-        *(PairRun(t, s, inner=True, settings=v) for v in VARIANTS for t, s in DEV_PAIRS)]
+        *(PairRun(t, s, inner=True, settings=v) for v in VARIANTS for t, s in DEV_PAIRS),
+        *(PairRun(t, s, settings=FEW) for t, s in FEW_PAIRS)]
 
 
 def run_config(run: PairRun, caches: dict[str, Path], workers: int) -> TrainConfig:
     inner = {"inner_validation": True} if run.inner else {}
-    return TrainConfig(methods=METHODS, source_corpora=",".join(str(caches[s]) for s in run.sources),
-                       labeled_fraction=0.0, classes=FOUR, workers=workers, threads=1, save_models=False,
-                       **inner, **dict(run.settings))
+    return TrainConfig(**{"methods": METHODS, "source_corpora": ",".join(str(caches[s]) for s in run.sources) or None,
+                          "labeled_fraction": 0.0, "classes": FOUR, "workers": workers, "threads": 1,
+                          "save_models": False, **inner, **dict(run.settings)})
 
 
 def lr_floor(cfg: TrainConfig, cache: Path, folds: list[str]) -> list[dict]:
@@ -136,10 +140,10 @@ def floor_f1(res: dict) -> float:
 
 def pair_table(results: dict[str, dict], inner: bool = False) -> str:
     """One row per pair: the floor, each method's macro-F1, bgrpo - supervised and G."""
-    head = ("| sources -> target | setting | runs | LR floor | supervised (source only) | bgrpo | pseudo-label | topline (target "
-            "labels) | bgrpo - sup | G (bgrpo) | sup - floor |")
+    head = ("| sources -> target | setting | runs | LR floor | supervised (source only) | bgrpo | pseudo-label "
+            "| topline (target labels) | bgrpo - sup | G (bgrpo) | sup - floor |")
     out = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for run in [r for r in PLAN if r.inner == inner]:
+    for run in [r for r in PLAN if r.inner == inner and r.settings != FEW]:
         res = results.get(run.name)
         if res is None:
             continue
@@ -159,7 +163,7 @@ def recall_table(results: dict[str, dict]) -> str:
     """Per-class recall of the floor, the source-only model and bgrpo (cross-corpus models collapse
     onto classes: this shows onto which)."""
     out = [f"| sources -> target | model | {' | '.join(FOUR)} |", "|---|---|" + "---|" * len(FOUR)]
-    for run in [r for r in PLAN if not r.inner]:
+    for run in [r for r in PLAN if not r.inner and r.settings != FEW]:
         res = results.get(run.name)
         if res is None:
             continue
@@ -189,6 +193,24 @@ def variant_table(results: dict[str, dict]) -> str:
     return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 
 
+def few_labels_table(results: dict[str, dict]) -> str:
+    """The target's 10% labels alone against the same labels + a source corpus (outer folds)."""
+    out = ["| target (10% of its labels) | labels | supervised | bgrpo | topline | bgrpo vs alone |",
+           "|---|---|---|---|---|---|"]
+    for target in dict.fromkeys(t for t, _ in FEW_PAIRS):
+        alone = results.get(PairRun(target, (), settings=FEW).name)
+        for t, sources in [p for p in FEW_PAIRS if p[0] == target]:
+            res = results.get(PairRun(t, sources, settings=FEW).name)
+            if res is None:
+                continue
+            f1 = {k: res["methods"][k]["macro_f1"]["mean"] for k in ("supervised", "bgrpo", "topline")}
+            base = None if alone is None or not sources else alone["methods"]["bgrpo"]["macro_f1"]["mean"]
+            out.append(f"| {t} | {' + '.join(('own 10%', *sources))} | {_num(f1['supervised'])} | "
+                       f"**{_num(f1['bgrpo'])}** | {_num(f1['topline'])} | "
+                       f"{_signed(None if base is None else f1['bgrpo'] - base)} |")
+    return "\n".join(out) if len(out) > 2 else "_No runs yet._"
+
+
 def render(results: dict[str, dict]) -> str:
     return f"""# Labels from public corpora: a corpus with no labels of its own
 
@@ -213,6 +235,13 @@ means) and z-scored on all of its own audio; the target's class prior is taken a
 
 {recall_table(results)}
 
+## A few labels of your own + public corpora (outer test folds)
+
+`--labeled-fraction 0.1`: a stratified 10% of the target's training-fold labels of the 4 classes, alone or
+with a source corpus's labels; the pool, the test rows and the topline as above.
+
+{few_labels_table(results)}
+
 ## Inner validation (the outer test fold dropped; the next fold's speakers scored)
 
 The only runs a choice of method may look at. TESS as a target has 2 speaker folds, too few for it.
@@ -226,7 +255,8 @@ Per setting, over the dev pairs (bgrpo; the recipe's own row compares it with it
 
 
 def load_results(out_dir: Path = RESULTS) -> dict[str, dict]:
-    return {str(p.relative_to(out_dir).with_suffix("")): json.loads(p.read_text()) for p in sorted(out_dir.rglob("*.json"))}
+    return {str(p.relative_to(out_dir).with_suffix("")): json.loads(p.read_text())
+            for p in sorted(out_dir.rglob("*.json"))}
 
 
 def main(argv=None) -> None:
