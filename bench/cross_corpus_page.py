@@ -56,7 +56,8 @@ DEV_PAIRS = [("casia", ("ravdess",)), ("ravdess", ("casia",)), ("ravdess", ("tes
 # item 5's leads, decided on inner validation only: the target's own prompt centring (label-free: on
 # whatever its labels), the target's prior estimated label-free by EM from the source-only model, and
 # the pool trimmed to the half (three quarters) nearest the labelled class means (label-free open-set trimming)
-VARIANTS = [(), (("text_norm", True),), (("pool_prior", "em"),), (("pool_keep", 0.5),), (("pool_keep", 0.75),)]
+VARIANTS = [(), (("text_norm", True),), (("pool_prior", "em"),), (("pool_keep", 0.5),), (("pool_keep", 0.75),),
+            (("text_norm", True), ("pool_keep", 0.5))]
 # a few labels of your own + public corpora: the target's 10% labels with and without a source
 FEW = (("labeled_fraction", 0.1),)
 FEW_PAIRS = [("ravdess", ()), ("ravdess", ("casia",)), ("casia", ()), ("casia", ("ravdess",))]
