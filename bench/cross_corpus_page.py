@@ -165,7 +165,7 @@ def pair_table(results: dict[str, dict], inner: bool = False) -> str:
 def recall_table(results: dict[str, dict]) -> str:
     """Per-class recall of the floor, the source-only model and bgrpo (cross-corpus models collapse
     onto classes: this shows onto which)."""
-    out = [f"| sources -> target | model | {' | '.join(FOUR)} |", "|---|---|" + "---|" * len(FOUR)]
+    out = [f"| sources -> target | setting | model | {' | '.join(FOUR)} |", "|---|---|---|" + "---|" * len(FOUR)]
     for run in [r for r in PLAN if not r.inner and r.settings != FEW]:
         res = results.get(run.name)
         if res is None:
@@ -173,7 +173,8 @@ def recall_table(results: dict[str, dict]) -> str:
         floor = [100 * sum(r["recall"][i] for r in res["lr_floor"]) / len(res["lr_floor"]) for i in range(len(FOUR))]
         for name, values in (("LR floor", floor), ("supervised", recall(res, "supervised")),
                              ("bgrpo", recall(res, "bgrpo"))):
-            out.append(f"| {' + '.join(run.sources)} -> {run.target} | {name} | "
+            setting = ", ".join(f"{k}={v}" for k, v in run.settings) or "recipe"
+            out.append(f"| {' + '.join(run.sources)} -> {run.target} | {setting} | {name} | "
                        f"{' | '.join(_num(v, 0) for v in values)} |")
     return "\n".join(out) if len(out) > 2 else "_No runs yet._"
 

@@ -19,6 +19,6 @@ def test_the_page_shows_each_pair_its_floor_recall_and_the_inner_choice():
                "inner/ravdess-to-casia-pool_keep=0.5": stored({**f1, "bgrpo": 51.0})}
     text = page.render(results)
     assert "| ravdess -> casia | recipe | 12 | 40.0 | 43.0 | **49.0** | 41.0 | 79.0 | +6.0 | 0.17 | +3.0 |" in text
-    assert "| ravdess -> casia | LR floor | 100 | 50 | 50 | 0 |" in text
-    assert "| ravdess -> casia | bgrpo | 100 | 100 | 100 | 50 |" in text  # recall from the summed confusion
+    assert "| ravdess -> casia | recipe | LR floor | 100 | 50 | 50 | 0 |" in text
+    assert "| ravdess -> casia | recipe | bgrpo | 100 | 100 | 100 | 50 |" in text  # recall from the summed confusion
     assert "| pool_keep=0.5 | 1 | 51.0 | +2.0 | 1 |" in text
