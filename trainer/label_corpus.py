@@ -91,7 +91,7 @@ def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.n
     is_given = np.isin(utt, given.index)
     order = np.argsort(-p, 1)
     out = pd.DataFrame({"utt_id": utt, "speaker": speakers,
-                        "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
+                        "label": np.where(is_given, pd.Series(utt).map(given).astype(object).fillna("").to_numpy(),
                                           np.asarray(classes)[order[:, 0]]),
                         "source": np.where(is_given, "given", "predicted"),
                         "probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 0]]),
