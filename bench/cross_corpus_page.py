@@ -232,8 +232,7 @@ same labelled rows. Each corpus is centred on its own speakers (and prompts, whe
 means) and z-scored on all of its own audio; the target's class prior is taken as uniform. The setting
 `text_norm=True, pool_keep=0.5` (each corpus's own prompt means removed; the pool methods learn from the
 half of the pool nearest a labelled class mean) was chosen on inner validation (last table) before its
-outer rows were run; the recipe rows were run before the `pool_keep` field existed (it is 1, a no-op,
-in them), so a rerun of this script trains them again.
+outer rows were run.
 
 ## Outer test folds
 
