@@ -145,6 +145,9 @@ def test_the_targets_labels_never_train_or_pick_pool_rows_at_fraction_0(caches, 
     jobs = [prepare_fold(cfg, path, "0", 0, "cpu") for path in (caches["target"], shuffled)]
     assert np.array_equal(jobs[0].split.unlabeled, jobs[1].split.unlabeled)
     assert np.array_equal(jobs[0].data.x_unl[:].numpy(), jobs[1].data.x_unl[:].numpy())
+    trimmed = [prepare_fold(cfg.replace(pool_keep=0.5), path, "0", 0, "cpu").data.x_unl[:].numpy()
+               for path in (caches["target"], shuffled)]  # pool_keep picks by distance alone
+    assert len(trimmed[0]) == len(jobs[0].data.x_unl) // 2 and np.array_equal(*trimmed)
     from trainer.run import train as run
 
     for path, name in ((caches["target"], "a"), (shuffled, "b")):
