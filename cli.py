@@ -445,8 +445,8 @@ def shift(
 @app.command()
 def label(
     cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
-    labels: str = typer.Option(None, help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled); "
-                               "optional with --source."),
+    labels: str = typer.Option(None, help="CSV with columns utt_id,label: the labels you have (empty label = "
+                               "unlabelled); optional with --source."),
     out: str = typer.Option(None, help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up). "
                             "Required without --serve; with it, where the page's export writes (default: LABELS with -labelled before .csv)."),
     next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
@@ -465,8 +465,8 @@ def label(
     manifest: str = typer.Option(None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."),
     batch: int = typer.Option(10, help="--serve: labels between automatic retrains."),
     cv_folds: int = typer.Option(3, help="--serve: folds (by speaker) of the quality estimate over the given labels; 0: none."),
-    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and LABELS's labels); "
-                                "with --source: the classes in play (default: the sources' classes)."),
+    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and "
+                                "LABELS's labels); with --source: the classes in play (default: the sources' classes)."),
 ) -> None:
     """Label my corpus: train transductively on everything from the labels you have, predict the rest."""
     from data_manifests.storage import write_text_atomic

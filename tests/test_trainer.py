@@ -147,7 +147,7 @@ def test_external_unlabelled_cache_and_cache_teacher(cache, tmp_path, synthetic_
 
 
 @pytest.mark.parametrize("bad,msg", [({"methods": ("bgrpo", "magic")}, "methods = .*'magic': choose from"),
-                                     ({"labeled_fraction": 0}, "labeled_fraction = 0 leaves no labelled rows: give source_corpora"),
+                                     ({"labeled_fraction": 0}, "labeled_fraction = 0 leaves no labelled rows: give source"),
                                      ({"labeled_fraction": 1.5}, r"labeled_fraction = 1.5: must be in \[0, 1\]"),
                                      ({"layer": "top"}, "layer = 'top'"), ({"action": "random"}, "action = 'random': choose"),
                                      ({"teacher": "big"}, "teacher = 'big'"), ({"batch_size": 1}, "batch_size = 1: must be >= 2"),
