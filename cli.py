@@ -299,7 +299,7 @@ def cache_import(
 # --- train / recipe / ablate / predict (trainer) -------------------------------------------
 # where train / ablate look for the cache when --cache is not given (pipeline.locate.find_cache)
 CORPUS = typer.Option(None, help="Instead of --cache: this corpus's cache in --cache-dir.")
-MODEL = typer.Option(None, help="With --corpus: the encoder (base, tiny.en, ...).")
+MODEL = typer.Option(None, help="With --corpus: encoder (base, tiny.en).")
 WINDOW = typer.Option(None, help="With --corpus: full or trim.")
 CACHE_DIR = typer.Option("cache", help="With --corpus: where `extract` wrote.")
 
@@ -314,8 +314,10 @@ def train(
     seeds: str = typer.Option(None, metavar="A,B", help=flag_help("seeds")),
     folds: str = typer.Option(None, metavar="A,B", help=flag_help("folds")),
     transductive: bool = typer.Option(None, "--transductive", help=flag_help("transductive"), show_default=False),
+    source: str = typer.Option(None, metavar="S.h5,..", help="Labelled corpora (source_corpora)."),
+    classes: str = typer.Option(None, metavar="A,B", help="Classes in play (classes)."),
     workers: int = typer.Option(None, help=flag_help("workers")),
-    out: str = typer.Option(None, help="Run directory (default: runs/train-<time>)."),
+    out: str = typer.Option(None, help="Run dir (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
     set_: list[str] = typer.Option(None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
 ) -> None:
@@ -333,7 +335,8 @@ def train(
     from trainer.run import train as run
 
     flags = {"methods": method and method.split(","), "reward": reward, "labeled_fraction": labeled_fraction,
-             "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers}
+             "seeds": seeds, "folds": folds and folds.split(","), "transductive": transductive, "workers": workers,
+             "source_corpora": source, "classes": classes}
     settings = {**(read_recipe(recipe) if recipe else {}), **parse_set(set_ or []),
                 **{k: v for k, v in flags.items() if v is not None}}
     cfg = TrainConfig.from_dict(settings)
@@ -344,6 +347,13 @@ def train(
                    "--cache FILE.h5 picks another)")
     with _reported_warnings():
         summary = run(cfg, cache, out_dir)
+    if "classes" in summary:
+        c = summary["classes"]
+        typer.echo(f"classes in play: {', '.join(c['in_play'])} ({c['reason']}); {c['test_rows_left_out']} test "
+                   "row(s) of other classes left out of scoring (the pool keeps them)")
+    for src in summary.get("source_corpora", []):
+        typer.echo(f"labelled rows from {src['path']}: {src['rows_used']['max']} "
+                   f"({', '.join(f'{k} {n}' for k, n in src['rows_per_class'].items())})")
     typer.echo(format_table(summary))
     typer.echo(f"wrote {out_dir} ({summary['wall_seconds']:.1f} s)")
 
@@ -507,13 +517,16 @@ def shift(
 @app.command()
 def label(
     cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
-    labels: str = typer.Option(..., help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled)."),
+    labels: str = typer.Option(None, help="CSV with columns utt_id,label: the labels you have (empty label = "
+                               "unlabelled); optional with --source."),
     out: str = typer.Option(None, help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up). "
                             "Required without --serve; with it, where the page's export writes (default: LABELS with -labelled before .csv)."),
     next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
     n_next: int = typer.Option(20, "--next", help="How many utterances to suggest for annotation."),
     seeds: str = typer.Option("0,1,2", help="Seeds whose probabilities are averaged."),
     unlabeled_cache: str = typer.Option(None, help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is kept only where it helps (source_gate)."),
+    source: str = typer.Option(None, help="Comma list of labelled source corpora (caches, same encoder and window): "
+                               "their labels train the model (source_corpora; docs/CROSS_CORPUS.md)."),
     serve: bool = typer.Option(False, help="Label in a browser: a local page that plays each suggestion, saves every label "
                                "to LABELS as it is given and retrains after each batch."),
     port: int = typer.Option(8000, min=0, max=65535, help="--serve: the port (0: any free one)."),
@@ -524,7 +537,8 @@ def label(
     manifest: str = typer.Option(None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."),
     batch: int = typer.Option(10, help="--serve: labels between automatic retrains."),
     cv_folds: int = typer.Option(3, help="--serve: folds (by speaker) of the quality estimate over the given labels; 0: none."),
-    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and LABELS's labels)."),
+    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and "
+                                "LABELS's labels); with --source: the classes in play (default: the sources' classes)."),
 ) -> None:
     """Label my corpus: train transductively on everything from the labels you have, predict the rest."""
     from data_manifests.storage import write_text_atomic
@@ -532,6 +546,8 @@ def label(
     from trainer.next_to_label import DEFAULT_RULE
 
     if serve:
+        if source or not labels:
+            raise UserError("label --serve needs --labels FILE.csv and does not take --source yet")
         from trainer.labelling_page.app import serve as serve_page
         from trainer.labelling_page.session import LabellingSession, corpus_audio_root
 
@@ -543,7 +559,9 @@ def label(
         return
     if out is None:
         raise UserError("give --out FILE.csv (or --serve to label in a browser)")
-    table, suggest, info = label_corpus(cache, labels, TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache), n_next,
+    cfg = TrainConfig(seeds=seeds, unlabeled_cache=unlabeled_cache, source_corpora=source,
+                      classes=classes if source else None)
+    table, suggest, info = label_corpus(cache, labels, cfg, n_next,
                                       log=lambda line: typer.echo(line, err=True))
     out_path = Path(out)
     nxt = Path(next_out) if next_out else out_path.with_name(out_path.stem + "-to-label.csv")

@@ -184,7 +184,8 @@ def test_a_cache_teacher_gives_a_classifier_on_the_other_caches_vectors_matched_
     "bad,msg",
     [
         ({"methods": ("bgrpo", "magic")}, "methods = .*'magic': choose from"),
-        ({"labeled_fraction": 0}, r"labeled_fraction = 0.0: must be in \(0, 1\]"),
+        ({"labeled_fraction": 0}, "labeled_fraction = 0 leaves no labelled rows: give source"),
+        ({"labeled_fraction": 1.5}, r"labeled_fraction = 1.5: must be in \[0, 1\]"),
         ({"layer": "top"}, "layer = 'top'"),
         ({"action": "random"}, "action = 'random': choose"),
         ({"teacher": "big"}, "teacher = 'big'"),

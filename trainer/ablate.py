@@ -25,7 +25,7 @@ from data_manifests.errors import UserError
 from data_manifests.storage import write_text_atomic
 from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig, check_names, read_toml
-from trainer.inputs.fold_jobs import class_names, prepared_cache
+from trainer.inputs.fold_jobs import prepared_cache, run_classes
 from trainer.jobs import jobs_for, run_jobs
 from trainer.report import collect, summarise
 
@@ -81,7 +81,7 @@ def _ablate(cache_path, grid_path, out_dir, workers: int) -> pd.DataFrame:
             owner.append(i)
     results = run_jobs(jobs, workers, desc=f"{len(combos)} settings x folds x seeds")
     _, table, _, fingerprint = prepared_cache(str(cache_path), combos[0][1].layer, combos[0][1].speaker_norm)
-    classes = class_names(table)
+    classes = run_classes(combos[0][1], table)[0]  # the classes in play (source_corpora, classes)
     lines, all_rows = [], []
     for i, (point, cfg) in enumerate(combos):
         rows = collect([r for r, o in zip(results, owner) if o == i], classes)[0]

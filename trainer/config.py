@@ -44,6 +44,29 @@ def _teacher_error(v: str) -> str | None:
     return None if v in ("ema", "frozen", "lda") or v.startswith("cache:") else "ema, frozen, lda or cache:FILE.h5"
 
 
+def _label_map_error(v: str) -> str | None:
+    from trainer.inputs.source_corpora import parse_label_map  # it imports nothing from here
+
+    try:
+        parse_label_map(v)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+def _cross_field_problem(cfg) -> str | None:
+    """What two fields together do not allow (None = fine)."""
+    if cfg.labeled_fraction == 0 and not cfg.source_corpora:
+        return ("labeled_fraction = 0 leaves no labelled rows: give source_corpora (labels from other corpora) "
+                "or a share > 0")
+    if cfg.source_corpora and cfg.layer == "auto":
+        return ("layer = 'auto' with source_corpora: not supported yet (its CV reads the cache's own labels); "
+                "use a fixed layer (e.g. middle)")
+    if cfg.source_corpora and cfg.teacher.startswith("cache:"):
+        return "teacher = cache:... with source_corpora: the other cache has no source rows; use teacher = lda"
+    return None
+
+
 def _reward_error(v: str) -> str | None:
     from trainer.method.rewards import parse_reward  # rewards imports nothing from here
 
@@ -58,13 +81,18 @@ def _reward_error(v: str) -> str | None:
 class TrainConfig:
     # --- protocol (SPEC 2)
     methods: tuple[Method, ...] = option(("bgrpo", "supervised"), "Methods to run: bgrpo, supervised, pseudo-label, dino, topline.", group="protocol (SPEC 2)")
-    labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold.", "(0, 1]")
+    labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold.", "[0, 1]")
     val_fraction: float = option(0.0, "Share of the labelled subset held out to choose epochs (0 = fixed epochs).", "[0, 1)")
     folds: tuple[str, ...] | None = option(None, "Folds to run (none = every fold of the cache).")
     seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
     transductive: bool = option(False, "Also put the test fold's audio (no labels) into the pool.")
     inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
     unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources (labels never used; trainer/inputs/sources.py).")
+    source_corpora: str | None = option(None, "Comma list of labelled source corpora: caches (same encoder and window) whose rows of the classes in play are the labelled rows, each centred and standardised on its own audio; the cache's own labels then come only from labeled_fraction (trainer/inputs/source_corpora.py, docs/CROSS_CORPUS.md).")
+    source_fraction: float = option(1.0, "source_corpora: stratified share of each source corpus's rows of the classes in play used as labelled rows.", "(0, 1]")
+    pool_keep: float = option(1.0, "Share of the pool the pool methods learn from: the rows nearest (z-scored, Euclidean) to a labelled class mean (label-free trimming of audio of classes the labelled rows lack; 1 = all).", "(0, 1]")
+    classes: tuple[str, ...] | None = option(None, "Classes in play (none = the cache's labels; with source_corpora the sources' classes that the cache has too). Rows of other classes are never trained on or scored; the pool keeps them.")
+    label_map: str | None = option(None, "raw=label pairs, comma separated, renaming labels of the cache and of the source corpora before classes are matched (e.g. 'joy=happy,anger=angry').", check=lambda v: _label_map_error(v))
     source_prior: Literal["joint", "labelled", "em"] = option("labelled", "unlabeled_cache: balanced assignment over the union with the labelled prior (joint), or one plan per source: the labelled prior (labelled) or each source's EM-estimated prior (em).")
     source_gate: Literal["cv", "off"] = option("cv", "unlabeled_cache: per fold x seed, speaker-grouped CV of bgrpo on the labelled subset decides (cv: one-sided paired tests on the held-out rows, p < 0.05): another corpus is kept only if shown to help, a copy of the labelled corpus (its own utterances through another channel or speed, `shift`) unless shown to hurt; or always keep it (off).")
     # --- features (SPEC 3)
@@ -121,6 +149,8 @@ class TrainConfig:
         self.methods = tuple(self.methods if not isinstance(self.methods, str) else self.methods.split(","))
         self.seeds = _seeds(self.seeds)
         self.folds = None if self.folds is None else tuple(str(f) for f in _as_list(self.folds))
+        self.classes = None if self.classes is None else tuple(c.strip() for c in map(str, _as_list(self.classes))
+                                                               if c.strip()) or None
         self.layer = str(self.layer)
         self.speaker_norm = parse_switch(self.speaker_norm)
         self.text_norm = parse_switch(self.text_norm)
@@ -135,6 +165,9 @@ class TrainConfig:
             problem = field_problem(f, getattr(self, f.name))
             if problem:
                 raise UserError(f"invalid config: {f.name} = {getattr(self, f.name)!r}: {problem}")
+        problem = _cross_field_problem(self)
+        if problem:
+            raise UserError(f"invalid config: {problem}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -54,7 +54,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         rows.append({"method": method, "fold": fold, "seed": seed,
                      **scores(data.y_test.cpu().numpy(), pred, n_classes),
                      "pool_pred_entropy": ent, "collapsed": bool(ent < cfg.collapse_entropy),
-                     "kept_epoch": kept_epoch, "n_labeled": len(split.labeled), "n_val": len(split.val),
+                     "kept_epoch": kept_epoch, "n_labeled": len(data.y_lab), "n_val": len(split.val),
                      "n_unlabeled": len(data.x_unl), "n_test": len(split.test), "speaker_overlap": split.speaker_overlap,
                      "seconds": round(time.perf_counter() - t0, 3)})
         preds[method] = pred

@@ -21,7 +21,8 @@ from data_manifests.schema import CANONICAL_LABELS
 from trainer.inputs.auto_choices import choose
 from trainer.config import TrainConfig
 from trainer.inputs.feature_store import FeatureRows, policy_rows
-from trainer.inputs.fold_jobs import fold_job, raw_cache
+from trainer.inputs.fold_jobs import fold_job, raw_cache, source_labels
+from trainer.inputs.source_corpora import classes_in_play
 from trainer.jobs import job_seed, resolve_device
 from trainer.method.methods import monitored_epochs, train_method, warm_up
 from trainer.method.monitor import Monitor
@@ -73,6 +74,25 @@ def cache_spans(table: pd.DataFrame) -> pd.DataFrame | None:
     return table[["start", "end"]].apply(pd.to_numeric, errors="coerce").reset_index(drop=True)
 
 
+def given_labels_and_classes(cfg: TrainConfig, labels_csv, utt: np.ndarray) -> tuple[pd.Series, list[str]]:
+    """(the user's labels, the classes to predict): without source_corpora the given labels' classes;
+    with them (`label --source`) `classes` or every class of the sources (a user's few labels do
+    not name the vocabulary, so they never narrow it), and the labels file is optional."""
+    if not cfg.source_corpora:
+        if labels_csv is None:
+            raise UserError("give --labels FILE.csv (the labels you have), or --source S.h5 to label from other "
+                            "corpora's labels")
+        given = read_user_labels(labels_csv, utt)
+        return given, sorted(set(given))
+    given = read_user_labels(labels_csv, utt, min_classes=0) if labels_csv else pd.Series(dtype=str)
+    classes, _ = classes_in_play(cfg, np.zeros(0, str), source_labels(cfg))  # a few labels name no vocabulary
+    other = sorted(set(given) - set(classes))
+    if other:
+        raise UserError(f"{labels_csv}: label(s) {', '.join(other)} are not among the classes in play "
+                        f"({', '.join(classes)}); name them with --classes or leave those rows unlabelled")
+    return given, classes
+
+
 def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.ndarray, classes: list,
                 spans: pd.DataFrame | None = None) -> pd.DataFrame:
     """`label --out`'s every-utterance table: the given labels verbatim (source given), every other
@@ -82,7 +102,7 @@ def label_table(utt: np.ndarray, speakers: np.ndarray, given: pd.Series, p: np.n
     order = np.argsort(-p, 1)
     where = {} if spans is None else {"start": spans["start"].to_numpy(), "end": spans["end"].to_numpy()}
     out = pd.DataFrame({"utt_id": utt, "speaker": speakers, **where,
-                        "label": np.where(is_given, pd.Series(utt).map(given).fillna("").to_numpy(),
+                        "label": np.where(is_given, pd.Series(utt).map(given).astype(object).fillna("").to_numpy(),
                                           np.asarray(classes)[order[:, 0]]),
                         "source": np.where(is_given, "given", "predicted"),
                         "probability": np.where(is_given, np.nan, p[np.arange(len(p)), order[:, 0]]),
@@ -102,8 +122,7 @@ def label_corpus(cache_path, labels_csv, cfg: TrainConfig | None = None, n_sugge
     cache = raw_cache(str(cache_path))
     table = cache.table
     utt = table["utt_id"].astype(str).to_numpy()
-    given = read_user_labels(labels_csv, utt)
-    classes = sorted(set(given))
+    given, classes = given_labels_and_classes(cfg, labels_csv, utt)
     is_given = np.isin(utt, given.index)
     lab = np.flatnonzero(is_given)
     pool = np.flatnonzero(~is_given)

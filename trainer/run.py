@@ -28,7 +28,7 @@ from pathlib import Path
 from data_manifests.storage import write_text_atomic
 from pipeline.run_lock import exclusive
 from trainer.config import TrainConfig
-from trainer.inputs.fold_jobs import class_names, prepared_cache
+from trainer.inputs.fold_jobs import prepared_cache, run_classes, table_cache
 from trainer.jobs import jobs_for, resolve_device, run_jobs
 from trainer.inputs.protocol import warn_empty_pool, warn_few_labels
 from trainer.report import collect, git_revision, save_models, summarise
@@ -43,12 +43,31 @@ def train(cfg: TrainConfig, cache_path, out_dir) -> dict:
         return _train(cfg, cache_path, out_dir)
 
 
+def left_out(results: list[dict]) -> int:
+    """Test rows of classes not in play, over the run's folds (one seed's: every seed has the same)."""
+    return sum({r["fold"]: r["choice"].get("test_rows_left_out", 0) for r in results}.values())
+
+
+def source_corpora_record(results: list[dict]) -> list[dict]:
+    """results.json "source_corpora": each source's path, fingerprint, encoder, window and the
+    labelled rows it lent (per fold x seed: min and max of the rows, and per class of the first)."""
+    out = []
+    for k, first in enumerate(results[0]["choice"]["source_corpora"]):
+        attrs = table_cache(first["path"]).attrs
+        used = [r["choice"]["source_corpora"][k]["rows"] for r in results]
+        out.append({"path": first["path"], "fingerprint": first["fingerprint"],
+                    "encoder_id": attrs.get("encoder_id", ""), "window": attrs.get("window", ""),
+                    "rows_used": {"min": min(used), "max": max(used)}, "rows_per_class": first["rows_per_class"],
+                    "prompts_normalised": first["prompts_normalised"]})
+    return out
+
+
 def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     cache_path, out_dir = Path(cache_path), Path(out_dir)
     cfg = cfg.replace(device=resolve_device(cfg.device))
     t0 = time.perf_counter()
     _, table, attrs, fingerprint = prepared_cache(str(cache_path), cfg.layer, cfg.speaker_norm)
-    classes = class_names(table)
+    classes, _, why = run_classes(cfg, table)
     jobs = jobs_for(cfg, cache_path)
     folds = sorted({job[2] for job in jobs})
     warn_few_labels(table, folds, cfg.labeled_fraction, cfg.inner_validation)
@@ -60,6 +79,10 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
                "choices": [{"fold": r["fold"], "seed": r["seed"], **r["choice"]} for r in results],
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}
+    if cfg.source_corpora or cfg.classes:
+        summary["classes"] = {"in_play": classes, "reason": why, "test_rows_left_out": left_out(results)}
+    if cfg.source_corpora:
+        summary["source_corpora"] = source_corpora_record(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "config.json", json.dumps({"config": cfg.to_dict(), "cache": cache_info,
                                                       "git_revision": summary["git_revision"]}, indent=2))

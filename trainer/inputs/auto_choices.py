@@ -107,7 +107,8 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
     seen = np.arange(len(raw)) if seen is None else seen
     med = median_utterances_per_speaker(speakers[seen])
     n_lab_spk = len(np.unique(speakers[labelled]))
-    mi, p = speaker_label_dependence(speakers[labelled], y_lab)
+    # no labelled rows of the cache's own (source_corpora, labeled_fraction 0): nothing to test
+    mi, p = speaker_label_dependence(speakers[labelled], y_lab) if len(labelled) else (0.0, 1.0)
     n_states = raw.shape[1] if n_states is None else n_states
     middle = str(middle_layer(n_states))
     out = AutoChoice(layer=middle if layer in ("auto", "middle") else layer, speaker_norm=speaker_norm, reason="fixed",
@@ -118,6 +119,9 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
             out.speaker_norm, out.reason = False, f"median utterances per speaker {med:.1f} < {MIN_UTTERANCES_PER_SPEAKER}: speaker norm off"
         elif p < DEPENDENCE_ALPHA:
             out.speaker_norm, out.reason = False, f"labels of L depend on the speaker (MI {mi:.3f} nats, p {p:.3f}): speaker norm off"
+        elif not len(labelled):
+            out.speaker_norm, out.reason = True, (f"no labels of the cache's own to test speaker-label dependence, "
+                                                  f"{med:.0f} utterances per speaker: speaker norm on")
         else:
             out.speaker_norm, out.reason = True, f"no speaker-label dependence in L (p {p:.3f}), {med:.0f} utterances per speaker: speaker norm on"
     layers = sorted(candidate_layers(n_states, layer), key=lambda s: (s != middle, s))  # ties go to the middle
@@ -182,7 +186,8 @@ def choose_text_norm(setting, x, text_ids, speakers, split, y: np.ndarray, n_cla
                 f"a speaker says the median prompt {med_takes:g} times, fewer than half the {n_classes} classes "
                 "(prompts are not spoken across the emotions): text norm off")
         else:
-            stat, p, n = prompt_label_dependence(x, codes, speakers, seen, split.labeled, y[split.labeled])
+            stat, p, n = prompt_label_dependence(x, codes, speakers, seen, split.labeled, y[split.labeled]) \
+                if len(split.labeled) else (0.0, 1.0, 0)  # no labels of the cache's own: untestable
             out.update(prompt_label_stat=stat, prompt_label_p=p, prompt_tested_rows=n)
             if n == 0:
                 out["text_norm"], out["text_reason"] = False, ("no labelled prompt is spoken by another training "

@@ -76,12 +76,15 @@ def fold_masks(table: pd.DataFrame, fold: str, inner: bool = False) -> tuple[np.
     return (f >= 0) & ~outer & ~held, held
 
 
-def class_quota(n_class: int, fraction: float, min_per_class: int = 1) -> int:
-    """Labelled utterances a class of n_class training rows gets: round(fraction * n), at least min_per_class."""
-    return min(n_class, max(min_per_class, int(round(fraction * n_class))))
+def class_quota(n_class: int, fraction: float, min_per_class: int | None = None) -> int:
+    """Labelled utterances a class of n_class training rows gets: round(fraction * n), at least
+    min_per_class (default 1, and 0 at fraction 0: no labels of the cache's own, `source_corpora`)."""
+    least = (1 if fraction > 0 else 0) if min_per_class is None else min_per_class
+    return min(n_class, max(least, int(round(fraction * n_class))))
 
 
-def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator, min_per_class: int = 1) -> np.ndarray:
+def stratified_pick(labels: np.ndarray, fraction: float, rng: np.random.Generator,
+                    min_per_class: int | None = None) -> np.ndarray:
     """Positions (into `labels`) of a stratified subset: round(fraction * n_c), at least min_per_class."""
     picked = []
     for c in np.unique(labels):
@@ -110,6 +113,8 @@ def warn_few_labels(table: pd.DataFrame, folds: list[str], fraction: float, inne
     class: the warm-up, the LDA teacher (a covariance from 1-2 samples) and the scores are then mostly noise."""
     labels = table["label"].astype(str).to_numpy()
     worst = None
+    if fraction == 0:  # no labels of the cache's own (source_corpora): nothing to warn about
+        return
     for fold in folds:
         train = labels[fold_masks(table, fold, inner)[0]]
         for c in np.unique(labels):
@@ -144,10 +149,15 @@ def warn_empty_pool(table: pd.DataFrame, folds: list[str], fraction: float, meth
 
 
 def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: float,
-               val_fraction: float = 0.0, transductive: bool = False, inner: bool = False) -> Split:
+               val_fraction: float = 0.0, transductive: bool = False, inner: bool = False,
+               in_play: np.ndarray | None = None) -> Split:
+    """in_play: per table row, is its label a class of the run (default: every row). Rows of other
+    classes are never labelled, scored or in `train` (topline's labels); they stay in the pool (the
+    pool is never filtered by label), and the whole test fold joins it when transductive."""
     train_mask, test_mask = fold_masks(table, fold, inner)
-    train = np.flatnonzero(train_mask)
-    test = np.flatnonzero(test_mask)
+    in_play = np.ones(len(table), bool) if in_play is None else np.asarray(in_play, bool)
+    pool_train, test_fold = np.flatnonzero(train_mask), np.flatnonzero(test_mask)
+    train, test = pool_train[in_play[pool_train]], test_fold[in_play[test_fold]]
     if len(train) == 0 or len(test) == 0:
         raise UserError(f"fold {fold}: {len(train)} training and {len(test)} test rows; a fold needs both")
     overlap = len(set(table["speaker"].iloc[train]) & set(table["speaker"].iloc[test]))
@@ -170,8 +180,8 @@ def make_split(table: pd.DataFrame, fold: str, seed: int, labeled_fraction: floa
         if val_pos:
             val = np.sort(labeled[np.concatenate(val_pos)])
             labeled = np.setdiff1d(labeled, val)
-    unlabeled = np.setdiff1d(train, np.concatenate([labeled, val]))
+    unlabeled = np.setdiff1d(pool_train, np.concatenate([labeled, val]))
     if transductive:
-        unlabeled = np.concatenate([unlabeled, test])
+        unlabeled = np.concatenate([unlabeled, test_fold])
     return Split(fold=str(fold), seed=int(seed), labeled=labeled, val=val, unlabeled=unlabeled,
                  test=test, train=train, speaker_overlap=overlap)

@@ -35,17 +35,18 @@ def source_paths(setting) -> list[str]:
     return [p.strip() for p in str(setting or "").split(",") if p.strip()]
 
 
-def check_source(path: str, attrs: dict, row_shape, train_attrs: dict, train_row_shape) -> None:
-    """Refuse a source whose vectors do not live in the labelled cache's space: another encoder,
-    another window (trim / full / padding) or another layer shape."""
+def check_source(path: str, attrs: dict, row_shape, train_attrs: dict, train_row_shape,
+                 field: str = "unlabeled_cache") -> None:
+    """Refuse a source (of the recipe `field`) whose vectors do not live in the training cache's
+    space: another encoder, another window (trim / full / padding) or another layer shape."""
     for key, what in (("encoder_id", "encoder"), ("window", "window")):
         if attrs.get(key) != train_attrs.get(key):
-            raise UserError(f"unlabeled_cache {path}: its {what} is {attrs.get(key)!r}, the training cache's "
+            raise UserError(f"{field} {path}: its {what} is {attrs.get(key)!r}, the training cache's "
                             f"{train_attrs.get(key)!r}; its vectors are not comparable (same encoder required): "
                             f"extract that corpus with the same encoder and window (`extract --window "
                             f"{train_attrs.get('window')}`)")
     if tuple(row_shape) != tuple(train_row_shape):
-        raise UserError(f"unlabeled_cache {path} holds features {tuple(row_shape)}, the training cache "
+        raise UserError(f"{field} {path} holds features {tuple(row_shape)}, the training cache "
                         f"{tuple(train_row_shape)}: extract it with the same encoder (and use the same layer)")
 
 
@@ -68,13 +69,21 @@ def centred_source(x_ext, text_ids, text_norm: bool, target_mean: np.ndarray, ro
     `rows`, the source's rows the run may see: a copy of the labelled corpus never lends its test
     speakers' audio to them, as the corpus's own prompt means never see the test fold."""
     rows = np.asarray(rows, np.int64)
+    x_ext = own_prompts_centred(x_ext, text_ids, text_norm, rows)
+    return shifted(x_ext, mean_row(x_ext, rows) - target_mean)
+
+
+def own_prompts_centred(x, text_ids, text_norm: bool, rows: np.ndarray):
+    """x with its own prompt means (over `rows`) removed when the run removes prompt means and the
+    corpus's prompts repeat (median >= MIN_UTTERANCES_PER_PROMPT); else x itself. Another corpus's
+    prompts are its own: its means never come from the training cache's."""
     if text_norm and text_ids is not None:
         _, codes = prompt_codes(text_ids)
         codes = codes[rows]
         counts = np.bincount(codes[codes >= 0]) if (codes >= 0).any() else np.zeros(0)
         if len(counts) and np.median(counts[counts > 0]) >= MIN_UTTERANCES_PER_PROMPT:
-            x_ext = PromptCentered.fit(x_ext, text_ids, rows)
-    return shifted(x_ext, mean_row(x_ext, rows) - target_mean)
+            return PromptCentered.fit(x, text_ids, rows)
+    return x
 
 
 def is_copy(table_ext, table) -> bool:

@@ -36,7 +36,6 @@ import torch
 from scipy.stats import binomtest
 
 from trainer.inputs.auto_choices import speaker_groups
-from trainer.inputs.feature_store import FeatureRows
 from trainer.inputs.fold_data import FoldData
 from trainer.inputs.fold_jobs import FoldJob, table_cache
 from trainer.inputs.sources import OWN, is_copy, source_paths
@@ -65,11 +64,7 @@ class QuietMonitor:
 def restrict_pool(data: FoldData, keep: set[int]) -> FoldData:
     """`data` whose pool holds only the rows of the sources in `keep` (OWN always); source ids stay."""
     keep = set(keep) | {OWN}
-    parts = [(cache, rows.cpu().numpy()) for k, (cache, rows) in enumerate(data.x_unl.parts) if k in keep]
-    mask = torch.isin(data.pool_source, torch.as_tensor(sorted(keep), device=data.pool_source.device))
-    return replace(data, x_unl=FeatureRows(parts, data.standardizer, data.x_unl.device),
-                   y_unl_hidden=data.y_unl_hidden[mask], group_speaker=data.group_speaker[mask],
-                   pool_source=data.pool_source[mask], source_priors=None)
+    return data.with_pool(torch.isin(data.pool_source, torch.as_tensor(sorted(keep), device=data.pool_source.device)))
 
 
 def paired_gain_p(correct_with: np.ndarray, correct_without: np.ndarray) -> tuple[float, int, int]:
@@ -88,7 +83,7 @@ def held_out_predictions(job: FoldJob, seed_of, variants: dict[str, set[int]]) -
     one speaker group with the pool of each variant's sources, predicting that group."""
     data = job.data
     y = data.y_lab.cpu().numpy()
-    groups = speaker_groups(job.table["speaker"].astype(str).to_numpy()[job.split.labeled], GATE_GROUPS)
+    groups = speaker_groups(job.labelled_speakers(), GATE_GROUPS)  # with source_corpora: their speakers too
     pred = {name: np.full(len(y), -1) for name in variants}
     scored = np.zeros(len(y), bool)
     for g in np.unique(groups):
