@@ -80,33 +80,72 @@ def _corpus_root(corpus: str, root: str | None) -> str:
 # adapter options: `manifest` and `extract --corpus` take the same ones
 ROOT_HELP = ("Corpus folder (for --corpus csv: the table; paths in it are relative to its folder). "
              "Default: $BGRPO_SER_DATA/<corpus>, else data/<corpus>.")
-INCLUDE_SONG = typer.Option(None, "--include-song/--speech-only", help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).")
-N_FOLDS = typer.Option(None, help="Number of speaker-grouped folds (default: 5; at most one per speaker); on a corpus with "
-                       "standard folds (ravdess, iemocap) it replaces them (e.g. for a part of the corpus).")
+INCLUDE_SONG = typer.Option(
+    None,
+    "--include-song/--speech-only",
+    help="ravdess: add the song part (flagged in vocal_channel) (default: speech only).",
+)
+N_FOLDS = typer.Option(
+    None,
+    help="Number of speaker-grouped folds (default: 5; at most one per speaker); on a corpus with "
+    "standard folds (ravdess, iemocap) it replaces them (e.g. for a part of the corpus).",
+)
 SPEAKERS = typer.Option(None, help="Keep only these speakers, comma separated as in the manifest's speaker column "
                         "(e.g. Actor_01,Actor_02,Actor_05,Actor_06: two RAVDESS folds): a part of the corpus.")
 SPEAKER_REGEX = typer.Option(None, help="folders: regex over the file name; named group `speaker` or the first group.")
-TEXT_REGEX = typer.Option(None, help="folders: regex over the file name giving the prompt (text_id; named group `text` or the first group); unmatched files get none.")
-LABEL_MAP = typer.Option(None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful').")
-FOUR_CLASS = typer.Option(None, "--four-class/--all-labels", help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.")
-MERGE_EXCITED = typer.Option(None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge).")
-ALLOW_MISSING = typer.Option(None, "--allow-missing", help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.")
+TEXT_REGEX = typer.Option(
+    None,
+    help="folders: regex over the file name giving the prompt (text_id; named group `text` or the first group); "
+         "unmatched files get none.",
+)
+LABEL_MAP = typer.Option(
+    None, help="folders/csv: extra label mappings raw=label, comma separated (e.g. 'joy=happy,anxious=fearful')."
+)
+FOUR_CLASS = typer.Option(
+    None,
+    "--four-class/--all-labels",
+    help="iemocap: the standard 4 classes (neutral, happy, sad, angry) (default) or all.",
+)
+MERGE_EXCITED = typer.Option(
+    None, "--merge-excited/--keep-excited", help="iemocap: count excited as happy (default: merge)."
+)
+ALLOW_MISSING = typer.Option(
+    None,
+    "--allow-missing",
+    help="iemocap/meld/m3ed/csv: drop annotated utterances whose audio is missing instead of stopping.",
+)
 LANGUAGE = typer.Option(None, help="folders/csv: language code written to the manifest (e.g. en).")
 ADAPTER_OPTIONS = ("include_song", "n_folds", "speakers", "speaker_regex", "text_regex", "label_map", "four_class",
                    "merge_excited", "allow_missing", "language", "strict")
-STRICT = typer.Option(None, "--strict", help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one warning).")
+STRICT = typer.Option(
+    None,
+    "--strict",
+    help="Corpora coded in file names: stop on any audio file off the naming scheme (default: skip them with one "
+         "warning).",
+)
 
 
 # --- manifest (data_manifests) -------------------------------------------------------------
 @app.command()
 def manifest(
-    corpus: str = typer.Option(..., help="ravdess, cremad, emodb, tess, savee, casia, cafe, iemocap, meld, m3ed, folders or csv."),
+    corpus: str = typer.Option(
+        ..., help="ravdess, cremad, emodb, tess, savee, casia, cafe, iemocap, meld, m3ed, folders or csv."
+    ),
     root: str = typer.Option(None, help=ROOT_HELP),
-    out: str = typer.Option(None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."),
-    include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    out: str = typer.Option(
+        None, help="Output CSV (default: manifests/<corpus>.csv; the corpus folder is recorded in <out>.root)."
+    ),
+    include_song: bool = INCLUDE_SONG,
+    n_folds: int = N_FOLDS,
+    speaker_regex: str = SPEAKER_REGEX,
     text_regex: str = TEXT_REGEX,
-    label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
+    label_map: str = LABEL_MAP,
+    four_class: bool = FOUR_CLASS,
+    merge_excited: bool = MERGE_EXCITED,
+    allow_missing: bool = ALLOW_MISSING,
+    language: str = LANGUAGE,
+    strict: bool = STRICT,
+    speakers: str = SPEAKERS,
 ) -> None:
     """Turn a corpus in its native layout into a validated manifest CSV and print its summary."""
     from data_manifests import audio_root, check_trainable, prepare, summarize, write_manifest, write_manifest_root
@@ -126,30 +165,57 @@ def manifest(
 # --- extract / info / merge (pipeline) -----------------------------------------------------
 @app.command()
 def extract(
-    corpus: str = typer.Option(None, help="Corpus adapter name (ravdess, ...); with --manifest it only names the cache folder."),
-    root: str = typer.Option(None, help="The corpus folder. Default: with --manifest the folder recorded beside it "
-                             "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>."),
+    corpus: str = typer.Option(
+        None, help="Corpus adapter name (ravdess, ...); with --manifest it only names the cache folder."
+    ),
+    root: str = typer.Option(
+        None,
+        help="The corpus folder. Default: with --manifest the folder recorded beside it "
+        "(<manifest>.root; the CSV's folder if there is none), else $BGRPO_SER_DATA/<corpus>, else data/<corpus>.",
+    ),
     manifest: str = typer.Option(None, help="A manifest CSV (from `cli.py manifest`) instead of running the adapter."),
-    model: str = typer.Option(None, help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id; "
-                              "a local WavLM / HuBERT / wav2vec 2.0 folder (or hub id already downloaded) encodes each utterance whole."),
-    window: str = typer.Option("full", help="full: Whisper's 30 s padded input; trim: only the real audio frames; "
-                               "padN: padded to the next N s (docs/EXTRACTION.md)."),
+    model: str = typer.Option(
+        None,
+        help="Encoder: base (default, embedded), tiny.en (embedded), a CTranslate2/transformers dir, or a hub id; "
+        "a local WavLM / HuBERT / wav2vec 2.0 folder (or hub id already downloaded) encodes each utterance whole.",
+    ),
+    window: str = typer.Option(
+        "full",
+        help="full: Whisper's 30 s padded input; trim: only the real audio frames; "
+        "padN: padded to the next N s (docs/EXTRACTION.md).",
+    ),
     cache_dir: str = typer.Option("cache", help="Caches go to <cache-dir>/<corpus>/<encoder-tag>-<window>.h5."),
     out: str = typer.Option(None, help="Exact output path (overrides --cache-dir)."),
     device: str = typer.Option("auto", help="auto (cuda when present), cpu, cuda, cuda:1, ..."),
-    batch_size: int = typer.Option(None, help="At most this many utterances per batch (default 256; batches are "
-                                   "sized by --frame-budget)."),
-    frame_budget: int = typer.Option(None, help="Mel frames of encoder input per batch, padding included (default: "
-                                     "64 full windows on a GPU, 4 on a CPU)."),
+    batch_size: int = typer.Option(
+        None, help="At most this many utterances per batch (default 256; batches are sized by --frame-budget)."
+    ),
+    frame_budget: int = typer.Option(
+        None,
+        help="Mel frames of encoder input per batch, padding included (default: 64 full windows on a GPU, 4 on a CPU).",
+    ),
     dtype: str = typer.Option("auto", help="auto (bf16 or fp16 on a GPU, fp32 on a CPU), float32, float16, bfloat16."),
-    workers: int = typer.Option(None, help="DataLoader workers for decode and resample (default: every core but one "
-                                "on a GPU machine, 1 on a CPU)."),
-    shard: str = typer.Option(None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."),
-    include_song: bool = INCLUDE_SONG, n_folds: int = N_FOLDS, speaker_regex: str = SPEAKER_REGEX,
+    workers: int = typer.Option(
+        None,
+        help="DataLoader workers for decode and resample (default: every core but one on a GPU machine, 1 on a CPU).",
+    ),
+    shard: str = typer.Option(
+        None, help="i/n: encode the i-th of n slices into its own part file (default RANK/WORLD_SIZE under torchrun)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a cache (or unfinished run) made with another encoder/window/manifest."
+    ),
+    include_song: bool = INCLUDE_SONG,
+    n_folds: int = N_FOLDS,
+    speaker_regex: str = SPEAKER_REGEX,
     text_regex: str = TEXT_REGEX,
-    label_map: str = LABEL_MAP, four_class: bool = FOUR_CLASS, merge_excited: bool = MERGE_EXCITED,
-    allow_missing: bool = ALLOW_MISSING, language: str = LANGUAGE, strict: bool = STRICT, speakers: str = SPEAKERS,
+    label_map: str = LABEL_MAP,
+    four_class: bool = FOUR_CLASS,
+    merge_excited: bool = MERGE_EXCITED,
+    allow_missing: bool = ALLOW_MISSING,
+    language: str = LANGUAGE,
+    strict: bool = STRICT,
+    speakers: str = SPEAKERS,
 ) -> None:
     """Encode a corpus once into an HDF5 cache of pooled Whisper hidden states (resumable).
 
@@ -281,12 +347,19 @@ def rechunk(cache: str = typer.Argument(..., help="A cache .h5 written before th
 
 @app.command("cache-import")
 def cache_import(
-    folder: str = typer.Argument(..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] "
-                                 "array each."),
-    table: str = typer.Option(..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."),
+    folder: str = typer.Argument(
+        ..., help="Folder of <utt_id>.npy files, one [D], [T, D] or \\[layers, D] array each."
+    ),
+    table: str = typer.Option(
+        ..., "--table", help="CSV of the utterances: utt_id, label, speaker (+ fold, split, text_id...)."
+    ),
     out: str = typer.Option(..., help="The cache to write (.h5)."),
-    encoder_id: str = typer.Option(..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."),
-    first_axis: str = typer.Option("frames", help="What the first axis of a 2-D array is: frames (mean-pooled) or layers."),
+    encoder_id: str = typer.Option(
+        ..., help="What made the features (e.g. emotion2vec_base); caches of other ids never mix."
+    ),
+    first_axis: str = typer.Option(
+        "frames", help="What the first axis of a 2-D array is: frames (mean-pooled) or layers."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out (default: refuse)."),
 ) -> None:
     """Turn features of any encoder (EmoBox's per-utterance .npy files) into a cache for train / ablate / label."""
@@ -307,7 +380,10 @@ CACHE_DIR = typer.Option("cache", help="With --corpus: where `extract` wrote.")
 @app.command()
 def train(
     cache: str = typer.Option(None, help="HDF5 cache from `extract` (default: found, see --corpus)."),
-    corpus: str = CORPUS, model: str = MODEL, window: str = WINDOW, cache_dir: str = CACHE_DIR,
+    corpus: str = CORPUS,
+    model: str = MODEL,
+    window: str = WINDOW,
+    cache_dir: str = CACHE_DIR,
     method: str = typer.Option(None, metavar="A,B", help=flag_help("methods")),
     reward: str = typer.Option(None, help=flag_help("reward")),
     labeled_fraction: float = typer.Option(None, help=flag_help("labeled_fraction")),
@@ -319,7 +395,9 @@ def train(
     workers: int = typer.Option(None, help=flag_help("workers")),
     out: str = typer.Option(None, help="Run dir (default: runs/train-<time>)."),
     recipe: str = typer.Option(None, help="A TOML file of field = value lines (`recipe` prints them all)."),
-    set_: list[str] = typer.Option(None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."),
+    set_: list[str] = typer.Option(
+        None, "--set", metavar="K=V", help="field=value for any recipe field, repeatable (e.g. --set refit_rounds=5)."
+    ),
 ) -> None:
     """Train the methods over folds x seeds; print a table and write a run dir.
 
@@ -368,8 +446,13 @@ def recipe() -> None:
 
 @app.command()
 def ablate(
-    cache: str = typer.Option(None, help="HDF5 cache from `extract` (audio is never read; default: found as for `train`)."),
-    corpus: str = CORPUS, model: str = MODEL, window: str = WINDOW, cache_dir: str = CACHE_DIR,
+    cache: str = typer.Option(
+        None, help="HDF5 cache from `extract` (audio is never read; default: found as for `train`)."
+    ),
+    corpus: str = CORPUS,
+    model: str = MODEL,
+    window: str = WINDOW,
+    cache_dir: str = CACHE_DIR,
     grid: str = typer.Option(..., help="grid.toml: \\[base] fixed config fields, \\[grid] field = \\[values, ...]."),
     workers: int = typer.Option(2, help="Parallel processes over settings x folds x seeds."),
     out: str = typer.Option(None, help="Output directory (default runs/ablate-<time>)."),
@@ -395,25 +478,41 @@ def ablate(
 
 @app.command()
 def predict(
-    audio: list[str] = typer.Argument(..., help="Audio files (any format soundfile reads), folders (their "
-                                      ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
-                                      "manifest: paths relative to its recorded root; its speaker / text_id columns "
-                                      "are used where no regex is given; a segment manifest's rows are its spans)."),
+    audio: list[str] = typer.Argument(
+        ...,
+        help="Audio files (any format soundfile reads), folders (their "
+        ".wav/.flac/.ogg files, recursively) or CSV tables with a path column (a "
+        "manifest: paths relative to its recorded root; its speaker / text_id columns "
+        "are used where no regex is given; a segment manifest's rows are its spans).",
+    ),
     run: str = typer.Option(..., help="A run directory written by `train` (uses its models.safetensors)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     csv: str = typer.Option(None, help="Also write the table to this CSV."),
-    speaker_regex: str = typer.Option(None, help="Speaker of each file from its name (first group), for "
-                                      "speaker_norm runs; default: no speaker known (see --speaker-means)."),
-    text_regex: str = typer.Option(None, help="Prompt (text_id) of each file from its name (first group), for "
-                                   "text_norm runs; files it does not match, or prompts the run never saw, keep their content."),
-    speaker_means: str = typer.Option("shrunk", help="speaker_norm runs: shrunk (each speaker's mean pulled toward the "
-                                      "training speakers' by how few files it has; files without a speaker each alone) "
-                                      "| own (each speaker's own mean, all files one speaker without --speaker-regex: "
-                                      "how `train` scored its test speakers)."),
-    segment: bool = typer.Option(False, help="Cut every file into speech segments first (files over 30 s always "
-                                 "are): one row per segment, a recording's segments centred as one speaker."),
-    timeline: str = typer.Option(None, help="Also draw the segmented files' emotions over time to this PNG (one "
-                                 "panel per file)."),
+    speaker_regex: str = typer.Option(
+        None,
+        help="Speaker of each file from its name (first group), for "
+        "speaker_norm runs; default: no speaker known (see --speaker-means).",
+    ),
+    text_regex: str = typer.Option(
+        None,
+        help="Prompt (text_id) of each file from its name (first group), for "
+        "text_norm runs; files it does not match, or prompts the run never saw, keep their content.",
+    ),
+    speaker_means: str = typer.Option(
+        "shrunk",
+        help="speaker_norm runs: shrunk (each speaker's mean pulled toward the "
+        "training speakers' by how few files it has; files without a speaker each alone) "
+        "| own (each speaker's own mean, all files one speaker without --speaker-regex: "
+        "how `train` scored its test speakers).",
+    ),
+    segment: bool = typer.Option(
+        False,
+        help="Cut every file into speech segments first (files over 30 s always "
+        "are): one row per segment, a recording's segments centred as one speaker.",
+    ),
+    timeline: str = typer.Option(
+        None, help="Also draw the segmented files' emotions over time to this PNG (one panel per file)."
+    ),
 ) -> None:
     """Label audio files with a trained run (its encoder, window and fold x seed policies, averaged).
 
@@ -427,9 +526,17 @@ def predict(
     speakers = speakers_from_names(paths, speaker_regex) if speaker_regex else inputs.speakers()
     text_ids = text_ids_from_names(paths, text_regex) if text_regex else inputs.text_ids()
     trained, unreadable = load_run(run), {}
-    table = trained.predict_proba(paths, speakers, text_ids, device, unreadable, speaker_means,
-                                  "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column",
-                                  segment, spans=inputs.spans)
+    table = trained.predict_proba(
+        paths,
+        speakers,
+        text_ids,
+        device,
+        unreadable,
+        speaker_means,
+        "--text-regex, the prompt from the file name, or a CSV of the files with a text_id column",
+        segment,
+        spans=inputs.spans,
+    )
     if table.empty and unreadable:
         raise UserError(unread_report(unreadable, len(paths)))
     if csv:
@@ -462,7 +569,9 @@ def demo(
     speakers: int = typer.Option(8, help="Synthetic speakers (eSpeak voices), 4..8; folds = 4 speaker groups."),
     sentences: int = typer.Option(4, help="Sentences per speaker and class, 1..8."),
     takes: int = typer.Option(2, help="Takes per sentence (each with its own prosody jitter)."),
-    keep: bool = typer.Option(False, "--keep", help="Keep the generated audio (default: deleted once encoded; the cache holds it)."),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep the generated audio (default: deleted once encoded; the cache holds it)."
+    ),
 ) -> None:
     """Generate a synthetic emotional-speech corpus (eSpeak NG), then manifest -> extract -> train on it.
 
@@ -487,7 +596,11 @@ def demo(
 @app.command()
 def stress(
     cache: str = typer.Option(..., help="A complete cache to derive from (never modified)."),
-    kind: str = typer.Option(..., help="confounded | unbalanced | few-per-speaker | text-confounded | unique-text (see pipeline/stress_corpora.py)."),
+    kind: str = typer.Option(
+        ...,
+        help="confounded | unbalanced | few-per-speaker | text-confounded | unique-text (see "
+             "pipeline/stress_corpora.py).",
+    ),
     out: str = typer.Option(..., help="Derived cache .h5 to write (same format; `train` runs on it unchanged)."),
     seed: int = typer.Option(0, help="Seed of the row choice."),
 ) -> None:
@@ -517,28 +630,59 @@ def shift(
 @app.command()
 def label(
     cache: str = typer.Option(..., help="The corpus's cache (from `extract`)."),
-    labels: str = typer.Option(None, help="CSV with columns utt_id,label: the labels you have (empty label = "
-                               "unlabelled); optional with --source."),
-    out: str = typer.Option(None, help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up). "
-                            "Required without --serve; with it, where the page's export writes (default: LABELS with -labelled before .csv)."),
-    next_out: str = typer.Option(None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."),
+    labels: str = typer.Option(
+        None,
+        help="CSV with columns utt_id,label: the labels you have (empty label = unlabelled); optional with --source.",
+    ),
+    out: str = typer.Option(
+        None,
+        help="CSV to write: every utterance with its label (given, or predicted with probability and runner-up). "
+        "Required without --serve; with it, where the page's export writes (default: LABELS with -labelled before "
+        ".csv).",
+    ),
+    next_out: str = typer.Option(
+        None, help="CSV of the utterances to annotate next (default: OUT with -to-label before .csv)."
+    ),
     n_next: int = typer.Option(20, "--next", help="How many utterances to suggest for annotation."),
     seeds: str = typer.Option("0,1,2", help="Seeds whose probabilities are averaged."),
-    unlabeled_cache: str = typer.Option(None, help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is kept only where it helps (source_gate)."),
-    source: str = typer.Option(None, help="Comma list of labelled source corpora (caches, same encoder and window): "
-                               "their labels train the model (source_corpora; docs/CROSS_CORPUS.md)."),
-    serve: bool = typer.Option(False, help="Label in a browser: a local page that plays each suggestion, saves every label "
-                               "to LABELS as it is given and retrains after each batch."),
+    unlabeled_cache: str = typer.Option(
+        None,
+        help="Comma list of caches of other unlabelled audio (same encoder and window) to add to the pool; each is "
+             "kept only where it helps (source_gate).",
+    ),
+    source: str = typer.Option(
+        None,
+        help="Comma list of labelled source corpora (caches, same encoder and window): "
+        "their labels train the model (source_corpora; docs/CROSS_CORPUS.md).",
+    ),
+    serve: bool = typer.Option(
+        False,
+        help="Label in a browser: a local page that plays each suggestion, saves every label "
+        "to LABELS as it is given and retrains after each batch.",
+    ),
     port: int = typer.Option(8000, min=0, max=65535, help="--serve: the port (0: any free one)."),
-    host: str = typer.Option("127.0.0.1", help="--serve: the address to bind (default: this machine only); the page "
-                             "answers only requests addressed to it, 127.0.0.1 or localhost."),
-    root: str = typer.Option(None, help="--serve: the corpus folder the audio paths are relative to (default: --manifest's "
-                             "recorded root, else $BGRPO_SER_DATA/<corpus>, else data/<corpus>)."),
-    manifest: str = typer.Option(None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        help="--serve: the address to bind (default: this machine only); the page "
+        "answers only requests addressed to it, 127.0.0.1 or localhost.",
+    ),
+    root: str = typer.Option(
+        None,
+        help="--serve: the corpus folder the audio paths are relative to (default: --manifest's "
+        "recorded root, else $BGRPO_SER_DATA/<corpus>, else data/<corpus>).",
+    ),
+    manifest: str = typer.Option(
+        None, help="--serve: the manifest the cache was extracted from (its recorded corpus root)."
+    ),
     batch: int = typer.Option(10, help="--serve: labels between automatic retrains."),
-    cv_folds: int = typer.Option(3, help="--serve: folds (by speaker) of the quality estimate over the given labels; 0: none."),
-    classes: str = typer.Option(None, help="--serve: the label buttons, comma-separated (default: the cache's and "
-                                "LABELS's labels); with --source: the classes in play (default: the sources' classes)."),
+    cv_folds: int = typer.Option(
+        3, help="--serve: folds (by speaker) of the quality estimate over the given labels; 0: none."
+    ),
+    classes: str = typer.Option(
+        None,
+        help="--serve: the label buttons, comma-separated (default: the cache's and "
+        "LABELS's labels); with --source: the classes in play (default: the sources' classes).",
+    ),
 ) -> None:
     """Label my corpus: train transductively on everything from the labels you have, predict the rest."""
     from data_manifests.storage import write_text_atomic
@@ -568,11 +712,15 @@ def label(
     write_text_atomic(out_path, table.to_csv(index=False))
     write_text_atomic(nxt, suggest.to_csv(index=False))
     c = info["choice"]
-    typer.echo(f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
-               f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']}); "
-               f"text norm {'on' if c['text_norm'] else 'off'} ({c['text_reason']})")
+    typer.echo(
+        f"{info['n_given']} given labels ({', '.join(info['classes'])}), {info['n_predicted']} utterances predicted; "
+        f"layer {c['layer']}, speaker norm {'on' if c['speaker_norm'] else 'off'} ({c['reason']}); "
+        f"text norm {'on' if c['text_norm'] else 'off'} ({c['text_reason']})"
+    )
     typer.echo("predicted: " + ", ".join(f"{k} {v}" for k, v in info["predicted_counts"].items()))
-    typer.echo(f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, by the {DEFAULT_RULE} rule)")
+    typer.echo(
+        f"wrote {out_path} (every utterance) and {nxt} ({len(suggest)} to annotate next, by the {DEFAULT_RULE} rule)"
+    )
 
 
 if __name__ == "__main__":

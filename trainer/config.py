@@ -7,7 +7,8 @@ allowed range live on the field, and one generic `validate` reads them. `train -
 
 Defaults = the project's recipe (docs/METHOD.md; chosen with the inner-validation protocol, see
 docs/RESULTS.md and, for the choices made per run, docs/CORPORA.md): middle layer, speaker centring
-and prompt-mean removal (text_norm) chosen per run from the labelled subset (trainer/inputs/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
+and prompt-mean removal (text_norm) chosen per run from the labelled subset
+(trainer/inputs/auto_choices.py), linear head fitted by L-BFGS, B-GRPO in refit
 rounds with balanced actions on sqrt(pi_old * T) from a shrinkage-LDA teacher and the assignment
 confidence as reward. SPEC section 5's literal form is `SPEC_FORM` below.
 """
@@ -80,49 +81,147 @@ def _reward_error(v: str) -> str | None:
 @dataclass
 class TrainConfig:
     # --- protocol (SPEC 2)
-    methods: tuple[Method, ...] = option(("bgrpo", "supervised"), "Methods to run: bgrpo, supervised, pseudo-label, dino, topline.", group="protocol (SPEC 2)")
+    methods: tuple[Method, ...] = option(
+        ("bgrpo", "supervised"),
+        "Methods to run: bgrpo, supervised, pseudo-label, dino, topline.",
+        group="protocol (SPEC 2)",
+    )
     labeled_fraction: float = option(0.1, "Stratified labelled share of each training fold.", "[0, 1]")
-    val_fraction: float = option(0.0, "Share of the labelled subset held out to choose epochs (0 = fixed epochs).", "[0, 1)")
+    val_fraction: float = option(
+        0.0, "Share of the labelled subset held out to choose epochs (0 = fixed epochs).", "[0, 1)"
+    )
     folds: tuple[str, ...] | None = option(None, "Folds to run (none = every fold of the cache).")
-    seeds: tuple[int, ...] = option((0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed")
+    seeds: tuple[int, ...] = option(
+        (0, 1, 2), "Seeds; every fold runs once per seed.", check=lambda v: None if v else "at least one seed"
+    )
     transductive: bool = option(False, "Also put the test fold's audio (no labels) into the pool.")
-    inner_validation: bool = option(False, "Model selection: drop each test fold and score the next fold's speakers instead.")
-    unlabeled_cache: str | None = option(None, "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources (labels never used; trainer/inputs/sources.py).")
-    source_corpora: str | None = option(None, "Comma list of labelled source corpora: caches (same encoder and window) whose rows of the classes in play are the labelled rows, each centred and standardised on its own audio; the cache's own labels then come only from labeled_fraction (trainer/inputs/source_corpora.py, docs/CROSS_CORPUS.md).")
-    source_fraction: float = option(1.0, "source_corpora: stratified share of each source corpus's rows of the classes in play used as labelled rows.", "(0, 1]")
-    pool_keep: float = option(1.0, "Share of the pool the pool methods learn from: the rows nearest (z-scored, Euclidean) to a labelled class mean (label-free trimming of audio of classes the labelled rows lack; 1 = all).", "(0, 1]")
-    classes: tuple[str, ...] | None = option(None, "Classes in play (none = the cache's labels; with source_corpora the sources' classes that the cache has too). Rows of other classes are never trained on or scored; the pool keeps them.")
-    label_map: str | None = option(None, "raw=label pairs, comma separated, renaming labels of the cache and of the source corpora before classes are matched (e.g. 'joy=happy,anger=angry').", check=lambda v: _label_map_error(v))
-    source_prior: Literal["joint", "labelled", "em"] = option("labelled", "unlabeled_cache: balanced assignment over the union with the labelled prior (joint), or one plan per source: the labelled prior (labelled) or each source's EM-estimated prior (em).")
-    source_gate: Literal["cv", "off"] = option("cv", "unlabeled_cache: per fold x seed, speaker-grouped CV of bgrpo on the labelled subset decides (cv: one-sided paired tests on the held-out rows, p < 0.05): another corpus is kept only if shown to help, a copy of the labelled corpus (its own utterances through another channel or speed, `shift`) unless shown to hurt; or always keep it (off).")
+    inner_validation: bool = option(
+        False, "Model selection: drop each test fold and score the next fold's speakers instead."
+    )
+    unlabeled_cache: str | None = option(
+        None,
+        "Comma list of other caches (same encoder and window) whose utterances join the pool as separate sources "
+        "(labels never used; trainer/inputs/sources.py).",
+    )
+    source_corpora: str | None = option(
+        None,
+        "Comma list of labelled source corpora: caches (same encoder and window) whose rows of the classes in play "
+        "are the labelled rows, each centred and standardised on its own audio; the cache's own labels then come only "
+        "from labeled_fraction (trainer/inputs/source_corpora.py, docs/CROSS_CORPUS.md).",
+    )
+    source_fraction: float = option(
+        1.0,
+        "source_corpora: stratified share of each source corpus's rows of the classes in play used as labelled rows.",
+        "(0, 1]",
+    )
+    pool_keep: float = option(
+        1.0,
+        "Share of the pool the pool methods learn from: the rows nearest (z-scored, Euclidean) to a labelled class "
+        "mean (label-free trimming of audio of classes the labelled rows lack; 1 = all).",
+        "(0, 1]",
+    )
+    classes: tuple[str, ...] | None = option(
+        None,
+        "Classes in play (none = the cache's labels; with source_corpora the sources' classes that the cache has "
+        "too). Rows of other classes are never trained on or scored; the pool keeps them.",
+    )
+    label_map: str | None = option(
+        None,
+        "raw=label pairs, comma separated, renaming labels of the cache and of the source corpora before classes are "
+        "matched (e.g. 'joy=happy,anger=angry').",
+        check=lambda v: _label_map_error(v),
+    )
+    source_prior: Literal["joint", "labelled", "em"] = option(
+        "labelled",
+        "unlabeled_cache: balanced assignment over the union with the labelled prior (joint), or one plan per source: "
+        "the labelled prior (labelled) or each source's EM-estimated prior (em).",
+    )
+    source_gate: Literal["cv", "off"] = option(
+        "cv",
+        "unlabeled_cache: per fold x seed, speaker-grouped CV of bgrpo on the labelled subset decides (cv: one-sided "
+        "paired tests on the held-out rows, p < 0.05): another corpus is kept only if shown to help, a copy of the "
+        "labelled corpus (its own utterances through another channel or speed, `shift`) unless shown to hurt; or "
+        "always keep it (off).",
+    )
     # --- features (SPEC 3)
-    layer: str = option("middle", "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per run by speaker-grouped CV on the labelled subset).", check=_layer_error, group="features (SPEC 3)")
-    speaker_norm: Literal[True, False, "auto"] = option("auto", "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled subset's labels depend on the speaker or speakers have < 8 utterances; trainer/inputs/auto_choices.py).")
-    text_norm: Literal[True, False, "auto"] = option("auto", "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the classes, or when the labelled subset's labels follow the prompt; trainer/inputs/auto_choices.py).")
-    pool_prior: Literal["labelled", "em"] = option("labelled", "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over the pool, label-free).")
+    layer: str = option(
+        "middle",
+        "Hidden-state index, 'middle' (L // 2), 'weighted' (softmax layer weights), 'concat', or 'auto' (chosen per "
+        "run by speaker-grouped CV on the labelled subset).",
+        check=_layer_error,
+        group="features (SPEC 3)",
+    )
+    speaker_norm: Literal[True, False, "auto"] = option(
+        "auto",
+        "Subtract each speaker's mean embedding (label-free): true, false, or auto (per run: off when the labelled "
+        "subset's labels depend on the speaker or speakers have < 8 utterances; trainer/inputs/auto_choices.py).",
+    )
+    text_norm: Literal[True, False, "auto"] = option(
+        "auto",
+        "Subtract each prompt's (text_id's) mean embedding after speaker centring, means from the run's training rows "
+        "only (label-free; prompts with < 8 of them untouched): true, false, or auto (per run: off without prompt "
+        "ids, when the median prompt has < 8 training utterances or a speaker says it in fewer takes than half the "
+        "classes, or when the labelled subset's labels follow the prompt; trainer/inputs/auto_choices.py).",
+    )
+    pool_prior: Literal["labelled", "em"] = option(
+        "labelled",
+        "Class prior the balanced actions aim at: labelled (of the labelled subset) or em (EM prior adaptation over "
+        "the pool, label-free).",
+    )
     # --- head
     head: Literal["mlp", "linear"] = option("linear", "Policy head.", group="head")
     hidden: int = option(256, "MLP hidden units (head mlp).", ">= 1")
     dropout: float = option(0.2, "Dropout of the head (supervised training with solver adam).", "[0, 1)")
     weight_decay: float = option(1e-4, "Adam weight decay of supervised training and DINO.", ">= 0")
     # --- supervised warm-up (= `supervised`, pi_ref, start of B-GRPO; also `topline`)
-    warmup_epochs: int = option(100, "Supervised warm-up (and topline) epochs (solver adam).", ">= 1", group="supervised fits (warm-up, refits, topline)")
+    warmup_epochs: int = option(
+        100,
+        "Supervised warm-up (and topline) epochs (solver adam).",
+        ">= 1",
+        group="supervised fits (warm-up, refits, topline)",
+    )
     warmup_lr: float = option(1e-3, "Supervised warm-up (and topline) learning rate (solver adam).", "> 0")
-    solver: Literal["adam", "lbfgs"] = option("lbfgs", "adam: mini-batch epochs; lbfgs: full-batch L-BFGS to convergence (calibrated head).")
-    l2: float = option(10.0, "solver lbfgs: penalty l2/2 ||W||^2 per unit of sample weight (= 1/C of a logistic regression).", ">= 0")
+    solver: Literal["adam", "lbfgs"] = option(
+        "lbfgs", "adam: mini-batch epochs; lbfgs: full-batch L-BFGS to convergence (calibrated head)."
+    )
+    l2: float = option(
+        10.0, "solver lbfgs: penalty l2/2 ||W||^2 per unit of sample weight (= 1/C of a logistic regression).", ">= 0"
+    )
     # --- B-GRPO (SPEC 4-5)
-    update: Literal["grpo", "refit"] = option("refit", "grpo: clipped policy-gradient steps (E6-E8); refit: each round the selected samples (A > 0) join the labelled set with their action, weighted by A, and the head is refitted.", group="B-GRPO (SPEC 4-5)")
+    update: Literal["grpo", "refit"] = option(
+        "refit",
+        "grpo: clipped policy-gradient steps (E6-E8); refit: each round the selected samples (A > 0) join the "
+        "labelled set with their action, weighted by A, and the head is refitted.",
+        group="B-GRPO (SPEC 4-5)",
+    )
     refit_rounds: int = option(3, "Rounds of update refit.", ">= 1")
-    reward: str = option("assign", "self | teacher | self+teacher | '+'-joined r1..r5, assign (the assignment's confidence).", check=_reward_error)
-    action: Literal["sample", "greedy", "balanced"] = option("balanced", "E1 actions: sample, greedy, or balanced (Sinkhorn assignment to the labelled class prior).")
-    balance_scope: Literal["pool", "batch", "speaker"] = option("pool", "Group of the balanced assignment: the whole pool, each batch, or each speaker.")
+    reward: str = option(
+        "assign",
+        "self | teacher | self+teacher | '+'-joined r1..r5, assign (the assignment's confidence).",
+        check=_reward_error,
+    )
+    action: Literal["sample", "greedy", "balanced"] = option(
+        "balanced", "E1 actions: sample, greedy, or balanced (Sinkhorn assignment to the labelled class prior)."
+    )
+    balance_scope: Literal["pool", "batch", "speaker"] = option(
+        "pool", "Group of the balanced assignment: the whole pool, each batch, or each speaker."
+    )
     sinkhorn_iters: int = option(50, "Sinkhorn iterations of the balanced assignment.", ">= 1")
     sinkhorn_temp: float = option(1.0, "The assignment starts from p^(1/temp); < 1 = nearer a hard assignment.", "> 0")
-    teacher: str = option("lda", "ema | frozen | lda (shrinkage LDA refitted on each round's selection) | cache:OTHER.h5 (same utterances, another encoder).", check=_teacher_error)
+    teacher: str = option(
+        "lda",
+        "ema | frozen | lda (shrinkage LDA refitted on each round's selection) | cache:OTHER.h5 (same utterances, "
+        "another encoder).",
+        check=_teacher_error,
+    )
     tau: float = option(0.99, "EMA teacher decay (teacher ema; DINO).", "[0, 1]")
     lda_components: int = option(64, "teacher lda: PCA dimensions.", ">= 1")
-    act_on: Literal["policy", "mix"] = option("mix", "E1 acts on pi_old (policy) or on sqrt(pi_old * T) (mix, needs a teacher).")
-    baseline: Literal["batch", "class"] = option("batch", "E4 baseline: the group's mean reward, or the mean over the group's samples with the same action.")
+    act_on: Literal["policy", "mix"] = option(
+        "mix", "E1 acts on pi_old (policy) or on sqrt(pi_old * T) (mix, needs a teacher)."
+    )
+    baseline: Literal["batch", "class"] = option(
+        "batch", "E4 baseline: the group's mean reward, or the mean over the group's samples with the same action."
+    )
     adv_std: bool = option(False, "E5: divide r - b by the group's reward std.")
     batch_size: int = option(128, "Group size G (and mini-batch of adam fits and DINO).", ">= 2")
     mu: int = option(1, "update grpo: inner steps per group.", ">= 1")
@@ -143,7 +242,9 @@ class TrainConfig:
     workers: int = option(1, "Parallel processes over folds x seeds.", ">= 1")
     threads: int = option(1, "Torch threads per process (small matrices: 1 is fastest); 0 = cores / workers.", ">= 0")
     save_models: bool = option(True, "Save the first method's policies (models.safetensors, for `predict`).")
-    collapse_entropy: float = option(0.75, "Normalised entropy of the pool's prediction histogram below which a run counts as collapsed.", "[0, 1]")
+    collapse_entropy: float = option(
+        0.75, "Normalised entropy of the pool's prediction histogram below which a run counts as collapsed.", "[0, 1]"
+    )
 
     def __post_init__(self):
         self.methods = tuple(self.methods if not isinstance(self.methods, str) else self.methods.split(","))

@@ -51,12 +51,23 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         pred = data.x_test.map(model.probs).argmax(1).cpu().numpy()
         pool_pred = data.x_unl.map(model.probs).argmax(1).cpu().numpy() if len(data.x_unl) else pred
         ent = histogram_entropy(pool_pred, n_classes)
-        rows.append({"method": method, "fold": fold, "seed": seed,
-                     **scores(data.y_test.cpu().numpy(), pred, n_classes),
-                     "pool_pred_entropy": ent, "collapsed": bool(ent < cfg.collapse_entropy),
-                     "kept_epoch": kept_epoch, "n_labeled": len(data.y_lab), "n_val": len(split.val),
-                     "n_unlabeled": len(data.x_unl), "n_test": len(split.test), "speaker_overlap": split.speaker_overlap,
-                     "seconds": round(time.perf_counter() - t0, 3)})
+        rows.append(
+            {
+                "method": method,
+                "fold": fold,
+                "seed": seed,
+                **scores(data.y_test.cpu().numpy(), pred, n_classes),
+                "pool_pred_entropy": ent,
+                "collapsed": bool(ent < cfg.collapse_entropy),
+                "kept_epoch": kept_epoch,
+                "n_labeled": len(data.y_lab),
+                "n_val": len(split.val),
+                "n_unlabeled": len(data.x_unl),
+                "n_test": len(split.test),
+                "speaker_overlap": split.speaker_overlap,
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         preds[method] = pred
         if cfg.save_models and method == cfg.methods[0]:
             models[f"{method}_f{fold}_s{seed}"] = {k: v.cpu() for k, v in model.state_dict().items()}, model.arch

@@ -49,8 +49,10 @@ def read_user_labels(path, utt_ids, min_classes: int = 2) -> pd.Series:
     table = table[table["label"] != ""]
     unknown_ids = sorted(set(table["utt_id"]) - set(map(str, utt_ids)))
     if unknown_ids:
-        raise UserError(f"{path}: {len(unknown_ids)} utt_id(s) are not in the cache, e.g. {', '.join(unknown_ids[:5])}; "
-                         "use the utt_id column of the manifest the cache was extracted from")
+        raise UserError(
+            f"{path}: {len(unknown_ids)} utt_id(s) are not in the cache, e.g. {', '.join(unknown_ids[:5])}; "
+            "use the utt_id column of the manifest the cache was extracted from"
+        )
     unknown = sorted(set(table["label"]) - set(CANONICAL_LABELS))
     if unknown:
         raise UserError(f"{path}: unknown label(s) {', '.join(unknown)}; use the project's vocabulary: "

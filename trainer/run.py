@@ -74,8 +74,15 @@ def _train(cfg: TrainConfig, cache_path, out_dir) -> dict:
     warn_empty_pool(table, folds, cfg.labeled_fraction, cfg.methods, cfg.inner_validation, cfg.transductive)
     results = run_jobs(jobs, cfg.workers)
     rows, curves, preds, conf = collect(results, classes)
-    cache_info = {"path": str(cache_path), "fingerprint": fingerprint, "encoder_id": attrs.get("encoder_id", ""),
-                  "weights_sha256": attrs.get("weights_sha256", ""), "window": attrs.get("window", ""), "classes": classes, "n_utterances": len(table)}
+    cache_info = {
+        "path": str(cache_path),
+        "fingerprint": fingerprint,
+        "encoder_id": attrs.get("encoder_id", ""),
+        "weights_sha256": attrs.get("weights_sha256", ""),
+        "window": attrs.get("window", ""),
+        "classes": classes,
+        "n_utterances": len(table),
+    }
     summary = {"methods": summarise(rows, len(classes), conf), "config": cfg.to_dict(), "cache": cache_info,
                "choices": [{"fold": r["fold"], "seed": r["seed"], **r["choice"]} for r in results],
                "git_revision": git_revision(), "wall_seconds": round(time.perf_counter() - t0, 2)}

@@ -116,14 +116,23 @@ def choose(raw: np.ndarray, speakers: np.ndarray, labelled: np.ndarray, y_lab: n
                      speaker_label_mi=mi, speaker_label_p=p)
     if speaker_norm == "auto":
         if med < MIN_UTTERANCES_PER_SPEAKER:
-            out.speaker_norm, out.reason = False, f"median utterances per speaker {med:.1f} < {MIN_UTTERANCES_PER_SPEAKER}: speaker norm off"
+            out.speaker_norm, out.reason = (
+                False,
+                f"median utterances per speaker {med:.1f} < {MIN_UTTERANCES_PER_SPEAKER}: speaker norm off",
+            )
         elif p < DEPENDENCE_ALPHA:
-            out.speaker_norm, out.reason = False, f"labels of L depend on the speaker (MI {mi:.3f} nats, p {p:.3f}): speaker norm off"
+            out.speaker_norm, out.reason = (
+                False,
+                f"labels of L depend on the speaker (MI {mi:.3f} nats, p {p:.3f}): speaker norm off",
+            )
         elif not len(labelled):
             out.speaker_norm, out.reason = True, (f"no labels of the cache's own to test speaker-label dependence, "
                                                   f"{med:.0f} utterances per speaker: speaker norm on")
         else:
-            out.speaker_norm, out.reason = True, f"no speaker-label dependence in L (p {p:.3f}), {med:.0f} utterances per speaker: speaker norm on"
+            out.speaker_norm, out.reason = (
+                True,
+                f"no speaker-label dependence in L (p {p:.3f}), {med:.0f} utterances per speaker: speaker norm on",
+            )
     layers = sorted(candidate_layers(n_states, layer), key=lambda s: (s != middle, s))  # ties go to the middle
     if len(layers) == 1:
         out.layer = layers[0]
@@ -190,10 +199,18 @@ def choose_text_norm(setting, x, text_ids, speakers, split, y: np.ndarray, n_cla
                 if len(split.labeled) else (0.0, 1.0, 0)  # no labels of the cache's own: untestable
             out.update(prompt_label_stat=stat, prompt_label_p=p, prompt_tested_rows=n)
             if n == 0:
-                out["text_norm"], out["text_reason"] = False, ("no labelled prompt is spoken by another training "
-                                                               "speaker, so prompt-label dependence cannot be tested: text norm off")
+                out["text_norm"], out["text_reason"] = (
+                    False,
+                    (
+                        "no labelled prompt is spoken by another training "
+                        "speaker, so prompt-label dependence cannot be tested: text norm off"
+                    ),
+                )
             elif p < DEPENDENCE_ALPHA:
-                out["text_norm"], out["text_reason"] = False, f"labels of L follow the prompt (p {p:.3f}, {n} rows): text norm off"
+                out["text_norm"], out["text_reason"] = (
+                    False,
+                    f"labels of L follow the prompt (p {p:.3f}, {n} rows): text norm off",
+                )
             else:
                 out["text_norm"], out["text_reason"] = True, (f"no prompt-label dependence in L (p {p:.3f}, {n} rows), "
                                                               f"{med:g} utterances per prompt: text norm on")

@@ -34,9 +34,14 @@ class FoldData:
     y_test: torch.Tensor  # used only to score; never by any training decision
     prior: torch.Tensor  # [C] class distribution of the labelled subset (labelled + val)
     n_classes: int
-    standardizer: Standardizer  # fitted on the labelled corpus's rows the learner sees (labelled, val, own pool); every x_* is z-scored
-    pool_source: torch.Tensor | None = None  # [n_U] 0 = the corpus's own pool, k = the k-th unlabeled_cache (trainer/inputs/sources.py)
-    source_priors: torch.Tensor | None = None  # [sources + 1, C] prior of each source's balanced assignment (None: `prior` for all)
+    # fitted on the labelled corpus's rows the learner sees (labelled, val, own pool); every x_* is z-scored
+    standardizer: Standardizer
+    pool_source: torch.Tensor | None = (
+        None  # [n_U] 0 = the corpus's own pool, k = the k-th unlabeled_cache (trainer/inputs/sources.py)
+    )
+    source_priors: torch.Tensor | None = (
+        None  # [sources + 1, C] prior of each source's balanced assignment (None: `prior` for all)
+    )
 
     @classmethod
     def build(cls, x: CenteredCache, y: np.ndarray, speakers: np.ndarray, split, n_classes: int, device,

@@ -21,7 +21,15 @@ from trainer.inputs.sources import (centred_source, check_source, hidden_labels,
                                     source_paths, unseen_speaker_rows)
 from trainer.inputs.speaker_prior import SpeakerPrior
 
-TABLE_COLUMNS = ("utt_id", "label", "speaker", "fold", "split", "corpus", "text_id")  # what a run reads of a cache's table
+TABLE_COLUMNS = (
+    "utt_id",
+    "label",
+    "speaker",
+    "fold",
+    "split",
+    "corpus",
+    "text_id",
+)  # what a run reads of a cache's table
 
 
 @lru_cache(maxsize=2)
