@@ -73,9 +73,8 @@ def one_run(cache, fold: str, seed: int, inner: bool, fraction: float) -> dict:
         "alone (shrunk)": est.predict(X, None, t),
         "alone (population mean)": with_meta(est, extra=speaker_prior_tensors("bgrpo", population)).predict(X, None, t),
         "alone (no centring)": with_meta(est, choice={"speaker_norm": False}).predict(X, None, t),
-        "alone (own mean)": est.predict(X, None, t, speaker_means="own") if len(X) == 1 else
-        np.concatenate([est.predict(X[[i]], None, None if t is None else t[[i]], speaker_means="own")
-                        for i in range(len(X))]),
+        "alone (own mean)": np.concatenate([est.predict(X[[i]], None, None if t is None else t[[i]],
+                                                        speaker_means="own") for i in range(len(X))]),
         "alone, second policy": fit(speaker_norm=False).predict(X, None, t),
     }
     truth = table["label"].to_numpy()[test]

@@ -197,10 +197,9 @@ class BGRPOClassifier(ClassifierMixin, BaseEstimator):
             names_kept, means = job.prompts.to_save()
             self._meta["choices"][POLICY]["prompts"] = names_kept
             self._meta["extra"][f"{PROMPT_MEANS}/{POLICY}"] = torch.as_tensor(means)
-        if (
-            job.speaker_prior is not None
-        ):  # how predict centres speakers with few rows (trainer/inputs/speaker_prior.py)
-            self._meta["extra"].update(speaker_prior_tensors(POLICY, job.speaker_prior))
+        speaker_prior = job.speaker_prior()  # how predict centres speakers with few rows (speaker_prior.py)
+        if speaker_prior is not None:
+            self._meta["extra"].update(speaker_prior_tensors(POLICY, speaker_prior))
         self.transduction_ = np.asarray(y).copy()
         if unlabelled.any():  # the pool rows as the policy saw them in training (centred with all a speaker's rows)
             pool = job.data.x_unl.map(self.policy_.probs).argmax(1).cpu().numpy()

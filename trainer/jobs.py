@@ -91,7 +91,7 @@ def run_job(cfg_dict: dict, cache_path: str, fold: str, seed: int) -> dict:
         r.update(layer=cfg.layer, speaker_norm=cfg.speaker_norm, text_norm=cfg.text_norm)
     prompts = None if job.prompts is None else job.prompts.to_save()  # prompts whose mean the run subtracted
     return {"rows": rows, "curves": curves, "fold": fold, "seed": seed, "models": models, "choice": job.choice,
-            "prompt_means": prompts, "speaker_prior": job.speaker_prior,
+            "prompt_means": prompts, "speaker_prior": job.speaker_prior() if cfg.save_models else None,
             "predictions": {"utt_id": job.table["utt_id"].iloc[split.test].tolist(),
                             "label": data.y_test.cpu().numpy().tolist(),
                             **{m: p.tolist() for m, p in preds.items()}}}

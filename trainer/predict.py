@@ -199,13 +199,10 @@ class Run:
         long = [span is None and (segment or (s is not None and s > LONG_SECONDS)) for s, span in zip(seconds, spans)]
         n_short = sum(1 for is_long, span in zip(long, spans) if not is_long and span is None)
         speaker_norm = any(c["speaker_norm"] is True for c in [meta, *meta.get("choices", {}).values()])
-        as_one = speaker_means == "own" or not has_speaker_prior(meta)  # files without speakers: one speaker
-        if speaker_norm and speakers is None and 0 < n_short < 8 and as_one:
-            retrain = (
-                ""
-                if has_speaker_prior(meta)
-                else " (or train the run again: runs since the speaker prior centre a lone file)"
-            )
+        with_prior = has_speaker_prior(meta)
+        if speaker_norm and speakers is None and 0 < n_short < 8 and (speaker_means == "own" or not with_prior):
+            # files without speakers are centred as one speaker
+            retrain = "" if with_prior else " (or train the run again: runs since the speaker prior centre a lone file)"
             print(f"warning: run {self.path} used speaker_norm; {n_short} file(s) are treated as one speaker, "
                   f"give several utterances of the same speaker for reliable predictions{retrain}", file=sys.stderr)
         note = prompt_note(meta, text_ids, len(paths), give_prompts)

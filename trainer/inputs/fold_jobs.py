@@ -91,8 +91,16 @@ class FoldJob:
     cfg: object  # the run's TrainConfig with `auto` layer / speaker_norm / text_norm resolved for this fold x seed
     choice: dict  # what was chosen and why (results.json "choices")
     prompts: object = None  # the PromptCentered features when text_norm is on (its means are saved for predict)
-    speaker_prior: SpeakerPrior | None = None  # with speaker_norm: how predict centres speakers with few files
     source_speakers: np.ndarray | None = None  # speakers of the labelled rows from source_corpora (prefixed)
+    rows: CenteredCache | None = None  # the cache's rows the run reads (before prompt means)
+
+    def speaker_prior(self) -> SpeakerPrior | None:
+        """With speaker_norm, how predict centres speakers with few files: fitted on the rows this run
+        may see. Computed when asked (a saved run, the estimator), not for every fold x seed."""
+        if not self.cfg.speaker_norm or self.rows is None:
+            return None
+        visible = np.sort(np.concatenate([self.split.labeled, self.split.val, self.split.unlabeled]))
+        return SpeakerPrior.fit(self.rows.raw, self.table["speaker"].astype(str).to_numpy(), visible)
 
     def labelled_speakers(self) -> np.ndarray:
         """The speaker of each labelled row (data.x_lab's order): the cache's, then the source corpora's."""
@@ -200,7 +208,5 @@ def fold_job(cfg, x: CenteredCache, table: pd.DataFrame, y: np.ndarray, classes:
         prior, why = target_prior(y[np.concatenate([split.labeled, split.val])], len(classes))
         data = replace(data, prior=torch.as_tensor(prior, dtype=data.prior.dtype, device=data.prior.device))
         choice.update(source_corpora=[s.record for s in labelled], prior_reason=why)
-    visible = np.concatenate([split.labeled, split.val, split.unlabeled])
-    prior = SpeakerPrior.fit(x.raw, speakers, np.sort(visible)) if cfg.speaker_norm else None
     return FoldJob(data, split, table, y, classes, cfg, choice, x_run if cfg.text_norm else None,
-                   prior, np.concatenate([s.speakers for s in labelled]) if labelled else None)
+                   np.concatenate([s.speakers for s in labelled]) if labelled else None, x)

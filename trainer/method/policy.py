@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -67,7 +68,7 @@ class Policy(nn.Module):
 RUN_KEY = "run"  # the header's metadata: {"meta": the run's cache and choices, "arch": each policy's shape}
 PROMPT_MEANS = "~prompt_means"  # key prefix of the saved prompt means (text_norm), one tensor per policy
 SPEAKER_PRIOR = "~speaker_prior"  # key prefix of a speaker_norm policy's SpeakerPrior: <prefix>/<policy>/<field>
-PRIOR_FIELDS = ("mean", "weight")
+PRIOR_FIELDS = tuple(f.name for f in fields(SpeakerPrior))  # one tensor each
 
 
 def speaker_prior_tensors(name: str, prior: SpeakerPrior) -> dict:
